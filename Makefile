@@ -1,0 +1,55 @@
+# Thin layer over `python -m convert` / `python -m quantize`: one stage per process, so each
+# stage's peak RSS is its own. Stages skip themselves when their inputs are unchanged.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL ?= videoseal
+OUT ?= artifacts
+THREADS ?= 2
+
+ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
+	$(if $(CKPT),--ckpt $(CKPT)) \
+	$(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) \
+	$(if $(filter 1 yes true,$(ALLOW_ZERO_WEIGHTS)),--allow-zero-weights) \
+	$(if $(IMAGES),--images $(IMAGES)) \
+	$(if $(filter 1 yes true,$(FORCE)),--force)
+
+.PHONY: setup demo test test-full convert load inspect export tflite verify lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# The main job on the embedded default model. Until a trained default exists (issue 6), this
+# converts and verifies the full-size VideoSeal 1.0 architecture with RANDOM weights, labelled so.
+demo: setup
+	$(MAKE) --no-print-directory convert MODEL=videoseal RANDOM_INIT=1 OUT=$(OUT)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-full: setup
+	$(PY) -m pytest -q -m fullsize
+
+load inspect export tflite: setup
+	$(PY) -m convert $@ $(ARGS)
+
+verify: setup
+	$(PY) -m convert verify $(ARGS) --variant $(or $(VARIANT),fp32)
+
+convert: setup
+	$(PY) -m convert load $(ARGS)
+	$(PY) -m convert export $(ARGS)
+	$(PY) -m convert tflite $(ARGS)
+	$(PY) -m convert verify $(ARGS) --variant fp32
+
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(OUT) dist

@@ -1,0 +1,66 @@
+"""Command line: ``python -m convert <stage> --model M [--ckpt P] [--random-init] [--out DIR]``.
+
+A thin layer over ``convert.stages``; the Makefile calls one stage per process, so each stage's
+peak RSS is its own. Named pipeline errors print one message and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from models.errors import PipelineError
+from models.registry import resolve
+
+log = logging.getLogger("convert")
+
+STAGES = ("load", "inspect", "export", "tflite", "verify", "convert")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--model", required=True, help="registry name (videoseal, pixelseal, chunkyseal) or path to a card YAML")
+    p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (.pth official or bare state dict, or .safetensors)")
+    p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
+    p.add_argument("--allow-zero-weights", action="store_true", help="go on although a conv/linear weight is entirely zero")
+    p.add_argument("--out", type=Path, default=Path("artifacts"))
+    p.add_argument("--images", type=Path, default=None, help="directory of images to verify on (default: held-out photos)")
+    p.add_argument("--variant", default="fp32", help="variant to verify (fp32, int8, ...)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    from convert import stages as st
+
+    try:
+        opts = st.RunOptions(
+            spec=resolve(args.model),
+            out=args.out,
+            ckpt=args.ckpt,
+            random_init=args.random_init,
+            allow_zero_weights=args.allow_zero_weights,
+            images=args.images,
+            threads=args.threads,
+            force=args.force,
+        )
+        run = {
+            "load": [st.stage_load],
+            "inspect": [st.stage_inspect],
+            "export": [st.stage_export],
+            "tflite": [st.stage_tflite],
+            "verify": [lambda o: st.stage_verify(o, args.variant)],
+            "convert": [st.stage_load, st.stage_export, st.stage_tflite, st.stage_verify],
+        }[args.stage]
+        for fn in run:
+            print(fn(opts).table(), flush=True)
+    except PipelineError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 0

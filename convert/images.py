@@ -1,0 +1,90 @@
+"""Host-side image handling: read any photo as RGB float in [0, 1], resize as official detect().
+
+Official ``detect()`` resizes any other size to the model's size with bilinear interpolation,
+``align_corners=False`` and ``antialias=True``, without keeping the aspect ratio. The same
+preprocessing feeds PyTorch and TFLite, so verification compares the models, not two resizers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from models.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MIN_SIDE = 32
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image as float32 (3, H, W) RGB in [0, 1].
+
+    Grayscale is repeated to three channels, alpha is dropped (the pixels are used as stored),
+    CMYK and palette images are converted to RGB, 16-bit images are scaled by 65535. Files that
+    are not images, or are smaller than MIN_SIDE pixels on a side, raise ImageError.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float32)
+                arr = arr / (65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0)
+                arr = np.repeat(arr[..., None], 3, axis=-1)
+            elif mode == "F":
+                raise ImageError(f"{path}: floating-point images (mode F) have no defined range; convert to 8 or 16 bits")
+            else:
+                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: not a readable image ({e})") from e
+    h, w = arr.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"{path}: image is {w}x{h}, smaller than {MIN_SIDE} px on a side")
+    return np.ascontiguousarray(np.clip(arr, 0.0, 1.0).transpose(2, 0, 1))
+
+
+def resize_like_detect(img: np.ndarray | torch.Tensor, size: int = 256) -> torch.Tensor:
+    """(3, H, W) or (B, 3, H, W) in [0, 1] -> (B, 3, size, size), as official detect() resizes."""
+    t = torch.as_tensor(img, dtype=torch.float32)
+    if t.ndim == 3:
+        t = t[None]
+    if t.shape[-2:] == (size, size):
+        return t
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def list_images(directory: str | Path) -> list[Path]:
+    """Image files of a directory, sorted; other files are named in the log and skipped."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImageError(f"image directory not found: {directory}")
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    for p in files:
+        if p not in images:
+            log.warning("skipping %s: not an image file (%s)", p.name, p.suffix or "no suffix")
+    if not images:
+        raise ImageError(f"no image files in {directory} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def iter_inputs(paths: list[Path], size: int = 256, skip_bad: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    """Stream (name, (1, 3, size, size)) inputs; unreadable files are skipped by name or raised."""
+    for p in paths:
+        try:
+            img = read_rgb(p)
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            log.warning("skipping %s", e)
+            continue
+        yield p.name, resize_like_detect(img, size)

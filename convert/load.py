@@ -1,0 +1,153 @@
+"""Stage 1: checkpoint (+ card) -> PyTorch extractor, loaded strictly.
+
+Accepts the official format (``{'model': state_dict}`` with ``detector.``/``embedder.``
+prefixes), a bare extractor state dict, and safetensors. Pickles are read with
+``weights_only=True``; any missing, unexpected or mis-shaped key fails with the list of names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.convnext import ConvnextExtractor, ExtractorConfig
+from models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
+from models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT_SEED = 0
+EXTRACTOR_PREFIX = "detector."
+
+
+@dataclass
+class LoadedExtractor:
+    """A built extractor and where its weights came from."""
+
+    spec: ModelSpec
+    config: ExtractorConfig
+    module: ConvnextExtractor
+    checkpoint_path: str | None
+    checkpoint_sha256: str | None
+    random_init: bool
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_extractor(cfg: ExtractorConfig, device: str | torch.device = "cpu") -> ConvnextExtractor:
+    with torch.device(device):
+        return ConvnextExtractor(cfg).eval()
+
+
+def random_init_(module: torch.nn.Module, seed: int = RANDOM_INIT_SEED) -> None:
+    """Seeded random weights with non-trivial norm/GRN parameters, so a wrong formula would show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2 and "grn" not in name:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / fan_in) ** 0.5)
+            elif name.endswith("weight"):  # LayerNorm scales
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:  # biases, GRN gamma/beta
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into the extractor's state dict (prefix stripped)."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            raw: object = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointFormatError(f"{path}: not a readable safetensors file ({e})") from e
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointFormatError(
+                f"{path}: refused to unpickle: the file holds objects other than tensors and plain data, "
+                f"which could run code when loaded (weights_only=True). Detail: {str(e).splitlines()[0]}"
+            ) from e
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+            raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {str(e).splitlines()[0]}") from e
+    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
+        raw = raw["model"]
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise CheckpointFormatError(f"{path}: expected a state dict or {{'model': state_dict}}, got {type(raw).__name__}")
+    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith(EXTRACTOR_PREFIX) for k in tensors):
+        return {k[len(EXTRACTOR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRACTOR_PREFIX)}
+    if any(k.startswith("embedder.") for k in tensors):
+        raise CheckpointMismatchError(f"{path}: holds 'embedder.' keys but no '{EXTRACTOR_PREFIX}' keys: no extractor to convert")
+    return tensors
+
+
+def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], path: Path) -> None:
+    """Fail with every missing, unexpected and mis-shaped key named."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k])}"
+        for k in set(expected) & set(got)
+        if tuple(got[k].shape) != tuple(expected[k])
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+            if items:
+                parts.append(f"{len(items)} {label}:\n    " + "\n    ".join(items))
+        raise CheckpointMismatchError(
+            f"{path} does not match the card's architecture (strict loading):\n  " + "\n  ".join(parts)
+            + "\n  Is this checkpoint for this MODEL / card?"
+        )
+
+
+def zero_weights(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of convolution and linear weights that are entirely zero (a broken checkpoint)."""
+    return [k for k, v in state.items() if k.endswith("weight") and v.ndim >= 2 and not bool(v.any())]
+
+
+def load_extractor(
+    spec: ModelSpec, ckpt: str | Path | None = None, random_init: bool = False, allow_zero_weights: bool = False
+) -> LoadedExtractor:
+    """Build the spec's extractor and fill it from a checkpoint, or with seeded random weights."""
+    cfg = spec.card.config
+    module = build_extractor(cfg)
+    if random_init:
+        random_init_(module)
+        log.warning("%s: RANDOM weights (seed %d), not a trained model", spec.name, RANDOM_INIT_SEED)
+        return LoadedExtractor(spec, cfg, module, None, None, True)
+    path = Path(ckpt) if ckpt else spec.default_checkpoint()
+    if not path.is_file():
+        where = f"\n  Download it from {spec.checkpoint_url} on a machine with internet," if spec.checkpoint_url else ""
+        raise CheckpointNotFoundError(
+            f"checkpoint not found: {path}{where}\n  then place it at {path} or pass CKPT=<path>"
+            "\n  (or RANDOM_INIT=1 to build with random weights, labelled as such)."
+        )
+    state = read_state_dict(path)
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    check_keys(expected, state, path)
+    zeros = zero_weights(state)
+    if zeros and not allow_zero_weights:
+        raise ZeroWeightError(
+            f"{path}: {len(zeros)} convolution/linear weight(s) are entirely zero, a sign of an untrained or broken "
+            f"checkpoint: {', '.join(zeros[:10])}{' ...' if len(zeros) > 10 else ''}. Set ALLOW_ZERO_WEIGHTS=1 to go on."
+        )
+    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    del state
+    return LoadedExtractor(spec, cfg, module, str(path), sha256_file(path), False)

@@ -1,0 +1,60 @@
+"""Run a ``.tflite`` extractor with the LiteRT interpreter (``ai_edge_litert``), any variant.
+
+Integer inputs and outputs are quantized and dequantized with the scale and zero point in the
+tensor details, so every variant takes the same float image in [0, 1] and returns float logits.
+Outputs are found by name (``mask_logit``, ``bit_logits``), not by position.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+OUTPUT_KEYS = ("mask_logit", "bit_logits")
+
+
+class TFLiteExtractor:
+    """One interpreter, created once; call with an NHWC (1, H, W, 3) float image in [0, 1]."""
+
+    def __init__(self, path: str | Path, num_threads: int = 2, use_xnnpack: bool = True) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.path = Path(path)
+        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=resolver)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        outs = self.interpreter.get_output_details()
+        self.outputs = {}
+        for key in OUTPUT_KEYS:
+            match = [d for d in outs if key in d["name"]]
+            if len(match) != 1:
+                raise ValueError(f"{path}: expected one output named like '{key}', found {[d['name'] for d in outs]}")
+            self.outputs[key] = match[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.input["shape"])
+
+    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zp = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, detail: dict, y: np.ndarray) -> np.ndarray:
+        if detail["dtype"] == np.float32:
+            return y.astype(np.float32)
+        scale, zp = detail["quantization"]
+        return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
+
+    def __call__(self, image_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.interpreter.set_tensor(self.input["index"], self._quantize_input(image_nhwc))
+        self.interpreter.invoke()
+        mask, bits = (
+            self._dequantize(self.outputs[k], self.interpreter.get_tensor(self.outputs[k]["index"])) for k in OUTPUT_KEYS
+        )
+        return mask, bits

@@ -1,0 +1,247 @@
+"""The float pipeline's stages as functions over a model directory: load, inspect, export, tflite, verify.
+
+Each stage reads what it needs (card, checkpoint, earlier artifacts), writes its own files
+atomically, and records its inputs' fingerprint in ``stages.json``; with unchanged inputs and
+intact outputs it is skipped. Every stage returns a one-table summary for the command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calibration_data.photos import heldout_paths
+from convert.artifacts import ModelDir, machine_description, peak_rss_mb, read_json, tool_versions, write_json, write_text
+from convert.images import list_images
+from convert.load import LoadedExtractor, load_extractor, sha256_file
+from models.convnext import DeployExtractor
+from models.errors import ArtifactMissingError
+from models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_fingerprint() -> str:
+    """Hash of the model and conversion code: a code change reruns the stages."""
+    h = hashlib.sha256()
+    for sub in ("models", "convert"):
+        for p in sorted((ROOT / sub).glob("*.py")):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class RunOptions:
+    """What the user chose on the command line (make variables)."""
+
+    spec: ModelSpec
+    out: Path
+    ckpt: Path | None = None
+    random_init: bool = False
+    allow_zero_weights: bool = False
+    images: Path | None = None
+    threads: int = 2
+    force: bool = False
+
+    @property
+    def model_dir(self) -> ModelDir:
+        return ModelDir(self.out, self.spec.name)
+
+    def checkpoint_path(self) -> Path | None:
+        if self.random_init:
+            return None
+        return self.ckpt or self.spec.default_checkpoint()
+
+    def inputs(self) -> dict[str, Any]:
+        """Fingerprint of what determines the model: card, weights, code."""
+        ckpt = self.checkpoint_path()
+        return {
+            "card_sha256": sha256_file(self.spec.card_path),
+            "checkpoint_sha256": sha256_file(ckpt) if ckpt and ckpt.is_file() else None,
+            "random_init": self.random_init,
+            "code": code_fingerprint(),
+        }
+
+    def load(self) -> LoadedExtractor:
+        return load_extractor(self.spec, self.ckpt, self.random_init, self.allow_zero_weights)
+
+    def verify_images(self) -> list[Path]:
+        return list_images(self.images) if self.images else heldout_paths()
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    model_id: str
+    skipped: bool
+    rows: list[tuple[str, str]]
+
+    def table(self) -> str:
+        head = f"{self.stage} {self.model_id}: " + ("up to date, skipped" if self.skipped else "done")
+        width = max((len(k) for k, _ in self.rows), default=0)
+        return "\n".join([head, *[f"  {k.ljust(width)}  {v}" for k, v in self.rows]])
+
+
+def _skip(opts: RunOptions, stage: str, inputs: dict[str, Any]) -> bool:
+    return not opts.force and opts.model_dir.up_to_date(stage, inputs)
+
+
+def _stage_rows(opts: RunOptions, stage: str) -> list[tuple[str, str]]:
+    rec = opts.model_dir.stages().get(stage, {})
+    return [("wall time", f"{rec.get('wall_s', 0):.1f} s"), ("peak RSS", f"{rec.get('peak_rss_mb', 0):.0f} MB")]
+
+
+def model_description(opts: RunOptions, loaded: LoadedExtractor) -> dict[str, Any]:
+    cfg = loaded.config
+    return {
+        "model_id": opts.spec.name,
+        "description": opts.spec.description,
+        "card": str(opts.spec.card_path),
+        "nbits": cfg.nbits,
+        "architecture": {"family": "convnext", "depths": list(cfg.depths), "dims": list(cfg.dims), "stem_stride": cfg.stem_stride},
+        "num_params": sum(p.numel() for p in loaded.module.parameters()),
+        "input": {
+            "name": "image",
+            "shape": [1, cfg.img_size, cfg.img_size, 3],
+            "layout": opts.spec.input_layout,
+            "dtype": "float32",
+            "range": list(opts.spec.input_range),
+            "channel_order": "RGB",
+            "preprocessing_in_graph": "x * 2 - 1",
+            "resize_rule": f"resize any other size to {cfg.img_size}x{cfg.img_size}: bilinear, align_corners=False, antialias=True, aspect ratio not kept (official detect())",
+        },
+        "outputs": [
+            {"name": "mask_logit", "index": 0, "shape": [1, 1], "dtype": "float32", "meaning": "detection (mask) logit; the released checkpoints were trained with zero weight on it"},
+            {"name": "bit_logits", "index": 1, "shape": [1, cfg.nbits], "dtype": "float32", "meaning": "one logit per message bit: bit = logit > 0, P(bit = 1) = sigmoid(logit)"},
+        ],
+        "checkpoint": loaded.checkpoint_path,
+        "checkpoint_sha256": loaded.checkpoint_sha256,
+        "random_init": loaded.random_init,
+        "tool_versions": tool_versions(),
+    }
+
+
+def stage_load(opts: RunOptions) -> StageSummary:
+    """Checkpoint + card -> strictly loaded extractor; writes model.json."""
+    md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
+    if _skip(opts, "load", inputs):
+        return StageSummary("load", opts.spec.name, True, _stage_rows(opts, "load"))
+    loaded = opts.load()
+    write_json(md / "model.json", model_description(opts, loaded))
+    md.record("load", inputs, ["model.json"], t0)
+    desc = read_json(md / "model.json")
+    rows = [
+        ("weights", "RANDOM (seeded), not a trained model" if loaded.random_init else f"{loaded.checkpoint_path}"),
+        ("checkpoint sha256", str(loaded.checkpoint_sha256)),
+        ("parameters", f"{desc['num_params']:,}"),
+        ("nbits", str(desc["nbits"])),
+    ]
+    return StageSummary("load", opts.spec.name, False, rows + _stage_rows(opts, "load"))
+
+
+def stage_inspect(opts: RunOptions) -> StageSummary:
+    """Write inspect.json / inspect.md: per-stage parameters, per-tensor statistics, FLOPs, flags."""
+    from convert.inspect_checkpoint import inspect_extractor, render_markdown
+
+    md, t0 = opts.model_dir, time.time()
+    loaded = load_extractor(opts.spec, opts.ckpt, opts.random_init, allow_zero_weights=True)
+    report = inspect_extractor(loaded)
+    report["machine"] = machine_description()
+    write_json(md / "inspect.json", report)
+    write_text(md / "inspect.md", render_markdown(report))
+    rows = [
+        ("parameters", f"{report['num_params']:,}"),
+        ("GFLOPs / image", f"{report['gflops_256']:.2f}"),
+        ("flagged tensors", str(len(report["flagged"]))),
+        ("all-zero conv/linear", str(len(report["zero_conv_linear_weights"]))),
+        ("report", str(md / "inspect.md")),
+        ("wall time", f"{time.time() - t0:.1f} s"),
+    ]
+    return StageSummary("inspect", opts.spec.name, False, rows)
+
+
+def _require(md: ModelDir, name: str, make_target: str) -> Path:
+    p = md / name
+    if not p.exists():
+        raise ArtifactMissingError(f"{p} does not exist: run `make {make_target}` first")
+    return p
+
+
+def stage_export(opts: RunOptions) -> StageSummary:
+    """Extractor -> extractor.pt2 (torch.export) and model.onnx (checked with onnxruntime)."""
+    from convert.export import export_onnx, export_program
+
+    md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
+    _require(md, "model.json", "load")
+    if _skip(opts, "export", inputs):
+        return StageSummary("export", opts.spec.name, True, _stage_rows(opts, "export"))
+    loaded = opts.load()
+    deploy = DeployExtractor(loaded.module).eval()
+    export_program(deploy, loaded.config.img_size, md / "extractor.pt2")
+    res = export_onnx(deploy, loaded.config.img_size, md / "model.onnx")
+    write_json(md / "export.json", {"onnx_opset": res.onnx_opset, "onnx_max_abs_diff_vs_pytorch": res.onnx_max_abs_diff, "random_init": loaded.random_init})
+    md.record("export", inputs, ["extractor.pt2", "model.onnx", "export.json"], t0)
+    rows = [("extractor.pt2", _mb(md / "extractor.pt2")), ("model.onnx", _mb(md / "model.onnx")), ("ONNX opset", str(res.onnx_opset)), ("ONNX vs PyTorch max abs diff", f"{res.onnx_max_abs_diff:.3g}")]
+    return StageSummary("export", opts.spec.name, False, rows + _stage_rows(opts, "export"))
+
+
+def stage_tflite(opts: RunOptions) -> StageSummary:
+    """Extractor -> fp32.tflite with litert-torch."""
+    from convert.tflite import convert_fp32
+
+    md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
+    _require(md, "model.json", "load")
+    if _skip(opts, "tflite", inputs):
+        return StageSummary("tflite", opts.spec.name, True, _stage_rows(opts, "tflite"))
+    loaded = opts.load()
+    deploy = DeployExtractor(loaded.module).eval()
+    del loaded
+    convert_fp32(deploy, opts.spec.card.config.img_size, md / "fp32.tflite")
+    md.record("tflite", inputs, ["fp32.tflite"], t0)
+    return StageSummary("tflite", opts.spec.name, False, [("fp32.tflite", _mb(md / "fp32.tflite"))] + _stage_rows(opts, "tflite"))
+
+
+def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
+    """Compare <variant>.tflite with PyTorch on held-out photos; raise on a missed threshold."""
+    from convert.verify import verify_variant
+
+    md, t0 = opts.model_dir, time.time()
+    tfl = _require(md, f"{variant}.tflite", "tflite" if variant == "fp32" else "quantize")
+    images = opts.verify_images()
+    inputs = {**opts.inputs(), "tflite_sha256": sha256_file(tfl), "images": [str(p) for p in images], "threads": opts.threads}
+    thresholds = opts.spec.thresholds[variant]
+    inputs["thresholds"] = thresholds.__dict__
+    if _skip(opts, f"verify-{variant}", inputs):
+        r = read_json(md / f"verify-{variant}.json")
+        return StageSummary(f"verify-{variant}", opts.spec.name, True, _verify_rows(r) + _stage_rows(opts, f"verify-{variant}"))
+    loaded = opts.load()
+    try:
+        report = verify_variant(
+            opts.spec.name, variant, loaded.module, tfl, images, thresholds, loaded.random_init, md.path, loaded.config.img_size, opts.threads
+        )
+    finally:
+        log.info("verify peak RSS %.0f MB", peak_rss_mb())
+    md.record(f"verify-{variant}", inputs, [f"verify-{variant}.json", f"verify-{variant}.md"], t0)
+    return StageSummary(f"verify-{variant}", opts.spec.name, False, _verify_rows(report.__dict__) + _stage_rows(opts, f"verify-{variant}"))
+
+
+def _verify_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("result", "PASSED" if r["passed"] else "FAILED"),
+        ("images", str(r["num_images"])),
+        ("max abs logit diff", f"{r['max_abs_logit_diff']:.3g}"),
+        ("mask / bit agreement", f"{r['mask_agreement']:.4%} / {r['bit_agreement']:.4%}"),
+        ("SQNR", "exact" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f} dB"),
+        ("weights", "RANDOM (not trained)" if r["random_init"] else "checkpoint"),
+    ]
+
+
+def _mb(p: Path) -> str:
+    return f"{p.stat().st_size / 1e6:.1f} MB"

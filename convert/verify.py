@@ -1,0 +1,173 @@
+"""Stage 4: compare a ``.tflite`` variant with the PyTorch extractor on held-out real photos.
+
+Checks names, then shapes, then values. Per output: max abs difference and SQNR; mask agreement
+(sign of the mask logit) and bit agreement (sign of each bit logit). Writes
+``verify-<variant>.json`` and ``.md``; raises VerificationError when a threshold is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convert.artifacts import machine_description, write_json, write_text
+from convert.images import iter_inputs
+from convert.runtime import TFLiteExtractor
+from models.convnext import ConvnextExtractor
+from models.errors import ImageError, VerificationError
+from models.registry import Thresholds
+
+log = logging.getLogger(__name__)
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio in dB; None when the two are identical."""
+    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    if noise == 0.0:
+        return None
+    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+@dataclass
+class VerifyReport:
+    model_id: str
+    variant: str
+    tflite: str
+    num_images: int
+    images: list[str]
+    max_abs_logit_diff: float
+    max_abs_mask_diff: float
+    max_abs_bit_diff: float
+    mask_agreement: float
+    bit_agreement: float
+    sqnr_db: float | None
+    mask_sqnr_db: float | None
+    bit_sqnr_db: float | None
+    random_init: bool
+    thresholds: dict[str, Any]
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    machine: str = ""
+    num_threads: int = 2
+
+
+def check_thresholds(r: dict[str, Any], t: Thresholds) -> list[str]:
+    """Every threshold the measured figures miss, as readable lines."""
+    fails = []
+    if t.max_abs_logit_diff is not None and r["max_abs_logit_diff"] > t.max_abs_logit_diff:
+        fails.append(f"max abs logit diff {r['max_abs_logit_diff']:.3g} > {t.max_abs_logit_diff:.3g}")
+    if r["mask_agreement"] < t.min_mask_agreement:
+        fails.append(f"mask agreement {r['mask_agreement']:.4%} < {t.min_mask_agreement:.4%}")
+    if r["bit_agreement"] < t.min_bit_agreement:
+        fails.append(f"bit agreement {r['bit_agreement']:.4%} < {t.min_bit_agreement:.4%}")
+    if t.min_sqnr_db is not None and r["sqnr_db"] is not None and r["sqnr_db"] < t.min_sqnr_db:
+        fails.append(f"SQNR {r['sqnr_db']:.2f} dB < {t.min_sqnr_db:.2f} dB")
+    return fails
+
+
+def compare(
+    module: ConvnextExtractor, tflite_path: Path, image_paths: list[Path], img_size: int, num_threads: int = 2
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Run both models on the same preprocessed images; return names, PyTorch and TFLite logits."""
+    runner = TFLiteExtractor(tflite_path, num_threads=num_threads)
+    expected_shape = (1, img_size, img_size, 3)
+    if runner.input_shape != expected_shape:
+        raise VerificationError(f"{tflite_path}: input shape {runner.input_shape}, expected {expected_shape}")
+    names, ref, got = [], [], []
+    for i, (name, x) in enumerate(iter_inputs(image_paths, img_size)):
+        with torch.no_grad():
+            r = module(x).numpy()
+        mask, bits = runner(x.permute(0, 2, 3, 1).contiguous().numpy())
+        if mask.shape != (1, 1) or bits.shape != (1, r.shape[1] - 1):
+            raise VerificationError(f"{tflite_path}: output shapes {mask.shape}, {bits.shape}; expected (1, 1), (1, {r.shape[1] - 1})")
+        names.append(name)
+        ref.append(r[0])
+        got.append(np.concatenate([mask[0], bits[0]]))
+        log.info("  [%d/%d] %s", i + 1, len(image_paths), name)
+    if not names:
+        raise ImageError("no usable images to verify on")
+    return names, np.stack(ref), np.stack(got)
+
+
+def verify_variant(
+    model_id: str,
+    variant: str,
+    module: ConvnextExtractor,
+    tflite_path: Path,
+    image_paths: list[Path],
+    thresholds: Thresholds,
+    random_init: bool,
+    out_dir: Path,
+    img_size: int = 256,
+    num_threads: int = 2,
+) -> VerifyReport:
+    """Verify one variant, write its JSON and Markdown reports, raise if it misses a threshold."""
+    names, ref, got = compare(module, tflite_path, image_paths, img_size, num_threads)
+    diff = np.abs(ref - got)
+    figures = {
+        "max_abs_logit_diff": float(diff.max()),
+        "max_abs_mask_diff": float(diff[:, 0].max()),
+        "max_abs_bit_diff": float(diff[:, 1:].max()),
+        "mask_agreement": float(np.mean((ref[:, 0] > 0) == (got[:, 0] > 0))),
+        "bit_agreement": float(np.mean((ref[:, 1:] > 0) == (got[:, 1:] > 0))),
+        "sqnr_db": sqnr_db(ref, got),
+        "mask_sqnr_db": sqnr_db(ref[:, 0], got[:, 0]),
+        "bit_sqnr_db": sqnr_db(ref[:, 1:], got[:, 1:]),
+    }
+    failures = check_thresholds(figures, thresholds)
+    report = VerifyReport(
+        model_id=model_id,
+        variant=variant,
+        tflite=tflite_path.name,
+        num_images=len(names),
+        images=names,
+        random_init=random_init,
+        thresholds=asdict(thresholds),
+        passed=not failures,
+        failures=failures,
+        machine=machine_description(),
+        num_threads=num_threads,
+        **figures,
+    )
+    write_json(out_dir / f"verify-{variant}.json", asdict(report))
+    write_text(out_dir / f"verify-{variant}.md", render_markdown(report))
+    log.info("\n%s", summary_table(report))
+    if failures:
+        raise VerificationError(f"{model_id} {variant} failed verification: " + "; ".join(failures) + f" (see {out_dir}/verify-{variant}.md)")
+    return report
+
+
+def _fmt_db(v: float | None) -> str:
+    return "exact (no error)" if v is None else f"{v:.2f} dB"
+
+
+def summary_table(r: VerifyReport) -> str:
+    t = r.thresholds
+    rows = [
+        ("max abs logit diff", f"{r.max_abs_logit_diff:.3g}", f"<= {t['max_abs_logit_diff']:.3g}" if t["max_abs_logit_diff"] is not None else "-"),
+        ("mask agreement", f"{r.mask_agreement:.4%}", f">= {t['min_mask_agreement']:.4%}"),
+        ("bit agreement", f"{r.bit_agreement:.4%}", f">= {t['min_bit_agreement']:.4%}"),
+        ("SQNR (all logits)", _fmt_db(r.sqnr_db), f">= {t['min_sqnr_db']:.1f} dB" if t["min_sqnr_db"] is not None else "-"),
+        ("SQNR mask / bits", f"{_fmt_db(r.mask_sqnr_db)} / {_fmt_db(r.bit_sqnr_db)}", "-"),
+    ]
+    lines = ["| figure | measured | threshold |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(r: VerifyReport) -> str:
+    status = "PASSED" if r.passed else "FAILED: " + "; ".join(r.failures)
+    weights = "**RANDOM weights (not a trained model)**" if r.random_init else "checkpoint weights"
+    return (
+        f"# Verification: {r.model_id} / {r.variant}\n\n"
+        f"{status}\n\n"
+        f"`{r.tflite}` against the PyTorch extractor ({weights}) on {r.num_images} held-out images "
+        f"({', '.join(r.images)}), resized as official `detect()` does; {r.num_threads} threads on {r.machine}.\n\n"
+        f"{summary_table(r)}\n"
+    )

@@ -1,0 +1,111 @@
+"""The registry of released extractors: one declarative spec per model, listed explicitly.
+
+``resolve(name_or_card)`` returns a spec for a registry name or alias, or for the path of a
+user's card YAML (its id is the file's stem). Unknown names fail with the known names and the
+closest match.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.cards import Card, read_card
+from models.errors import UnknownModelError
+
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Accuracy floors one variant must meet against PyTorch on held-out images."""
+
+    max_abs_logit_diff: float | None = None
+    min_mask_agreement: float = 1.0
+    min_bit_agreement: float = 1.0
+    min_sqnr_db: float | None = None
+
+
+FP32_THRESHOLDS = Thresholds(max_abs_logit_diff=1e-4, min_mask_agreement=1.0, min_bit_agreement=1.0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the pipeline knows about one model, from its card and its release."""
+
+    name: str
+    card_path: Path
+    aliases: tuple[str, ...] = ()
+    checkpoint_file: str | None = None
+    checkpoint_url: str | None = None
+    description: str = ""
+    input_layout: str = "NHWC"
+    input_range: tuple[float, float] = (0.0, 1.0)
+    output_names: tuple[str, str] = ("mask_logit", "bit_logits")
+    thresholds: dict[str, Thresholds] = field(default_factory=lambda: {"fp32": FP32_THRESHOLDS})
+
+    @property
+    def card(self) -> Card:
+        return read_card(self.card_path)
+
+    def default_checkpoint(self) -> Path:
+        return CHECKPOINTS_DIR / (self.checkpoint_file or f"{self.name}.pth")
+
+
+REGISTRY: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="videoseal",
+        aliases=("videoseal_1.0", "videoseal-1.0"),
+        card_path=CARDS_DIR / "videoseal.yaml",
+        checkpoint_file="y_256b_img.pth",
+        checkpoint_url="https://dl.fbaipublicfiles.com/videoseal/y_256b_img.pth",
+        description="VideoSeal 1.0: ConvNeXt-Tiny extractor, 256 bits",
+    ),
+    ModelSpec(
+        name="pixelseal",
+        card_path=CARDS_DIR / "pixelseal.yaml",
+        checkpoint_file="pixelseal_checkpoint.pth",
+        checkpoint_url="https://dl.fbaipublicfiles.com/videoseal/pixelseal/checkpoint.pth",
+        description="PixelSeal: ConvNeXt-Tiny extractor, 256 bits",
+    ),
+    ModelSpec(
+        name="chunkyseal",
+        card_path=CARDS_DIR / "chunkyseal.yaml",
+        checkpoint_file="chunkyseal_checkpoint.pth",
+        checkpoint_url="https://dl.fbaipublicfiles.com/videoseal/chunkyseal/checkpoint.pth",
+        description="ChunkySeal: ConvNeXt-Chunky extractor, 1024 bits",
+    ),
+)
+
+
+def names() -> list[str]:
+    return [s.name for s in REGISTRY]
+
+
+def resolve(name_or_card: str) -> ModelSpec:
+    """A registry spec by name or alias, or a spec for a card YAML path (id = file stem)."""
+    key = name_or_card.strip()
+    for spec in REGISTRY:
+        if key == spec.name or key in spec.aliases:
+            return spec
+    path = Path(key)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        path = path.resolve()
+        card = read_card(path)  # raises a named error for a bad or unsupported card
+        url = card.checkpoint_path if card.checkpoint_path and "://" in str(card.checkpoint_path) else None
+        local = Path(str(card.checkpoint_path)) if card.checkpoint_path and not url else None
+        if local is not None and not local.is_absolute():
+            local = path.parent / local
+        return ModelSpec(
+            name=path.stem,
+            card_path=path,
+            checkpoint_file=str(local) if local else None,
+            checkpoint_url=url,
+            description=f"user card {path}",
+        )
+    known = [n for s in REGISTRY for n in (s.name, *s.aliases)]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.4)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise UnknownModelError(f"unknown model '{key}'. Known models: {', '.join(names())}; or pass the path of a card YAML.{hint}")

@@ -1,0 +1,102 @@
+"""Faithfulness of the PyTorch extractors to the official implementation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from convert.inspect_checkpoint import count_flops
+from convert.load import build_extractor, load_extractor
+from models.cards import read_card
+from models.convnext import GRN, LayerNorm2d, grn_official, layer_norm_2d_official
+from models.errors import UnknownModelError, UnsupportedModelError
+from models.registry import REGISTRY, resolve
+from tests.conftest import MINIS
+
+# Registry name -> key in official_layouts.json (the official card names).
+OFFICIAL_NAME = {"videoseal": "videoseal_1.0", "pixelseal": "pixelseal", "chunkyseal": "chunkyseal"}
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
+def test_full_size_layout_matches_official(spec, reference):
+    layouts = json.loads((reference / "official_layouts.json").read_text())
+    assert spec.name in OFFICIAL_NAME, f"registered model {spec.name} has no official layout to check against"
+    official = layouts[OFFICIAL_NAME[spec.name]]
+    expected = {k.removeprefix("detector."): tuple(v) for k, v in official["extractor"].items()}
+    module = build_extractor(spec.card.config, device="meta")
+    got = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    assert sorted(set(expected) - set(got)) == []
+    assert sorted(set(got) - set(expected)) == []
+    assert {k: v for k, v in got.items() if v != expected[k]} == {}
+    assert sum(p.numel() for p in module.parameters()) == official["extractor_params"]
+    assert spec.card.config.nbits == official["nbits"]
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
+def test_every_registered_model_has_fp32_thresholds(spec):
+    t = spec.thresholds.get("fp32")
+    assert t is not None and t.max_abs_logit_diff is not None and t.max_abs_logit_diff <= 1e-4
+
+
+def test_chunkyseal_proportional_dims():
+    # TOOLCHAIN.md: base dims [128, 256, 512, 1024] scaled by sqrt(1024/128) with int() truncation.
+    assert resolve("chunkyseal").card.config.dims == (362, 724, 1448, 2896)
+    assert resolve("chunkyseal").card.config.stem_stride == 2
+
+
+def test_chunkyseal_flops_match_published_estimate():
+    # TOOLCHAIN.md: about 1.2 T arithmetic ops per 256x256 image.
+    assert count_flops(resolve("chunkyseal").card.config) == pytest.approx(1.2e12, rel=0.1)
+
+
+@pytest.mark.parametrize("mini", MINIS)
+def test_mini_reproduces_official_logits(mini, reference):
+    spec = resolve(str(reference / f"{mini}.yaml"))
+    built = json.loads((reference / f"{mini}.json").read_text())
+    assert list(spec.card.config.dims) == built["encoder"]["dims"]
+    loaded = load_extractor(spec)
+    data = np.load(reference / f"{mini}.npz")
+    with torch.no_grad():
+        out = loaded.module(torch.from_numpy(data["images"])).numpy()
+    assert out.shape == data["logits"].shape
+    assert np.abs(out - data["logits"]).max() <= 1e-5
+    assert sum(p.numel() for p in loaded.module.parameters()) == built["num_params"]
+
+
+def test_layernorm_forms_agree():
+    torch.manual_seed(0)
+    ln = LayerNorm2d(37)
+    with torch.no_grad():
+        ln.weight.normal_(1.0, 0.3)
+        ln.bias.normal_(0.0, 0.3)
+    x = torch.randn(2, 37, 9, 11) * 3 + 1
+    torch.testing.assert_close(ln(x), layer_norm_2d_official(x, ln.weight, ln.bias, 1e-6), rtol=1e-5, atol=1e-5)
+
+
+def test_grn_forms_agree():
+    torch.manual_seed(0)
+    grn = GRN(40)
+    with torch.no_grad():
+        grn.gamma.normal_(0.0, 0.5)
+        grn.beta.normal_(0.0, 0.5)
+    x = torch.randn(2, 7, 5, 40)
+    torch.testing.assert_close(grn(x), grn_official(x, grn.gamma, grn.beta), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_model_lists_known_names_and_closest():
+    with pytest.raises(UnknownModelError) as e:
+        resolve("videosael")
+    msg = str(e.value)
+    assert "videoseal, pixelseal, chunkyseal" in msg and "Did you mean 'videoseal'" in msg
+
+
+def test_alias_resolves():
+    assert resolve("videoseal_1.0").name == "videoseal"
+
+
+def test_vit_card_is_not_supported_yet(reference):
+    with pytest.raises(UnsupportedModelError, match="not supported yet"):
+        read_card(reference / "videoseal_0.0-mini.yaml")
