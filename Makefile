@@ -36,7 +36,7 @@ test: setup
 test-full: setup
 	$(PY) -m pytest -q -m fullsize
 
-load inspect export tflite: setup
+inspect export tflite load: setup
 	$(PY) -m convert $@ $(ARGS)
 
 verify: setup
