@@ -58,3 +58,55 @@ class TFLiteExtractor:
             self._dequantize(self.outputs[k], self.interpreter.get_tensor(self.outputs[k]["index"])) for k in OUTPUT_KEYS
         )
         return mask, bits
+
+
+def delegation_report(path: str | Path, num_threads: int = 2) -> dict:
+    """Which ops XNNPACK takes and which run on the interpreter's own kernels.
+
+    The interpreter lists the model's original ops followed by one DELEGATE node per partition.
+    An op belongs to a partition when it lies between that partition's inputs and outputs:
+    walking back from the DELEGATE node's outputs through producers, stopping at its inputs.
+    Ops in no partition run on the builtin kernels (often single-threaded, slow for INT8).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=num_threads)
+    it.allocate_tensors()
+    ops = it._get_ops_details()
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    producer = {int(t): o["index"] for o in original for t in o["outputs"]}
+    by_index = {o["index"]: o for o in original}
+    delegated: set[int] = set()
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"]}
+        stack = [int(t) for t in d["outputs"]]
+        seen: set[int] = set()
+        while stack:
+            t = stack.pop()
+            if t in seen or t in stop or t not in producer:
+                continue
+            seen.add(t)
+            op = producer[t]
+            if op in delegated:
+                continue
+            delegated.add(op)
+            stack.extend(int(i) for i in by_index[op]["inputs"] if i >= 0)
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    rest = []
+    for o in original:
+        if o["index"] in delegated:
+            continue
+        dtypes = sorted({np.dtype(tensors[int(t)]["dtype"]).name for t in list(o["inputs"]) + list(o["outputs"]) if t >= 0 and int(t) in tensors})
+        rest.append({"index": o["index"], "op": o["op_name"], "dtypes": dtypes, "output": tensors[int(o["outputs"][0])]["name"]})
+    counts: dict[str, int] = {}
+    for o in original:
+        counts[o["op_name"]] = counts.get(o["op_name"], 0) + 1
+    return {
+        "num_ops": len(original),
+        "num_partitions": len(delegates),
+        "num_delegated": len(delegated),
+        "num_not_delegated": len(rest),
+        "not_delegated": rest,
+        "op_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+    }

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calibration_data.photos import heldout_paths
+from calibration_data.build import Item, heldout_items
 from convert.artifacts import ModelDir, machine_description, peak_rss_mb, read_json, tool_versions, write_json, write_text
-from convert.images import list_images
 from convert.load import LoadedExtractor, load_extractor, sha256_file
 from models.convnext import DeployExtractor
 from models.errors import ArtifactMissingError
@@ -72,8 +71,9 @@ class RunOptions:
     def load(self) -> LoadedExtractor:
         return load_extractor(self.spec, self.ckpt, self.random_init, self.allow_zero_weights)
 
-    def verify_images(self) -> list[Path]:
-        return list_images(self.images) if self.images else heldout_paths()
+    def verify_items(self) -> list[Item]:
+        """Held-out 256x256 inputs (never calibration photos), or the user's IMAGES directory."""
+        return list(heldout_items(self.images, self.spec.card.config.img_size))
 
 
 @dataclass
@@ -214,8 +214,8 @@ def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
 
     md, t0 = opts.model_dir, time.time()
     tfl = _require(md, f"{variant}.tflite", "tflite" if variant == "fp32" else "quantize")
-    images = opts.verify_images()
-    inputs = {**opts.inputs(), "tflite_sha256": sha256_file(tfl), "images": [str(p) for p in images], "threads": opts.threads}
+    items = opts.verify_items()
+    inputs = {**opts.inputs(), "tflite_sha256": sha256_file(tfl), "images": [f"{i.name}:{i.sha256}" for i in items], "threads": opts.threads}
     thresholds = opts.spec.thresholds[variant]
     inputs["thresholds"] = thresholds.__dict__
     if _skip(opts, f"verify-{variant}", inputs):
@@ -224,7 +224,7 @@ def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
     loaded = opts.load()
     try:
         report = verify_variant(
-            opts.spec.name, variant, loaded.module, tfl, images, thresholds, loaded.random_init, md.path, loaded.config.img_size, opts.threads
+            opts.spec.name, variant, loaded.module, tfl, items, thresholds, loaded.random_init, md.path, loaded.config.img_size, opts.threads
         )
     finally:
         log.info("verify peak RSS %.0f MB", peak_rss_mb())

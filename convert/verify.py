@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from calibration_data.build import Item
 from convert.artifacts import machine_description, write_json, write_text
-from convert.images import iter_inputs
 from convert.runtime import TFLiteExtractor
 from models.convnext import ConvnextExtractor
 from models.errors import ImageError, VerificationError
@@ -72,8 +73,20 @@ def check_thresholds(r: dict[str, Any], t: Thresholds) -> list[str]:
     return fails
 
 
+def pytorch_logits(module: ConvnextExtractor, items: Iterable[Item]) -> tuple[list[str], np.ndarray]:
+    """Names and (N, 1 + nbits) PyTorch logits of the items, computed one at a time."""
+    names, out = [], []
+    for it in items:
+        with torch.no_grad():
+            out.append(module(torch.from_numpy(it.pixels)).numpy()[0])
+        names.append(it.name)
+    if not names:
+        raise ImageError("no usable images to verify on")
+    return names, np.stack(out)
+
+
 def compare(
-    module: ConvnextExtractor, tflite_path: Path, image_paths: list[Path], img_size: int, num_threads: int = 2
+    module: ConvnextExtractor, tflite_path: Path, items: Iterable[Item], img_size: int, num_threads: int = 2
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Run both models on the same preprocessed images; return names, PyTorch and TFLite logits."""
     runner = TFLiteExtractor(tflite_path, num_threads=num_threads)
@@ -81,7 +94,8 @@ def compare(
     if runner.input_shape != expected_shape:
         raise VerificationError(f"{tflite_path}: input shape {runner.input_shape}, expected {expected_shape}")
     names, ref, got = [], [], []
-    for i, (name, x) in enumerate(iter_inputs(image_paths, img_size)):
+    for i, it in enumerate(items):
+        name, x = it.name, torch.from_numpy(it.pixels)
         with torch.no_grad():
             r = module(x).numpy()
         mask, bits = runner(x.permute(0, 2, 3, 1).contiguous().numpy())
@@ -90,7 +104,7 @@ def compare(
         names.append(name)
         ref.append(r[0])
         got.append(np.concatenate([mask[0], bits[0]]))
-        log.info("  [%d/%d] %s", i + 1, len(image_paths), name)
+        log.info("  [%d] %s", i + 1, name)
     if not names:
         raise ImageError("no usable images to verify on")
     return names, np.stack(ref), np.stack(got)
@@ -101,7 +115,7 @@ def verify_variant(
     variant: str,
     module: ConvnextExtractor,
     tflite_path: Path,
-    image_paths: list[Path],
+    items: Iterable[Item],
     thresholds: Thresholds,
     random_init: bool,
     out_dir: Path,
@@ -109,7 +123,7 @@ def verify_variant(
     num_threads: int = 2,
 ) -> VerifyReport:
     """Verify one variant, write its JSON and Markdown reports, raise if it misses a threshold."""
-    names, ref, got = compare(module, tflite_path, image_paths, img_size, num_threads)
+    names, ref, got = compare(module, tflite_path, items, img_size, num_threads)
     diff = np.abs(ref - got)
     figures = {
         "max_abs_logit_diff": float(diff.max()),
@@ -168,6 +182,6 @@ def render_markdown(r: VerifyReport) -> str:
         f"# Verification: {r.model_id} / {r.variant}\n\n"
         f"{status}\n\n"
         f"`{r.tflite}` against the PyTorch extractor ({weights}) on {r.num_images} held-out images "
-        f"({', '.join(r.images)}), resized as official `detect()` does; {r.num_threads} threads on {r.machine}.\n\n"
+        f"({', '.join(r.images)}), 256x256 views resized as official `detect()` does; {r.num_threads} threads on {r.machine}.\n\n"
         f"{summary_table(r)}\n"
     )

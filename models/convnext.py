@@ -133,6 +133,24 @@ class ConvNeXtV2(nn.Module):
         return x
 
 
+class ReflectionPad2d(nn.Module):
+    """Reflection padding written as slices and concatenation, equal to ``nn.ReflectionPad2d``.
+
+    The converter lowers ``nn.ReflectionPad2d`` to MIRROR_PAD, which XNNPACK does not take (it
+    splits the graph); SLICE and CONCATENATION stay on the fast path
+    (tests/test_models.py::test_reflection_pad_forms_agree).
+    """
+
+    def __init__(self, pad: int) -> None:
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.pad
+        x = torch.cat([x[:, :, p - i : p - i + 1] for i in range(p)] + [x] + [x[:, :, -2 - i : -1 - i] for i in range(p)], dim=2)
+        return torch.cat([x[..., p - i : p - i + 1] for i in range(p)] + [x] + [x[..., -2 - i : -1 - i] for i in range(p)], dim=3)
+
+
 class Upsample(nn.Module):
     """Official upsample block: resize, reflection pad 1, 3x3 conv (no bias), LN, GELU."""
 
@@ -141,7 +159,7 @@ class Upsample(nn.Module):
         resize: nn.Module = nn.Identity() if factor == 1 else nn.Upsample(scale_factor=factor, mode=upscale_type)
         self.upsample_block = nn.Sequential(
             resize,  # a scale of 1 is an exact identity; nn.Identity keeps it out of the graph
-            nn.ReflectionPad2d(1),
+            ReflectionPad2d(1),
             nn.Conv2d(channels, channels, kernel_size=3, padding=0, bias=False),
             LayerNorm2d(channels),
             nn.GELU(),

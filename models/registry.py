@@ -29,6 +29,15 @@ class Thresholds:
 
 
 FP32_THRESHOLDS = Thresholds(max_abs_logit_diff=1e-4, min_mask_agreement=1.0, min_bit_agreement=1.0)
+# Floors for the quantized variants, set from measurement (README, "Fidelity"); random weights
+# give logits near zero, so agreement is weak evidence there and SQNR carries the check.
+DEFAULT_THRESHOLDS = {
+    "fp32": FP32_THRESHOLDS,
+    "fp16": Thresholds(min_mask_agreement=1.0, min_bit_agreement=0.999, min_sqnr_db=50.0),
+    "int8-dynamic": Thresholds(min_mask_agreement=0.0, min_bit_agreement=0.90, min_sqnr_db=15.0),
+    "int8": Thresholds(min_mask_agreement=0.0, min_bit_agreement=0.90, min_sqnr_db=15.0),
+    "int8-full": Thresholds(min_mask_agreement=0.0, min_bit_agreement=0.80, min_sqnr_db=8.0),
+}
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ class ModelSpec:
     input_layout: str = "NHWC"
     input_range: tuple[float, float] = (0.0, 1.0)
     output_names: tuple[str, str] = ("mask_logit", "bit_logits")
-    thresholds: dict[str, Thresholds] = field(default_factory=lambda: {"fp32": FP32_THRESHOLDS})
+    thresholds: dict[str, Thresholds] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
     @property
     def card(self) -> Card:

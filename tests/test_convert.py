@@ -59,7 +59,7 @@ def test_model_json_and_verify_report(converted):
     for key in ("variant", "num_images", "max_abs_logit_diff", "mask_agreement", "bit_agreement", "sqnr_db", "random_init", "thresholds", "passed"):
         assert key in rep
     assert rep["passed"] and rep["num_images"] >= 5 and rep["max_abs_logit_diff"] <= 1e-4 and rep["bit_agreement"] == 1.0
-    assert "coffee.png" in rep["images"]
+    assert "coffee:full" in rep["images"] and "coffee:full-flip" in rep["images"]
 
 
 def test_stages_rerun_only_when_inputs_change(converted, capsys):
@@ -111,7 +111,7 @@ def test_user_images_directory(reference, tmp_path):
     (imgs / "notes.txt").write_text("not an image")
     assert run("convert", "--model", card, "--out", str(tmp_path / "o"), "--images", str(imgs)) == 0
     rep = json.loads((tmp_path / "o" / "videoseal_1.0-mini" / "verify-fp32.json").read_text())
-    assert rep["images"] == ["00.png", "01.png", "02.png"]
+    assert rep["images"] == ["00:full", "01:full", "02:full"]
 
 
 @pytest.mark.parametrize(

@@ -100,3 +100,11 @@ def test_alias_resolves():
 def test_vit_card_is_not_supported_yet(reference):
     with pytest.raises(UnsupportedModelError, match="not supported yet"):
         read_card(reference / "videoseal_0.0-mini.yaml")
+
+
+@pytest.mark.parametrize("pad", [1, 2])
+def test_reflection_pad_forms_agree(pad):
+    from models.convnext import ReflectionPad2d
+
+    x = torch.randn(2, 3, 6, 7)
+    assert torch.equal(ReflectionPad2d(pad)(x), torch.nn.ReflectionPad2d(pad)(x))

@@ -1,0 +1,129 @@
+"""Deterministic calibration and held-out image sets from real photographs.
+
+Fixed rule, no randomness: each calibration photo gives square crops at three scales of its
+short side (1.0 centred; 0.75 and 0.5 at the centre and two opposite corners) and a horizontal
+flip of the full view, each resized to 256x256 as official ``detect()`` resizes (bilinear,
+antialias). Held-out photos give three views (full, centre crop 0.6, flip). Items are streamed,
+one at a time, so memory stays flat in their number. ``manifest.json`` (committed) lists every
+calibration item with its source and the sha256 of its 256x256x3 uint8 pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calibration_data.photos import calibration_photo_paths, heldout_paths
+from convert.images import list_images, read_rgb, resize_like_detect
+from models.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = Path(__file__).resolve().parent / "manifest.json"
+CALIB_VIEWS: tuple[tuple[float, str], ...] = (
+    (1.0, "center"),
+    (0.75, "center"),
+    (0.75, "top-left"),
+    (0.75, "bottom-right"),
+    (0.5, "center"),
+    (0.5, "top-left"),
+    (0.5, "bottom-right"),
+    (1.0, "center-flip"),
+)
+HELDOUT_VIEWS: tuple[tuple[float, str], ...] = ((0.0, "full"), (0.6, "center"), (0.0, "full-flip"))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One 256x256 input: where it came from and its pixels as float32 (1, 3, 256, 256) in [0, 1]."""
+
+    name: str
+    source: str
+    view: str
+    pixels: np.ndarray
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(to_uint8(self.pixels).tobytes()).hexdigest()
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def view(img: np.ndarray, scale: float, where: str, size: int) -> np.ndarray:
+    """One view of a (3, H, W) image: a square crop at `scale` of the short side, or the full image (scale 0)."""
+    if where.endswith("flip"):
+        img = img[:, :, ::-1]
+    if scale > 0:
+        _, h, w = img.shape
+        s = max(1, int(round(min(h, w) * scale)))
+        if where.startswith("top-left"):
+            y, x = 0, 0
+        elif where.startswith("bottom-right"):
+            y, x = h - s, w - s
+        else:
+            y, x = (h - s) // 2, (w - s) // 2
+        img = img[:, y : y + s, x : x + s]
+    # Quantize to 8 bits like a stored image, so an item is fully described by its uint8 pixels.
+    return to_uint8(resize_like_detect(np.ascontiguousarray(img), size).numpy()).astype(np.float32) / 255.0
+
+
+def _items(paths: list[Path], views: tuple[tuple[float, str], ...], size: int, counts: dict[str, int]) -> Iterator[Item]:
+    for p in paths:
+        try:
+            img = read_rgb(p)
+        except ImageError as e:
+            log.warning("rejected %s", e)
+            counts["rejected"] = counts.get("rejected", 0) + 1
+            continue
+        counts["sources"] = counts.get("sources", 0) + 1
+        for scale, where in views:
+            tag = f"{where}" if scale in (0.0, 1.0) else f"{where}@{scale:g}"
+            counts["items"] = counts.get("items", 0) + 1
+            yield Item(f"{p.stem}:{tag}", p.name, tag, view(img, scale, where, size))
+
+
+def calibration_items(user_dir: Path | None = None, size: int = 256, counts: dict[str, int] | None = None) -> Iterator[Item]:
+    """The built-in calibration items, then every image of `user_dir` (full view), streamed."""
+    counts = {} if counts is None else counts
+    yield from _items(calibration_photo_paths(), CALIB_VIEWS, size, counts)
+    if user_dir is not None:
+        yield from _items(list_images(user_dir), ((0.0, "full"),), size, counts)
+
+
+def heldout_items(user_dir: Path | None = None, size: int = 256, counts: dict[str, int] | None = None) -> Iterator[Item]:
+    """Verification items: never calibration photos. `user_dir` replaces the built-in held-out set."""
+    counts = {} if counts is None else counts
+    if user_dir is not None:
+        yield from _items(list_images(user_dir), ((0.0, "full"),), size, counts)
+    else:
+        yield from _items(heldout_paths(), HELDOUT_VIEWS, size, counts)
+
+
+def build_manifest(size: int = 256) -> dict:
+    items = [{"name": it.name, "source": it.source, "view": it.view, "sha256": it.sha256} for it in calibration_items(size=size)]
+    return {
+        "rule": "per calibration photo: square crops of the short side at 1.0 (centre), 0.75 and 0.5 (centre, top-left, "
+        "bottom-right), and the full view flipped; each resized to 256x256 (bilinear, antialias) and rounded to uint8",
+        "sha256_of": "the 256x256x3 uint8 pixels, C-order (channels, rows, columns)",
+        "size": size,
+        "heldout_photos": [p.name for p in heldout_paths()],
+        "num_items": len(items),
+        "items": items,
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    m = build_manifest()
+    MANIFEST.write_text(json.dumps(m, indent=1) + "\n")
+    print(f"wrote {MANIFEST}: {m['num_items']} items", file=sys.stderr)

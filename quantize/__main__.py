@@ -1,0 +1,41 @@
+"""``python -m quantize --model M [--calib DIR] [--io int8]``: the quantize stage from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from models.errors import PipelineError
+from models.registry import resolve
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    p = argparse.ArgumentParser(prog="python -m quantize")
+    p.add_argument("--model", required=True)
+    p.add_argument("--ckpt", type=Path)
+    p.add_argument("--random-init", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("artifacts"))
+    p.add_argument("--images", type=Path, help="held-out images to verify on (never calibration images)")
+    p.add_argument("--calib", type=Path, help="extra calibration images (added to the built-in set)")
+    p.add_argument("--io", choices=("float", "int8"), default="float", help="int8: int8.tflite takes and returns int8")
+    p.add_argument("--variants", default="int8,int8-full,int8-dynamic,fp16")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args(argv)
+    from convert.stages import RunOptions
+    from quantize.stage import stage_quantize
+
+    try:
+        opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, images=a.images, threads=a.threads, force=a.force)
+        print(stage_quantize(opts, a.calib, a.io == "int8", tuple(v.strip() for v in a.variants.split(","))).table(), flush=True)
+    except PipelineError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""Calibration: stream calibration items through the float model in small chunks.
+
+ai-edge-quantizer's ``calibrate`` materialises its dataset to count it, so the items are fed in
+chunks of CHUNK, each continuing the previous chunk's statistics: memory stays flat in the
+number of images.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import islice
+from pathlib import Path
+
+from calibration_data.build import calibration_items
+
+log = logging.getLogger(__name__)
+
+CHUNK = 8
+
+
+def calibrate(quantizer, user_dir: Path | None = None, limit: int | None = None, img_size: int = 256) -> tuple[dict, dict]:
+    """Run calibration; return the quantizer's statistics and the counts (sources, items, rejected)."""
+    counts: dict[str, int] = {}
+    stream = calibration_items(user_dir, img_size, counts)
+    if limit is not None:
+        stream = islice(stream, limit)
+    result = None
+    done = 0
+    while chunk := [{"image": it.pixels.transpose(0, 2, 3, 1).copy()} for it in islice(stream, CHUNK)]:
+        result = quantizer.calibrate({"serving_default": chunk}, previous_calibration_result=result, num_threads=2)
+        done += len(chunk)
+        log.info("  calibrated %d images", done)
+    if not done:
+        raise ValueError("no calibration images")
+    counts["used"] = done
+    return result, counts

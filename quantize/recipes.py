@@ -1,0 +1,54 @@
+"""Quantization recipes for the four variants, as ai-edge-quantizer recipes.
+
+Measured on this project's ConvNeXt extractors (see README, "INT8 on the fast path"):
+
+- ``int8``: static INT8 for the ops XNNPACK runs fast in INT8 (CONV_2D, FULLY_CONNECTED: int8
+  weights per channel, int8 activations calibrated); LayerNorm/GRN arithmetic, GELU and the 7x7
+  depthwise convolutions stay float, because XNNPACK has no INT8 kernel for DIV, SQRT, RSQRT,
+  GELU or SQUARED_DIFFERENCE (they fall back to single-threaded builtin kernels and split the
+  graph) and INT8 depthwise 7x7 is slower than float on AVX2 without VNNI. Input and output
+  stay float32 unless ``io_int8``.
+- ``int8-full``: every op integer with int8 input and output (for NPU/DSP delegates); no CPU
+  speed goal.
+- ``int8-dynamic``: dynamic-range INT8 weights, float activations; depthwise convs are left
+  float because XNNPACK does not take a hybrid depthwise conv.
+- ``fp16``: float16 weights, float32 compute.
+
+``keep_float`` names op output tensors (regexes matched with ``re.search``, as the quantizer
+does) that must stay float: the accuracy-driven fallback adds to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+VARIANTS = ("int8", "int8-full", "int8-dynamic", "fp16")
+INT8_OPS = ("CONV_2D", "FULLY_CONNECTED")
+
+
+def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (), io_int8: bool = False):
+    """A configured ``ai_edge_quantizer.Quantizer`` for one variant."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops = qtyping.TFLOperationName
+    q = quantizer.Quantizer(float_path)
+    if variant == "int8":
+        for op in INT8_OPS:
+            q.add_static_config(".*", ops[op], activation_num_bits=8, weight_num_bits=8)
+        if io_int8:
+            for op in (ops.INPUT, ops.OUTPUT):
+                q.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
+    elif variant == "int8-full":
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+    elif variant == "int8-dynamic":
+        for op in INT8_OPS:
+            q.add_dynamic_config(".*", ops[op], num_bits=8)
+    elif variant == "fp16":
+        q.add_weight_only_config(".*", ops.ALL_SUPPORTED, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    else:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    for pattern in keep_float:
+        q.update_quantization_recipe(f"^{re.escape(pattern)}$", ops.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return q

@@ -1,0 +1,163 @@
+"""Stage 5: fp32.tflite -> int8, int8-full, int8-dynamic and fp16 variants, each verified.
+
+Starts from the FP32 artifact (never re-converts). Calibration runs once, on the calibration
+set only; verification and the per-op error report use the disjoint held-out set. When ``int8``
+misses its gate, the accuracy-driven fallback keeps the ops with the worst output SQNR in float,
+as few as needed, and records which and what it cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from convert.artifacts import atomic_path, read_json, write_json
+from convert.load import sha256_file
+from convert.runtime import delegation_report
+from convert.stages import RunOptions, StageSummary, _require, _skip
+from convert.verify import verify_variant
+from models.errors import VerificationError
+from quantize.calibrate import calibrate
+from quantize.op_error import op_errors, write_op_report
+from quantize.recipes import VARIANTS, build_quantizer
+
+log = logging.getLogger(__name__)
+
+OP_ERROR_IMAGES = 6
+MAX_FALLBACK_ROUNDS = 6
+
+
+def _io_params(path: Path) -> dict[str, Any]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+
+    def desc(d: dict) -> dict[str, Any]:
+        scale, zp = d["quantization"]
+        out = {"name": d["name"], "dtype": d["dtype"].__name__}
+        if scale:
+            out.update(scale=float(scale), zero_point=int(zp))
+        return out
+
+    return {"input": [desc(d) for d in it.get_input_details()], "outputs": [desc(d) for d in it.get_output_details()]}
+
+
+def _quantize_to(fp32: Path, out: Path, variant: str, qsvs: dict | None, keep_float: list[str], io_int8: bool) -> None:
+    q = build_quantizer(str(fp32), variant, keep_float, io_int8)
+    result = q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(result.quantized_model)
+
+
+def stage_quantize(opts: RunOptions, calib_dir: Path | None = None, io_int8: bool = False, variants: tuple[str, ...] = VARIANTS) -> StageSummary:
+    md, t0 = opts.model_dir, time.time()
+    fp32 = _require(md, "fp32.tflite", "convert")
+    items = opts.verify_items()
+    inputs = {
+        **opts.inputs(),
+        "fp32_sha256": sha256_file(fp32),
+        "calibration_manifest_sha256": sha256_file(Path(__file__).resolve().parent.parent / "calibration_data" / "manifest.json"),
+        "calib_dir": str(calib_dir) if calib_dir else None,
+        "io_int8": io_int8,
+        "variants": list(variants),
+        "thresholds": {v: asdict(opts.spec.thresholds[v]) for v in variants},
+        "images": [f"{i.name}:{i.sha256}" for i in items],
+    }
+    if _skip(opts, "quantize", inputs):
+        return StageSummary("quantize", opts.spec.name, True, _rows(read_json(md / "quantize.json")))
+    loaded = opts.load()
+    qsvs, counts = None, {}
+    if {"int8", "int8-full"} & set(variants):
+        log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
+        qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), calib_dir, img_size=loaded.config.img_size)
+        log.info("calibration: %s", counts)
+    results: dict[str, Any] = {}
+    failures: list[str] = []
+    fp32_size = fp32.stat().st_size
+    for variant in variants:
+        path = md / f"{variant}.tflite"
+        log.info("quantizing %s", variant)
+        keep: list[str] = []
+        _quantize_to(fp32, path, variant, qsvs, keep, io_int8 and variant == "int8")
+        entry: dict[str, Any] = {"file": path.name}
+        try:
+            rep = verify_variant(
+                opts.spec.name, variant, loaded.module, path, items, opts.spec.thresholds[variant], loaded.random_init, md.path,
+                loaded.config.img_size, opts.threads,
+            )
+        except VerificationError as e:
+            if variant != "int8":
+                failures.append(str(e))
+                rep = None
+            else:
+                rep, keep = _fallback(opts, fp32, path, qsvs, loaded, items, io_int8, str(e))
+                if rep is None:
+                    failures.append(str(e))
+        if variant in ("int8", "int8-full"):
+            rows = op_errors(fp32, path, items[:OP_ERROR_IMAGES], opts.threads)
+            write_op_report(rows, md.path, variant, [i.name for i in items[:OP_ERROR_IMAGES]], opts.spec.name)
+        deleg = delegation_report(path, opts.threads)
+        entry.update(
+            size_bytes=path.stat().st_size,
+            size_ratio_to_fp32=round(path.stat().st_size / fp32_size, 4),
+            passed=bool(rep and rep.passed),
+            bit_agreement=rep.bit_agreement if rep else None,
+            mask_agreement=rep.mask_agreement if rep else None,
+            sqnr_db=rep.sqnr_db if rep else None,
+            kept_float_by_fallback=keep,
+            xnnpack={k: deleg[k] for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
+            io=_io_params(path),
+        )
+        results[variant] = entry
+    desc = read_json(md / "model.json")
+    desc["variants"] = {**desc.get("variants", {}), **{v: {"file": r["file"], "io": r["io"], "size_bytes": r["size_bytes"]} for v, r in results.items()}}
+    write_json(md / "model.json", desc)
+    summary = {"model_id": opts.spec.name, "random_init": loaded.random_init, "calibration": counts, "fp32_size_bytes": fp32_size, "variants": results}
+    write_json(md / "quantize.json", summary)
+    if failures:
+        raise VerificationError("; ".join(failures))
+    outs = [f"{v}.tflite" for v in variants] + [f"verify-{v}.json" for v in variants] + ["quantize.json", "model.json"]
+    md.record("quantize", inputs, outs, t0)
+    return StageSummary("quantize", opts.spec.name, False, _rows(summary))
+
+
+def _fallback(opts, fp32, path, qsvs, loaded, items, io_int8, first_error):
+    """Keep the worst ops float, doubling how many each round, until int8 passes its gate."""
+    log.warning("int8 missed its gate (%s); trying the accuracy-driven fallback", first_error)
+    rows = op_errors(fp32, path, items[:OP_ERROR_IMAGES], opts.threads)
+    ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in ("CONV_2D", "FULLY_CONNECTED")]
+    n = 1
+    for _ in range(MAX_FALLBACK_ROUNDS):
+        keep = ranked[:n]
+        _quantize_to(fp32, path, "int8", qsvs, keep, io_int8)
+        try:
+            rep = verify_variant(
+                opts.spec.name, "int8", loaded.module, path, items, opts.spec.thresholds["int8"], loaded.random_init, opts.model_dir.path,
+                loaded.config.img_size, opts.threads,
+            )
+            log.info("int8 passes with %d op(s) kept float: %s", len(keep), keep)
+            return rep, keep
+        except VerificationError:
+            if n >= len(ranked):
+                break
+            n = min(2 * n, len(ranked))
+    return None, ranked[:n]
+
+
+def _rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("calibration images", str(s["calibration"].get("used", "-")))]
+    for v, r in s["variants"].items():
+        sq = "exact" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f} dB"
+        ba = "-" if r["bit_agreement"] is None else f"{r['bit_agreement']:.2%}"
+        rows.append(
+            (
+                v,
+                f"{'PASS' if r['passed'] else 'FAIL'}  {r['size_ratio_to_fp32']:.3f}x size  bits {ba}  SQNR {sq}  "
+                f"not delegated {r['xnnpack']['num_not_delegated']}/{r['xnnpack']['num_ops']}"
+                + (f"  kept float {len(r['kept_float_by_fallback'])}" if r["kept_float_by_fallback"] else ""),
+            )
+        )
+    return rows
