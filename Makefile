@@ -15,7 +15,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(filter 1 yes true,$(FORCE)),--force)
 
-.PHONY: setup demo test test-full convert load inspect export tflite verify lint clean
+.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,21 @@ convert: setup
 	$(PY) -m convert export $(ARGS)
 	$(PY) -m convert tflite $(ARGS)
 	$(PY) -m convert verify $(ARGS) --variant fp32
+
+# Quantized variants from the FP32 artifact (never re-converts): int8, int8-full, int8-dynamic, fp16.
+# CALIB=dir adds calibration images; IO=int8 gives int8.tflite integer input and output.
+quantize: setup
+	$(PY) -m quantize --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(CKPT),--ckpt $(CKPT)) \
+		$(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(IMAGES),--images $(IMAGES)) \
+		$(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO)) $(if $(filter 1 yes true,$(FORCE)),--force)
+
+# Latency (1 and 2 threads, interleaved), size and peak RSS of every variant: bench.json / bench.md.
+bench: setup
+	$(PY) -m convert bench $(ARGS) $(if $(RUNS),--runs $(RUNS))
+
+# Rewrite calibration_data/manifest.json from the fixed rule (commit the result).
+calibration-manifest: setup
+	$(PY) -m calibration_data.build
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -16,7 +16,7 @@ from models.registry import resolve
 
 log = logging.getLogger("convert")
 
-STAGES = ("load", "inspect", "export", "tflite", "verify", "convert")
+STAGES = ("load", "inspect", "export", "tflite", "verify", "convert", "bench")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=Path, default=None, help="directory of images to verify on (default: held-out photos)")
     p.add_argument("--variant", default="fp32", help="variant to verify (fp32, int8, ...)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=20, help="bench: timed rounds per variant")
     p.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
     return p.parse_args(argv)
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": [st.stage_export],
             "tflite": [st.stage_tflite],
             "verify": [lambda o: st.stage_verify(o, args.variant)],
+            "bench": [lambda o: st.stage_bench(o, args.runs)],
             "convert": [st.stage_load, st.stage_export, st.stage_tflite, st.stage_verify],
         }[args.stage]
         for fn in run:

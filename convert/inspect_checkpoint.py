@@ -59,7 +59,9 @@ def inspect_extractor(loaded: LoadedExtractor) -> dict[str, Any]:
         per_stage[stage_of(name)] += t.numel()
         flag = "all zero" if not bool(t.any()) else ("constant" if t.numel() > 1 and bool((t == t.flatten()[0]).all()) else "")
         tensors.append(
-            TensorStats(name, list(t.shape), t.numel(), float(t.mean()), float(t.std()) if t.numel() > 1 else 0.0, float(t.abs().max()), flag)
+            TensorStats(
+                name, list(t.shape), t.numel(), float(t.mean()), float(t.std()) if t.numel() > 1 else 0.0, float(t.abs().max()), flag
+            )
         )
     flops = count_flops(loaded.config)
     return {
@@ -96,9 +98,17 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
     ]
     if r["zero_conv_linear_weights"]:
-        lines += [f"**{len(r['zero_conv_linear_weights'])} convolution/linear weights are entirely zero: `convert` refuses this checkpoint.**", ""]
+        lines += [
+            f"**{len(r['zero_conv_linear_weights'])} convolution/linear weights are entirely zero: `convert` refuses this checkpoint.**",
+            "",
+        ]
     if r["flagged"]:
-        lines += ["| tensor | shape | flag |", "|---|---|---|", *[f"| {t['name']} | {t['shape']} | {t['flag']} |" for t in r["flagged"]], ""]
+        lines += [
+            "| tensor | shape | flag |",
+            "|---|---|---|",
+            *[f"| {t['name']} | {t['shape']} | {t['flag']} |" for t in r["flagged"]],
+            "",
+        ]
     else:
         lines += ["None: no tensor is all zero or constant.", ""]
     lines += [

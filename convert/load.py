@@ -84,7 +84,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"which could run code when loaded (weights_only=True). Detail: {str(e).splitlines()[0]}"
             ) from e
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-            raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {str(e).splitlines()[0]}") from e
+            raise CheckpointFormatError(
+                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {str(e).splitlines()[0]}"
+            ) from e
     if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
         raw = raw["model"]
     if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
@@ -112,7 +114,8 @@ def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], pa
             if items:
                 parts.append(f"{len(items)} {label}:\n    " + "\n    ".join(items))
         raise CheckpointMismatchError(
-            f"{path} does not match the card's architecture (strict loading):\n  " + "\n  ".join(parts)
+            f"{path} does not match the card's architecture (strict loading):\n  "
+            + "\n  ".join(parts)
             + "\n  Is this checkpoint for this MODEL / card?"
         )
 

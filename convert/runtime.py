@@ -54,9 +54,7 @@ class TFLiteExtractor:
     def __call__(self, image_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.interpreter.set_tensor(self.input["index"], self._quantize_input(image_nhwc))
         self.interpreter.invoke()
-        mask, bits = (
-            self._dequantize(self.outputs[k], self.interpreter.get_tensor(self.outputs[k]["index"])) for k in OUTPUT_KEYS
-        )
+        mask, bits = (self._dequantize(self.outputs[k], self.interpreter.get_tensor(self.outputs[k]["index"])) for k in OUTPUT_KEYS)
         return mask, bits
 
 
@@ -97,7 +95,9 @@ def delegation_report(path: str | Path, num_threads: int = 2) -> dict:
     for o in original:
         if o["index"] in delegated:
             continue
-        dtypes = sorted({np.dtype(tensors[int(t)]["dtype"]).name for t in list(o["inputs"]) + list(o["outputs"]) if t >= 0 and int(t) in tensors})
+        dtypes = sorted(
+            {np.dtype(tensors[int(t)]["dtype"]).name for t in list(o["inputs"]) + list(o["outputs"]) if t >= 0 and int(t) in tensors}
+        )
         rest.append({"index": o["index"], "op": o["op_name"], "dtypes": dtypes, "output": tensors[int(o["outputs"][0])]["name"]})
     counts: dict[str, int] = {}
     for o in original:

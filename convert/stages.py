@@ -118,8 +118,20 @@ def model_description(opts: RunOptions, loaded: LoadedExtractor) -> dict[str, An
             "resize_rule": f"resize any other size to {cfg.img_size}x{cfg.img_size}: bilinear, align_corners=False, antialias=True, aspect ratio not kept (official detect())",
         },
         "outputs": [
-            {"name": "mask_logit", "index": 0, "shape": [1, 1], "dtype": "float32", "meaning": "detection (mask) logit; the released checkpoints were trained with zero weight on it"},
-            {"name": "bit_logits", "index": 1, "shape": [1, cfg.nbits], "dtype": "float32", "meaning": "one logit per message bit: bit = logit > 0, P(bit = 1) = sigmoid(logit)"},
+            {
+                "name": "mask_logit",
+                "index": 0,
+                "shape": [1, 1],
+                "dtype": "float32",
+                "meaning": "detection (mask) logit; the released checkpoints were trained with zero weight on it",
+            },
+            {
+                "name": "bit_logits",
+                "index": 1,
+                "shape": [1, cfg.nbits],
+                "dtype": "float32",
+                "meaning": "one logit per message bit: bit = logit > 0, P(bit = 1) = sigmoid(logit)",
+            },
         ],
         "checkpoint": loaded.checkpoint_path,
         "checkpoint_sha256": loaded.checkpoint_sha256,
@@ -186,9 +198,17 @@ def stage_export(opts: RunOptions) -> StageSummary:
     deploy = DeployExtractor(loaded.module).eval()
     export_program(deploy, loaded.config.img_size, md / "extractor.pt2")
     res = export_onnx(deploy, loaded.config.img_size, md / "model.onnx")
-    write_json(md / "export.json", {"onnx_opset": res.onnx_opset, "onnx_max_abs_diff_vs_pytorch": res.onnx_max_abs_diff, "random_init": loaded.random_init})
+    write_json(
+        md / "export.json",
+        {"onnx_opset": res.onnx_opset, "onnx_max_abs_diff_vs_pytorch": res.onnx_max_abs_diff, "random_init": loaded.random_init},
+    )
     md.record("export", inputs, ["extractor.pt2", "model.onnx", "export.json"], t0)
-    rows = [("extractor.pt2", _mb(md / "extractor.pt2")), ("model.onnx", _mb(md / "model.onnx")), ("ONNX opset", str(res.onnx_opset)), ("ONNX vs PyTorch max abs diff", f"{res.onnx_max_abs_diff:.3g}")]
+    rows = [
+        ("extractor.pt2", _mb(md / "extractor.pt2")),
+        ("model.onnx", _mb(md / "model.onnx")),
+        ("ONNX opset", str(res.onnx_opset)),
+        ("ONNX vs PyTorch max abs diff", f"{res.onnx_max_abs_diff:.3g}"),
+    ]
     return StageSummary("export", opts.spec.name, False, rows + _stage_rows(opts, "export"))
 
 
@@ -215,7 +235,12 @@ def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
     md, t0 = opts.model_dir, time.time()
     tfl = _require(md, f"{variant}.tflite", "tflite" if variant == "fp32" else "quantize")
     items = opts.verify_items()
-    inputs = {**opts.inputs(), "tflite_sha256": sha256_file(tfl), "images": [f"{i.name}:{i.sha256}" for i in items], "threads": opts.threads}
+    inputs = {
+        **opts.inputs(),
+        "tflite_sha256": sha256_file(tfl),
+        "images": [f"{i.name}:{i.sha256}" for i in items],
+        "threads": opts.threads,
+    }
     thresholds = opts.spec.thresholds[variant]
     inputs["thresholds"] = thresholds.__dict__
     if _skip(opts, f"verify-{variant}", inputs):
@@ -224,7 +249,16 @@ def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
     loaded = opts.load()
     try:
         report = verify_variant(
-            opts.spec.name, variant, loaded.module, tfl, items, thresholds, loaded.random_init, md.path, loaded.config.img_size, opts.threads
+            opts.spec.name,
+            variant,
+            loaded.module,
+            tfl,
+            items,
+            thresholds,
+            loaded.random_init,
+            md.path,
+            loaded.config.img_size,
+            opts.threads,
         )
     finally:
         log.info("verify peak RSS %.0f MB", peak_rss_mb())
@@ -245,3 +279,25 @@ def _verify_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _mb(p: Path) -> str:
     return f"{p.stat().st_size / 1e6:.1f} MB"
+
+
+def stage_bench(opts: RunOptions, runs: int = 20) -> StageSummary:
+    """bench.json / bench.md: PyTorch eager and every variant, 1 and 2 threads, interleaved."""
+    from convert.bench import bench, write_bench
+
+    md = opts.model_dir
+    _require(md, "fp32.tflite", "convert")
+    loaded = opts.load()
+    report = bench(md.path, loaded.module, threads=tuple(sorted({1, opts.threads})), runs=runs)
+    write_bench(md.path, report)
+    rows = []
+    for t, stats in report["latency"].items():
+        for v, s in stats.items():
+            size = report["size"].get(v, {}).get("ratio_to_fp32")
+            rows.append(
+                (
+                    f"{t} thr {v}",
+                    f"{s['median_ms']:.1f} ms median ({s['ratio_to_fp32']:.2f}x fp32)" + (f", {size:.3f}x size" if size else ""),
+                )
+            )
+    return StageSummary("bench", opts.spec.name, False, rows)

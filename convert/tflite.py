@@ -44,4 +44,3 @@ def output_order_ok(path: Path) -> bool:
     details = Interpreter(model_path=str(path)).get_output_details()
     names = [d["name"] for d in details]
     return len(names) == 2 and "mask_logit" in names[0] and "bit_logits" in names[1]
-

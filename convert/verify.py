@@ -154,7 +154,9 @@ def verify_variant(
     write_text(out_dir / f"verify-{variant}.md", render_markdown(report))
     log.info("\n%s", summary_table(report))
     if failures:
-        raise VerificationError(f"{model_id} {variant} failed verification: " + "; ".join(failures) + f" (see {out_dir}/verify-{variant}.md)")
+        raise VerificationError(
+            f"{model_id} {variant} failed verification: " + "; ".join(failures) + f" (see {out_dir}/verify-{variant}.md)"
+        )
     return report
 
 
@@ -165,7 +167,11 @@ def _fmt_db(v: float | None) -> str:
 def summary_table(r: VerifyReport) -> str:
     t = r.thresholds
     rows = [
-        ("max abs logit diff", f"{r.max_abs_logit_diff:.3g}", f"<= {t['max_abs_logit_diff']:.3g}" if t["max_abs_logit_diff"] is not None else "-"),
+        (
+            "max abs logit diff",
+            f"{r.max_abs_logit_diff:.3g}",
+            f"<= {t['max_abs_logit_diff']:.3g}" if t["max_abs_logit_diff"] is not None else "-",
+        ),
         ("mask agreement", f"{r.mask_agreement:.4%}", f">= {t['min_mask_agreement']:.4%}"),
         ("bit agreement", f"{r.bit_agreement:.4%}", f">= {t['min_bit_agreement']:.4%}"),
         ("SQNR (all logits)", _fmt_db(r.sqnr_db), f">= {t['min_sqnr_db']:.1f} dB" if t["min_sqnr_db"] is not None else "-"),

@@ -76,7 +76,9 @@ def read_card(path: str | Path) -> Card:
         dims = [int(d * scale) for d in dims]  # int() truncation, as upstream
     dec = params.get("pixel_decoder") or {}
     if dec.get("pixelwise", False):
-        raise UnsupportedModelError(f"card {path}: pixelwise pixel decoders are not supported (the extractor must pool to 1 + nbits logits)")
+        raise UnsupportedModelError(
+            f"card {path}: pixelwise pixel decoders are not supported (the extractor must pool to 1 + nbits logits)"
+        )
     cfg = ExtractorConfig(
         nbits=nbits,
         depths=depths,

@@ -34,9 +34,9 @@ FP32_THRESHOLDS = Thresholds(max_abs_logit_diff=1e-4, min_mask_agreement=1.0, mi
 DEFAULT_THRESHOLDS = {
     "fp32": FP32_THRESHOLDS,
     "fp16": Thresholds(min_mask_agreement=1.0, min_bit_agreement=0.999, min_sqnr_db=50.0),
-    "int8-dynamic": Thresholds(min_mask_agreement=0.0, min_bit_agreement=0.90, min_sqnr_db=15.0),
-    "int8": Thresholds(min_mask_agreement=0.0, min_bit_agreement=0.90, min_sqnr_db=15.0),
-    "int8-full": Thresholds(min_mask_agreement=0.0, min_bit_agreement=0.80, min_sqnr_db=8.0),
+    "int8-dynamic": Thresholds(min_mask_agreement=0.9, min_bit_agreement=0.98, min_sqnr_db=25.0),
+    "int8": Thresholds(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=17.0),
+    "int8-full": Thresholds(min_mask_agreement=0.85, min_bit_agreement=0.95, min_sqnr_db=14.0),
 }
 
 

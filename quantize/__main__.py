@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     from quantize.stage import stage_quantize
 
     try:
-        opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, images=a.images, threads=a.threads, force=a.force)
+        opts = RunOptions(
+            spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, images=a.images, threads=a.threads, force=a.force
+        )
         print(stage_quantize(opts, a.calib, a.io == "int8", tuple(v.strip() for v in a.variants.split(","))).table(), flush=True)
     except PipelineError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)

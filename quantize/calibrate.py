@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 CHUNK = 8
 
 
-def calibrate(quantizer, user_dir: Path | None = None, limit: int | None = None, img_size: int = 256) -> tuple[dict, dict]:
+def calibrate(
+    quantizer, float_path: Path, user_dir: Path | None = None, limit: int | None = None, img_size: int = 256
+) -> tuple[dict, dict]:
     """Run calibration; return the quantizer's statistics and the counts (sources, items, rejected)."""
     counts: dict[str, int] = {}
     stream = calibration_items(user_dir, img_size, counts)
@@ -33,4 +35,21 @@ def calibrate(quantizer, user_dir: Path | None = None, limit: int | None = None,
     if not done:
         raise ValueError("no calibration images")
     counts["used"] = done
-    return result, counts
+    return pin_input_range(float_path, result), counts
+
+
+def pin_input_range(float_path: Path, qsvs: dict, lo: float = 0.0, hi: float = 1.0) -> dict:
+    """Set the input's range to its declared [0, 1] rather than what the photos happened to span.
+
+    An int8 input then maps 8-bit pixels one to one (scale 1/255, zero point -128) and never
+    clips a brighter or darker image than the calibration set held.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    name = Interpreter(model_path=str(float_path)).get_input_details()[0]["name"]
+    old = qsvs.get(name)
+    if old is not None:
+        shape = np.shape(old["min"])
+        qsvs[name] = {**old, "min": np.full(shape, lo, np.float32), "max": np.full(shape, hi, np.float32)}
+    return qsvs

@@ -4,14 +4,15 @@ Measured on this project's ConvNeXt extractors (see README, "INT8 on the fast pa
 
 - ``int8``: static INT8 for the ops XNNPACK runs fast in INT8 (CONV_2D, FULLY_CONNECTED: int8
   weights per channel, int8 activations calibrated); LayerNorm/GRN arithmetic, GELU and the 7x7
-  depthwise convolutions stay float, because XNNPACK has no INT8 kernel for DIV, SQRT, RSQRT,
+  depthwise convolutions compute in float (depthwise weights stored int8, dequantized), because XNNPACK has no INT8 kernel for DIV, SQRT, RSQRT,
   GELU or SQUARED_DIFFERENCE (they fall back to single-threaded builtin kernels and split the
-  graph) and INT8 depthwise 7x7 is slower than float on AVX2 without VNNI. Input and output
-  stay float32 unless ``io_int8``.
+  graph) and INT8 depthwise 7x7 is slower than float on AVX2 without VNNI. The head (the last
+  Linear) is dynamic-range INT8, so the logits leave it in float rather than with an int8 step
+  of about 0.014. Input and output stay float32 unless ``io_int8``.
 - ``int8-full``: every op integer with int8 input and output (for NPU/DSP delegates); no CPU
   speed goal.
-- ``int8-dynamic``: dynamic-range INT8 weights, float activations; depthwise convs are left
-  float because XNNPACK does not take a hybrid depthwise conv.
+- ``int8-dynamic``: dynamic-range INT8 weights, float activations; depthwise convs get
+  weight-only INT8 (float compute) because XNNPACK does not take a hybrid depthwise conv.
 - ``fp16``: float16 weights, float32 compute.
 
 ``keep_float`` names op output tensors (regexes matched with ``re.search``, as the quantizer
@@ -25,6 +26,9 @@ from collections.abc import Iterable
 
 VARIANTS = ("int8", "int8-full", "int8-dynamic", "fp16")
 INT8_OPS = ("CONV_2D", "FULLY_CONNECTED")
+# The head's output tensor name (litert-torch names tensors by module path; the recipe regex is
+# matched with re.search against op output tensor names).
+HEAD_REGEX = r"Linear_(mask|bit)_head"
 
 
 def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (), io_int8: bool = False):
@@ -37,7 +41,10 @@ def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (
     if variant == "int8":
         for op in INT8_OPS:
             q.add_static_config(".*", ops[op], activation_num_bits=8, weight_num_bits=8)
-        if io_int8:
+        q.add_weight_only_config(".*", ops.DEPTHWISE_CONV_2D, num_bits=8)
+        if not io_int8:
+            q.add_dynamic_config(HEAD_REGEX, ops.FULLY_CONNECTED, num_bits=8)
+        else:
             for op in (ops.INPUT, ops.OUTPUT):
                 q.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
     elif variant == "int8-full":
@@ -45,6 +52,7 @@ def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (
     elif variant == "int8-dynamic":
         for op in INT8_OPS:
             q.add_dynamic_config(".*", ops[op], num_bits=8)
+        q.add_weight_only_config(".*", ops.DEPTHWISE_CONV_2D, num_bits=8)
     elif variant == "fp16":
         q.add_weight_only_config(".*", ops.ALL_SUPPORTED, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
     else:

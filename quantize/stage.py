@@ -52,7 +52,9 @@ def _quantize_to(fp32: Path, out: Path, variant: str, qsvs: dict | None, keep_fl
         tmp.write_bytes(result.quantized_model)
 
 
-def stage_quantize(opts: RunOptions, calib_dir: Path | None = None, io_int8: bool = False, variants: tuple[str, ...] = VARIANTS) -> StageSummary:
+def stage_quantize(
+    opts: RunOptions, calib_dir: Path | None = None, io_int8: bool = False, variants: tuple[str, ...] = VARIANTS
+) -> StageSummary:
     md, t0 = opts.model_dir, time.time()
     fp32 = _require(md, "fp32.tflite", "convert")
     items = opts.verify_items()
@@ -72,7 +74,7 @@ def stage_quantize(opts: RunOptions, calib_dir: Path | None = None, io_int8: boo
     qsvs, counts = None, {}
     if {"int8", "int8-full"} & set(variants):
         log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
-        qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), calib_dir, img_size=loaded.config.img_size)
+        qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), fp32, calib_dir, img_size=loaded.config.img_size)
         log.info("calibration: %s", counts)
     results: dict[str, Any] = {}
     failures: list[str] = []
@@ -85,8 +87,16 @@ def stage_quantize(opts: RunOptions, calib_dir: Path | None = None, io_int8: boo
         entry: dict[str, Any] = {"file": path.name}
         try:
             rep = verify_variant(
-                opts.spec.name, variant, loaded.module, path, items, opts.spec.thresholds[variant], loaded.random_init, md.path,
-                loaded.config.img_size, opts.threads,
+                opts.spec.name,
+                variant,
+                loaded.module,
+                path,
+                items,
+                opts.spec.thresholds[variant],
+                loaded.random_init,
+                md.path,
+                loaded.config.img_size,
+                opts.threads,
             )
         except VerificationError as e:
             if variant != "int8":
@@ -113,9 +123,18 @@ def stage_quantize(opts: RunOptions, calib_dir: Path | None = None, io_int8: boo
         )
         results[variant] = entry
     desc = read_json(md / "model.json")
-    desc["variants"] = {**desc.get("variants", {}), **{v: {"file": r["file"], "io": r["io"], "size_bytes": r["size_bytes"]} for v, r in results.items()}}
+    desc["variants"] = {
+        **desc.get("variants", {}),
+        **{v: {"file": r["file"], "io": r["io"], "size_bytes": r["size_bytes"]} for v, r in results.items()},
+    }
     write_json(md / "model.json", desc)
-    summary = {"model_id": opts.spec.name, "random_init": loaded.random_init, "calibration": counts, "fp32_size_bytes": fp32_size, "variants": results}
+    summary = {
+        "model_id": opts.spec.name,
+        "random_init": loaded.random_init,
+        "calibration": counts,
+        "fp32_size_bytes": fp32_size,
+        "variants": results,
+    }
     write_json(md / "quantize.json", summary)
     if failures:
         raise VerificationError("; ".join(failures))
@@ -135,8 +154,16 @@ def _fallback(opts, fp32, path, qsvs, loaded, items, io_int8, first_error):
         _quantize_to(fp32, path, "int8", qsvs, keep, io_int8)
         try:
             rep = verify_variant(
-                opts.spec.name, "int8", loaded.module, path, items, opts.spec.thresholds["int8"], loaded.random_init, opts.model_dir.path,
-                loaded.config.img_size, opts.threads,
+                opts.spec.name,
+                "int8",
+                loaded.module,
+                path,
+                items,
+                opts.spec.thresholds["int8"],
+                loaded.random_init,
+                opts.model_dir.path,
+                loaded.config.img_size,
+                opts.threads,
             )
             log.info("int8 passes with %d op(s) kept float: %s", len(keep), keep)
             return rep, keep

@@ -16,5 +16,7 @@ sys.path.insert(0, str(ROOT))
 @pytest.fixture(scope="session")
 def reference() -> Path:
     if not (REFERENCE / "official_layouts.json").is_file():
-        pytest.fail(f"reference vectors not found at {REFERENCE}: ../shared/reference must sit beside the repo (or set VIDEOSEAL_REFERENCE)")
+        pytest.fail(
+            f"reference vectors not found at {REFERENCE}: ../shared/reference must sit beside the repo (or set VIDEOSEAL_REFERENCE)"
+        )
     return REFERENCE

@@ -90,7 +90,7 @@ def test_truncated_file(reference, mini_spec, tmp_path):
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointFormatError, match="truncated or corrupt"):
         load_extractor(mini_spec, tmp_path / "cut.pth")
-    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    (tmp_path / "cut.safetensors").write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
     with pytest.raises(CheckpointFormatError, match="safetensors"):
         load_extractor(mini_spec, tmp_path / "cut.safetensors")
 

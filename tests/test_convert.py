@@ -56,7 +56,17 @@ def test_model_json_and_verify_report(converted):
     assert desc["outputs"][1]["shape"] == [1, nbits]
     assert "litert-torch" in desc["tool_versions"] and "torch" in desc["tool_versions"]
     rep = json.loads((d / "verify-fp32.json").read_text())
-    for key in ("variant", "num_images", "max_abs_logit_diff", "mask_agreement", "bit_agreement", "sqnr_db", "random_init", "thresholds", "passed"):
+    for key in (
+        "variant",
+        "num_images",
+        "max_abs_logit_diff",
+        "mask_agreement",
+        "bit_agreement",
+        "sqnr_db",
+        "random_init",
+        "thresholds",
+        "passed",
+    ):
         assert key in rep
     assert rep["passed"] and rep["num_images"] >= 5 and rep["max_abs_logit_diff"] <= 1e-4 and rep["bit_agreement"] == 1.0
     assert "coffee:full" in rep["images"] and "coffee:full-flip" in rep["images"]

@@ -108,3 +108,14 @@ def test_reflection_pad_forms_agree(pad):
 
     x = torch.randn(2, 3, 6, 7)
     assert torch.equal(ReflectionPad2d(pad)(x), torch.nn.ReflectionPad2d(pad)(x))
+
+
+def test_deploy_wrapper_equals_extractor(reference):
+    from models.convnext import DeployExtractor
+
+    loaded = load_extractor(resolve(str(reference / "videoseal_1.0-mini.yaml")))
+    x = torch.from_numpy(np.load(reference / "videoseal_1.0-mini.npz")["images"])
+    with torch.no_grad():
+        ref = loaded.module(x)
+        mask, bits = DeployExtractor(loaded.module)(x.permute(0, 2, 3, 1))
+    torch.testing.assert_close(torch.cat([mask, bits], dim=1), ref, rtol=1e-5, atol=1e-6)

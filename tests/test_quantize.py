@@ -1,0 +1,166 @@
+"""Quantized variants of the minis: gates, reruns, fallback, calibration set."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from calibration_data.build import MANIFEST, build_manifest, calibration_items, heldout_items
+from calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS
+from convert.cli import main as convert_main
+from convert.images import read_rgb
+from convert.runtime import TFLiteExtractor
+from convert.stages import RunOptions
+from models.errors import ImageError, VerificationError
+from models.registry import Thresholds, resolve
+from quantize.__main__ import main as quantize_main
+from quantize.stage import stage_quantize
+from tests.conftest import MINIS
+
+
+@pytest.fixture(scope="module", params=MINIS)
+def quantized(request, reference, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q")
+    card = str(reference / f"{request.param}.yaml")
+    assert convert_main(["convert", "--model", card, "--out", str(out)]) == 0
+    assert quantize_main(["--model", card, "--out", str(out)]) == 0
+    return request.param, card, out, out / request.param
+
+
+def test_every_variant_verified_against_its_gate(quantized):
+    _, _, _, d = quantized
+    summary = json.loads((d / "quantize.json").read_text())
+    assert set(summary["variants"]) == {"int8", "int8-full", "int8-dynamic", "fp16"}
+    assert summary["calibration"]["used"] == json.loads(MANIFEST.read_text())["num_items"]
+    for v in summary["variants"]:
+        rep = json.loads((d / f"verify-{v}.json").read_text())
+        assert rep["passed"] and rep["variant"] == v and rep["num_images"] == 21
+        t = rep["thresholds"]
+        assert rep["bit_agreement"] >= t["min_bit_agreement"] and rep["sqnr_db"] >= t["min_sqnr_db"]
+        assert (d / f"{v}.tflite").stat().st_size < (d / "fp32.tflite").stat().st_size * (0.55 if v == "fp16" else 0.35)
+
+
+def test_int8_runs_wholly_on_xnnpack_with_float_io(quantized):
+    _, _, _, d = quantized
+    r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
+    assert r["xnnpack"]["num_not_delegated"] == 0 and r["xnnpack"]["num_partitions"] == 1
+    assert r["io"]["input"][0]["dtype"] == "float32" and all(o["dtype"] == "float32" for o in r["io"]["outputs"])
+    full = json.loads((d / "quantize.json").read_text())["variants"]["int8-full"]
+    assert full["io"]["input"][0]["dtype"] == "int8" and "scale" in full["io"]["input"][0]
+
+
+def test_per_op_error_report(quantized):
+    _, _, _, d = quantized
+    rep = json.loads((d / "op-error-int8.json").read_text())
+    sq = [r["sqnr_db"] for r in rep["ops"] if r["sqnr_db"] is not None]
+    assert len(sq) > 20 and sq == sorted(sq)
+    assert not set(rep["images"]) & {f"{p.rsplit('.', 1)[0]}" for p in CALIBRATION_PHOTOS}
+    assert (d / "op-error-int8.png").read_bytes()[:4] == b"\x89PNG" and (d / "op-error-int8.md").exists()
+
+
+def test_quantize_reruns_without_reconverting(quantized, capsys):
+    _, card, out, d = quantized
+    fp32_mtime = (d / "fp32.tflite").stat().st_mtime_ns
+    capsys.readouterr()
+    assert quantize_main(["--model", card, "--out", str(out)]) == 0
+    assert "up to date, skipped" in capsys.readouterr().out
+    (d / "int8.tflite").unlink()
+    assert quantize_main(["--model", card, "--out", str(out), "--variants", "int8"]) == 0
+    assert (d / "int8.tflite").exists() and (d / "fp32.tflite").stat().st_mtime_ns == fp32_mtime
+
+
+def test_tightened_threshold_fails_the_gate(quantized, tmp_path):
+    _, card, out, _ = quantized
+    spec = resolve(card)
+    tight = dict(spec.thresholds, **{"int8-dynamic": Thresholds(min_bit_agreement=1.0, min_sqnr_db=90.0)})
+    opts = RunOptions(spec=dataclasses.replace(spec, thresholds=tight), out=out, force=True)
+    with pytest.raises(VerificationError, match="int8-dynamic failed verification"):
+        stage_quantize(opts, variants=("int8-dynamic",))
+
+
+def test_fallback_keeps_ops_float_and_records_them(quantized):
+    _, card, out, d = quantized
+    spec = resolve(card)
+    # A gate the default recipe misses (measured SQNR + 3 dB) but float ops can reach.
+    base = json.loads((d / "verify-int8.json").read_text())["sqnr_db"]
+    tight = dict(spec.thresholds, int8=Thresholds(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=base + 3.0))
+    opts = RunOptions(spec=dataclasses.replace(spec, thresholds=tight), out=out, force=True)
+    try:
+        stage_quantize(opts, variants=("int8",))
+        passed = True
+    except VerificationError:
+        passed = False
+    r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
+    assert r["kept_float_by_fallback"], "the fallback must have kept at least one op float"
+    assert r["passed"] is passed
+    if passed:
+        assert r["sqnr_db"] >= base + 3.0
+
+
+def test_io_int8_records_scales_and_runs(reference, tmp_path):
+    """IO=int8: integer input and outputs, scale and zero point recorded in model.json.
+
+    Known limitation measured here: on the random-weight mini the mask logit is calibrated to
+    about [-0.06, 0] and the held-out mask logits fall just above 0, so the int8 output clips
+    them to 0 and mask agreement misses its gate; the stage reports that by name and exits 2.
+    """
+    card = str(reference / "videoseal_1.0-mini.yaml")
+    assert convert_main(["convert", "--model", card, "--out", str(tmp_path)]) == 0
+    rc = quantize_main(["--model", card, "--out", str(tmp_path), "--io", "int8", "--variants", "int8"])
+    d = tmp_path / "videoseal_1.0-mini"
+    rep = json.loads((d / "verify-int8.json").read_text())
+    assert rc == (0 if rep["passed"] else 2)
+    assert rep["bit_agreement"] >= 0.97
+    io = json.loads((d / "model.json").read_text())["variants"]["int8"]["io"]
+    assert io["input"][0]["dtype"] == "int8" and io["input"][0]["scale"] == pytest.approx(1 / 255, rel=0.05)
+    assert {o["dtype"] for o in io["outputs"]} == {"int8"} and all("zero_point" in o for o in io["outputs"])
+    assert TFLiteExtractor(d / "int8.tflite").input["dtype"] == np.int8
+
+
+def test_calibration_set_is_deterministic_and_matches_manifest():
+    committed = json.loads(MANIFEST.read_text())
+    a, b = build_manifest(), build_manifest()
+    assert a == b == committed
+    assert {i["source"] for i in committed["items"]} == set(CALIBRATION_PHOTOS)
+
+
+def test_heldout_is_disjoint_from_calibration():
+    assert not set(HELDOUT_PHOTOS) & set(CALIBRATION_PHOTOS)
+    assert {it.source for it in heldout_items()} == set(HELDOUT_PHOTOS)
+
+
+def test_calibration_streams(tmp_path):
+    stream = calibration_items()
+    assert next(stream).pixels.shape == (1, 3, 256, 256)  # a generator: one item at a time
+
+
+def _save(path, arr, mode=None, **kw):
+    Image.fromarray(arr, mode=mode).save(path, **kw) if mode else Image.fromarray(arr).save(path, **kw)
+
+
+def test_odd_images_are_handled_or_rejected_by_name(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)
+    _save(tmp_path / "gray.png", rgb[..., 0])
+    _save(tmp_path / "alpha.png", np.dstack([rgb, np.full((80, 90), 128, np.uint8)]))
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / "deep16.png")
+    _save(tmp_path / "tiny.png", rgb[:8, :8])
+    (tmp_path / "fake.png").write_bytes(b"not a png at all")
+    (tmp_path / "notes.txt").write_text("hello")
+    for name in ("gray.png", "alpha.png", "cmyk.jpg", "deep16.png"):
+        x = read_rgb(tmp_path / name)
+        assert x.shape == (3, 80, 90) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert np.allclose(read_rgb(tmp_path / "deep16.png")[0], rgb[..., 0] / 255.0, atol=1e-6)
+    with pytest.raises(ImageError, match="tiny.png: image is 8x8"):
+        read_rgb(tmp_path / "tiny.png")
+    with pytest.raises(ImageError, match="fake.png: not a readable image"):
+        read_rgb(tmp_path / "fake.png")
+    counts: dict[str, int] = {}
+    items = list(calibration_items(tmp_path, counts=counts))
+    user = [i for i in items if i.source in {"gray.png", "alpha.png", "cmyk.jpg", "deep16.png"}]
+    assert len(user) == 4 and counts["rejected"] == 2
