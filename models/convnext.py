@@ -201,28 +201,13 @@ class DeployExtractor(nn.Module):
     """What goes into the ``.tflite``: NHWC float input in [0, 1], two outputs (mask, bits).
 
     NHWC is what an Android bitmap gives; the permute to the extractor's NCHW is in the graph,
-    and so is the ``x * 2 - 1`` preprocessing, so the host only scales bytes to [0, 1]. The head
-    Linear is split by rows into a mask head and a bit head (the same arithmetic): each output is
-    then its own op, with its own quantization scale when outputs are integer.
+    and so is the ``x * 2 - 1`` preprocessing, so the host only scales bytes to [0, 1].
     """
 
     def __init__(self, extractor: ConvnextExtractor) -> None:
         super().__init__()
         self.extractor = extractor
-        linear = extractor.pixel_decoder.linear
-        self.mask_head = nn.Linear(linear.in_features, 1)
-        self.bit_head = nn.Linear(linear.in_features, linear.out_features - 1)
-        with torch.no_grad():
-            self.mask_head.weight.copy_(linear.weight[:1])
-            self.mask_head.bias.copy_(linear.bias[:1])
-            self.bit_head.weight.copy_(linear.weight[1:])
-            self.bit_head.bias.copy_(linear.bias[1:])
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ex = self.extractor
-        feats = ex.convnext(image.permute(0, 3, 1, 2) * 2.0 - 1.0)
-        pooled = ex.pixel_decoder.output_upscaling(feats).mean(dim=(-2, -1))
-        mask, bits = self.mask_head(pooled), self.bit_head(pooled)
-        if ex.pixel_decoder.sigmoid_output:
-            return torch.sigmoid(mask), torch.sigmoid(bits)
-        return mask, bits
+        logits = self.extractor(image.permute(0, 3, 1, 2))
+        return logits[:, :1], logits[:, 1:]

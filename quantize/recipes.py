@@ -6,9 +6,7 @@ Measured on this project's ConvNeXt extractors (see README, "INT8 on the fast pa
   weights per channel, int8 activations calibrated); LayerNorm/GRN arithmetic, GELU and the 7x7
   depthwise convolutions compute in float (depthwise weights stored int8, dequantized), because XNNPACK has no INT8 kernel for DIV, SQRT, RSQRT,
   GELU or SQUARED_DIFFERENCE (they fall back to single-threaded builtin kernels and split the
-  graph) and INT8 depthwise 7x7 is slower than float on AVX2 without VNNI. The head (the last
-  Linear) is dynamic-range INT8, so the logits leave it in float rather than with an int8 step
-  of about 0.014. Input and output stay float32 unless ``io_int8``.
+  graph) and INT8 depthwise 7x7 is slower than float on AVX2 without VNNI. Input and output stay float32 unless ``io_int8``.
 - ``int8-full``: every op integer with int8 input and output (for NPU/DSP delegates); no CPU
   speed goal.
 - ``int8-dynamic``: dynamic-range INT8 weights, float activations; depthwise convs get
@@ -26,9 +24,6 @@ from collections.abc import Iterable
 
 VARIANTS = ("int8", "int8-full", "int8-dynamic", "fp16")
 INT8_OPS = ("CONV_2D", "FULLY_CONNECTED")
-# The head's output tensor name (litert-torch names tensors by module path; the recipe regex is
-# matched with re.search against op output tensor names).
-HEAD_REGEX = r"Linear_(mask|bit)_head"
 
 
 def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (), io_int8: bool = False):
@@ -42,9 +37,7 @@ def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (
         for op in INT8_OPS:
             q.add_static_config(".*", ops[op], activation_num_bits=8, weight_num_bits=8)
         q.add_weight_only_config(".*", ops.DEPTHWISE_CONV_2D, num_bits=8)
-        if not io_int8:
-            q.add_dynamic_config(HEAD_REGEX, ops.FULLY_CONNECTED, num_bits=8)
-        else:
+        if io_int8:
             for op in (ops.INPUT, ops.OUTPUT):
                 q.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
     elif variant == "int8-full":
