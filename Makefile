@@ -15,7 +15,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(filter 1 yes true,$(FORCE)),--force)
 
-.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench calibration-manifest lint clean
+.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench bench-scale kernel-bench package calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
@@ -58,6 +58,25 @@ quantize: setup
 # Latency (1 and 2 threads, interleaved), size and peak RSS of every variant: bench.json / bench.md.
 bench: setup
 	$(PY) -m convert bench $(ARGS) $(if $(RUNS),--runs $(RUNS))
+
+# Full size, RANDOM weights: every stage of VideoSeal 1.0 and ChunkySeal in its own process, wall
+# time and peak RSS from the kernel, into each bench.json and $(OUT)/scaling.{json,md}. Not in
+# `make test` (about an hour on 2 cores); the same code runs on chunkyseal-mini in the tests.
+SCALE_MODELS ?= videoseal,chunkyseal
+bench-scale: setup
+	$(PY) -m convert.bench_scale --models $(SCALE_MODELS) --out $(OUT) --threads $(THREADS) --force $(if $(RUNS),--runs $(RUNS))
+
+# Deployment bundle in $(DIST)/<model>/: verified .tflite files with embedded metadata, model.json,
+# golden vectors, reports, torch-free run_extractor.py, manifest.json. REVERIFY=1 re-verifies changed files.
+DIST ?= dist
+VARIANTS ?= int8,fp16,fp32
+package: setup
+	$(PY) -m package --model $(MODEL) --out $(OUT) --dist $(DIST) --variants $(VARIANTS) --threads $(THREADS) \
+		$(if $(CKPT),--ckpt $(CKPT)) $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(filter 1 yes true,$(REVERIFY)),--reverify)
+
+# One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
+kernel-bench: setup
+	$(PY) -m quantize.kernel_bench --out $(OUT)
 
 # Rewrite calibration_data/manifest.json from the fixed rule (commit the result).
 calibration-manifest: setup

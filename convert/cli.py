@@ -31,8 +31,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variant", default="fp32", help="variant to verify (fp32, int8, ...)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20, help="bench: timed rounds per variant")
+    p.add_argument("--warmup", type=int, default=3, help="bench: untimed runs first")
+    p.add_argument("--bench-threads", default=None, help="bench: thread counts, e.g. 2 (default: 1 and --threads)")
     p.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
     return p.parse_args(argv)
+
+
+def _threads(spec: str | None) -> tuple[int, ...] | None:
+    return tuple(int(t) for t in spec.split(",")) if spec else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": [st.stage_export],
             "tflite": [st.stage_tflite],
             "verify": [lambda o: st.stage_verify(o, args.variant)],
-            "bench": [lambda o: st.stage_bench(o, args.runs)],
+            "bench": [lambda o: st.stage_bench(o, args.runs, args.warmup, _threads(args.bench_threads))],
             "convert": [st.stage_load, st.stage_export, st.stage_tflite, st.stage_verify],
         }[args.stage]
         for fn in run:

@@ -7,6 +7,7 @@ intact outputs it is skipped. Every stage returns a one-table summary for the co
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import time
@@ -17,7 +18,7 @@ from typing import Any
 from calibration_data.build import Item, heldout_items
 from convert.artifacts import ModelDir, machine_description, peak_rss_mb, read_json, tool_versions, write_json, write_text
 from convert.load import LoadedExtractor, load_extractor, sha256_file
-from models.convnext import DeployExtractor
+from models.convnext import DeployExtractor, fold_for_deploy_
 from models.errors import ArtifactMissingError
 from models.registry import ModelSpec
 
@@ -36,6 +37,9 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+ONNX_LIMIT_BYTES = 2**31 - 1
+
+
 @dataclass
 class RunOptions:
     """What the user chose on the command line (make variables)."""
@@ -48,6 +52,9 @@ class RunOptions:
     images: Path | None = None
     threads: int = 2
     force: bool = False
+    # Quantize a model in parts of at most this many float bytes (automatic above 2 GB); set small
+    # to exercise the large-model path on a mini.
+    max_part_bytes: int | None = None
 
     @property
     def model_dir(self) -> ModelDir:
@@ -73,7 +80,12 @@ class RunOptions:
 
     def verify_items(self) -> list[Item]:
         """Held-out 256x256 inputs (never calibration photos), or the user's IMAGES directory."""
-        return list(heldout_items(self.images, self.spec.card.config.img_size))
+        items = list(heldout_items(self.images, self.spec.card.config.img_size))
+        n = self.spec.verify_images
+        if n is None or self.images is not None or n >= len(items):
+            return items
+        full = [i for i in items if i.name.endswith(":full")]
+        return (full + [i for i in items if not i.name.endswith(":full")])[:n]
 
 
 @dataclass
@@ -195,20 +207,30 @@ def stage_export(opts: RunOptions) -> StageSummary:
     if _skip(opts, "export", inputs):
         return StageSummary("export", opts.spec.name, True, _stage_rows(opts, "export"))
     loaded = opts.load()
-    deploy = DeployExtractor(loaded.module).eval()
+    deploy = DeployExtractor(fold_for_deploy_(loaded.module)).eval()
     export_program(deploy, loaded.config.img_size, md / "extractor.pt2")
-    res = export_onnx(deploy, loaded.config.img_size, md / "model.onnx")
-    write_json(
-        md / "export.json",
-        {"onnx_opset": res.onnx_opset, "onnx_max_abs_diff_vs_pytorch": res.onnx_max_abs_diff, "random_init": loaded.random_init},
-    )
-    md.record("export", inputs, ["extractor.pt2", "model.onnx", "export.json"], t0)
-    rows = [
-        ("extractor.pt2", _mb(md / "extractor.pt2")),
-        ("model.onnx", _mb(md / "model.onnx")),
-        ("ONNX opset", str(res.onnx_opset)),
-        ("ONNX vs PyTorch max abs diff", f"{res.onnx_max_abs_diff:.3g}"),
-    ]
+    weight_bytes = sum(p.numel() * p.element_size() for p in deploy.parameters())
+    outs = ["extractor.pt2", "export.json"]
+    rows = [("extractor.pt2", _mb(md / "extractor.pt2"))]
+    if weight_bytes >= ONNX_LIMIT_BYTES:
+        # A protobuf cannot hold more than 2 GB; ONNX with external data is not produced here.
+        info = {
+            "onnx_skipped": f"{weight_bytes / 1e9:.2f} GB of weights exceeds the 2 GB protobuf limit",
+            "random_init": loaded.random_init,
+        }
+        (md / "model.onnx").unlink(missing_ok=True)
+        rows.append(("model.onnx", "skipped: weights over the 2 GB protobuf limit"))
+    else:
+        res = export_onnx(deploy, loaded.config.img_size, md / "model.onnx")
+        info = {"onnx_opset": res.onnx_opset, "onnx_max_abs_diff_vs_pytorch": res.onnx_max_abs_diff, "random_init": loaded.random_init}
+        outs.insert(1, "model.onnx")
+        rows += [
+            ("model.onnx", _mb(md / "model.onnx")),
+            ("ONNX opset", str(res.onnx_opset)),
+            ("ONNX vs PyTorch max abs diff", f"{res.onnx_max_abs_diff:.3g}"),
+        ]
+    write_json(md / "export.json", info)
+    md.record("export", inputs, outs, t0)
     return StageSummary("export", opts.spec.name, False, rows + _stage_rows(opts, "export"))
 
 
@@ -221,7 +243,7 @@ def stage_tflite(opts: RunOptions) -> StageSummary:
     if _skip(opts, "tflite", inputs):
         return StageSummary("tflite", opts.spec.name, True, _stage_rows(opts, "tflite"))
     loaded = opts.load()
-    deploy = DeployExtractor(loaded.module).eval()
+    deploy = DeployExtractor(fold_for_deploy_(loaded.module)).eval()
     del loaded
     convert_fp32(deploy, opts.spec.card.config.img_size, md / "fp32.tflite")
     md.record("tflite", inputs, ["fp32.tflite"], t0)
@@ -230,7 +252,7 @@ def stage_tflite(opts: RunOptions) -> StageSummary:
 
 def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
     """Compare <variant>.tflite with PyTorch on held-out photos; raise on a missed threshold."""
-    from convert.verify import verify_variant
+    from convert.verify import reference_logits, verify_variant
 
     md, t0 = opts.model_dir, time.time()
     tfl = _require(md, f"{variant}.tflite", "tflite" if variant == "fp32" else "quantize")
@@ -247,19 +269,12 @@ def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
         r = read_json(md / f"verify-{variant}.json")
         return StageSummary(f"verify-{variant}", opts.spec.name, True, _verify_rows(r) + _stage_rows(opts, f"verify-{variant}"))
     loaded = opts.load()
+    reference = reference_logits(loaded.module, items)
+    random_init, img_size = loaded.random_init, loaded.config.img_size
+    del loaded  # free the PyTorch weights before the interpreter loads its own copy
+    gc.collect()
     try:
-        report = verify_variant(
-            opts.spec.name,
-            variant,
-            loaded.module,
-            tfl,
-            items,
-            thresholds,
-            loaded.random_init,
-            md.path,
-            loaded.config.img_size,
-            opts.threads,
-        )
+        report = verify_variant(opts.spec.name, variant, reference, tfl, thresholds, random_init, md.path, img_size, opts.threads)
     finally:
         log.info("verify peak RSS %.0f MB", peak_rss_mb())
     md.record(f"verify-{variant}", inputs, [f"verify-{variant}.json", f"verify-{variant}.md"], t0)
@@ -281,14 +296,13 @@ def _mb(p: Path) -> str:
     return f"{p.stat().st_size / 1e6:.1f} MB"
 
 
-def stage_bench(opts: RunOptions, runs: int = 20) -> StageSummary:
+def stage_bench(opts: RunOptions, runs: int = 20, warmup: int = 3, threads: tuple[int, ...] | None = None) -> StageSummary:
     """bench.json / bench.md: PyTorch eager and every variant, 1 and 2 threads, interleaved."""
     from convert.bench import bench, write_bench
 
     md = opts.model_dir
     _require(md, "fp32.tflite", "convert")
-    loaded = opts.load()
-    report = bench(md.path, loaded.module, threads=tuple(sorted({1, opts.threads})), runs=runs)
+    report = bench(md.path, lambda: opts.load().module, threads=threads or tuple(sorted({1, opts.threads})), runs=runs, warmup=warmup)
     write_bench(md.path, report)
     rows = []
     for t, stats in report["latency"].items():

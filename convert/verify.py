@@ -19,6 +19,7 @@ import torch
 
 from calibration_data.build import Item
 from convert.artifacts import machine_description, write_json, write_text
+from convert.load import sha256_file
 from convert.runtime import TFLiteExtractor
 from models.convnext import ConvnextExtractor
 from models.errors import ImageError, VerificationError
@@ -57,6 +58,7 @@ class VerifyReport:
     failures: list[str] = field(default_factory=list)
     machine: str = ""
     num_threads: int = 2
+    tflite_sha256: str = ""
 
 
 def check_thresholds(r: dict[str, Any], t: Thresholds) -> list[str]:
@@ -85,37 +87,51 @@ def pytorch_logits(module: ConvnextExtractor, items: Iterable[Item]) -> tuple[li
     return names, np.stack(out)
 
 
-def compare(
-    module: ConvnextExtractor, tflite_path: Path, items: Iterable[Item], img_size: int, num_threads: int = 2
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Run both models on the same preprocessed images; return names, PyTorch and TFLite logits."""
+@dataclass
+class Reference:
+    """PyTorch logits on the verification images, computed once, so the model can be freed before
+    any ``.tflite`` is loaded (at ChunkySeal size the two together would need over 8 GB)."""
+
+    names: list[str]
+    inputs: list[np.ndarray]  # NHWC float32 (1, H, W, 3)
+    logits: np.ndarray  # (N, 1 + nbits)
+
+
+def reference_logits(module: ConvnextExtractor, items: Iterable[Item]) -> Reference:
+    names, inputs, logits = [], [], []
+    for it in items:
+        with torch.no_grad():
+            logits.append(module(torch.from_numpy(it.pixels)).numpy()[0])
+        names.append(it.name)
+        inputs.append(np.ascontiguousarray(it.pixels.transpose(0, 2, 3, 1)))
+    if not names:
+        raise ImageError("no usable images to verify on")
+    log.info("  PyTorch reference on %d images", len(names))
+    return Reference(names, inputs, np.stack(logits))
+
+
+def compare(reference: Reference, tflite_path: Path, img_size: int, num_threads: int = 2) -> np.ndarray:
+    """TFLite logits on the reference's inputs, checked for shape."""
     runner = TFLiteExtractor(tflite_path, num_threads=num_threads)
     expected_shape = (1, img_size, img_size, 3)
     if runner.input_shape != expected_shape:
         raise VerificationError(f"{tflite_path}: input shape {runner.input_shape}, expected {expected_shape}")
-    names, ref, got = [], [], []
-    for i, it in enumerate(items):
-        name, x = it.name, torch.from_numpy(it.pixels)
-        with torch.no_grad():
-            r = module(x).numpy()
-        mask, bits = runner(x.permute(0, 2, 3, 1).contiguous().numpy())
-        if mask.shape != (1, 1) or bits.shape != (1, r.shape[1] - 1):
-            raise VerificationError(f"{tflite_path}: output shapes {mask.shape}, {bits.shape}; expected (1, 1), (1, {r.shape[1] - 1})")
-        names.append(name)
-        ref.append(r[0])
+    nbits = reference.logits.shape[1] - 1
+    got = []
+    for i, (name, x) in enumerate(zip(reference.names, reference.inputs, strict=True)):
+        mask, bits = runner(x)
+        if mask.shape != (1, 1) or bits.shape != (1, nbits):
+            raise VerificationError(f"{tflite_path}: output shapes {mask.shape}, {bits.shape}; expected (1, 1), (1, {nbits})")
         got.append(np.concatenate([mask[0], bits[0]]))
         log.info("  [%d] %s", i + 1, name)
-    if not names:
-        raise ImageError("no usable images to verify on")
-    return names, np.stack(ref), np.stack(got)
+    return np.stack(got)
 
 
 def verify_variant(
     model_id: str,
     variant: str,
-    module: ConvnextExtractor,
+    reference: Reference,
     tflite_path: Path,
-    items: Iterable[Item],
     thresholds: Thresholds,
     random_init: bool,
     out_dir: Path,
@@ -123,7 +139,8 @@ def verify_variant(
     num_threads: int = 2,
 ) -> VerifyReport:
     """Verify one variant, write its JSON and Markdown reports, raise if it misses a threshold."""
-    names, ref, got = compare(module, tflite_path, items, img_size, num_threads)
+    names, ref = reference.names, reference.logits
+    got = compare(reference, tflite_path, img_size, num_threads)
     diff = np.abs(ref - got)
     figures = {
         "max_abs_logit_diff": float(diff.max()),
@@ -148,6 +165,7 @@ def verify_variant(
         failures=failures,
         machine=machine_description(),
         num_threads=num_threads,
+        tflite_sha256=sha256_file(tflite_path),
         **figures,
     )
     write_json(out_dir / f"verify-{variant}.json", asdict(report))

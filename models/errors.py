@@ -45,3 +45,7 @@ class VerificationError(PipelineError):
 
 class ImageError(PipelineError):
     pass
+
+
+class UsageError(PipelineError):
+    """A combination of options the pipeline cannot honour for this model."""

@@ -8,20 +8,24 @@ as few as needed, and records which and what it cost.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from convert.artifacts import atomic_path, read_json, write_json
+from convert.artifacts import atomic_path, machine_description, read_json, write_json
+from convert.bench import interleaved_medians
 from convert.load import sha256_file
 from convert.runtime import delegation_report
 from convert.stages import RunOptions, StageSummary, _require, _skip
-from convert.verify import verify_variant
-from models.errors import VerificationError
+from convert.tflite import FLATBUFFER_LIMIT
+from convert.verify import reference_logits, verify_variant
+from models.errors import UsageError, VerificationError
 from quantize.calibrate import calibrate
 from quantize.op_error import op_errors, write_op_report
+from quantize.partition import quantize_partitioned
 from quantize.recipes import VARIANTS, build_quantizer
 
 log = logging.getLogger(__name__)
@@ -70,43 +74,54 @@ def stage_quantize(
     }
     if _skip(opts, "quantize", inputs):
         return StageSummary("quantize", opts.spec.name, True, _rows(read_json(md / "quantize.json")))
+    partitioned = opts.max_part_bytes is not None or fp32.stat().st_size >= FLATBUFFER_LIMIT
+    img_size = opts.spec.card.config.img_size
+    qsvs, counts, parts_info = None, {}, None
+    if partitioned:
+        if io_int8:
+            raise UsageError("IO=int8 is not available for models quantized in parts (over 2 GB); use int8-full for integer IO")
+        counts, parts_info = quantize_partitioned(opts, variants, calib_dir)
+    else:
+        if {"int8", "int8-full"} & set(variants):
+            log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
+            qsvs, counts = calibrate(
+                build_quantizer(str(fp32), "int8-full"),
+                fp32,
+                calib_dir,
+                limit=opts.spec.calibration_images,
+                img_size=img_size,
+            )
+            log.info("calibration: %s", counts)
+    # PyTorch reference once for all variants; the model is freed before any interpreter loads.
     loaded = opts.load()
-    qsvs, counts = None, {}
-    if {"int8", "int8-full"} & set(variants):
-        log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
-        qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), fp32, calib_dir, img_size=loaded.config.img_size)
-        log.info("calibration: %s", counts)
+    reference = reference_logits(loaded.module, items)
+    random_init = loaded.random_init
+    del loaded
+    gc.collect()
     results: dict[str, Any] = {}
     failures: list[str] = []
     fp32_size = fp32.stat().st_size
     for variant in variants:
         path = md / f"{variant}.tflite"
-        log.info("quantizing %s", variant)
         keep: list[str] = []
-        _quantize_to(fp32, path, variant, qsvs, keep, io_int8 and variant == "int8")
+        if not partitioned:
+            log.info("quantizing %s", variant)
+            _quantize_to(fp32, path, variant, qsvs, keep, io_int8 and variant == "int8")
         entry: dict[str, Any] = {"file": path.name}
         try:
             rep = verify_variant(
-                opts.spec.name,
-                variant,
-                loaded.module,
-                path,
-                items,
-                opts.spec.thresholds[variant],
-                loaded.random_init,
-                md.path,
-                loaded.config.img_size,
-                opts.threads,
+                opts.spec.name, variant, reference, path, opts.spec.thresholds[variant], random_init, md.path, img_size, opts.threads
             )
         except VerificationError as e:
-            if variant != "int8":
+            if variant != "int8" or partitioned:
                 failures.append(str(e))
                 rep = None
             else:
-                rep, keep = _fallback(opts, fp32, path, qsvs, loaded, items, io_int8, str(e))
+                rep, keep, cost = _fallback(opts, fp32, path, qsvs, reference, random_init, items, io_int8, str(e))
+                entry["fallback"] = cost
                 if rep is None:
                     failures.append(str(e))
-        if variant in ("int8", "int8-full"):
+        if variant in ("int8", "int8-full") and not partitioned:
             rows = op_errors(fp32, path, items[:OP_ERROR_IMAGES], opts.threads)
             write_op_report(rows, md.path, variant, [i.name for i in items[:OP_ERROR_IMAGES]], opts.spec.name)
         deleg = delegation_report(path, opts.threads)
@@ -130,9 +145,10 @@ def stage_quantize(
     write_json(md / "model.json", desc)
     summary = {
         "model_id": opts.spec.name,
-        "random_init": loaded.random_init,
+        "random_init": random_init,
         "calibration": counts,
         "fp32_size_bytes": fp32_size,
+        "partitioned": parts_info,
         "variants": results,
     }
     write_json(md / "quantize.json", summary)
@@ -143,11 +159,35 @@ def stage_quantize(
     return StageSummary("quantize", opts.spec.name, False, _rows(summary))
 
 
-def _fallback(opts, fp32, path, qsvs, loaded, items, io_int8, first_error):
+def _fallback(opts, fp32, path, qsvs, reference, random_init, items, io_int8, first_error):
     """Keep the worst ops float, doubling how many each round, until int8 passes its gate."""
     log.warning("int8 missed its gate (%s); trying the accuracy-driven fallback", first_error)
     rows = op_errors(fp32, path, items[:OP_ERROR_IMAGES], opts.threads)
     ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in ("CONV_2D", "FULLY_CONNECTED")]
+    first = path.with_name(path.name + ".first-attempt")
+    first.write_bytes(path.read_bytes())
+    try:
+        rep, keep = _fallback_rounds(opts, fp32, path, qsvs, reference, random_init, io_int8, ranked)
+        cost = {
+            "kept_float": keep,
+            "passed": rep is not None,
+            "size_bytes_before": first.stat().st_size,
+            "size_bytes_after": path.stat().st_size,
+        }
+        med = interleaved_medians({"before": first, "after": path}, opts.threads)
+        cost.update(
+            latency_ms_before=med["before"],
+            latency_ms_after=med["after"],
+            latency_ratio_after_to_before=round(med["after"] / med["before"], 3),
+            latency_note=f"median of 10 interleaved runs at {opts.threads} thread(s) on {machine_description()}",
+        )
+        log.info("fallback cost: %s", cost)
+    finally:
+        first.unlink(missing_ok=True)
+    return rep, keep, cost
+
+
+def _fallback_rounds(opts, fp32, path, qsvs, reference, random_init, io_int8, ranked):
     n = 1
     for _ in range(MAX_FALLBACK_ROUNDS):
         keep = ranked[:n]
@@ -156,13 +196,12 @@ def _fallback(opts, fp32, path, qsvs, loaded, items, io_int8, first_error):
             rep = verify_variant(
                 opts.spec.name,
                 "int8",
-                loaded.module,
+                reference,
                 path,
-                items,
                 opts.spec.thresholds["int8"],
-                loaded.random_init,
+                random_init,
                 opts.model_dir.path,
-                loaded.config.img_size,
+                opts.spec.card.config.img_size,
                 opts.threads,
             )
             log.info("int8 passes with %d op(s) kept float: %s", len(keep), keep)

@@ -119,3 +119,32 @@ def test_deploy_wrapper_equals_extractor(reference):
         ref = loaded.module(x)
         mask, bits = DeployExtractor(loaded.module)(x.permute(0, 2, 3, 1))
     torch.testing.assert_close(torch.cat([mask, bits], dim=1), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_folded_extractor_equals_official(reference):
+    """LN affine folded into pwconv1 and GRN beta into pwconv2: same logits, fewer constants.
+
+    The reference mini's norms may sit at their initial values (weight 1, bias 0, beta 0), where a
+    fold would be trivially right, so every affine parameter is randomised first.
+    """
+    import copy
+
+    from models.convnext import DeployExtractor, fold_for_deploy_
+
+    loaded = load_extractor(resolve(str(reference / "videoseal_1.0-mini.yaml")))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in loaded.module.named_parameters():
+            if name.endswith(("norm.weight", "norm.bias", "grn.gamma", "grn.beta")):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5 + (1.0 if name.endswith("norm.weight") else 0.0))
+    x = torch.from_numpy(np.load(reference / "videoseal_1.0-mini.npz")["images"])
+    folded = fold_for_deploy_(copy.deepcopy(loaded.module))
+    n_before = sum(p.numel() for p in loaded.module.parameters())
+    n_after = sum(p.numel() for p in folded.parameters())
+    blocks = [b for s in loaded.module.convnext.stages for b in s]
+    assert n_before - n_after == sum(2 * b.norm.weight.numel() + b.grn.beta.numel() for b in blocks)
+    with torch.no_grad():
+        ref = loaded.module(x)
+        mask, bits = DeployExtractor(folded)(x.permute(0, 2, 3, 1))
+    assert ref.abs().max() > 0.1, "randomised norms should move the logits"
+    torch.testing.assert_close(torch.cat([mask, bits], dim=1), ref, rtol=1e-4, atol=1e-5)

@@ -97,6 +97,12 @@ def test_fallback_keeps_ops_float_and_records_them(quantized):
     r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
     assert r["kept_float_by_fallback"], "the fallback must have kept at least one op float"
     assert r["passed"] is passed
+    cost = r["fallback"]
+    assert cost["kept_float"] == r["kept_float_by_fallback"] and cost["passed"] is passed
+    # Float ops carry float weights: the file can only grow; the latency ratio is measured, not fixed.
+    assert cost["size_bytes_after"] > cost["size_bytes_before"] and cost["size_bytes_after"] == r["size_bytes"]
+    assert cost["latency_ratio_after_to_before"] > 0 and "thread" in cost["latency_note"]
+    assert not list(d.glob("*.first-attempt"))
     if passed:
         assert r["sqnr_db"] >= base + 3.0
 

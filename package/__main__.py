@@ -1,0 +1,41 @@
+"""``python -m package --model M [--variants int8,fp16,fp32] [--dist dist] [--reverify]``: build a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from models.errors import PipelineError
+from models.registry import resolve
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    p = argparse.ArgumentParser(prog="python -m package")
+    p.add_argument("--model", required=True)
+    p.add_argument("--ckpt", type=Path)
+    p.add_argument("--random-init", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("artifacts"), help="where make convert / quantize wrote the artifacts")
+    p.add_argument("--dist", type=Path, default=Path("dist"))
+    p.add_argument("--variants", default="int8,fp16,fp32")
+    p.add_argument("--reverify", action="store_true", help="re-verify a variant whose file changed since verification")
+    p.add_argument("--golden", type=int, default=3, help="number of golden images")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    from convert.stages import RunOptions
+    from package.bundle import build_bundle
+
+    try:
+        opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, threads=a.threads)
+        variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
+        print(build_bundle(opts, variants, a.dist, a.reverify, a.golden).table(), flush=True)
+    except PipelineError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Reference runner for a VideoSeal-family watermark extractor bundle. Needs only ai-edge-litert, numpy, pillow.
+
+    python run_extractor.py MODEL.tflite IMAGE.png     # mask logit and the decoded bits (hex)
+    python run_extractor.py MODEL.tflite --info        # the description embedded in the file
+    python run_extractor.py --selftest                 # every golden vector of this bundle
+
+Input contract (also in model.json and in each .tflite's metadata): RGB, NHWC (1, 256, 256, 3),
+float32 in [0, 1] (bytes / 255), or int8 with the input's scale and zero point for integer-IO
+files. Other sizes are resized to 256x256 with bilinear filtering, aspect ratio not kept (PIL's
+bilinear downscale is antialiased like the official ``detect()``, but not bit-identical to it).
+Outputs: ``mask_logit`` (1, 1) then ``bit_logits`` (1, nbits); bit i = bit_logits[i] > 0, and
+the hex string packs bit 0 as the most significant bit of the first byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+METADATA_NAME = "videoseal_extractor"
+HERE = Path(__file__).resolve().parent
+
+
+def read_metadata(path: str | Path) -> dict | None:
+    """The JSON description embedded in the .tflite under METADATA_NAME, or None."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    model = schema.Model.GetRootAs(buf, 0)
+    for i in range(model.MetadataLength()):
+        m = model.Metadata(i)
+        if m.Name() is not None and m.Name().decode() == METADATA_NAME:
+            data = model.Buffers(m.Buffer()).DataAsNumpy()
+            return json.loads(bytes(data).decode("utf-8"))
+    return None
+
+
+def load_image(path: str | Path, size: int = 256) -> np.ndarray:
+    """RGB float32 (1, size, size, 3) in [0, 1]."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return (np.asarray(im, dtype=np.float32) / 255.0)[None]
+
+
+class Extractor:
+    def __init__(self, model_path: str | Path, num_threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.it = Interpreter(model_path=str(model_path), num_threads=num_threads)
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]
+        outs = self.it.get_output_details()
+        self.mask = next(o for o in outs if "mask_logit" in o["name"])
+        self.bits = next(o for o in outs if "bit_logits" in o["name"])
+
+    @property
+    def size(self) -> int:
+        return int(self.inp["shape"][1])
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.inp["dtype"] != np.float32:
+            scale, zp = self.inp["quantization"]
+            info = np.iinfo(self.inp["dtype"])
+            x = np.clip(np.round(x / scale + zp), info.min, info.max).astype(self.inp["dtype"])
+        self.it.set_tensor(self.inp["index"], x)
+        self.it.invoke()
+        return float(self._get(self.mask).reshape(-1)[0]), self._get(self.bits).reshape(-1)
+
+    def _get(self, d: dict) -> np.ndarray:
+        y = self.it.get_tensor(d["index"])
+        if d["dtype"] != np.float32:
+            scale, zp = d["quantization"]
+            y = (y.astype(np.float32) - zp) * scale
+        return y.astype(np.float32)
+
+
+def bits_hex(bit_logits: np.ndarray) -> str:
+    return np.packbits((bit_logits > 0).astype(np.uint8)).tobytes().hex()
+
+
+def check_manifest(bundle: Path = HERE) -> list[str]:
+    """Files whose sha256 differs from manifest.json, or that are missing or unlisted."""
+    import hashlib
+
+    listed = json.loads((bundle / "manifest.json").read_text())["files"]
+    bad = []
+    for rel, digest in listed.items():
+        p = bundle / rel
+        if not p.is_file():
+            bad.append(f"{rel}: missing")
+        elif hashlib.sha256(p.read_bytes()).hexdigest() != digest:
+            bad.append(f"{rel}: sha256 differs from manifest.json")
+    present = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    bad += [f"{rel}: not in manifest.json" for rel in sorted(present - set(listed) - {"manifest.json"})]
+    return bad
+
+
+def selftest(bundle: Path = HERE) -> int:
+    """Check the manifest, then every golden vector; exit code 1 on any mismatch."""
+    bad = check_manifest(bundle)
+    for line in bad:
+        print(f"FAIL manifest {line}")
+    if bad:
+        print(f"selftest: {len(bad)} file(s) do not match manifest.json; not running the golden vectors")
+        return 1
+    golden = json.loads((bundle / "golden" / "golden.json").read_text())
+    failures = 0
+    for variant, g in golden["variants"].items():
+        ex = Extractor(bundle / g["file"])
+        for v in g["vectors"]:
+            mask, logits = ex(load_image(bundle / "golden" / v["image"], ex.size))
+            exp = np.asarray(v["bit_logits"], dtype=np.float32)
+            tol = g["logit_atol"]
+            diff = max(abs(mask - v["mask_logit"]), float(np.abs(logits - exp).max()))
+            sure = np.abs(exp) > tol  # bits whose expected logit is clear of the tolerance must match
+            bad_bits = int(np.sum(((logits > 0) != (exp > 0)) & sure))
+            ok = diff <= tol and bad_bits == 0
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {variant:13s} {v['image']:28s} max|diff| {diff:.2e} (tol {tol:.1e}), {bad_bits} bits differ")
+    print("selftest:", "passed" if not failures else f"{failures} vector(s) FAILED")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", nargs="?", help=".tflite file")
+    p.add_argument("image", nargs="?", help="image file (any size; resized to the model's input)")
+    p.add_argument("--info", action="store_true", help="print the description embedded in the model")
+    p.add_argument("--selftest", action="store_true", help="check every golden vector of this bundle")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.selftest:
+        return selftest()
+    if not a.model:
+        p.error("give a .tflite file (and an image), or --selftest")
+    if a.info:
+        print(json.dumps(read_metadata(a.model), indent=2))
+        return 0
+    if not a.image:
+        p.error("give an image to decode")
+    ex = Extractor(a.model, a.threads)
+    mask, logits = ex(load_image(a.image, ex.size))
+    print(f"mask_logit {mask:.6f}")
+    print(f"bits ({logits.size}) {bits_hex(logits)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

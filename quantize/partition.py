@@ -1,0 +1,346 @@
+"""Quantizing a model whose float ``.tflite`` is over the 2 GB flatbuffer limit (ChunkySeal).
+
+ai-edge-quantizer cannot read such a file, so the extractor is cut into consecutive parts
+(stem, blocks, downsampling layers, pixel decoder) of at most ``max_part_bytes`` of float
+weights, each converted to its own float ``.tflite`` (NHWC in, NHWC out, so no transposes sit
+at a seam). Every part is calibrated on the previous part's float outputs for the same images,
+quantized with the same recipe as a small model, and the quantized parts are joined back into
+one flatbuffer (under 2 GB once quantized). The joined file is verified against PyTorch like
+any other variant.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from convert.export import INPUT_NAME, OUTPUT_NAMES
+from models.convnext import ConvnextExtractor
+from models.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+class MergeError(PipelineError):
+    """Quantized parts could not be joined into one model."""
+
+
+class Part(nn.Module):
+    """Consecutive units of the extractor as one NHWC module.
+
+    The first part takes the image in [0, 1] and does ``x * 2 - 1``; the last returns the two
+    outputs (mask logit, bit logits) like :class:`models.convnext.DeployExtractor`; the others
+    map an NHWC feature map to the next one.
+    """
+
+    def __init__(self, units: list[nn.Module], first: bool, last: bool) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(units)
+        self.first, self.last = first, last
+
+    def forward(self, image: torch.Tensor):
+        x = image.permute(0, 3, 1, 2)
+        if self.first:
+            x = x * 2.0 - 1.0
+        for u in self.units:
+            x = u(x)
+        if self.last:
+            return {OUTPUT_NAMES[0]: x[:, :1], OUTPUT_NAMES[1]: x[:, 1:]}
+        return x.permute(0, 2, 3, 1)
+
+
+def units(extractor: ConvnextExtractor) -> list[nn.Module]:
+    """The extractor as a chain: downsample layer, its stage's blocks, ..., pixel decoder."""
+    out: list[nn.Module] = []
+    for down, stage in zip(extractor.convnext.downsample_layers, extractor.convnext.stages, strict=True):
+        out.append(down)
+        out.extend(stage)
+    out.append(extractor.pixel_decoder)
+    return out
+
+
+# Calibration keeps every intermediate tensor of a part for one image. A ConvNeXt-V2 block holds
+# about 25 times its output in intermediates (4x-wide pwconv1, GELU, GRN products); other units ~4x.
+ACT_FACTOR_BLOCK = 25
+ACT_FACTOR_OTHER = 4
+
+
+def unit_costs(chain: list[nn.Module], img_size: int) -> list[tuple[int, int]]:
+    """(float32 weight bytes, estimated calibration activation bytes) of each unit, from one forward."""
+    from models.convnext import Block
+
+    x = torch.zeros(1, 3, img_size, img_size)
+    costs = []
+    with torch.no_grad():
+        for u in chain:
+            x = u(x)
+            factor = ACT_FACTOR_BLOCK if isinstance(u, Block) else ACT_FACTOR_OTHER
+            costs.append((sum(p.numel() * 4 for p in u.parameters()), x.numel() * 4 * factor))
+    return costs
+
+
+def plan_parts(extractor: ConvnextExtractor, max_part_bytes: int, max_act_bytes: int | None = None, img_size: int = 256) -> list[Part]:
+    """Greedy cut of the unit chain into parts of at most ``max_part_bytes`` float32 weights and
+    ``max_act_bytes`` estimated calibration activations (a unit over either budget is a part alone)."""
+    chain = units(extractor)
+    costs = unit_costs(chain, img_size) if max_act_bytes else [(sum(p.numel() * 4 for p in u.parameters()), 0) for u in chain]
+    groups: list[list[nn.Module]] = [[]]
+    w = a = 0
+    for u, (wb, ab) in zip(chain, costs, strict=True):
+        if groups[-1] and (w + wb > max_part_bytes or (max_act_bytes and a + ab > max_act_bytes)):
+            groups.append([])
+            w = a = 0
+        groups[-1].append(u)
+        w += wb
+        a += ab
+    return [Part(g, i == 0, i == len(groups) - 1) for i, g in enumerate(groups)]
+
+
+def convert_parts(parts: list[Part], img_size: int, workdir: Path) -> list[Path]:
+    """Convert each part to ``part<k>.tflite``, freeing its weights once written."""
+    import litert_torch
+
+    x = torch.zeros(1, img_size, img_size, 3)
+    paths = []
+    for k, part in enumerate(parts):
+        part.eval()
+        with torch.no_grad():
+            y = part(x)
+        n = sum(p.numel() for p in part.parameters())
+        log.info("  part %d/%d: %d units, %.1f M parameters", k + 1, len(parts), len(part.units), n / 1e6)
+        edge = litert_torch.convert(part, sample_kwargs={INPUT_NAME: x}, lightweight_conversion=n > 100_000_000)
+        path = workdir / f"part{k}.tflite"
+        edge.export(str(path))
+        del edge
+        for u in part.units:  # the PyTorch weights of this part are no longer needed here
+            for p in u.parameters():
+                p.data = torch.empty(0)
+        gc.collect()
+        paths.append(path)
+        x = y if isinstance(y, torch.Tensor) else None
+    return paths
+
+
+@dataclass
+class PartCalibration:
+    """Statistics of every part, and how many images went through."""
+
+    qsvs: list[dict] = field(default_factory=list)
+    used: int = 0
+
+
+def calibrate_parts(
+    make_quantizer, part_paths: list[Path], images: Iterator[np.ndarray], workdir: Path, chunk: int = 8, threads: int = 2
+) -> PartCalibration:
+    """Calibrate part by part: part k sees part k-1's float outputs for the same images.
+
+    Part-major, so only one part's quantizer and interpreter are in memory at a time; the images
+    and the feature maps between parts are spilled to ``workdir`` (.npy), so memory does not grow
+    with the number of images.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    files = []
+    for i, x in enumerate(images):
+        f = workdir / f"act-{i}.npy"
+        np.save(f, np.ascontiguousarray(x, dtype=np.float32))
+        files.append(f)
+    cal = PartCalibration(used=len(files))
+    for k, path in enumerate(part_paths):
+        q = make_quantizer(str(path))
+        res = None
+        for i in range(0, len(files), chunk):
+            feed = {"serving_default": [{INPUT_NAME: np.load(f)} for f in files[i : i + chunk]]}
+            res = q.calibrate(feed, previous_calibration_result=res, num_threads=threads)
+        cal.qsvs.append(res)
+        del q
+        gc.collect()
+        if k < len(part_paths) - 1:
+            it = Interpreter(model_path=str(path), num_threads=threads)
+            it.allocate_tensors()
+            for f in files:
+                np.save(f, _run(it, np.load(f)))
+            del it
+            gc.collect()
+        log.info("  calibrated part %d/%d on %d images", k + 1, len(part_paths), len(files))
+    for f in files:
+        f.unlink()
+    return cal
+
+
+def _run(it, x: np.ndarray) -> np.ndarray:
+    d = it.get_input_details()[0]
+    if tuple(d["shape"]) != x.shape:
+        it.resize_tensor_input(d["index"], x.shape)
+        it.allocate_tensors()
+    it.set_tensor(d["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
+
+def merge_parts(paths: list[Path], out: Path) -> None:
+    """Join quantized parts, each feeding the next, into one ``.tflite`` at ``out``.
+
+    The seam connects part k's single output tensor to every use of part k+1's input tensor; the
+    two must have the same type and quantization (float at a float seam; for an all-integer model
+    the same scale and zero point, which holds because both were calibrated on the same values).
+    The joined model keeps the first part's input and signature and the last part's outputs.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from convert.artifacts import atomic_path
+
+    models = [flatbuffer_utils.read_model(str(p)) for p in paths]
+    base = models[0]
+    sg = base.subgraphs[0]
+    if any(len(m.subgraphs) != 1 for m in models):
+        raise MergeError("each part must have exactly one subgraph")
+    opcode_key = {}
+    for i, oc in enumerate(base.operatorCodes):
+        opcode_key[(oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version)] = i
+    seam = sg.outputs[0] if len(sg.outputs) == 1 else None
+    for k, m in enumerate(models[1:], start=1):
+        if seam is None:
+            raise MergeError(f"part {k - 1} must have one output to feed part {k}")
+        psg = m.subgraphs[0]
+        if len(psg.inputs) != 1:
+            raise MergeError(f"part {k} must have one input")
+        pin = psg.inputs[0]
+        _check_seam(sg.tensors[seam], psg.tensors[pin], k)
+        buf_map = {0: 0}
+        for b_idx, buf in enumerate(m.buffers):
+            if b_idx == 0:
+                continue
+            buf_map[b_idx] = len(base.buffers)
+            base.buffers.append(buf)
+        t_map = {pin: seam}
+        for t_idx, t in enumerate(psg.tensors):
+            if t_idx == pin:
+                continue
+            t.buffer = buf_map[t.buffer]
+            t_map[t_idx] = len(sg.tensors)
+            sg.tensors.append(t)
+        oc_map = {}
+        for i, oc in enumerate(m.operatorCodes):
+            key = (oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version)
+            if key not in opcode_key:
+                opcode_key[key] = len(base.operatorCodes)
+                base.operatorCodes.append(oc)
+            oc_map[i] = opcode_key[key]
+        for op in psg.operators:
+            op.opcodeIndex = oc_map[op.opcodeIndex]
+            op.inputs = [t_map[i] if i >= 0 else i for i in op.inputs]
+            op.outputs = [t_map[i] for i in op.outputs]
+            if op.intermediates is not None and len(op.intermediates):
+                op.intermediates = [t_map[i] for i in op.intermediates]
+            sg.operators.append(op)
+        outs = [t_map[i] for i in psg.outputs]
+        sg.outputs = outs
+        seam = outs[0] if len(outs) == 1 else None
+        last = m
+        last_map = t_map
+    # Signature: the first part's input, the last part's outputs (names and order as converted).
+    sig = base.signatureDefs[0]
+    sig.outputs = []
+    for o in last.signatureDefs[0].outputs:
+        t = schema.TensorMapT()
+        t.name = o.name
+        t.tensorIndex = last_map[o.tensorIndex]
+        sig.outputs.append(t)
+    with atomic_path(out) as tmp:
+        flatbuffer_utils.write_model(base, str(tmp))
+
+
+def _check_seam(a, b, k: int) -> None:
+    if list(a.shape) != list(b.shape):
+        raise MergeError(f"seam before part {k}: shape {list(a.shape)} != {list(b.shape)}")
+    if a.type != b.type:
+        raise MergeError(f"seam before part {k}: output type {a.type} != input type {b.type}")
+    qa, qb = a.quantization, b.quantization
+    sa = None if qa is None or qa.scale is None else np.asarray(qa.scale)
+    sb = None if qb is None or qb.scale is None else np.asarray(qb.scale)
+    if (sa is None) != (sb is None) or (
+        sa is not None and not (np.allclose(sa, sb, rtol=1e-6) and np.array_equal(qa.zeroPoint, qb.zeroPoint))
+    ):
+        raise MergeError(f"seam before part {k}: quantization differs ({sa} vs {sb})")
+
+
+DEFAULT_PART_BYTES = 1_000_000_000
+DEFAULT_PART_ACT_BYTES = 2_000_000_000
+
+
+def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None) -> tuple[dict, dict]:
+    """Write ``<variant>.tflite`` for each variant via parts; return calibration counts and a parts record."""
+    from calibration_data.build import calibration_items
+    from models.convnext import fold_for_deploy_
+    from quantize.calibrate import pin_input_range
+    from quantize.recipes import build_quantizer
+
+    md = opts.model_dir
+    max_bytes = opts.max_part_bytes or DEFAULT_PART_BYTES
+    img_size = opts.spec.card.config.img_size
+    work = scratch_dir(md.path)
+    try:
+        loaded = opts.load()
+        parts = plan_parts(fold_for_deploy_(loaded.module), max_bytes, DEFAULT_PART_ACT_BYTES, img_size)
+        del loaded
+        record = {
+            "num_parts": len(parts),
+            "max_part_bytes": max_bytes,
+            "max_part_activation_bytes_estimated": DEFAULT_PART_ACT_BYTES,
+            "parts": [{"units": len(p.units), "params": sum(q.numel() for q in p.parameters())} for p in parts],
+            "note": "float file over the 2 GB flatbuffer limit: converted, calibrated and quantized in parts, then joined",
+        }
+        log.info("quantizing in %d parts of <= %.2f GB float weights", len(parts), max_bytes / 1e9)
+        part_paths = convert_parts(parts, img_size, work)
+        del parts
+        gc.collect()
+        counts: dict = {}
+        qsvs: list = [None] * len(part_paths)
+        if {"int8", "int8-full"} & set(variants):
+            stream = (it.pixels.transpose(0, 2, 3, 1) for it in calibration_items(calib_dir, img_size, counts))
+            if opts.spec.calibration_images:
+                stream = islice(stream, opts.spec.calibration_images)
+            cal = calibrate_parts(lambda p: build_quantizer(p, "int8-full"), part_paths, stream, work, threads=opts.threads)
+            if not cal.used:
+                raise ValueError("no calibration images")
+            counts["used"] = cal.used
+            qsvs = cal.qsvs
+            qsvs[0] = pin_input_range(part_paths[0], qsvs[0])
+        for v in variants:
+            log.info("quantizing %s part by part", v)
+            qparts = []
+            for k, p in enumerate(part_paths):
+                q = build_quantizer(str(p), v)
+                res = q.quantize(qsvs[k] if q.need_calibration else None, enable_progress_report=False)
+                qp = work / f"part{k}-{v}.tflite"
+                qp.write_bytes(res.quantized_model)
+                qparts.append(qp)
+                del q, res
+                gc.collect()
+            merge_parts(qparts, md / f"{v}.tflite")
+            for qp in qparts:
+                qp.unlink()
+        return counts, record
+    finally:
+        remove(work)
+
+
+def scratch_dir(parent: Path) -> Path:
+    """A temporary folder beside the artifacts (part files can be GBs; /tmp may be small)."""
+    return Path(tempfile.mkdtemp(prefix=".parts-", dir=parent))
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""make package on the VideoSeal mini: bundle contents, embedded metadata, refusals, torch-free runner."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from convert.cli import main as convert_main
+from convert.stages import RunOptions
+from models.registry import resolve
+from package.bundle import PackagingError, build_bundle
+from package.run_extractor import read_metadata
+from quantize.__main__ import main as quantize_main
+
+MINI = "videoseal_1.0-mini"
+
+
+@pytest.fixture(scope="module")
+def built(reference, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pkg")
+    card = str(reference / f"{MINI}.yaml")
+    assert convert_main(["convert", "--model", card, "--out", str(out)]) == 0
+    assert quantize_main(["--model", card, "--out", str(out), "--variants", "int8,fp16"]) == 0
+    opts = RunOptions(spec=resolve(card), out=out)
+    dist = out / "dist"
+    build_bundle(opts, ("int8", "fp16", "fp32"), dist)
+    return opts, dist, dist / MINI
+
+
+def test_manifest_accounts_for_every_file(built):
+    _, _, b = built
+    manifest = json.loads((b / "manifest.json").read_text())
+    files = {str(p.relative_to(b)) for p in b.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == files
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((b / rel).read_bytes()).hexdigest() == digest
+    assert manifest["random_init"] is False and len(manifest["calibration_manifest_sha256"]) == 64
+    assert manifest["git_commit"] and "torch" in manifest["tool_versions"]
+    for f in (
+        "int8.tflite",
+        "fp16.tflite",
+        "fp32.tflite",
+        "run_extractor.py",
+        "model.json",
+        "golden/golden.json",
+        "reports/verify-int8.json",
+    ):
+        assert f in manifest["files"]
+
+
+def test_metadata_embedded_in_each_tflite_reads_back(built):
+    _, _, b = built
+    model = json.loads((b / "model.json").read_text())
+    for v in ("int8", "fp16", "fp32"):
+        meta = read_metadata(b / f"{v}.tflite")
+        assert meta is not None, f"{v}.tflite carries no metadata"
+        assert meta["variant"] == v and meta["model_id"] == MINI and meta["nbits"] == model["nbits"]
+        assert meta["input"]["shape"] == [1, 256, 256, 3] and [o["name"] for o in meta["outputs"]] == ["mask_logit", "bit_logits"]
+
+
+def test_golden_bits_are_consistent_with_logits_and_pytorch_verification(built):
+    _, _, b = built
+    golden = json.loads((b / "golden" / "golden.json").read_text())
+    assert set(golden["variants"]) == {"int8", "fp16", "fp32"}
+    for g in golden["variants"].values():
+        assert len(g["vectors"]) == 3
+        for v in g["vectors"]:
+            bits = "".join("1" if t > 0 else "0" for t in v["bit_logits"])
+            assert int(bits, 2) == int(v["bits_hex"], 16) and len(v["bit_logits"]) == golden["nbits"]
+
+
+def test_tampered_artifact_is_refused_and_dist_left_alone(built):
+    opts, dist, b = built
+    before = json.loads((b / "manifest.json").read_text())
+    path = opts.model_dir / "int8.tflite"
+    data = bytearray(path.read_bytes())
+    original = bytes(data)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    try:
+        with pytest.raises(PackagingError, match=r"int8\.tflite changed after it was verified.*make verify MODEL=.* VARIANT=int8"):
+            build_bundle(opts, ("int8",), dist)
+    finally:
+        path.write_bytes(original)
+    assert json.loads((b / "manifest.json").read_text()) == before
+    assert not [p for p in dist.iterdir() if p.name.startswith(".")], "no half-written bundle may remain"
+
+
+def test_failed_verification_is_refused(built):
+    opts, dist, _ = built
+    rep_path = opts.model_dir / "verify-fp16.json"
+    original = rep_path.read_text()
+    rep = json.loads(original)
+    rep.update(passed=False, failures=["bit agreement 90% < 99.9%"])
+    rep_path.write_text(json.dumps(rep))
+    try:
+        with pytest.raises(PackagingError, match="fp16.tflite failed verification"):
+            build_bundle(opts, ("fp16",), dist)
+    finally:
+        rep_path.write_text(original)
+
+
+def test_runner_selftest_in_a_torch_free_venv(built, tmp_path):
+    """The bundle's runner needs only ai-edge-litert, numpy and pillow: prove it in a venv without torch."""
+    _, _, b = built
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pins = [f"{d}=={importlib.metadata.version(d)}" for d in ("ai-edge-litert", "numpy", "pillow")]
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *pins], check=True)
+    assert subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0, "the venv must not have torch"
+    copy = tmp_path / "bundle"
+    shutil.copytree(b, copy)
+    r = subprocess.run([str(py), "run_extractor.py", "--selftest"], cwd=copy, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "selftest: passed" in r.stdout and r.stdout.count("ok  ") == 9
+    golden = json.loads((copy / "golden" / "golden.json").read_text())["variants"]["int8"]["vectors"][0]
+    r = subprocess.run([str(py), "run_extractor.py", "int8.tflite", f"golden/{golden['image']}"], cwd=copy, capture_output=True, text=True)
+    assert r.returncode == 0 and golden["bits_hex"] in r.stdout, r.stdout + r.stderr
+    # A changed file in the bundle fails the self-test by name.
+    (copy / "golden" / golden["image"]).write_bytes(b"not a png")
+    r = subprocess.run([str(py), "run_extractor.py", "--selftest"], cwd=copy, capture_output=True, text=True)
+    assert r.returncode != 0 and f"golden/{golden['image']}: sha256 differs" in r.stdout
