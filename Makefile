@@ -15,7 +15,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(filter 1 yes true,$(FORCE)),--force)
 
-.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench bench-scale kernel-bench package calibration-manifest lint clean
+.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench bench-scale kernel-bench package demo-watermark robustness train-tiny calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
@@ -53,7 +53,8 @@ convert: setup
 quantize: setup
 	$(PY) -m quantize --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(CKPT),--ckpt $(CKPT)) \
 		$(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(IMAGES),--images $(IMAGES)) \
-		$(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO)) $(if $(filter 1 yes true,$(FORCE)),--force)
+		$(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO)) $(if $(filter 1 yes true,$(FORCE)),--force) \
+		$(if $(QUANT_VARIANTS),--variants $(QUANT_VARIANTS))
 
 # Latency (1 and 2 threads, interleaved), size and peak RSS of every variant: bench.json / bench.md.
 bench: setup
@@ -64,7 +65,8 @@ bench: setup
 # `make test` (about an hour on 2 cores); the same code runs on chunkyseal-mini in the tests.
 SCALE_MODELS ?= videoseal,chunkyseal
 bench-scale: setup
-	$(PY) -m convert.bench_scale --models $(SCALE_MODELS) --out $(OUT) --threads $(THREADS) --force $(if $(RUNS),--runs $(RUNS))
+	$(PY) -m convert.bench_scale --models $(SCALE_MODELS) --out $(OUT) --threads $(THREADS) --force $(if $(RUNS),--runs $(RUNS)) \
+		$(if $(filter 1 yes true,$(RESUME)),--resume)
 
 # Deployment bundle in $(DIST)/<model>/: verified .tflite files with embedded metadata, model.json,
 # golden vectors, reports, torch-free run_extractor.py, manifest.json. REVERIFY=1 re-verifies changed files.
@@ -73,6 +75,20 @@ VARIANTS ?= int8,fp16,fp32
 package: setup
 	$(PY) -m package --model $(MODEL) --out $(OUT) --dist $(DIST) --variants $(VARIANTS) --threads $(THREADS) \
 		$(if $(CKPT),--ckpt $(CKPT)) $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(filter 1 yes true,$(REVERIFY)),--reverify)
+
+# The watermark demo on a model with an embedder (default: the tiny pair in models/tiny):
+# embed held-out photos, convert + quantize the extractor, decode with PyTorch, FP32 and INT8.
+PAIR ?= models/tiny
+demo-watermark: setup
+	$(PY) -m demo watermark --model-dir $(PAIR) --out $(OUT) --threads $(THREADS)
+
+robustness: setup
+	$(PY) -m demo robustness --model-dir $(PAIR) --out $(OUT) --threads $(THREADS)
+
+# Train the tiny pair (needs a GPU for the full 15,000 steps; resumable: rerun to continue).
+TRAIN_ARGS ?=
+train-tiny: setup
+	$(PY) -m models.train_tiny --ckpt-dir runs/tiny --export $(PAIR) $(TRAIN_ARGS)
 
 # One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
 kernel-bench: setup

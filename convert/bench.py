@@ -97,13 +97,19 @@ def bench(
         sum(t.numel() * 4 for t in module.parameters()) if module is not None else 0
     )
     sequential = need > INTERLEAVE_BUDGET_BYTES
+    eager: dict[int, list[float]] = {}
+    if sequential and module is not None:  # PyTorch first, then free it before any interpreter loads
+        eager = {t: _time_eager(module, xt, t, runs, warmup) for t in threads}
+        module = None
+        gc.collect()
     results: dict[str, Any] = {}
     for t in threads:
-        timings = (
-            _run_sequential(files, module, x, xt, t, runs, warmup)
-            if sequential
-            else _run_interleaved(files, module, x, xt, t, runs, warmup)
-        )
+        if sequential:
+            timings = _run_sequential(files, x, t, runs, warmup)
+            if eager:
+                timings["pytorch"] = eager[t]
+        else:
+            timings = _run_interleaved(files, module, x, xt, t, runs, warmup)
         stats = {v: _stats(ms) for v, ms in timings.items()}
         base = stats["fp32"]["median_ms"]
         for s in stats.values():

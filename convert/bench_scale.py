@@ -41,17 +41,22 @@ def run_measured(argv: list[str], log_path: Path) -> dict[str, Any]:
     return {"wall_s": round(time.time() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1), "exit_code": rc}
 
 
-def bench_model(model: str, out: Path, threads: int, runs: int, force: bool) -> dict[str, Any]:
+def bench_model(model: str, out: Path, threads: int, runs: int, force: bool, resume: bool = False) -> dict[str, Any]:
     common = ["--model", model, "--out", str(out), "--threads", str(threads), "--random-init"] + (["--force"] if force else [])
     log_path = out / f"bench-scale-{model}.log"
+    progress = out / f"bench-scale-{model}.json"  # each stage's figures as soon as it ends
     out.mkdir(parents=True, exist_ok=True)
-    stages: dict[str, Any] = {}
+    stages: dict[str, Any] = json.loads(progress.read_text()) if resume and progress.exists() else {}
     for name, argv in (
         *STAGES,
         ("bench", ["-m", "convert", "bench", "--runs", str(runs), "--warmup", "1", "--bench-threads", str(threads)]),
     ):
+        if stages.get(name, {}).get("exit_code") == 0:
+            print(f"[{model}] {name}: measured earlier ({stages[name]['wall_s']} s), kept (--resume)", flush=True)
+            continue
         print(f"[{model}] {name} ...", flush=True)
         stages[name] = r = run_measured(argv + common, log_path)
+        write_json(progress, stages)
         print(f"[{model}] {name}: {r['wall_s']} s, peak RSS {r['peak_rss_mb']:.0f} MB, exit {r['exit_code']}", flush=True)
         if r["exit_code"] != 0:
             raise SystemExit(f"{model}: stage {name} failed (exit {r['exit_code']}); see {log_path}")
@@ -113,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=3, help="timed latency rounds per variant (one chunkyseal image is ~10 s)")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--resume", action="store_true", help="keep stages a previous (interrupted) run already measured")
     a = p.parse_args(argv)
-    models = [bench_model(m.strip(), a.out, a.threads, a.runs, a.force) for m in a.models.split(",")]
+    models = [bench_model(m.strip(), a.out, a.threads, a.runs, a.force, a.resume) for m in a.models.split(",")]
     report = {"machine": machine_description(), "threads": a.threads, "models": models}
     write_json(a.out / "scaling.json", report)
     write_text(a.out / "scaling.md", render(report))

@@ -11,6 +11,8 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
+
 from convert.artifacts import atomic_path
 from convert.export import INPUT_NAME, NamedOutputs, sample_input
 from models.convnext import DeployExtractor
@@ -75,6 +77,14 @@ def _drop_common_prefix(names: list[str]) -> list[str]:
     return [";".join(strip(p) if "/" in p else p for p in n.split(";")) if "/" in n else n for n in names]
 
 
+def as_numpy_buffers(model) -> None:
+    """Buffers as numpy arrays: ``read_model`` gives some as memoryviews, which the generated ``Pack``
+    writes one byte per Python call (hours for ChunkySeal) instead of one vector copy."""
+    for b in model.buffers:
+        if b.data is not None and not isinstance(b.data, np.ndarray):
+            b.data = np.frombuffer(b.data, dtype=np.uint8)
+
+
 def compact_tensor_names(path: Path) -> bool:
     """Shorten the file's tensor names (:func:`short_name`, minus the shared wrapper prefix).
 
@@ -89,6 +99,7 @@ def compact_tensor_names(path: Path) -> bool:
     if Path(path).stat().st_size >= FLATBUFFER_LIMIT:
         return False
     model = flatbuffer_utils.read_model(str(path))
+    as_numpy_buffers(model)
     for sg in model.subgraphs:
         old = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in sg.tensors]
         new = _drop_common_prefix([short_name(n) for n in old])

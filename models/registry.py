@@ -58,6 +58,8 @@ class ModelSpec:
     # first view of this many held-out photos and calibration this many images (None: all).
     verify_images: int | None = None
     calibration_images: int | None = None
+    # Variants `make quantize` writes by default (VARIANTS= overrides).
+    quantize_variants: tuple[str, ...] = ("int8", "int8-full", "int8-dynamic", "fp16")
 
     @property
     def card(self) -> Card:
@@ -91,6 +93,8 @@ REGISTRY: tuple[ModelSpec, ...] = (
         description="ChunkySeal: ConvNeXt-Chunky extractor, 1024 bits",
         verify_images=4,
         calibration_images=16,
+        # INT8 and FP16 are the deliverables at this size; int8-full and int8-dynamic on request.
+        quantize_variants=("int8", "fp16"),
     ),
 )
 

@@ -28,7 +28,7 @@ from convert.artifacts import read_json, tool_versions, write_json, write_text
 from convert.load import sha256_file
 from convert.runtime import TFLiteExtractor
 from convert.stages import RunOptions, StageSummary, _require
-from convert.tflite import FLATBUFFER_LIMIT
+from convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
 from models.errors import PipelineError
 from package.run_extractor import METADATA_NAME, bits_hex
 
@@ -98,6 +98,7 @@ def embed_metadata(src: Path, dst: Path, description: dict[str, Any]) -> None:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(src))
+    as_numpy_buffers(model)
     model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_NAME]
     buf = schema.BufferT()
     buf.data = np.frombuffer(json.dumps(description, sort_keys=True).encode("utf-8"), dtype=np.uint8)

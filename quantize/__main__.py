@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, help="held-out images to verify on (never calibration images)")
     p.add_argument("--calib", type=Path, help="extra calibration images (added to the built-in set)")
     p.add_argument("--io", choices=("float", "int8"), default="float", help="int8: int8.tflite takes and returns int8")
-    p.add_argument("--variants", default="int8,int8-full,int8-dynamic,fp16")
+    p.add_argument("--variants", default=None, help="comma-separated (default: the model spec's, all four for the small models)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = RunOptions(
             spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, images=a.images, threads=a.threads, force=a.force
         )
-        print(stage_quantize(opts, a.calib, a.io == "int8", tuple(v.strip() for v in a.variants.split(","))).table(), flush=True)
+        variants = tuple(v.strip() for v in a.variants.split(",")) if a.variants else opts.spec.quantize_variants
+        print(stage_quantize(opts, a.calib, a.io == "int8", variants).table(), flush=True)
     except PipelineError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from convert.export import INPUT_NAME, OUTPUT_NAMES
+from convert.tflite import as_numpy_buffers
 from models.convnext import ConvnextExtractor
 from models.errors import PipelineError
 
@@ -118,7 +119,10 @@ def convert_parts(parts: list[Part], img_size: int, workdir: Path) -> list[Path]
             y = part(x)
         n = sum(p.numel() for p in part.parameters())
         log.info("  part %d/%d: %d units, %.1f M parameters", k + 1, len(parts), len(part.units), n / 1e6)
-        edge = litert_torch.convert(part, sample_kwargs={INPUT_NAME: x}, lightweight_conversion=n > 100_000_000)
+        # Not lightweight: its constants come out in a form ai-edge-quantizer cannot read ("input operand
+        # has more dimensions than allowed by the axis remapping" on the first conv weight), and a part is
+        # small enough (<= 1 GB of weights) for the regular conversion.
+        edge = litert_torch.convert(part, sample_kwargs={INPUT_NAME: x})
         path = workdir / f"part{k}.tflite"
         edge.export(str(path))
         del edge
@@ -150,6 +154,8 @@ def calibrate_parts(
     """
     from ai_edge_litert.interpreter import Interpreter
 
+    from quantize.calibrate import calibration_mode
+
     files = []
     for i, x in enumerate(images):
         f = workdir / f"act-{i}.npy"
@@ -161,7 +167,7 @@ def calibrate_parts(
         res = None
         for i in range(0, len(files), chunk):
             feed = {"serving_default": [{INPUT_NAME: np.load(f)} for f in files[i : i + chunk]]}
-            res = q.calibrate(feed, previous_calibration_result=res, num_threads=threads)
+            res = q.calibrate(feed, previous_calibration_result=res, num_threads=threads, mode=calibration_mode())
         cal.qsvs.append(res)
         del q
         gc.collect()
@@ -202,6 +208,8 @@ def merge_parts(paths: list[Path], out: Path) -> None:
     from convert.artifacts import atomic_path
 
     models = [flatbuffer_utils.read_model(str(p)) for p in paths]
+    for m in models:
+        as_numpy_buffers(m)
     base = models[0]
     sg = base.subgraphs[0]
     if any(len(m.subgraphs) != 1 for m in models):
@@ -280,6 +288,15 @@ DEFAULT_PART_BYTES = 1_000_000_000
 DEFAULT_PART_ACT_BYTES = 2_000_000_000
 
 
+def _hwm_mb() -> float:
+    """This process's peak RSS so far (VmHWM), MB; logged after each phase to show where the peak is."""
+    try:
+        line = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024.0
+    except (OSError, StopIteration):
+        return float("nan")
+
+
 def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None) -> tuple[dict, dict]:
     """Write ``<variant>.tflite`` for each variant via parts; return calibration counts and a parts record."""
     from calibration_data.build import calibration_items
@@ -306,6 +323,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
         part_paths = convert_parts(parts, img_size, work)
         del parts
         gc.collect()
+        phases = record["peak_rss_mb_after"] = {"convert_parts": round(_hwm_mb())}
         counts: dict = {}
         qsvs: list = [None] * len(part_paths)
         if {"int8", "int8-full"} & set(variants):
@@ -318,6 +336,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
             counts["used"] = cal.used
             qsvs = cal.qsvs
             qsvs[0] = pin_input_range(part_paths[0], qsvs[0])
+            phases["calibrate"] = round(_hwm_mb())
         for v in variants:
             log.info("quantizing %s part by part", v)
             qparts = []
@@ -332,6 +351,8 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
             merge_parts(qparts, md / f"{v}.tflite")
             for qp in qparts:
                 qp.unlink()
+            phases[f"quantize_{v}"] = round(_hwm_mb())
+            log.info("  %s joined; peak RSS so far %.0f MB", v, phases[f"quantize_{v}"])
         return counts, record
     finally:
         remove(work)

@@ -26,9 +26,56 @@ VARIANTS = ("int8", "int8-full", "int8-dynamic", "fp16")
 INT8_OPS = ("CONV_2D", "FULLY_CONNECTED")
 
 
+_CHUNK_BYTES = 16 * 2**20
+
+
+def _patch_large_conv_weights() -> None:
+    """Work around ai-edge-quantizer 0.10 failing on per-channel 4-D weights over 32 MiB.
+
+    For such tensors ``uniform_quantize`` reshapes the weight to 2-D and broadcasts the
+    (out, 1, 1, 1) scales to it, which numpy refuses ("input operand has more dimensions than allowed
+    by the axis remapping"); ChunkySeal's 2x2 downsampling and 3x3 decoder convs are that big. Per
+    output channel the quantization is independent, so the tensor is quantized in slices along
+    axis 0 (each under the limit) with the matching slices of scale and zero point, and joined.
+    Same numbers as an unchunked run (tests/test_quantize.py::test_large_conv_weight_quantizes_by_slices).
+    """
+    import dataclasses
+
+    import numpy as np
+    from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uqt
+
+    if getattr(uqt.uniform_quantize, "_by_output_channel", False):
+        return
+    original = uqt.uniform_quantize
+
+    def uniform_quantize(tensor_data, quantization_params, *args, **kwargs):
+        scale = np.asarray(quantization_params.scale)
+        zp = np.asarray(quantization_params.zero_point)
+        per_out_channel = (
+            tensor_data.ndim > 2
+            and scale.ndim == tensor_data.ndim
+            and scale.shape[0] == tensor_data.shape[0] > 1
+            and all(d == 1 for d in scale.shape[1:])
+            and zp.shape == scale.shape
+        )
+        if not per_out_channel or tensor_data.nbytes <= 32 * 2**20:
+            return original(tensor_data, quantization_params, *args, **kwargs)
+        step = max(1, _CHUNK_BYTES // max(1, tensor_data[0].nbytes))
+        parts = []
+        for i in range(0, tensor_data.shape[0], step):
+            sub = dataclasses.replace(quantization_params, scale=scale[i : i + step], zero_point=zp[i : i + step])
+            parts.append(original(tensor_data[i : i + step], sub, *args, **kwargs))
+        return np.concatenate(parts, axis=0)
+
+    uniform_quantize._by_output_channel = True
+    uqt.uniform_quantize = uniform_quantize
+
+
 def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (), io_int8: bool = False):
     """A configured ``ai_edge_quantizer.Quantizer`` for one variant."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    _patch_large_conv_weights()
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     ops = qtyping.TFLOperationName

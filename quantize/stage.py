@@ -71,6 +71,8 @@ def stage_quantize(
         "variants": list(variants),
         "thresholds": {v: asdict(opts.spec.thresholds[v]) for v in variants},
         "images": [f"{i.name}:{i.sha256}" for i in items],
+        "calibration_images": opts.spec.calibration_images,
+        "max_part_bytes": opts.max_part_bytes,
     }
     if _skip(opts, "quantize", inputs):
         return StageSummary("quantize", opts.spec.name, True, _rows(read_json(md / "quantize.json")))

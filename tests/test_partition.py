@@ -63,6 +63,7 @@ def test_partitioned_quantize_passes_its_gates(reference, tmp_path):
     stage_quantize(opts, variants=("int8", "int8-full"))
     q = json.loads((tmp_path / MINI / "quantize.json").read_text())
     assert q["partitioned"]["num_parts"] == 4 and q["calibration"]["used"] == 16
+    assert set(q["partitioned"]["peak_rss_mb_after"]) == {"convert_parts", "calibrate", "quantize_int8", "quantize_int8-full"}
     int8, full = q["variants"]["int8"], q["variants"]["int8-full"]
     assert int8["passed"] and full["passed"]
     assert int8["xnnpack"]["num_not_delegated"] == 0

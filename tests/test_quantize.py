@@ -170,3 +170,46 @@ def test_odd_images_are_handled_or_rejected_by_name(tmp_path):
     items = list(calibration_items(tmp_path, counts=counts))
     user = [i for i in items if i.source in {"gray.png", "alpha.png", "cmyk.jpg", "deep16.png"}]
     assert len(user) == 4 and counts["rejected"] == 2
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_bench_reports_every_variant_and_stage_costs(quantized, monkeypatch, sequential):
+    import convert.bench as cb
+    from convert.stages import stage_bench
+
+    _, card, out, d = quantized
+    if sequential:  # the mode ChunkySeal takes: variants one after another, PyTorch first and freed
+        monkeypatch.setattr(cb, "INTERLEAVE_BUDGET_BYTES", 0)
+    stage_bench(RunOptions(spec=resolve(card), out=out), runs=2, warmup=1, threads=(1,))
+    r = json.loads((d / "bench.json").read_text())
+    assert r["mode"].startswith("sequential" if sequential else "interleaved")
+    lat = r["latency"]["1"]
+    assert set(lat) == {"fp32", "fp16", "int8-dynamic", "int8", "int8-full", "pytorch"}
+    assert lat["fp32"]["ratio_to_fp32"] == 1.0 and all(s["runs"] == 2 and s["median_ms"] > 0 for s in lat.values())
+    # Each variant's peak RSS comes from its own process (VmHWM): an int8 file must not report the
+    # benchmark process's own peak, which holds PyTorch and every interpreter.
+    assert all(v > 20 for v in r["peak_rss_mb"].values())
+    assert r["peak_rss_mb"]["int8"] < r["peak_rss_mb"]["fp32"] + 1
+    assert {"tflite", "quantize"} <= set(r["stages"]) and r["stages"]["quantize"]["peak_rss_mb"] > 0
+    assert "RANDOM" not in (d / "bench.md").read_text() and "Pipeline stages" in (d / "bench.md").read_text()
+
+
+def test_large_conv_weight_quantizes_by_slices():
+    """ChunkySeal's 2x2 downsampling conv (2896 x 2 x 2 x 1448, 67 MB) is over ai-edge-quantizer's
+    32 MiB chunking limit, where 0.10 fails on per-channel 4-D weights; the patched path must give
+    exactly per-channel symmetric int8 rounding, computed here independently with numpy."""
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uqt
+
+    from quantize.recipes import _patch_large_conv_weights
+
+    _patch_large_conv_weights()
+    w = np.random.default_rng(0).standard_normal((2896, 2, 2, 1448), dtype=np.float32)
+    assert w.nbytes > 32 * 2**20
+    scale = (np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0).astype(np.float32).reshape(-1, 1, 1, 1)
+    params = qtyping.UniformQuantParams(
+        num_bits=8, quantized_dimension=0, scale=scale, zero_point=np.zeros(scale.shape, np.int32), symmetric=True
+    )
+    q = uqt.uniform_quantize(w, params)
+    assert q.shape == w.shape and q.dtype == np.int8
+    assert np.array_equal(q, np.clip(np.rint(w / scale), -127, 127).astype(np.int8))
