@@ -98,5 +98,6 @@ def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (
     else:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     for pattern in keep_float:
-        q.update_quantization_recipe(f"^{re.escape(pattern)}$", ops.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        # ai-edge-quantizer matches the op scope: its output tensor names joined and ended with ";".
+        q.update_quantization_recipe(f"^{re.escape(pattern)};$", ops.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
     return q
