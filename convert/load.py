@@ -19,11 +19,13 @@ import torch
 from models.convnext import ConvnextExtractor, ExtractorConfig
 from models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
 from models.registry import ModelSpec
+from models.tiny import TileEmbedder
 
 log = logging.getLogger(__name__)
 
 RANDOM_INIT_SEED = 0
 EXTRACTOR_PREFIX = "detector."
+EMBEDDER_PREFIX = "embedder."
 
 
 @dataclass
@@ -65,8 +67,8 @@ def random_init_(module: torch.nn.Module, seed: int = RANDOM_INIT_SEED) -> None:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into the extractor's state dict (prefix stripped)."""
+def read_state_dict(path: Path, prefix: str = EXTRACTOR_PREFIX) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into the extractor's (or, with ``EMBEDDER_PREFIX``, the embedder's) state dict, prefix stripped."""
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -92,10 +94,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
         raise CheckpointFormatError(f"{path}: expected a state dict or {{'model': state_dict}}, got {type(raw).__name__}")
     tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
-    if any(k.startswith(EXTRACTOR_PREFIX) for k in tensors):
-        return {k[len(EXTRACTOR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRACTOR_PREFIX)}
-    if any(k.startswith("embedder.") for k in tensors):
-        raise CheckpointMismatchError(f"{path}: holds 'embedder.' keys but no '{EXTRACTOR_PREFIX}' keys: no extractor to convert")
+    if any(k.startswith(prefix) for k in tensors):
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if prefix == EMBEDDER_PREFIX:
+        raise CheckpointMismatchError(f"{path}: holds no '{EMBEDDER_PREFIX}' keys: no embedder in this checkpoint")
+    if any(k.startswith(EMBEDDER_PREFIX) for k in tensors):
+        raise CheckpointMismatchError(f"{path}: holds '{EMBEDDER_PREFIX}' keys but no '{EXTRACTOR_PREFIX}' keys: no extractor to convert")
     return tensors
 
 
@@ -154,3 +158,18 @@ def load_extractor(
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     del state
     return LoadedExtractor(spec, cfg, module, str(path), sha256_file(path), False)
+
+
+def load_embedder(spec: ModelSpec, ckpt: str | Path | None = None) -> TileEmbedder:
+    """The tiny pair's embedder from the ``embedder.`` keys of the same checkpoint, loaded strictly."""
+    from models.tiny import read_embedder_config
+
+    cfg = read_embedder_config(spec.card_path)
+    path = Path(ckpt) if ckpt else spec.default_checkpoint()
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint not found: {path} (the embedder is read from its '{EMBEDDER_PREFIX}' keys)")
+    module = TileEmbedder(cfg)
+    state = read_state_dict(path, EMBEDDER_PREFIX)
+    check_keys({k: v.shape for k, v in module.state_dict().items()}, state, path)
+    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return module.eval()

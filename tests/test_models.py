@@ -20,7 +20,7 @@ from tests.conftest import MINIS
 OFFICIAL_NAME = {"videoseal": "videoseal_1.0", "pixelseal": "pixelseal", "chunkyseal": "chunkyseal"}
 
 
-@pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in REGISTRY if s.released], ids=lambda s: s.name)
 def test_full_size_layout_matches_official(spec, reference):
     layouts = json.loads((reference / "official_layouts.json").read_text())
     assert spec.name in OFFICIAL_NAME, f"registered model {spec.name} has no official layout to check against"
@@ -33,6 +33,14 @@ def test_full_size_layout_matches_official(spec, reference):
     assert {k: v for k, v in got.items() if v != expected[k]} == {}
     assert sum(p.numel() for p in module.parameters()) == official["extractor_params"]
     assert spec.card.config.nbits == official["nbits"]
+
+
+@pytest.mark.parametrize("spec", [s for s in REGISTRY if not s.released], ids=lambda s: s.name)
+def test_project_model_ships_a_checkpoint_that_loads_strictly(spec):
+    # Not a released model: no official layout, so its committed checkpoint is the layout to match.
+    loaded = load_extractor(spec)
+    assert not loaded.random_init and loaded.checkpoint_path == str(spec.default_checkpoint())
+    assert loaded.config.nbits == spec.card.config.nbits
 
 
 @pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)

@@ -1,0 +1,163 @@
+"""The project's own small watermark pair: a tile embedder and the ``tiny`` ConvNeXt-V2 extractor.
+
+A demo and test fixture for the conversion pipeline (trained on 2 CPU cores by
+``models/train_tiny.py``), not a production watermarker and not an official VideoSeal model.
+
+- **Extractor**: built from ``models/cards/tiny.yaml`` by the same card reader, ConvNeXt-V2 code and
+  pixel decoder as the released extractors (``models/convnext.py``), so it converts and quantizes
+  like them. Its weights live under ``detector.`` in the shipped checkpoint, as in an official one.
+- **Embedder** (:class:`TileEmbedder`): each bit ``k`` selects one of two learned 3 x T x T tiles,
+  ``pattern = sum_k m_k A_k + (1 - m_k) B_k``; the pattern is low-passed (frequencies up to
+  ``max_frequency`` cycles per tile, no DC), normalised to unit RMS, and repeated over the image
+  from its top-left corner. The residual does not depend on the image, only on the message.
+
+Why this design (measured, ``models/train_tiny.py`` and the README): the extractor ends in a global
+mean, so it cannot read a pattern at an arbitrary offset except through texture statistics, and
+training from scratch sits at chance for thousands of steps. With the tile period T = 32 equal to
+the extractor's total stride (stem 4 x three 2x downsamplings) and the pattern anchored at the
+image's corner, every final-stage location sees the same phase of the pattern, the read-out can be
+linear, and the pair learns in a few hundred steps. The price: the watermark survives JPEG,
+resizing, brightness changes and blur, but not crops or shifts that move the 32-pixel grid.
+
+Blend, as the official models: ``clamp(scaling_i * image + scaling_w * residual, 0, 1)``; with a
+unit-RMS residual, ``scaling_w`` sets the PSNR (about ``-20 log10(scaling_w)`` dB before clamping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from models.errors import CardError
+
+EMBEDDER_MODEL = "tile_tiny"
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """The embedder section and blend factors of the tiny card."""
+
+    nbits: int
+    tile_size: int = 32
+    max_frequency: float = 6.0
+    scaling_w: float = 0.0126
+    scaling_i: float = 1.0
+    img_size: int = 256
+
+
+def read_embedder_config(card_path: str | Path) -> EmbedderConfig:
+    """The ``embedder`` section of a tiny-pair card; CardError when absent or of another model."""
+    path = Path(card_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise CardError(f"card {path}: cannot read it ({e})") from e
+    emb = raw.get("embedder") if isinstance(raw, dict) else None
+    if not isinstance(emb, dict) or emb.get("model") != EMBEDDER_MODEL:
+        raise CardError(f"card {path}: no 'embedder' section with model '{EMBEDDER_MODEL}' (this card has no tiny-pair embedder)")
+    args, params = raw.get("args") or {}, emb.get("params") or {}
+    try:
+        cfg = EmbedderConfig(
+            nbits=int(args["nbits"]),
+            tile_size=int(params.get("tile_size", 32)),
+            max_frequency=float(params.get("max_frequency", 6.0)),
+            scaling_w=float(args.get("scaling_w", 0.0126)),
+            scaling_i=float(args.get("scaling_i", 1.0)),
+            img_size=int(args.get("img_size_proc", 256)),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CardError(f"card {path}: bad embedder values ({e})") from e
+    if cfg.nbits <= 0 or cfg.tile_size <= 1 or cfg.max_frequency <= 0 or not 0 < cfg.scaling_w < 1:
+        raise CardError(f"card {path}: embedder values out of range: {cfg}")
+    return cfg
+
+
+def lowpass_mask(tile: int, max_frequency: float) -> torch.Tensor:
+    """(tile, tile // 2 + 1) mask of the rfft2 bins with 0 < |k| <= max_frequency cycles per tile."""
+    ky = torch.fft.fftfreq(tile) * tile
+    kx = torch.fft.rfftfreq(tile) * tile
+    r2 = ky[:, None] ** 2 + kx[None, :] ** 2
+    return ((r2 <= max_frequency**2) & (r2 > 0)).float()
+
+
+class TileEmbedder(nn.Module):
+    """Message bits (B, nbits) -> unit-RMS residual (B, 3, H, W), a tile repeated from the top-left corner."""
+
+    def __init__(self, cfg: EmbedderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.nbits = cfg.nbits
+        t = cfg.tile_size
+        self.tiles = nn.Parameter(torch.randn(cfg.nbits, 2, 3, t, t))  # [k, 0] for bit 0, [k, 1] for bit 1
+        self.register_buffer("mask", lowpass_mask(t, cfg.max_frequency), persistent=False)
+
+    def pattern(self, msgs: torch.Tensor) -> torch.Tensor:
+        """(B, nbits) of 0/1 -> (B, 3, T, T): selected tiles summed, low-passed, zero-mean, unit RMS."""
+        m = msgs.to(self.tiles.dtype)
+        p = torch.einsum("bk,kchw->bchw", m, self.tiles[:, 1]) + torch.einsum("bk,kchw->bchw", 1.0 - m, self.tiles[:, 0])
+        t = self.cfg.tile_size
+        p = torch.fft.irfft2(torch.fft.rfft2(p) * self.mask, s=(t, t))
+        return p / (p.pow(2).mean(dim=(1, 2, 3), keepdim=True) + 1e-12).sqrt()
+
+    def forward(self, msgs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        p = self.pattern(msgs)
+        t = self.cfg.tile_size
+        reps = (-(-height // t), -(-width // t))
+        return p.repeat(1, 1, *reps)[:, :, :height, :width]
+
+
+def blend(imgs: torch.Tensor, residual: torch.Tensor, cfg: EmbedderConfig) -> torch.Tensor:
+    """The official blend: ``clamp(scaling_i * image + scaling_w * residual, 0, 1)``."""
+    return (cfg.scaling_i * imgs + cfg.scaling_w * residual).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def embed(embedder: TileEmbedder, imgs: torch.Tensor, msgs: torch.Tensor) -> torch.Tensor:
+    """Watermark images of any size, as the official embed path does.
+
+    The residual is made at the processing size (256x256), resized to the image's own size
+    (bilinear, antialias), and blended there; ``detect()`` resizes the image back to 256x256, which
+    brings the pattern back onto the extractor's grid. At 256x256 this is exactly ``blend``.
+    """
+    cfg = embedder.cfg
+    h, w = imgs.shape[-2:]
+    res = embedder(msgs, cfg.img_size, cfg.img_size)
+    if (h, w) != (cfg.img_size, cfg.img_size):
+        res = F.interpolate(res, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return blend(imgs, res, cfg)
+
+
+MESSAGE_SEED = 0
+
+
+def message_for(index: int, nbits: int, seed: int = MESSAGE_SEED) -> torch.Tensor:
+    """The seeded random message (1, nbits) of 0/1 for the ``index``-th image of a set."""
+    return torch.randint(0, 2, (1, nbits), generator=torch.Generator().manual_seed(seed * 1_000_003 + index))
+
+
+def seeded_embed_fn(embedder: TileEmbedder, seed: int = MESSAGE_SEED) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``(pixels (1, 3, H, W), index) -> watermarked pixels``, the index's seeded message embedded."""
+
+    def fn(pixels: np.ndarray, index: int) -> np.ndarray:
+        return embed(embedder, torch.from_numpy(pixels), message_for(index, embedder.nbits, seed)).numpy()
+
+    return fn
+
+
+def embedder_description(cfg: EmbedderConfig) -> dict[str, Any]:
+    return {
+        "model": EMBEDDER_MODEL,
+        "nbits": cfg.nbits,
+        "tile_size": cfg.tile_size,
+        "max_frequency_cycles_per_tile": cfg.max_frequency,
+        "scaling_w": cfg.scaling_w,
+        "scaling_i": cfg.scaling_i,
+    }
