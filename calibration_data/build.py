@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +104,27 @@ def heldout_items(user_dir: Path | None = None, size: int = 256, counts: dict[st
         yield from _items(list_images(user_dir), ((0.0, "full"),), size, counts)
     else:
         yield from _items(heldout_paths(), HELDOUT_VIEWS, size, counts)
+
+
+WATERMARK_SUFFIX = "+wm"
+
+
+def watermarked_items(items: Iterable[Item], embed: Callable[[np.ndarray, int], np.ndarray]) -> Iterator[Item]:
+    """Each item, then the same item watermarked (``embed(pixels, index)`` gives its pixels), streamed.
+
+    For a model with an embedder, what it meets in deployment is watermarked images: they join
+    calibration (the bit-carrying activations are larger on them; calibrated on clean photos only,
+    static INT8 clipped them) and verification (bits are compared where a message was embedded).
+    Watermarked pixels are rounded to 8 bits, as a stored image is; ``embed`` owns its (seeded) messages.
+    """
+    for i, it in enumerate(items):
+        yield it
+        px = to_uint8(embed(it.pixels, i)).astype(np.float32) / 255.0
+        yield Item(it.name + WATERMARK_SUFFIX, it.source, it.view + WATERMARK_SUFFIX, px)
+
+
+def is_watermarked(name: str) -> bool:
+    return name.endswith(WATERMARK_SUFFIX)
 
 
 def build_manifest(size: int = 256) -> dict:

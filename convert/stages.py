@@ -11,11 +11,13 @@ import gc
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from calibration_data.build import Item, heldout_items
+from calibration_data.build import Item, calibration_items, heldout_items, watermarked_items
 from convert.artifacts import ModelDir, machine_description, peak_rss_mb, read_json, tool_versions, write_json, write_text
 from convert.load import LoadedExtractor, load_extractor, sha256_file
 from models.convnext import DeployExtractor, fold_for_deploy_
@@ -55,6 +57,7 @@ class RunOptions:
     # Quantize a model in parts of at most this many float bytes (automatic above 2 GB); set small
     # to exercise the large-model path on a mini.
     max_part_bytes: int | None = None
+    _embed_fn: Callable[[Any, int], Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def model_dir(self) -> ModelDir:
@@ -79,13 +82,49 @@ class RunOptions:
         return load_extractor(self.spec, self.ckpt, self.random_init, self.allow_zero_weights)
 
     def verify_items(self) -> list[Item]:
-        """Held-out 256x256 inputs (never calibration photos), or the user's IMAGES directory."""
+        """Held-out 256x256 inputs (never calibration photos), or the user's IMAGES directory.
+
+        For a model with an embedder, each item is followed by its watermarked version.
+        """
         items = list(heldout_items(self.images, self.spec.card.config.img_size))
         n = self.spec.verify_images
-        if n is None or self.images is not None or n >= len(items):
+        if n is not None and self.images is None and n < len(items):
+            full = [i for i in items if i.name.endswith(":full")]
+            items = (full + [i for i in items if not i.name.endswith(":full")])[:n]
+        return self.with_watermarks(items)
+
+    def calibration_stream(self, calib_dir: Path | None, counts: dict[str, int], limit: int | None = None) -> Iterator[Item]:
+        """The calibration items (``limit``, else the spec's ``calibration_images``, of them), plus
+        their watermarked versions for a model with an embedder; streamed."""
+        stream: Iterator[Item] = calibration_items(calib_dir, self.spec.card.config.img_size, counts)
+        limit = limit or self.spec.calibration_images
+        if limit is not None:
+            stream = islice(stream, limit)
+        return self.with_watermarks(stream)
+
+    def with_watermarks(self, items):
+        fn = self.embed_fn()
+        if fn is None:
             return items
-        full = [i for i in items if i.name.endswith(":full")]
-        return (full + [i for i in items if not i.name.endswith(":full")])[:n]
+        return list(watermarked_items(items, fn)) if isinstance(items, list) else watermarked_items(items, fn)
+
+    def embed_fn(self) -> Callable[[Any, int], Any] | None:
+        """``(pixels, index) -> watermarked pixels`` with a seeded message per index, when the card has
+        an embedder this pipeline runs and the weights are a checkpoint; else None."""
+        if self.random_init:
+            return None
+        from models.errors import CardError
+        from models.tiny import read_embedder_config, seeded_embed_fn
+
+        try:
+            read_embedder_config(self.spec.card_path)
+        except CardError:
+            return None
+        if self._embed_fn is None:
+            from convert.load import load_embedder
+
+            self._embed_fn = seeded_embed_fn(load_embedder(self.spec, self.ckpt))
+        return self._embed_fn
 
 
 @dataclass

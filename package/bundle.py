@@ -136,11 +136,12 @@ def _variant_description(desc: dict[str, Any], variant: str) -> dict[str, Any]:
 
 
 def _golden_images(opts: RunOptions, n: int, folder: Path) -> list[tuple[str, np.ndarray]]:
-    """The first ``n`` held-out photos (full view) as 8-bit PNGs; the inputs are exactly bytes / 255."""
+    """The first ``n`` held-out photos (full view) as 8-bit PNGs, each followed by its watermarked
+    version for a model with an embedder; the inputs are exactly bytes / 255."""
     from calibration_data.build import heldout_items
 
     out = []
-    items = [i for i in heldout_items(None, opts.spec.card.config.img_size) if i.name.endswith(":full")][:n]
+    items = opts.with_watermarks([i for i in heldout_items(None, opts.spec.card.config.img_size) if i.name.endswith(":full")][:n])
     for it in items:
         u8 = np.clip(np.round(it.pixels[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
         name = it.name.replace(":", "_") + ".png"

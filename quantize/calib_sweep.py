@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(d) / "int8.tflite"
         for n in (int(c) for c in a.counts.split(",")):
             t0 = time.time()
-            qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), fp32, limit=n, img_size=opts.spec.card.config.img_size)
+            counts: dict[str, int] = {}
+            qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), fp32, opts.calibration_stream(None, counts, limit=n), counts)
             cal_s = time.time() - t0
             _quantize_to(fp32, out, "int8", qsvs, [], False)
             got = compare(ref, out, opts.spec.card.config.img_size, a.threads)

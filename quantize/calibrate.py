@@ -8,10 +8,11 @@ number of images.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 
-from calibration_data.build import calibration_items
+from calibration_data.build import Item
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,10 @@ def calibration_mode():
     return CalibrationMode.CALIBRATION_PROFILER_BASED
 
 
-def calibrate(
-    quantizer, float_path: Path, user_dir: Path | None = None, limit: int | None = None, img_size: int = 256
-) -> tuple[dict, dict]:
-    """Run calibration; return the quantizer's statistics and the counts (sources, items, rejected)."""
-    counts: dict[str, int] = {}
-    stream = calibration_items(user_dir, img_size, counts)
-    if limit is not None:
-        stream = islice(stream, limit)
+def calibrate(quantizer, float_path: Path, stream: Iterable[Item], counts: dict[str, int]) -> tuple[dict, dict]:
+    """Run calibration over ``stream`` (``RunOptions.calibration_stream``, which fills ``counts``);
+    return the quantizer's statistics and the counts (sources, items, rejected, used)."""
+    stream = iter(stream)
     result = None
     done = 0
     while chunk := [{"image": it.pixels.transpose(0, 2, 3, 1).copy()} for it in islice(stream, CHUNK)]:

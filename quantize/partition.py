@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -299,7 +298,6 @@ def _hwm_mb() -> float:
 
 def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None) -> tuple[dict, dict]:
     """Write ``<variant>.tflite`` for each variant via parts; return calibration counts and a parts record."""
-    from calibration_data.build import calibration_items
     from models.convnext import fold_for_deploy_
     from quantize.calibrate import pin_input_range
     from quantize.recipes import build_quantizer
@@ -327,9 +325,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
         counts: dict = {}
         qsvs: list = [None] * len(part_paths)
         if {"int8", "int8-full"} & set(variants):
-            stream = (it.pixels.transpose(0, 2, 3, 1) for it in calibration_items(calib_dir, img_size, counts))
-            if opts.spec.calibration_images:
-                stream = islice(stream, opts.spec.calibration_images)
+            stream = (it.pixels.transpose(0, 2, 3, 1) for it in opts.calibration_stream(calib_dir, counts))
             cal = calibrate_parts(lambda p: build_quantizer(p, "int8-full"), part_paths, stream, work, threads=opts.threads)
             if not cal.used:
                 raise ValueError("no calibration images")

@@ -86,13 +86,7 @@ def stage_quantize(
     else:
         if {"int8", "int8-full"} & set(variants):
             log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
-            qsvs, counts = calibrate(
-                build_quantizer(str(fp32), "int8-full"),
-                fp32,
-                calib_dir,
-                limit=opts.spec.calibration_images,
-                img_size=img_size,
-            )
+            qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), fp32, opts.calibration_stream(calib_dir, counts), counts)
             log.info("calibration: %s", counts)
     # PyTorch reference once for all variants; the model is freed before any interpreter loads.
     loaded = opts.load()
