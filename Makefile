@@ -15,7 +15,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(filter 1 yes true,$(FORCE)),--force)
 
-.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench bench-scale kernel-bench package demo-watermark robustness train-tiny calibration-manifest lint clean
+.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
@@ -25,10 +25,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The main job on the embedded default model. Until a trained default exists (issue 6), this
-# converts and verifies the full-size VideoSeal 1.0 architecture with RANDOM weights, labelled so.
+# The main job on the embedded default model (the trained tiny pair, models/tiny/): watermark
+# held-out photos (or IMAGES=dir, any size), convert + quantize the extractor, decode with PyTorch,
+# FP32 and INT8, check false positives: $(OUT)/demo/demo.{json,md}. CKPT= a retrained pair.
+DEMO_ARGS = --out $(OUT) --threads $(THREADS) $(if $(IMAGES),--images $(IMAGES)) $(if $(CKPT),--ckpt $(CKPT))
 demo: setup
-	$(MAKE) --no-print-directory convert MODEL=videoseal RANDOM_INIT=1 OUT=$(OUT)
+	$(PY) -m demo watermark $(DEMO_ARGS)
+
+# The demo's images after JPEG 80/50, resize 0.5, crop 0.5, brightness, blur: PyTorch, FP32, INT8,
+# INT8-dynamic side by side in $(OUT)/demo/robustness.{json,md,png}.
+robustness: setup
+	$(PY) -m demo robustness $(DEMO_ARGS)
+
+# Train the tiny pair on this machine's CPU (about 25 minutes on 2 cores; resumable: rerun to
+# continue). Writes $(TRAIN_DIR)/export/; `make demo CKPT=$(TRAIN_DIR)/export/checkpoint.safetensors` uses it.
+TRAIN_DIR ?= runs/tiny
+TRAIN_ARGS ?=
+train-tiny: setup
+	$(PY) -m models.train_tiny --ckpt-dir $(TRAIN_DIR) --export $(TRAIN_DIR)/export --threads $(THREADS) $(TRAIN_ARGS)
 
 test: setup
 	$(PY) -m pytest -q
@@ -75,20 +89,6 @@ VARIANTS ?= int8,fp16,fp32
 package: setup
 	$(PY) -m package --model $(MODEL) --out $(OUT) --dist $(DIST) --variants $(VARIANTS) --threads $(THREADS) \
 		$(if $(CKPT),--ckpt $(CKPT)) $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(filter 1 yes true,$(REVERIFY)),--reverify)
-
-# The watermark demo on a model with an embedder (default: the tiny pair in models/tiny):
-# embed held-out photos, convert + quantize the extractor, decode with PyTorch, FP32 and INT8.
-PAIR ?= models/tiny
-demo-watermark: setup
-	$(PY) -m demo watermark --model-dir $(PAIR) --out $(OUT) --threads $(THREADS)
-
-robustness: setup
-	$(PY) -m demo robustness --model-dir $(PAIR) --out $(OUT) --threads $(THREADS)
-
-# Train the tiny pair (needs a GPU for the full 15,000 steps; resumable: rerun to continue).
-TRAIN_ARGS ?=
-train-tiny: setup
-	$(PY) -m models.train_tiny --ckpt-dir runs/tiny --export $(PAIR) $(TRAIN_ARGS)
 
 # One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
 kernel-bench: setup

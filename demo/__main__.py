@@ -1,4 +1,4 @@
-"""``python -m demo [watermark|robustness] [--model-dir models/tiny] [--out artifacts]``."""
+"""``python -m demo [watermark|robustness] [--images DIR] [--ckpt PATH] [--out artifacts]``: the tiny pair's demo."""
 
 from __future__ import annotations
 
@@ -9,24 +9,20 @@ from pathlib import Path
 
 from models.errors import PipelineError
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "tiny"
-
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    p = argparse.ArgumentParser(prog="python -m demo")
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     p.add_argument("what", nargs="?", choices=("watermark", "robustness"), default="watermark")
-    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="embedder + extractor + card (models/train_tiny.py --export)")
+    p.add_argument("--images", type=Path, default=None, help="your photos, any size (default: the held-out photos)")
+    p.add_argument("--ckpt", type=Path, default=None, help="a retrained pair (default: models/tiny/checkpoint.safetensors)")
     p.add_argument("--out", type=Path, default=Path("artifacts"))
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     from demo.watermark import run_demo, run_robustness
 
-    if not (a.model_dir / "embedder.safetensors").exists():
-        print(f"error: no trained pair in {a.model_dir}: run `python -m models.train_tiny --export {a.model_dir}` first", file=sys.stderr)
-        return 2
     try:
-        (run_demo if a.what == "watermark" else run_robustness)(a.model_dir, a.out, a.threads)
+        (run_demo if a.what == "watermark" else run_robustness)(a.out, a.images, a.ckpt, a.threads)
     except PipelineError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -1,13 +1,16 @@
-"""The watermark demo and robustness stages on a briefly trained tiny pair (machinery, not accuracy)."""
+"""The demo on the shipped tiny pair: real watermarks decoded by PyTorch, FP32 and INT8 TFLite."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+from PIL import Image
 
+from calibration_data.photos import heldout_paths
 from demo.watermark import binomial_pvalue, run_demo, run_robustness
-from models.train_tiny import main as train_main
+from models.errors import VerificationError
 
 
 def test_binomial_pvalue():
@@ -18,31 +21,57 @@ def test_binomial_pvalue():
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("demo")
-    args = ["--steps", "2", "--batch", "2", "--size", "64", "--aug-from", "0", "--image-loss-from", "0", "--ramp", "1"]
-    assert train_main([*args, "--export", str(d / "pair")]) == 0
-    report = run_demo(d / "pair", d / "out", calibration_images=16)
-    return d, report
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out)
 
 
-def test_demo_writes_the_promised_figures(demo_run):
-    d, report = demo_run
-    saved = json.loads((d / "out" / "demo" / "demo.json").read_text())
+def test_demo_decodes_real_watermarks_as_pytorch_does(demo_run):
+    out, report = demo_run
+    saved = json.loads((out / "demo" / "demo.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    for k in ("pytorch_bit_accuracy", "fp32_bit_accuracy", "int8_bit_accuracy", "int8_bit_agreement_with_pytorch", "num_images"):
-        assert k in saved
-    assert saved["num_images"] == 7 and saved["nbits"] == 48
-    # FP32 decodes exactly as PyTorch; INT8 passed its gate on the same extractor.
+    assert saved["random_init"] is False and saved["passed"] is True
+    assert saved["num_images"] == 42 and saved["nbits"] == 48  # 7 held-out photos x 3 views x 2 messages
+    # The issue's targets, on photos the pair never saw.
+    assert saved["pytorch_bit_accuracy"] >= 0.99 and saved["int8_bit_accuracy"] >= 0.99
+    assert saved["psnr_db_min"] >= 32.0
     assert saved["fp32_bit_agreement_with_pytorch"] == 1.0 and saved["fp32_bit_accuracy"] == saved["pytorch_bit_accuracy"]
-    assert saved["int8_bit_agreement_with_pytorch"] >= 0.9
-    fp = saved["false_positive_check_unwatermarked"]["int8"]
-    assert 0.0 < fp["min_pvalue"] <= 1.0 and fp["detections_at_1e-3"] == 0  # an untrained pair detects nothing
-    assert saved["training"]["steps"] == 2
+    assert saved["int8_bit_agreement_with_pytorch"] >= 0.999
+    # Unwatermarked photos match a random message no better than chance would.
+    assert len(saved["false_positive_pvalues"]) == 42 and min(saved["false_positive_pvalues"]) >= 1e-3
+    assert max(saved["watermarked_pvalue_max"].values()) < 1e-9
+    assert (out / "tiny" / "int8.tflite").is_file() and (out / "tiny" / "int8-dynamic.tflite").is_file()
 
 
-def test_robustness_table(demo_run):
-    d, _ = demo_run
-    r = run_robustness(d / "pair", d / "out")
-    assert set(r["bit_accuracy"]) == {"identity", "jpeg_80", "jpeg_50", "resize_0.5", "crop_0.5", "brightness_1.5", "blur_sigma1"}
-    assert all(set(v) >= {"pytorch", "fp32", "int8"} for v in r["bit_accuracy"].values())
-    assert (d / "out" / "demo" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+def test_robustness_table_has_every_decoder(demo_run):
+    out, _ = demo_run
+    r = run_robustness(out)
+    rows = r["bit_accuracy"]
+    assert set(rows) == {"identity", "jpeg_80", "jpeg_50", "resize_0.5", "crop_0.5", "brightness_1.5", "blur_sigma1"}
+    # The issue's robustness targets, for the deployed INT8 file as well as PyTorch.
+    for attack in ("jpeg_80", "resize_0.5"):
+        assert rows[attack]["pytorch"] >= 0.9 and rows[attack]["int8"] >= 0.9
+    assert rows["identity"]["fp32"] == rows["identity"]["pytorch"]
+    assert (out / "demo" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_on_your_own_photos_at_any_size(demo_run, tmp_path):
+    out, _ = demo_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = heldout_paths()
+    shutil.copy(src[0], photos / "a.png")  # 512x512
+    Image.open(src[1]).convert("RGB").resize((411, 287)).save(photos / "b.jpg", quality=95)  # odd, not square
+    (photos / "notes.txt").write_text("not an image")
+    r = run_demo(out, images=photos)
+    assert r["num_images"] == 4 and r["image_names"][0] == "a.png#0"
+    assert r["pytorch_bit_accuracy"] >= 0.99 and r["int8_bit_agreement_with_pytorch"] >= 0.999
+    assert r["psnr_db_min"] >= 32.0
+
+
+def test_demo_gate_failure_is_a_named_error(demo_run, tmp_path, monkeypatch):
+    out, _ = demo_run
+    import demo.watermark as dw
+
+    monkeypatch.setitem(dw.GATES, "min_psnr_db", 99.0)
+    with pytest.raises(VerificationError, match="PSNR"):
+        run_demo(out)
