@@ -19,7 +19,7 @@ import torch
 from models.convnext import ConvnextExtractor, ExtractorConfig
 from models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
 from models.registry import ModelSpec
-from models.tiny import TileEmbedder
+from models.tiny import TileEmbedder, read_embedder_config
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,6 @@ def load_extractor(
 
 def load_embedder(spec: ModelSpec, ckpt: str | Path | None = None) -> TileEmbedder:
     """The tiny pair's embedder from the ``embedder.`` keys of the same checkpoint, loaded strictly."""
-    from models.tiny import read_embedder_config
-
     cfg = read_embedder_config(spec.card_path)
     path = Path(ckpt) if ckpt else spec.default_checkpoint()
     if not path.is_file():

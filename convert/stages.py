@@ -102,7 +102,8 @@ class RunOptions:
             stream = islice(stream, limit)
         return self.with_watermarks(stream)
 
-    def with_watermarks(self, items):
+    def with_watermarks(self, items: list[Item] | Iterator[Item]) -> list[Item] | Iterator[Item]:
+        """``items`` unchanged, or each followed by its watermarked version (same kind: list or stream)."""
         fn = self.embed_fn()
         if fn is None:
             return items

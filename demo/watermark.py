@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from calibration_data.build import to_uint8
 from convert.artifacts import machine_description, read_json, write_json, write_text
 from convert.runtime import TFLiteExtractor
 from models.errors import ImageError, VerificationError
@@ -80,7 +81,7 @@ def binomial_pvalue(matches: int, n: int) -> float:
 
 def to_8bit(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) float -> what an 8-bit PNG round trip gives back, as (1, 3, H, W) float32."""
-    return (np.clip(np.round(x.numpy() * 255.0), 0, 255) / 255.0).astype(np.float32)
+    return to_uint8(x.numpy()).astype(np.float32) / 255.0
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:

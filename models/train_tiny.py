@@ -379,16 +379,22 @@ def _hardware(threads: int) -> str:
     return f"{machine_description()}; CPU only, torch.set_num_threads({threads})"
 
 
-def export(embedder: TileEmbedder, extractor: ConvnextExtractor, out: Path, record: dict[str, Any]) -> None:
-    """``checkpoint.safetensors`` (official key layout), the record and the curve, as one directory swap."""
+def save_checkpoint(extractor_state: dict[str, torch.Tensor], embedder_state: dict[str, torch.Tensor], path: Path) -> None:
+    """One safetensors file in the official key layout (``detector.``, ``embedder.``), byte-reproducible:
+    the metadata is a single key (safetensors writes several in an arbitrary order)."""
     from safetensors.torch import save_file
 
+    tensors = {f"detector.{k}": v.detach().contiguous() for k, v in extractor_state.items()}
+    tensors.update({f"embedder.{k}": v.detach().contiguous() for k, v in embedder_state.items()})
+    save_file(tensors, str(path), metadata={"videoseal_litert": "tiny pair (demo and test fixture); random_init: false"})
+
+
+def export(embedder: TileEmbedder, extractor: ConvnextExtractor, out: Path, record: dict[str, Any]) -> None:
+    """``checkpoint.safetensors`` (official key layout), the record and the curve, as one directory swap."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors = {f"detector.{k}": v.detach().contiguous() for k, v in extractor.state_dict().items()}
-    tensors.update({f"embedder.{k}": v.detach().contiguous() for k, v in embedder.state_dict().items()})
-    save_file(tensors, str(tmp / "checkpoint.safetensors"), metadata={"what": "videoseal-litert tiny pair", "random_init": "false"})
+    save_checkpoint(extractor.state_dict(), embedder.state_dict(), tmp / "checkpoint.safetensors")
     (tmp / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_curve(record, tmp / "learning_curve.png")
     if out.exists():

@@ -149,3 +149,39 @@ def test_shipped_pair_reproduces_its_training_record():
     assert abs(got["bit_accuracy_jpeg80"] - expected["bit_accuracy_jpeg80"]) <= 0.01
     assert abs(got["psnr_db"] - expected["psnr_db"]) <= 0.05
     assert record["random_init"] is False and "CPU only" in record["hardware"] and record["train_seconds"] <= 2 * 3600
+
+
+def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
+    from itertools import islice
+
+    from convert.stages import RunOptions
+    from models.tiny import message_for
+
+    opts = RunOptions(spec=resolve("tiny"), out=tmp_path)
+    items = opts.verify_items()
+    assert len(items) == 42 and [i.name.endswith("+wm") for i in items[:4]] == [False, True, False, True]
+    clean = torch.from_numpy(items[0].pixels)
+    marked = torch.from_numpy(items[1].pixels)
+    assert 37.0 < 10 * torch.log10(1 / F.mse_loss(marked, clean)) < 39.0  # the card's 38 dB strength
+    # Decoding the watermarked items gives back the seeded message of each (an independent check of
+    # the whole seam: embedder, seeding, 8-bit rounding, extractor).
+    ext = opts.load().module
+    with torch.no_grad():
+        for k in range(3):
+            bits = ext(torch.from_numpy(items[2 * k + 1].pixels))[0, 1:] > 0
+            assert torch.equal(bits, message_for(k, 48)[0].bool())
+    counts: dict[str, int] = {}
+    cal = list(islice(opts.calibration_stream(None, counts), 4))
+    assert [i.name for i in cal] == ["chelsea:center", "chelsea:center+wm", "chelsea:center@0.75", "chelsea:center@0.75+wm"]
+    # Random weights have no embedder to run: the sets stay as they were.
+    assert len(RunOptions(spec=resolve("tiny"), out=tmp_path, random_init=True).verify_items()) == 21
+
+
+def test_reference_compares_bits_only_where_a_message_was_embedded():
+    import numpy as np
+
+    from convert.verify import Reference
+
+    r = Reference(["a:full", "a:full+wm", "b:full"], [], np.zeros((3, 49)))
+    assert r.bit_rows.tolist() == [False, True, False]
+    assert Reference(["a:full", "b:full"], [], np.zeros((2, 49))).bit_rows.tolist() == [True, True]  # no embedder: all rows
