@@ -42,7 +42,7 @@ robustness: setup
 TRAIN_DIR ?= runs/tiny
 TRAIN_ARGS ?=
 train-tiny: setup
-	$(PY) -m models.train_tiny --ckpt-dir $(TRAIN_DIR) --export $(TRAIN_DIR)/export --threads $(THREADS) $(TRAIN_ARGS)
+	$(PY) -m demo.train_tiny --ckpt-dir $(TRAIN_DIR) --export $(TRAIN_DIR)/export --threads $(THREADS) $(TRAIN_ARGS)
 
 test: setup
 	$(PY) -m pytest -q

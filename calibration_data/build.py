@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration_data.images import list_images, read_rgb, resize_like_detect
 from calibration_data.photos import calibration_photo_paths, heldout_paths
-from convert.images import list_images, read_rgb, resize_like_detect
 from models.errors import ImageError
 
 log = logging.getLogger(__name__)

@@ -14,14 +14,12 @@ import numpy as np
 import torch
 
 from convert.artifacts import atomic_path
-from models.convnext import DeployExtractor
 from models.errors import VerificationError
+from models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 18
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("mask_logit", "bit_logits")
 ONNX_TOLERANCE = 1e-4
 
 

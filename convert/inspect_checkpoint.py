@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from convert.load import LoadedExtractor, build_extractor, zero_weights
-from models.convnext import ExtractorConfig
+from models.families import FamilyConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,7 @@ class TensorStats:
     flag: str  # "", "all zero", "constant"
 
 
-def stage_of(name: str) -> str:
-    """Group a parameter name by network stage: stem, stage 0..3 (with its downsample), decoder."""
-    parts = name.split(".")
-    if parts[0] == "convnext" and parts[1] in ("downsample_layers", "stages"):
-        i = int(parts[2])
-        return "stem + stage 0" if i == 0 else f"stage {i}"
-    return parts[0]
-
-
-def count_flops(cfg: ExtractorConfig) -> int:
+def count_flops(cfg: FamilyConfig) -> int:
     """FLOPs (2 per multiply-add, convolutions and matmuls) for one image, counted on the meta device."""
     module = build_extractor(cfg, device="meta")
     x = torch.empty(1, 3, cfg.img_size, cfg.img_size, device="meta")
@@ -56,7 +47,7 @@ def inspect_extractor(loaded: LoadedExtractor) -> dict[str, Any]:
     tensors, per_stage = [], defaultdict(int)
     for name, t in state.items():
         t = t.float()
-        per_stage[stage_of(name)] += t.numel()
+        per_stage[loaded.family.group(name)] += t.numel()
         flag = "all zero" if not bool(t.any()) else ("constant" if t.numel() > 1 and bool((t == t.flatten()[0]).all()) else "")
         tensors.append(
             TensorStats(
@@ -69,6 +60,7 @@ def inspect_extractor(loaded: LoadedExtractor) -> dict[str, Any]:
         "checkpoint": loaded.checkpoint_path,
         "checkpoint_sha256": loaded.checkpoint_sha256,
         "random_init": loaded.random_init,
+        "family": loaded.family.name,
         "config": asdict(loaded.config),
         "num_params": sum(per_stage.values()),
         "params_per_stage": dict(per_stage),

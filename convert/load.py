@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from models.convnext import ConvnextExtractor, ExtractorConfig
 from models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
+from models.families import Family, FamilyConfig, family_of
 from models.registry import ModelSpec
 from models.tiny import TileEmbedder, read_embedder_config
 
@@ -33,11 +34,15 @@ class LoadedExtractor:
     """A built extractor and where its weights came from."""
 
     spec: ModelSpec
-    config: ExtractorConfig
-    module: ConvnextExtractor
+    config: FamilyConfig
+    module: nn.Module
     checkpoint_path: str | None
     checkpoint_sha256: str | None
     random_init: bool
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.config)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -48,9 +53,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def build_extractor(cfg: ExtractorConfig, device: str | torch.device = "cpu") -> ConvnextExtractor:
+def build_extractor(cfg: FamilyConfig, device: str | torch.device = "cpu") -> nn.Module:
+    """The config's family builds it (official parameter names), in eval mode."""
     with torch.device(device):
-        return ConvnextExtractor(cfg).eval()
+        return family_of(cfg).build(cfg).eval()
 
 
 def random_init_(module: torch.nn.Module, seed: int = RANDOM_INIT_SEED) -> None:

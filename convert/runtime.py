@@ -2,7 +2,7 @@
 
 Integer inputs and outputs are quantized and dequantized with the scale and zero point in the
 tensor details, so every variant takes the same float image in [0, 1] and returns float logits.
-Outputs are found by name (``mask_logit``, ``bit_logits``), not by position.
+Outputs are found by name (``models.families.OUTPUT_NAMES``), not by position.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-OUTPUT_KEYS = ("mask_logit", "bit_logits")
+from models.families import OUTPUT_NAMES
 
 
 class TFLiteExtractor:
@@ -27,7 +27,7 @@ class TFLiteExtractor:
         self.input = self.interpreter.get_input_details()[0]
         outs = self.interpreter.get_output_details()
         self.outputs = {}
-        for key in OUTPUT_KEYS:
+        for key in OUTPUT_NAMES:
             match = [d for d in outs if key in d["name"]]
             if len(match) != 1:
                 raise ValueError(f"{path}: expected one output named like '{key}', found {[d['name'] for d in outs]}")
@@ -54,7 +54,7 @@ class TFLiteExtractor:
     def __call__(self, image_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.interpreter.set_tensor(self.input["index"], self._quantize_input(image_nhwc))
         self.interpreter.invoke()
-        mask, bits = (self._dequantize(self.outputs[k], self.interpreter.get_tensor(self.outputs[k]["index"])) for k in OUTPUT_KEYS)
+        mask, bits = (self._dequantize(self.outputs[k], self.interpreter.get_tensor(self.outputs[k]["index"])) for k in OUTPUT_NAMES)
         return mask, bits
 
 

@@ -20,8 +20,8 @@ from typing import Any
 from calibration_data.build import Item, calibration_items, heldout_items, watermarked_items
 from convert.artifacts import ModelDir, machine_description, peak_rss_mb, read_json, tool_versions, write_json, write_text
 from convert.load import LoadedExtractor, load_extractor, sha256_file
-from models.convnext import DeployExtractor, fold_for_deploy_
 from models.errors import ArtifactMissingError
+from models.families import INPUT_NAME, OUTPUT_MEANINGS, OUTPUT_NAMES, DeployExtractor, Family, family_of
 from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,10 @@ class RunOptions:
     # to exercise the large-model path on a mini.
     max_part_bytes: int | None = None
     _embed_fn: Callable[[Any, int], Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.spec.card.config)
 
     @property
     def model_dir(self) -> ModelDir:
@@ -141,7 +145,7 @@ class StageSummary:
         return "\n".join([head, *[f"  {k.ljust(width)}  {v}" for k, v in self.rows]])
 
 
-def _skip(opts: RunOptions, stage: str, inputs: dict[str, Any]) -> bool:
+def is_current(opts: RunOptions, stage: str, inputs: dict[str, Any]) -> bool:
     return not opts.force and opts.model_dir.up_to_date(stage, inputs)
 
 
@@ -157,10 +161,10 @@ def model_description(opts: RunOptions, loaded: LoadedExtractor) -> dict[str, An
         "description": opts.spec.description,
         "card": str(opts.spec.card_path),
         "nbits": cfg.nbits,
-        "architecture": {"family": "convnext", "depths": list(cfg.depths), "dims": list(cfg.dims), "stem_stride": cfg.stem_stride},
+        "architecture": {"family": loaded.family.name, **loaded.family.describe(cfg)},
         "num_params": sum(p.numel() for p in loaded.module.parameters()),
         "input": {
-            "name": "image",
+            "name": INPUT_NAME,
             "shape": [1, cfg.img_size, cfg.img_size, 3],
             "layout": opts.spec.input_layout,
             "dtype": "float32",
@@ -170,20 +174,8 @@ def model_description(opts: RunOptions, loaded: LoadedExtractor) -> dict[str, An
             "resize_rule": f"resize any other size to {cfg.img_size}x{cfg.img_size}: bilinear, align_corners=False, antialias=True, aspect ratio not kept (official detect())",
         },
         "outputs": [
-            {
-                "name": "mask_logit",
-                "index": 0,
-                "shape": [1, 1],
-                "dtype": "float32",
-                "meaning": "detection (mask) logit; the released checkpoints were trained with zero weight on it",
-            },
-            {
-                "name": "bit_logits",
-                "index": 1,
-                "shape": [1, cfg.nbits],
-                "dtype": "float32",
-                "meaning": "one logit per message bit: bit = logit > 0, P(bit = 1) = sigmoid(logit)",
-            },
+            {"name": name, "index": i, "shape": [1, width], "dtype": "float32", "meaning": OUTPUT_MEANINGS[name]}
+            for i, (name, width) in enumerate(zip(OUTPUT_NAMES, (1, cfg.nbits), strict=True))
         ],
         "checkpoint": loaded.checkpoint_path,
         "checkpoint_sha256": loaded.checkpoint_sha256,
@@ -195,7 +187,7 @@ def model_description(opts: RunOptions, loaded: LoadedExtractor) -> dict[str, An
 def stage_load(opts: RunOptions) -> StageSummary:
     """Checkpoint + card -> strictly loaded extractor; writes model.json."""
     md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
-    if _skip(opts, "load", inputs):
+    if is_current(opts, "load", inputs):
         return StageSummary("load", opts.spec.name, True, _stage_rows(opts, "load"))
     loaded = opts.load()
     write_json(md / "model.json", model_description(opts, loaded))
@@ -231,7 +223,7 @@ def stage_inspect(opts: RunOptions) -> StageSummary:
     return StageSummary("inspect", opts.spec.name, False, rows)
 
 
-def _require(md: ModelDir, name: str, make_target: str) -> Path:
+def require_artifact(md: ModelDir, name: str, make_target: str) -> Path:
     p = md / name
     if not p.exists():
         raise ArtifactMissingError(f"{p} does not exist: run `make {make_target}` first")
@@ -243,11 +235,11 @@ def stage_export(opts: RunOptions) -> StageSummary:
     from convert.export import export_onnx, export_program
 
     md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
-    _require(md, "model.json", "load")
-    if _skip(opts, "export", inputs):
+    require_artifact(md, "model.json", "load")
+    if is_current(opts, "export", inputs):
         return StageSummary("export", opts.spec.name, True, _stage_rows(opts, "export"))
     loaded = opts.load()
-    deploy = DeployExtractor(fold_for_deploy_(loaded.module)).eval()
+    deploy = DeployExtractor(loaded.family.deploy_form(loaded.module)).eval()
     export_program(deploy, loaded.config.img_size, md / "extractor.pt2")
     weight_bytes = sum(p.numel() * p.element_size() for p in deploy.parameters())
     outs = ["extractor.pt2", "export.json"]
@@ -279,11 +271,11 @@ def stage_tflite(opts: RunOptions) -> StageSummary:
     from convert.tflite import convert_fp32
 
     md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
-    _require(md, "model.json", "load")
-    if _skip(opts, "tflite", inputs):
+    require_artifact(md, "model.json", "load")
+    if is_current(opts, "tflite", inputs):
         return StageSummary("tflite", opts.spec.name, True, _stage_rows(opts, "tflite"))
     loaded = opts.load()
-    deploy = DeployExtractor(fold_for_deploy_(loaded.module)).eval()
+    deploy = DeployExtractor(loaded.family.deploy_form(loaded.module)).eval()
     del loaded
     convert_fp32(deploy, opts.spec.card.config.img_size, md / "fp32.tflite")
     md.record("tflite", inputs, ["fp32.tflite"], t0)
@@ -295,7 +287,7 @@ def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
     from convert.verify import reference_logits, verify_variant
 
     md, t0 = opts.model_dir, time.time()
-    tfl = _require(md, f"{variant}.tflite", "tflite" if variant == "fp32" else "quantize")
+    tfl = require_artifact(md, f"{variant}.tflite", "tflite" if variant == "fp32" else "quantize")
     items = opts.verify_items()
     inputs = {
         **opts.inputs(),
@@ -305,7 +297,7 @@ def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
     }
     thresholds = opts.spec.thresholds[variant]
     inputs["thresholds"] = thresholds.__dict__
-    if _skip(opts, f"verify-{variant}", inputs):
+    if is_current(opts, f"verify-{variant}", inputs):
         r = read_json(md / f"verify-{variant}.json")
         return StageSummary(f"verify-{variant}", opts.spec.name, True, _verify_rows(r) + _stage_rows(opts, f"verify-{variant}"))
     loaded = opts.load()
@@ -341,7 +333,7 @@ def stage_bench(opts: RunOptions, runs: int = 20, warmup: int = 3, threads: tupl
     from convert.bench import bench, write_bench
 
     md = opts.model_dir
-    _require(md, "fp32.tflite", "convert")
+    require_artifact(md, "fp32.tflite", "convert")
     report = bench(md.path, lambda: opts.load().module, threads=threads or tuple(sorted({1, opts.threads})), runs=runs, warmup=warmup)
     write_bench(md.path, report)
     rows = []

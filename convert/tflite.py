@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from convert.artifacts import atomic_path
-from convert.export import INPUT_NAME, NamedOutputs, sample_input
-from models.convnext import DeployExtractor
+from convert.export import NamedOutputs, sample_input
+from models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ FLATBUFFER_LIMIT = 2**31 - 1
 def short_name(name: str) -> str:
     """A converter tensor name without the python module qualifications of its classes.
 
-    ``convert.export.NamedOutputs/models.convnext.DeployExtractor_deploy/.../torch.nn.modules.linear.Linear_pwconv2;``
+    ``convert.export.NamedOutputs/models.families.DeployExtractor_deploy/.../torch.nn.modules.linear.Linear_pwconv2;``
     -> ``NamedOutputs/DeployExtractor_deploy/.../Linear_pwconv2;``. Class and attribute stay (the
     converter names list items by index only, so the class is what tells ``Sequential_0/Block_1`` from
     ``Sequential_0/LayerNorm2d_1``). Single-segment names (``serving_default_image``) are kept.
@@ -118,4 +118,4 @@ def output_order_ok(path: Path) -> bool:
 
     details = Interpreter(model_path=str(path)).get_output_details()
     names = [d["name"] for d in details]
-    return len(names) == 2 and "mask_logit" in names[0] and "bit_logits" in names[1]
+    return len(names) == 2 and OUTPUT_NAMES[0] in names[0] and OUTPUT_NAMES[1] in names[1]

@@ -21,7 +21,6 @@ from calibration_data.build import Item, is_watermarked
 from convert.artifacts import machine_description, write_json, write_text
 from convert.load import sha256_file
 from convert.runtime import TFLiteExtractor
-from models.convnext import ConvnextExtractor
 from models.errors import ImageError, VerificationError
 from models.registry import Thresholds
 
@@ -77,7 +76,7 @@ def check_thresholds(r: dict[str, Any], t: Thresholds) -> list[str]:
     return fails
 
 
-def pytorch_logits(module: ConvnextExtractor, items: Iterable[Item]) -> tuple[list[str], np.ndarray]:
+def pytorch_logits(module: torch.nn.Module, items: Iterable[Item]) -> tuple[list[str], np.ndarray]:
     """Names and (N, 1 + nbits) PyTorch logits of the items, computed one at a time."""
     names, out = [], []
     for it in items:
@@ -106,7 +105,7 @@ class Reference:
         return marked if marked.any() else np.ones(len(self.names), dtype=bool)
 
 
-def reference_logits(module: ConvnextExtractor, items: Iterable[Item]) -> Reference:
+def reference_logits(module: torch.nn.Module, items: Iterable[Item]) -> Reference:
     names, inputs, logits = [], [], []
     for it in items:
         with torch.no_grad():

@@ -104,7 +104,7 @@ class Watermarked:
 def watermark_images(pair: Pair, images: Path | None = None, per_image: int = MESSAGES_PER_IMAGE, seed: int = MESSAGE_SEED) -> Watermarked:
     """Watermark the held-out views (or every photo in ``images``) with seeded random messages."""
     from calibration_data.build import heldout_items
-    from convert.images import list_images, read_rgb, resize_like_detect
+    from calibration_data.images import list_images, read_rgb, resize_like_detect
     from models.tiny import embed
 
     size = pair.spec.card.config.img_size
@@ -309,7 +309,7 @@ def _torch_aug(fn):
 
 def augmentations() -> dict[str, Any]:
     """Each attack on one NHWC image (H, W, 3); results are 8-bit like a stored image."""
-    from models.train_tiny import center_crop, gaussian_blur, resize
+    from demo.train_tiny import center_crop, gaussian_blur, resize
 
     return {
         "identity": lambda x: x,

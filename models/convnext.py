@@ -13,17 +13,24 @@ decoder that pools globally and maps to ``1 + nbits`` logits.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from models.common import LayerNorm2d
+from models.errors import CardError, UnsupportedModelError
+from models.families import Family, Int8Policy, card_value, positive_int
+from models.pixel_decoder import PixelDecoder
 
 
 @dataclass(frozen=True)
-class ExtractorConfig:
+class ConvnextConfig:
     """Architecture of one ConvNeXt extractor, as the official card builds it."""
 
+    family: ClassVar[str] = "convnext"
     nbits: int
     depths: tuple[int, ...]
     dims: tuple[int, ...]
@@ -37,35 +44,6 @@ class ExtractorConfig:
     @property
     def embed_dim(self) -> int:
         return self.dims[-1]
-
-
-class LayerNorm2d(nn.Module):
-    """Channels-first LayerNorm (biased variance, eps inside the sqrt), as in ConvNeXt-V2.
-
-    Written as permute -> F.layer_norm -> permute rather than the official hand-written
-    mean/var formula: the converter keeps one LayerNorm pattern and drops a transpose pair;
-    the two are equal in float (tests/test_models.py::test_layernorm_forms_agree).
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
-def layer_norm_2d_official(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """The official channels-first LayerNorm formula, kept as the reference for tests."""
-    u = x.mean(1, keepdim=True)
-    s = (x - u).pow(2).mean(1, keepdim=True)
-    x = (x - u) / torch.sqrt(s + eps)
-    return weight[:, None, None] * x + bias[:, None, None]
 
 
 class GRN(nn.Module):
@@ -160,61 +138,10 @@ class ConvNeXtV2(nn.Module):
         return x
 
 
-class ReflectionPad2d(nn.Module):
-    """Reflection padding written as slices and concatenation, equal to ``nn.ReflectionPad2d``.
-
-    The converter lowers ``nn.ReflectionPad2d`` to MIRROR_PAD, which XNNPACK does not take (it
-    splits the graph); SLICE and CONCATENATION stay on the fast path
-    (tests/test_models.py::test_reflection_pad_forms_agree).
-    """
-
-    def __init__(self, pad: int) -> None:
-        super().__init__()
-        self.pad = pad
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.pad
-        x = torch.cat([x[:, :, p - i : p - i + 1] for i in range(p)] + [x] + [x[:, :, -2 - i : -1 - i] for i in range(p)], dim=2)
-        return torch.cat([x[..., p - i : p - i + 1] for i in range(p)] + [x] + [x[..., -2 - i : -1 - i] for i in range(p)], dim=3)
-
-
-class Upsample(nn.Module):
-    """Official upsample block: resize, reflection pad 1, 3x3 conv (no bias), LN, GELU."""
-
-    def __init__(self, upscale_type: str, channels: int, factor: int) -> None:
-        super().__init__()
-        resize: nn.Module = nn.Identity() if factor == 1 else nn.Upsample(scale_factor=factor, mode=upscale_type)
-        self.upsample_block = nn.Sequential(
-            resize,  # a scale of 1 is an exact identity; nn.Identity keeps it out of the graph
-            ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, kernel_size=3, padding=0, bias=False),
-            LayerNorm2d(channels),
-            nn.GELU(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsample_block(x)
-
-
-class PixelDecoder(nn.Module):
-    """Official pixel decoder, non-pixelwise: upsample stages, global mean, Linear to 1 + nbits."""
-
-    def __init__(self, upscale_stages: tuple[int, ...], embed_dim: int, nbits: int, upscale_type: str, sigmoid_output: bool) -> None:
-        super().__init__()
-        self.output_upscaling = nn.Sequential(*[Upsample(upscale_type, embed_dim, s) for s in upscale_stages])
-        self.linear = nn.Linear(embed_dim, nbits + 1)
-        self.sigmoid_output = sigmoid_output
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.output_upscaling(x).mean(dim=(-2, -1))
-        x = self.linear(x)
-        return torch.sigmoid(x) if self.sigmoid_output else x
-
-
 class ConvnextExtractor(nn.Module):
     """Image in [0, 1], (B, 3, H, W) -> (B, 1 + nbits) logits; column 0 is the mask logit."""
 
-    def __init__(self, cfg: ExtractorConfig) -> None:
+    def __init__(self, cfg: ConvnextConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.convnext = ConvNeXtV2(cfg.depths, cfg.dims, cfg.stem_stride, cfg.stem_kernel)
@@ -224,17 +151,80 @@ class ConvnextExtractor(nn.Module):
         return self.pixel_decoder(self.convnext(imgs * 2.0 - 1.0))
 
 
-class DeployExtractor(nn.Module):
-    """What goes into the ``.tflite``: NHWC float input in [0, 1], two outputs (mask, bits).
+# ---- the family ------------------------------------------------------------------------------
 
-    NHWC is what an Android bitmap gives; the permute to the extractor's NCHW is in the graph,
-    and so is the ``x * 2 - 1`` preprocessing, so the host only scales bytes to [0, 1].
-    """
 
-    def __init__(self, extractor: ConvnextExtractor) -> None:
-        super().__init__()
-        self.extractor = extractor
+class ConvnextFamily(Family):
+    """VideoSeal 1.0, PixelSeal, ChunkySeal and the project's tiny pair."""
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.extractor(image.permute(0, 3, 1, 2))
-        return logits[:, :1], logits[:, 1:]
+    name = "convnext"
+    model_prefixes = ("convnext",)
+    chain_layout = "NCHW"
+    int8 = Int8Policy(
+        static=("CONV_2D", "FULLY_CONNECTED"),
+        dynamic=("CONV_2D", "FULLY_CONNECTED"),
+        weight_only=("DEPTHWISE_CONV_2D",),
+        why="XNNPACK has no INT8 kernel for the LayerNorm/GRN arithmetic (DIV, SQRT, RSQRT, SQUARED_DIFFERENCE) "
+        "or GELU, and INT8 7x7 depthwise is slower than float on AVX2 without VNNI: the 1x1 convs (as "
+        "FULLY_CONNECTED) and the strided convs run INT8, the rest float, in one XNNPACK partition",
+    )
+
+    def parse_card(self, params: dict[str, Any], nbits: int, img_size: int, where: str) -> ConvnextConfig:
+        """The official builder sets the pixel decoder's ``embed_dim`` to the encoder's last dim and its
+        ``nbits`` to ``args.nbits``; the card's own values there are ignored, as they are upstream."""
+        enc = card_value(params, "encoder", "extractor.params.")
+        depths = tuple(positive_int(d, "extractor.params.encoder.depths") for d in card_value(enc, "depths", "extractor.params.encoder."))
+        dims = [positive_int(d, "extractor.params.encoder.dims") for d in card_value(enc, "dims", "extractor.params.encoder.")]
+        if len(depths) != len(dims):
+            raise CardError(f"{where}: {len(depths)} depths but {len(dims)} dims")
+        if params.get("proportional_dim", False):
+            scale = math.sqrt(nbits / 128)
+            dims = [int(d * scale) for d in dims]  # int() truncation, as upstream
+        dec = params.get("pixel_decoder") or {}
+        if dec.get("pixelwise", False):
+            raise UnsupportedModelError(
+                f"{where}: pixelwise pixel decoders are not supported (the extractor must pool to 1 + nbits logits)"
+            )
+        return ConvnextConfig(
+            nbits=nbits,
+            depths=depths,
+            dims=tuple(dims),
+            stem_stride=positive_int(enc.get("stem_stride", 4), "extractor.params.encoder.stem_stride"),
+            upscale_stages=tuple(int(s) for s in dec.get("upscale_stages", [1])),
+            upscale_type=str(dec.get("upscale_type", "bilinear")),
+            sigmoid_output=bool(dec.get("sigmoid_output", False)),
+            img_size=img_size,
+        )
+
+    def build(self, cfg: ConvnextConfig) -> ConvnextExtractor:
+        return ConvnextExtractor(cfg)
+
+    def deploy_form(self, module: ConvnextExtractor) -> ConvnextExtractor:
+        return fold_for_deploy_(module)
+
+    def units(self, module: ConvnextExtractor) -> list[nn.Module]:
+        """Downsample layer, its stage's blocks, ..., pixel decoder."""
+        out: list[nn.Module] = []
+        for down, stage in zip(module.convnext.downsample_layers, module.convnext.stages, strict=True):
+            out.append(down)
+            out.extend(stage)
+        out.append(module.pixel_decoder)
+        return out
+
+    def activation_factor(self, unit: nn.Module) -> int:
+        # A ConvNeXt-V2 block holds about 25 times its output in intermediates (4x-wide pwconv1, GELU, GRN products).
+        return 25 if isinstance(unit, Block) else 4
+
+    def group(self, param_name: str) -> str:
+        """stem + stage 0, stage 1..3 (each with its downsample layer), pixel_decoder."""
+        parts = param_name.split(".")
+        if parts[0] == "convnext" and parts[1] in ("downsample_layers", "stages"):
+            i = int(parts[2])
+            return "stem + stage 0" if i == 0 else f"stage {i}"
+        return parts[0]
+
+    def describe(self, cfg: ConvnextConfig) -> dict[str, Any]:
+        return {"depths": list(cfg.depths), "dims": list(cfg.dims), "stem_stride": cfg.stem_stride}
+
+
+FAMILY = ConvnextFamily()

@@ -116,12 +116,20 @@ REGISTRY: tuple[ModelSpec, ...] = (
         quantize_variants=("int8", "fp16"),
     ),
     ModelSpec(
+        name="videoseal_0.0",
+        aliases=("videoseal0.0", "videoseal-0.0"),
+        card_path=CARDS_DIR / "videoseal_0.0.yaml",
+        checkpoint_file="rgb_96b.pth",
+        checkpoint_url="https://dl.fbaipublicfiles.com/videoseal/rgb_96b.pth",
+        description="VideoSeal 0.0: SAM-style ViT-S extractor, 96 bits",
+    ),
+    ModelSpec(
         name="tiny",
         aliases=("default", "tiny-pair"),
         card_path=CARDS_DIR / "tiny.yaml",
         checkpoint_file="checkpoint.safetensors",
         checkpoint_dir=SHIPPED_DIR,
-        description="the project's tiny watermark pair (trained on 2 CPU cores by models/train_tiny.py): "
+        description="the project's tiny watermark pair (trained on 2 CPU cores by demo/train_tiny.py): "
         "ConvNeXt-V2 extractor, 48 bits; a demo and test fixture, not a released VideoSeal model",
         released=False,
         thresholds=TINY_THRESHOLDS,

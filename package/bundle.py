@@ -27,9 +27,10 @@ from PIL import Image
 from convert.artifacts import read_json, tool_versions, write_json, write_text
 from convert.load import sha256_file
 from convert.runtime import TFLiteExtractor
-from convert.stages import RunOptions, StageSummary, _require
+from convert.stages import RunOptions, StageSummary, require_artifact
 from convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
 from models.errors import PipelineError
+from models.families import OUTPUT_NAMES
 from package.run_extractor import METADATA_NAME, bits_hex
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def build_bundle(
     opts: RunOptions, variants: tuple[str, ...] = DEFAULT_VARIANTS, dist: Path = Path("dist"), reverify: bool = False, golden: int = 3
 ) -> StageSummary:
     md = opts.model_dir
-    desc = read_json(_require(md, "model.json", "load"))
+    desc = read_json(require_artifact(md, "model.json", "load"))
     reports = {v: _check_verified(opts, v, reverify) for v in variants}
     dist.mkdir(parents=True, exist_ok=True)
     final = dist / opts.spec.name
@@ -180,12 +181,12 @@ def build_bundle(
                 vectors.append(
                     {
                         "image": name,
-                        "mask_logit": float(mb.reshape(-1)[0]),
-                        "bit_logits": [float(t) for t in bb.reshape(-1)],
+                        OUTPUT_NAMES[0]: float(mb.reshape(-1)[0]),
+                        OUTPUT_NAMES[1]: [float(t) for t in bb.reshape(-1)],
                         "bits_hex": bits_hex(bb.reshape(-1)),
                     }
                 )
-            scale = max(max(abs(t) for t in vec["bit_logits"]) for vec in vectors)
+            scale = max(max(abs(t) for t in vec[OUTPUT_NAMES[1]]) for vec in vectors)
             tol = LOGIT_ATOL.get(v, max(1e-3, INT_LOGIT_ATOL_FRACTION * scale))
             golden_json[v] = {"file": dst.name, "logit_atol": tol, "vectors": vectors}
             bundle_variants[v] = {

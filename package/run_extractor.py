@@ -58,6 +58,7 @@ class Extractor:
         self.it.allocate_tensors()
         self.inp = self.it.get_input_details()[0]
         outs = self.it.get_output_details()
+        # The output names of models.families.OUTPUT_NAMES, spelled here: this file runs without the project.
         self.mask = next(o for o in outs if "mask_logit" in o["name"])
         self.bits = next(o for o in outs if "bit_logits" in o["name"])
 

@@ -29,16 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
 
-    from convert.stages import RunOptions, _require
+    from convert.stages import RunOptions, require_artifact
     from convert.verify import compare, reference_logits, sqnr_db
     from models.registry import resolve
     from quantize.calibrate import calibrate
     from quantize.recipes import build_quantizer
-    from quantize.stage import _quantize_to
+    from quantize.stage import quantize_to
 
     opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, threads=a.threads)
     md = opts.model_dir
-    fp32 = _require(md, "fp32.tflite", "convert")
+    fp32 = require_artifact(md, "fp32.tflite", "convert")
     loaded = opts.load()
     ref = reference_logits(loaded.module, opts.verify_items())
     random_init = loaded.random_init
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             counts: dict[str, int] = {}
             qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), fp32, opts.calibration_stream(None, counts, limit=n), counts)
             cal_s = time.time() - t0
-            _quantize_to(fp32, out, "int8", qsvs, [], False)
+            quantize_to(fp32, out, "int8", qsvs, [], False, opts.family.int8)
             got = compare(ref, out, opts.spec.card.config.img_size, a.threads)
             r = ref.logits
             rows.append(

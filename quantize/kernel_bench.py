@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import litert_torch
 
     from convert.bench import interleaved_medians
+    from models.convnext import FAMILY as CONVNEXT
     from quantize.recipes import build_quantizer
 
     torch.manual_seed(0)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         litert_torch.convert(layer, (x,)).export(str(fp32))
         paths = {"fp32": fp32}
         for variant in ("int8", "int8-dynamic"):
-            q = build_quantizer(str(fp32), variant)
+            q = build_quantizer(str(fp32), variant, CONVNEXT.int8)
             qsvs = None
             if q.need_calibration:
                 feed = [{k: np.random.default_rng(i).random(x.shape, dtype=np.float32)} for i in range(4) for k in _input_names(fp32)]

@@ -1,9 +1,9 @@
 """Quantizing a model whose float ``.tflite`` is over the 2 GB flatbuffer limit (ChunkySeal).
 
-ai-edge-quantizer cannot read such a file, so the extractor is cut into consecutive parts
-(stem, blocks, downsampling layers, pixel decoder) of at most ``max_part_bytes`` of float
-weights, each converted to its own float ``.tflite`` (NHWC in, NHWC out, so no transposes sit
-at a seam). Every part is calibrated on the previous part's float outputs for the same images,
+ai-edge-quantizer cannot read such a file, so the extractor is cut into consecutive parts (the
+family's units: for ConvNeXt stem, blocks, downsampling layers, pixel decoder) of at most
+``max_part_bytes`` of float weights, each converted to its own float ``.tflite`` (NHWC in, NHWC
+out, so no transposes sit at a seam). Every part is calibrated on the previous part's float outputs for the same images,
 quantized with the same recipe as a small model, and the quantized parts are joined back into
 one flatbuffer (under 2 GB once quantized). The joined file is verified against PyTorch like
 any other variant.
@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from convert.export import INPUT_NAME, OUTPUT_NAMES
 from convert.tflite import as_numpy_buffers
-from models.convnext import ConvnextExtractor
 from models.errors import PipelineError
+from models.families import INPUT_NAME, OUTPUT_NAMES, Family
 
 log = logging.getLogger(__name__)
 
@@ -39,61 +38,50 @@ class Part(nn.Module):
     """Consecutive units of the extractor as one NHWC module.
 
     The first part takes the image in [0, 1] and does ``x * 2 - 1``; the last returns the two
-    outputs (mask logit, bit logits) like :class:`models.convnext.DeployExtractor`; the others
-    map an NHWC feature map to the next one.
+    outputs (mask logit, bit logits) like :class:`models.families.DeployExtractor`; the others map
+    the tensor between units to the next one, NHWC at the seams (a family whose units pass NCHW
+    feature maps is permuted there; token grids are NHWC already).
     """
 
-    def __init__(self, units: list[nn.Module], first: bool, last: bool) -> None:
+    def __init__(self, units: list[nn.Module], first: bool, last: bool, chain_layout: str = "NCHW") -> None:
         super().__init__()
         self.units = nn.ModuleList(units)
         self.first, self.last = first, last
+        self.nchw = chain_layout == "NCHW"
 
     def forward(self, image: torch.Tensor):
-        x = image.permute(0, 3, 1, 2)
         if self.first:
-            x = x * 2.0 - 1.0
+            x = image.permute(0, 3, 1, 2) * 2.0 - 1.0
+        else:
+            x = image.permute(0, 3, 1, 2) if self.nchw else image
         for u in self.units:
             x = u(x)
         if self.last:
             return {OUTPUT_NAMES[0]: x[:, :1], OUTPUT_NAMES[1]: x[:, 1:]}
-        return x.permute(0, 2, 3, 1)
+        return x.permute(0, 2, 3, 1) if self.nchw else x
 
 
-def units(extractor: ConvnextExtractor) -> list[nn.Module]:
-    """The extractor as a chain: downsample layer, its stage's blocks, ..., pixel decoder."""
-    out: list[nn.Module] = []
-    for down, stage in zip(extractor.convnext.downsample_layers, extractor.convnext.stages, strict=True):
-        out.append(down)
-        out.extend(stage)
-    out.append(extractor.pixel_decoder)
-    return out
-
-
-# Calibration keeps every intermediate tensor of a part for one image. A ConvNeXt-V2 block holds
-# about 25 times its output in intermediates (4x-wide pwconv1, GELU, GRN products); other units ~4x.
-ACT_FACTOR_BLOCK = 25
-ACT_FACTOR_OTHER = 4
-
-
-def unit_costs(chain: list[nn.Module], img_size: int) -> list[tuple[int, int]]:
-    """(float32 weight bytes, estimated calibration activation bytes) of each unit, from one forward."""
-    from models.convnext import Block
-
+def unit_costs(family: Family, chain: list[nn.Module], img_size: int) -> list[tuple[int, int]]:
+    """(float32 weight bytes, estimated calibration activation bytes) of each unit, from one forward.
+    Calibration keeps every intermediate tensor of a part for one image: the family says how many
+    times a unit's output that is."""
     x = torch.zeros(1, 3, img_size, img_size)
     costs = []
     with torch.no_grad():
         for u in chain:
             x = u(x)
-            factor = ACT_FACTOR_BLOCK if isinstance(u, Block) else ACT_FACTOR_OTHER
-            costs.append((sum(p.numel() * 4 for p in u.parameters()), x.numel() * 4 * factor))
+            costs.append((sum(p.numel() * 4 for p in u.parameters()), x.numel() * 4 * family.activation_factor(u)))
     return costs
 
 
-def plan_parts(extractor: ConvnextExtractor, max_part_bytes: int, max_act_bytes: int | None = None, img_size: int = 256) -> list[Part]:
-    """Greedy cut of the unit chain into parts of at most ``max_part_bytes`` float32 weights and
-    ``max_act_bytes`` estimated calibration activations (a unit over either budget is a part alone)."""
-    chain = units(extractor)
-    costs = unit_costs(chain, img_size) if max_act_bytes else [(sum(p.numel() * 4 for p in u.parameters()), 0) for u in chain]
+def plan_parts(
+    family: Family, extractor: nn.Module, max_part_bytes: int, max_act_bytes: int | None = None, img_size: int = 256
+) -> list[Part]:
+    """Greedy cut of the family's unit chain (of the deploy-form extractor) into parts of at most
+    ``max_part_bytes`` float32 weights and ``max_act_bytes`` estimated calibration activations (a
+    unit over either budget is a part alone)."""
+    chain = family.units(extractor)
+    costs = unit_costs(family, chain, img_size) if max_act_bytes else [(sum(p.numel() * 4 for p in u.parameters()), 0) for u in chain]
     groups: list[list[nn.Module]] = [[]]
     w = a = 0
     for u, (wb, ab) in zip(chain, costs, strict=True):
@@ -103,7 +91,7 @@ def plan_parts(extractor: ConvnextExtractor, max_part_bytes: int, max_act_bytes:
         groups[-1].append(u)
         w += wb
         a += ab
-    return [Part(g, i == 0, i == len(groups) - 1) for i, g in enumerate(groups)]
+    return [Part(g, i == 0, i == len(groups) - 1, family.chain_layout) for i, g in enumerate(groups)]
 
 
 def convert_parts(parts: list[Part], img_size: int, workdir: Path) -> list[Path]:
@@ -298,7 +286,6 @@ def _hwm_mb() -> float:
 
 def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None) -> tuple[dict, dict]:
     """Write ``<variant>.tflite`` for each variant via parts; return calibration counts and a parts record."""
-    from models.convnext import fold_for_deploy_
     from quantize.calibrate import pin_input_range
     from quantize.recipes import build_quantizer
 
@@ -308,7 +295,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
     work = scratch_dir(md.path)
     try:
         loaded = opts.load()
-        parts = plan_parts(fold_for_deploy_(loaded.module), max_bytes, DEFAULT_PART_ACT_BYTES, img_size)
+        parts = plan_parts(loaded.family, loaded.family.deploy_form(loaded.module), max_bytes, DEFAULT_PART_ACT_BYTES, img_size)
         del loaded
         record = {
             "num_parts": len(parts),
@@ -337,7 +324,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
             log.info("quantizing %s part by part", v)
             qparts = []
             for k, p in enumerate(part_paths):
-                q = build_quantizer(str(p), v)
+                q = build_quantizer(str(p), v, opts.family.int8)
                 res = q.quantize(qsvs[k] if q.need_calibration else None, enable_progress_report=False)
                 qp = work / f"part{k}-{v}.tflite"
                 qp.write_bytes(res.quantized_model)

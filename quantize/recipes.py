@@ -1,16 +1,16 @@
 """Quantization recipes for the four variants, as ai-edge-quantizer recipes.
 
-Measured on this project's ConvNeXt extractors (see README, "INT8 on the fast path"):
+Which ops run integer is the family's INT8 policy (``models.families.Int8Policy``, with its
+reasons; for ConvNeXt see README, "INT8 on the fast path"):
 
-- ``int8``: static INT8 for the ops XNNPACK runs fast in INT8 (CONV_2D, FULLY_CONNECTED: int8
-  weights per channel, int8 activations calibrated); LayerNorm/GRN arithmetic, GELU and the 7x7
-  depthwise convolutions compute in float (depthwise weights stored int8, dequantized), because XNNPACK has no INT8 kernel for DIV, SQRT, RSQRT,
-  GELU or SQUARED_DIFFERENCE (they fall back to single-threaded builtin kernels and split the
-  graph) and INT8 depthwise 7x7 is slower than float on AVX2 without VNNI. Input and output stay float32 unless ``io_int8``.
+- ``int8``: static INT8 (int8 weights per channel, calibrated int8 activations) for the policy's
+  ``static`` ops, the ones XNNPACK runs fast in INT8; ``weight_only`` ops store int8 weights and
+  compute in float; everything else computes in float. Input and output stay float32 unless
+  ``io_int8``.
 - ``int8-full``: every op integer with int8 input and output (for NPU/DSP delegates); no CPU
   speed goal.
-- ``int8-dynamic``: dynamic-range INT8 weights, float activations; depthwise convs get
-  weight-only INT8 (float compute) because XNNPACK does not take a hybrid depthwise conv.
+- ``int8-dynamic``: dynamic-range INT8 weights, float activations, for the policy's ``dynamic``
+  ops; ``weight_only`` ops as in ``int8`` (XNNPACK does not take a hybrid depthwise conv).
 - ``fp16``: float16 weights, float32 compute.
 
 ``keep_float`` names op output tensors (regexes matched with ``re.search``, as the quantizer
@@ -22,8 +22,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from models.errors import UsageError
+from models.families import Int8Policy
+
 VARIANTS = ("int8", "int8-full", "int8-dynamic", "fp16")
-INT8_OPS = ("CONV_2D", "FULLY_CONNECTED")
 
 
 _CHUNK_BYTES = 16 * 2**20
@@ -71,8 +73,9 @@ def _patch_large_conv_weights() -> None:
     uqt.uniform_quantize = uniform_quantize
 
 
-def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (), io_int8: bool = False):
-    """A configured ``ai_edge_quantizer.Quantizer`` for one variant."""
+def build_quantizer(float_path: str, variant: str, policy: Int8Policy | None = None, keep_float: Iterable[str] = (), io_int8: bool = False):
+    """A configured ``ai_edge_quantizer.Quantizer`` for one variant; ``int8`` and ``int8-dynamic``
+    need the family's ``policy``."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     _patch_large_conv_weights()
@@ -80,23 +83,27 @@ def build_quantizer(float_path: str, variant: str, keep_float: Iterable[str] = (
 
     ops = qtyping.TFLOperationName
     q = quantizer.Quantizer(float_path)
+    if variant in ("int8", "int8-dynamic") and policy is None:
+        raise UsageError(f"variant {variant} needs the model family's INT8 policy")
     if variant == "int8":
-        for op in INT8_OPS:
+        for op in policy.static:
             q.add_static_config(".*", ops[op], activation_num_bits=8, weight_num_bits=8)
-        q.add_weight_only_config(".*", ops.DEPTHWISE_CONV_2D, num_bits=8)
+        for op in policy.weight_only:
+            q.add_weight_only_config(".*", ops[op], num_bits=8)
         if io_int8:
             for op in (ops.INPUT, ops.OUTPUT):
                 q.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
     elif variant == "int8-full":
         q.load_quantization_recipe(recipe.static_wi8_ai8())
     elif variant == "int8-dynamic":
-        for op in INT8_OPS:
+        for op in policy.dynamic:
             q.add_dynamic_config(".*", ops[op], num_bits=8)
-        q.add_weight_only_config(".*", ops.DEPTHWISE_CONV_2D, num_bits=8)
+        for op in policy.weight_only:
+            q.add_weight_only_config(".*", ops[op], num_bits=8)
     elif variant == "fp16":
         q.add_weight_only_config(".*", ops.ALL_SUPPORTED, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
     else:
-        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        raise UsageError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     for pattern in keep_float:
         # ai-edge-quantizer matches the op scope: its output tensor names joined and ended with ";".
         q.update_quantization_recipe(f"^{re.escape(pattern)};$", ops.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)

@@ -19,10 +19,11 @@ from convert.artifacts import atomic_path, machine_description, read_json, write
 from convert.bench import interleaved_medians
 from convert.load import sha256_file
 from convert.runtime import delegation_report
-from convert.stages import RunOptions, StageSummary, _require, _skip
+from convert.stages import RunOptions, StageSummary, is_current, require_artifact
 from convert.tflite import FLATBUFFER_LIMIT
 from convert.verify import reference_logits, verify_variant
 from models.errors import UsageError, VerificationError
+from models.families import Int8Policy
 from quantize.calibrate import calibrate
 from quantize.op_error import op_errors, write_op_report
 from quantize.partition import quantize_partitioned
@@ -49,8 +50,9 @@ def _io_params(path: Path) -> dict[str, Any]:
     return {"input": [desc(d) for d in it.get_input_details()], "outputs": [desc(d) for d in it.get_output_details()]}
 
 
-def _quantize_to(fp32: Path, out: Path, variant: str, qsvs: dict | None, keep_float: list[str], io_int8: bool) -> None:
-    q = build_quantizer(str(fp32), variant, keep_float, io_int8)
+def quantize_to(fp32: Path, out: Path, variant: str, qsvs: dict | None, keep_float: list[str], io_int8: bool, policy: Int8Policy) -> None:
+    """Quantize ``fp32`` to ``out`` (atomically) with the family's policy, ``keep_float`` ops left float."""
+    q = build_quantizer(str(fp32), variant, policy, keep_float, io_int8)
     result = q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False)
     with atomic_path(out) as tmp:
         tmp.write_bytes(result.quantized_model)
@@ -60,7 +62,7 @@ def stage_quantize(
     opts: RunOptions, calib_dir: Path | None = None, io_int8: bool = False, variants: tuple[str, ...] = VARIANTS
 ) -> StageSummary:
     md, t0 = opts.model_dir, time.time()
-    fp32 = _require(md, "fp32.tflite", "convert")
+    fp32 = require_artifact(md, "fp32.tflite", "convert")
     items = opts.verify_items()
     inputs = {
         **opts.inputs(),
@@ -74,7 +76,7 @@ def stage_quantize(
         "calibration_images": opts.spec.calibration_images,
         "max_part_bytes": opts.max_part_bytes,
     }
-    if _skip(opts, "quantize", inputs):
+    if is_current(opts, "quantize", inputs):
         return StageSummary("quantize", opts.spec.name, True, _rows(read_json(md / "quantize.json")))
     partitioned = opts.max_part_bytes is not None or fp32.stat().st_size >= FLATBUFFER_LIMIT
     img_size = opts.spec.card.config.img_size
@@ -97,12 +99,13 @@ def stage_quantize(
     results: dict[str, Any] = {}
     failures: list[str] = []
     fp32_size = fp32.stat().st_size
+    policy = opts.family.int8
     for variant in variants:
         path = md / f"{variant}.tflite"
         keep: list[str] = []
         if not partitioned:
             log.info("quantizing %s", variant)
-            _quantize_to(fp32, path, variant, qsvs, keep, io_int8 and variant == "int8")
+            quantize_to(fp32, path, variant, qsvs, keep, io_int8 and variant == "int8", policy)
         entry: dict[str, Any] = {"file": path.name}
         try:
             rep = verify_variant(
@@ -159,7 +162,8 @@ def _fallback(opts, fp32, path, qsvs, reference, random_init, items, io_int8, fi
     """Keep the worst ops float, doubling how many each round, until int8 passes its gate."""
     log.warning("int8 missed its gate (%s); trying the accuracy-driven fallback", first_error)
     rows = op_errors(fp32, path, items[:OP_ERROR_IMAGES], opts.threads)
-    ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in ("CONV_2D", "FULLY_CONNECTED")]
+    static = opts.family.int8.static
+    ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in static]
     first = path.with_name(path.name + ".first-attempt")
     first.write_bytes(path.read_bytes())
     try:
@@ -187,7 +191,7 @@ def _fallback_rounds(opts, fp32, path, qsvs, reference, random_init, io_int8, ra
     n = 1
     for _ in range(MAX_FALLBACK_ROUNDS):
         keep = ranked[:n]
-        _quantize_to(fp32, path, "int8", qsvs, keep, io_int8)
+        quantize_to(fp32, path, "int8", qsvs, keep, io_int8, opts.family.int8)
         try:
             rep = verify_variant(
                 opts.spec.name,

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("VIDEOSEAL_REFERENCE", ROOT.parent / "shared" / "reference"))
-MINIS = ("videoseal_1.0-mini", "chunkyseal-mini")
+MINIS = ("videoseal_1.0-mini", "chunkyseal-mini", "videoseal_0.0-mini")
 
 sys.path.insert(0, str(ROOT))
 

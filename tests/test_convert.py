@@ -126,13 +126,21 @@ def test_user_images_directory(reference, tmp_path):
 
 @pytest.mark.parametrize(
     "model, fragment",
-    [("videosael", "Did you mean 'videoseal'"), ("REF/videoseal_0.0-mini.yaml", "not supported yet")],
+    [("videosael", "Did you mean 'videoseal'"), ("videoseal0.0", "rgb_96b.pth")],
 )
 def test_cli_named_errors_without_traceback(model, fragment, reference, tmp_path, capsys):
     model = model.replace("REF", str(reference))
     assert run("convert", "--model", model, "--out", str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+def test_inspect_groups_the_vit_by_block(reference, tmp_path):
+    card = str(reference / "videoseal_0.0-mini.yaml")
+    assert run("inspect", "--model", card, "--out", str(tmp_path)) == 0
+    rep = json.loads((tmp_path / "videoseal_0.0-mini" / "inspect.json").read_text())
+    assert rep["family"] == "sam" and rep["num_params"] == 736737  # videoseal_0.0-mini.json
+    assert set(rep["params_per_stage"]) == {"patch_embed + pos_embed", "block 0", "block 1", "block 2", "block 3", "neck", "pixel_decoder"}
 
 
 def test_inspect_report(reference, tmp_path):

@@ -11,13 +11,14 @@ import torch
 from convert.inspect_checkpoint import count_flops
 from convert.load import build_extractor, load_extractor
 from models.cards import read_card
-from models.convnext import GRN, LayerNorm2d, grn_official, layer_norm_2d_official
+from models.common import LayerNorm2d, layer_norm_2d_official
+from models.convnext import GRN, grn_official
 from models.errors import UnknownModelError, UnsupportedModelError
 from models.registry import REGISTRY, resolve
 from tests.conftest import MINIS
 
 # Registry name -> key in official_layouts.json (the official card names).
-OFFICIAL_NAME = {"videoseal": "videoseal_1.0", "pixelseal": "pixelseal", "chunkyseal": "chunkyseal"}
+OFFICIAL_NAME = {"videoseal": "videoseal_1.0", "pixelseal": "pixelseal", "chunkyseal": "chunkyseal", "videoseal_0.0": "videoseal_0.0"}
 
 
 @pytest.mark.parametrize("spec", [s for s in REGISTRY if s.released], ids=lambda s: s.name)
@@ -64,7 +65,17 @@ def test_chunkyseal_flops_match_published_estimate():
 def test_mini_reproduces_official_logits(mini, reference):
     spec = resolve(str(reference / f"{mini}.yaml"))
     built = json.loads((reference / f"{mini}.json").read_text())
-    assert list(spec.card.config.dims) == built["encoder"]["dims"]
+    enc = built["encoder"]
+    cfg = spec.card.config
+    if spec.card.family == "convnext":
+        assert list(cfg.dims) == enc["dims"]
+    else:
+        assert (cfg.embed_dim, cfg.depth, cfg.num_heads, list(cfg.global_attn_indexes)) == (
+            enc["embed_dim"],
+            enc["depth"],
+            enc["num_heads"],
+            enc["global_attn_indexes"],
+        )
     loaded = load_extractor(spec)
     data = np.load(reference / f"{mini}.npz")
     with torch.no_grad():
@@ -105,21 +116,23 @@ def test_alias_resolves():
     assert resolve("videoseal_1.0").name == "videoseal"
 
 
-def test_vit_card_is_not_supported_yet(reference):
-    with pytest.raises(UnsupportedModelError, match="not supported yet"):
-        read_card(reference / "videoseal_0.0-mini.yaml")
+def test_card_of_an_unknown_family_names_the_supported_ones(tmp_path):
+    card = tmp_path / "dino.yaml"
+    card.write_text("args: {nbits: 32, img_size: 256}\nextractor: {model: dino2_vits14, params: {}}\n")
+    with pytest.raises(UnsupportedModelError, match="unknown extractor model 'dino2_vits14'.*convnext, sam"):
+        read_card(card)
 
 
 @pytest.mark.parametrize("pad", [1, 2])
 def test_reflection_pad_forms_agree(pad):
-    from models.convnext import ReflectionPad2d
+    from models.common import ReflectionPad2d
 
     x = torch.randn(2, 3, 6, 7)
     assert torch.equal(ReflectionPad2d(pad)(x), torch.nn.ReflectionPad2d(pad)(x))
 
 
 def test_deploy_wrapper_equals_extractor(reference):
-    from models.convnext import DeployExtractor
+    from models.families import DeployExtractor
 
     loaded = load_extractor(resolve(str(reference / "videoseal_1.0-mini.yaml")))
     x = torch.from_numpy(np.load(reference / "videoseal_1.0-mini.npz")["images"])
@@ -137,7 +150,8 @@ def test_folded_extractor_equals_official(reference):
     """
     import copy
 
-    from models.convnext import DeployExtractor, fold_for_deploy_
+    from models.convnext import fold_for_deploy_
+    from models.families import DeployExtractor
 
     loaded = load_extractor(resolve(str(reference / "videoseal_1.0-mini.yaml")))
     gen = torch.Generator().manual_seed(0)

@@ -13,7 +13,6 @@ from convert.cli import main as convert_main
 from convert.runtime import TFLiteExtractor
 from convert.stages import RunOptions
 from convert.tflite import short_name
-from models.convnext import fold_for_deploy_
 from models.registry import resolve
 from quantize.partition import MergeError, convert_parts, merge_parts, plan_parts
 from quantize.stage import stage_quantize
@@ -25,7 +24,7 @@ PART_BYTES = 5_000_000  # chunkyseal-mini has 15.5 MB of float weights: four par
 def test_fp32_parts_joined_equal_pytorch(reference, tmp_path):
     opts = RunOptions(spec=resolve(str(reference / f"{MINI}.yaml")), out=tmp_path)
     ref_module = opts.load().module
-    parts = plan_parts(fold_for_deploy_(opts.load().module), PART_BYTES)
+    parts = plan_parts(opts.family, opts.family.deploy_form(opts.load().module), PART_BYTES)
     assert len(parts) == 4 and parts[0].first and parts[-1].last
     assert all(sum(p.numel() * 4 for p in part.parameters()) <= PART_BYTES for part in parts[:-1])
     paths = convert_parts(parts, 256, tmp_path)
@@ -46,7 +45,7 @@ def test_fp32_parts_joined_equal_pytorch(reference, tmp_path):
 def test_merge_refuses_mismatched_seam(reference, tmp_path):
     """Parts that do not chain are refused by name: two outputs into one input, or a shape mismatch."""
     opts = RunOptions(spec=resolve(str(reference / f"{MINI}.yaml")), out=tmp_path)
-    parts = plan_parts(fold_for_deploy_(opts.load().module), PART_BYTES)
+    parts = plan_parts(opts.family, opts.family.deploy_form(opts.load().module), PART_BYTES)
     paths = convert_parts(parts, 256, tmp_path)
     with pytest.raises(MergeError, match="part 0 must have one output to feed part 1"):
         merge_parts([paths[-1], paths[1]], tmp_path / "bad.tflite")
@@ -91,7 +90,7 @@ def test_converted_file_has_short_names_and_named_io(reference, tmp_path):
     assert convert_main(["tflite", "--model", card, "--out", str(tmp_path)]) == 0
     it = Interpreter(model_path=str(tmp_path / "videoseal_1.0-mini" / "fp32.tflite"))
     names = [d["name"] for d in it.get_tensor_details()]
-    assert not [n for n in names if "models.convnext." in n or "torch.nn.modules" in n]
+    assert not [n for n in names if "models." in n or "torch.nn.modules" in n]
     assert len(set(names)) == len(names)
     outs = [d["name"] for d in it.get_output_details()]
     assert len(outs) == 2 and "mask_logit" in outs[0] and "bit_logits" in outs[1]

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from calibration_data.build import MANIFEST, build_manifest, calibration_items, heldout_items
+from calibration_data.images import read_rgb
 from calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS
 from convert.cli import main as convert_main
-from convert.images import read_rgb
 from convert.runtime import TFLiteExtractor
 from convert.stages import RunOptions
 from models.errors import ImageError, VerificationError

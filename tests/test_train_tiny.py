@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from convert.images import resize_like_detect
+from calibration_data.images import resize_like_detect
 from convert.load import load_embedder, load_extractor
+from demo.train_tiny import build_pair, evaluate, heldout_images, main, per_location_logits
 from models.errors import CardError, CheckpointMismatchError, UsageError
 from models.registry import resolve
 from models.tiny import EmbedderConfig, TileEmbedder, blend, embed, read_embedder_config
-from models.train_tiny import build_pair, evaluate, heldout_images, main, per_location_logits
 
 # The first 250 steps of the committed 8,000-step schedule, at 64 px (a quarter of the recipe's
 # pixels): measured 92% held-out bits at step 250 (bit loss 0.41). The misaligned recipe stayed at
@@ -118,7 +118,7 @@ def test_run_in_parts_equals_run_in_one_go(runs):
 
 def test_resume_with_other_settings_is_refused(runs):
     with pytest.raises(UsageError, match="other settings"):
-        from models.train_tiny import parse_args, train
+        from demo.train_tiny import parse_args, train
 
         train(parse_args(["--stop-after", "6", "--ckpt-dir", str(runs / "parts"), *PARTS, "--lr", "1e-4"]))
 

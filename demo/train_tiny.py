@@ -31,7 +31,7 @@ and gives the same weights as a run in one go. ``--export DIR`` writes ``checkpo
 (``detector.`` and ``embedder.`` keys, as an official checkpoint), ``training_record.json`` and
 ``learning_curve.png``.
 
-    python -m models.train_tiny --ckpt-dir runs/tiny --export runs/tiny/export
+    python -m demo.train_tiny --ckpt-dir runs/tiny --export runs/tiny/export
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ from PIL import Image
 from models.cards import read_card
 from models.convnext import ConvnextExtractor
 from models.errors import UsageError
+from models.registry import CARDS_DIR
 from models.tiny import TileEmbedder, embedder_description, read_embedder_config
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent
-CARD = ROOT / "cards" / "tiny.yaml"
+CARD = CARDS_DIR / "tiny.yaml"
 EVAL_SEED = 1
 # Arguments that change the result: a resumed run must use the same ones.
 RECIPE_KEYS = (
@@ -87,8 +87,8 @@ def build_pair(card: Path = CARD) -> tuple[TileEmbedder, ConvnextExtractor]:
 
 def training_photos() -> list[torch.Tensor]:
     """The calibration photos as float32 (3, H, W) RGB in [0, 1]; the held-out photos are never used."""
+    from calibration_data.images import read_rgb
     from calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS, calibration_photo_paths
-    from convert.images import read_rgb
 
     assert not set(CALIBRATION_PHOTOS) & set(HELDOUT_PHOTOS)
     return [torch.from_numpy(np.ascontiguousarray(read_rgb(p), dtype=np.float32)) for p in calibration_photo_paths()]
@@ -335,7 +335,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log.info("held-out at the card's strength: %s", final)
     record = {
         "what": "the project's tiny watermark pair (demo and test fixture, not a production watermarker)",
-        "command": "python -m models.train_tiny " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": "python -m demo.train_tiny " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
         "seed": args.seed,
         "recipe": _recipe(args),
         "card": str(args.card.name),
@@ -436,7 +436,7 @@ def plot_curve(record: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m models.train_tiny", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m demo.train_tiny", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=8000, help="total steps (a resumed run continues to this)")
     p.add_argument("--batch", type=int, default=32, help="watermarked images per step (plus a quarter as many unwatermarked)")
     p.add_argument("--size", type=int, default=128, help="training crop size (a multiple of the tile size, 32)")

@@ -1,0 +1,163 @@
+"""Extractor families: the one seam between architecture-specific code and the pipeline's stages.
+
+A family is one module (``models/convnext.py``, ``models/sam.py``) with a ``FAMILY`` object that
+owns everything that depends on the architecture:
+
+- ``parse_card``: the official card's ``extractor.params`` into the family's config;
+- ``build``: the extractor, with the official module and parameter names (official state dicts
+  load strictly without renaming); it maps images in [0, 1], NCHW, to ``(B, 1 + nbits)`` logits;
+- ``deploy_form``: folds and converter-friendly rewrites for export, each proved equal in float;
+- ``units``, ``chain_layout``, ``activation_factor``: the extractor as a chain of units, for
+  quantizing a model over 2 GB in parts;
+- ``int8``: which ops each INT8 variant quantizes, and why;
+- ``group`` and ``describe``: parameter grouping for ``inspect`` and the summary for ``model.json``.
+
+Every stage goes through this interface and the I/O contract below, which is the same for every
+family. Adding a family is one module plus one line in :func:`families` and the registry lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from models.errors import CardError, UnsupportedModelError
+
+# ---- the I/O contract of every converted extractor ------------------------------------------------
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("mask_logit", "bit_logits")
+OUTPUT_MEANINGS = {
+    "mask_logit": "detection (mask) logit; the released checkpoints were trained with zero weight on it",
+    "bit_logits": "one logit per message bit: bit = logit > 0, P(bit = 1) = sigmoid(logit)",
+}
+
+
+class DeployExtractor(nn.Module):
+    """What goes into every exported file: NHWC float input in [0, 1], two outputs (mask, bits).
+
+    NHWC is what an Android bitmap gives; the permute to the extractor's NCHW is in the graph, and
+    so is each family's ``x * 2 - 1`` preprocessing, so the host only scales bytes to [0, 1].
+    """
+
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.extractor(image.permute(0, 3, 1, 2))
+        return logits[:, :1], logits[:, 1:]
+
+
+# ---- the family interface ---------------------------------------------------------------------------
+
+
+class FamilyConfig(Protocol):
+    """What every family's config has; the rest is the family's own."""
+
+    family: ClassVar[str]
+    nbits: int
+    img_size: int
+
+
+@dataclass(frozen=True)
+class Int8Policy:
+    """TFLite ops each INT8 variant quantizes (ai-edge-quantizer op names); the rest stays float.
+
+    ``static``: int8 weights and calibrated int8 activations in ``int8`` (and the ops the accuracy-
+    driven fallback may return to float). ``dynamic``: dynamic-range INT8 in ``int8-dynamic``.
+    ``weight_only``: int8 weights, float compute, in both. ``int8-full`` quantizes every op.
+    """
+
+    static: tuple[str, ...]
+    dynamic: tuple[str, ...]
+    weight_only: tuple[str, ...] = ()
+    why: str = ""
+
+
+class Family(ABC):
+    """One extractor architecture family (see the module docstring)."""
+
+    name: ClassVar[str]
+    # Official ``extractor.model`` names start with one of these (the official builder tests prefixes).
+    model_prefixes: ClassVar[tuple[str, ...]]
+    # Layout of the tensors between units: "NCHW" (feature maps) or "NHWC" (token grids).
+    chain_layout: ClassVar[str] = "NCHW"
+    int8: ClassVar[Int8Policy]
+
+    def accepts(self, model: str) -> bool:
+        return model.startswith(self.model_prefixes)
+
+    @abstractmethod
+    def parse_card(self, params: dict[str, Any], nbits: int, img_size: int, where: str) -> FamilyConfig:
+        """The card's ``extractor.params`` into this family's config; CardError on a bad value."""
+
+    @abstractmethod
+    def build(self, cfg: FamilyConfig) -> nn.Module:
+        """The extractor with official names: images in [0, 1] (B, 3, H, W) -> (B, 1 + nbits)."""
+
+    def deploy_form(self, module: nn.Module) -> nn.Module:
+        """The module to export: folds and rewrites, equal in float, in place. Default: unchanged."""
+        return module
+
+    @abstractmethod
+    def units(self, module: nn.Module) -> list[nn.Module]:
+        """The deploy-form extractor as a chain: the first unit takes ``x * 2 - 1`` (NCHW), the last
+        returns the logits, each other unit maps a ``chain_layout`` tensor to the next."""
+
+    def activation_factor(self, unit: nn.Module) -> int:
+        """Calibration keeps a unit's intermediates: about this many times its output's bytes."""
+        return 4
+
+    @abstractmethod
+    def group(self, param_name: str) -> str:
+        """The part of the network a parameter belongs to, for ``inspect``."""
+
+    @abstractmethod
+    def describe(self, cfg: FamilyConfig) -> dict[str, Any]:
+        """Architecture summary for ``model.json``."""
+
+
+def families() -> dict[str, Family]:
+    """Every family, by name. A new family is one more import here."""
+    from models.convnext import FAMILY as CONVNEXT
+    from models.sam import FAMILY as SAM
+
+    return {f.name: f for f in (CONVNEXT, SAM)}
+
+
+def family_for_model(model: str, where: str) -> Family:
+    """The family that builds an official ``extractor.model`` name; UnsupportedModelError otherwise."""
+    for fam in families().values():
+        if fam.accepts(model):
+            return fam
+    known = [p for f in families().values() for p in f.model_prefixes]
+    close = difflib.get_close_matches(model, known, n=1, cutoff=0.4)
+    hint = f" Did you mean '{close[0]}...'?" if close else ""
+    raise UnsupportedModelError(f"{where}: unknown extractor model '{model}'; supported: names starting with {', '.join(known)}.{hint}")
+
+
+def family_of(cfg: FamilyConfig) -> Family:
+    return families()[cfg.family]
+
+
+def card_value(d: Any, key: str, where: str) -> Any:
+    """``d[key]``, or CardError naming the missing key."""
+    if not isinstance(d, dict) or key not in d:
+        raise CardError(f"card is missing '{where}{key}'")
+    return d[key]
+
+
+def positive_int(value: Any, what: str) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError) as e:
+        raise CardError(f"card value {what} = {value!r} is not an integer") from e
+    if v <= 0 or v != value:
+        raise CardError(f"card value {what} = {value!r} must be a positive integer")
+    return v
