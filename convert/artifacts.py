@@ -38,13 +38,23 @@ def tool_versions() -> dict[str, str]:
 
 
 def machine_description() -> str:
+    """CPU model, cores, OS and the vector ISA that decides INT8 speed ratios (same model name, other ISA, other ratios)."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu in (platform.processor(), platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}" + (f", {isa_summary(flags)}" if flags else "")
+
+
+def isa_summary(flags: set[str]) -> str:
+    """x86 vector ISA in words: XNNPACK's INT8 GEMM has dot-product instructions only with VNNI."""
+    width = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    vnni = {"avx512_vnni", "avx_vnni"} & flags
+    return f"{width}, {'VNNI (int8 dot products)' if vnni else 'no VNNI'}"
 
 
 @contextlib.contextmanager

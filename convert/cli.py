@@ -22,7 +22,9 @@ STAGES = ("load", "inspect", "export", "tflite", "verify", "convert", "bench")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
     p.add_argument("stage", choices=STAGES)
-    p.add_argument("--model", required=True, help="registry name (videoseal, pixelseal, chunkyseal) or path to a card YAML")
+    p.add_argument(
+        "--model", required=True, help="registry name (videoseal, pixelseal, chunkyseal, videoseal_0.0, tiny) or path to a card YAML"
+    )
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (.pth official or bare state dict, or .safetensors)")
     p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
     p.add_argument("--allow-zero-weights", action="store_true", help="go on although a conv/linear weight is entirely zero")

@@ -170,3 +170,25 @@ def test_folded_extractor_equals_official(reference):
         mask, bits = DeployExtractor(folded)(x.permute(0, 2, 3, 1))
     assert ref.abs().max() > 0.1, "randomised norms should move the logits"
     torch.testing.assert_close(torch.cat([mask, bits], dim=1), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_every_family_has_a_mini_that_goes_through_every_stage(reference):
+    # tests/test_convert.py, test_quantize.py and test_sam.py run every stage on MINIS: a family
+    # without a mini there would be untested.
+    from models.families import families
+
+    assert {read_card(reference / f"{m}.yaml").family for m in MINIS} == set(families())
+
+
+@pytest.mark.parametrize("mini", MINIS)
+def test_deploy_form_reproduces_the_official_logits(mini, reference):
+    import copy
+
+    from models.families import DeployExtractor
+
+    loaded = load_extractor(resolve(str(reference / f"{mini}.yaml")))
+    data = np.load(reference / f"{mini}.npz")
+    deploy = DeployExtractor(loaded.family.deploy_form(copy.deepcopy(loaded.module))).eval()
+    with torch.no_grad():
+        mask, bits = deploy(torch.from_numpy(data["images"]).permute(0, 2, 3, 1))
+    assert np.abs(torch.cat([mask, bits], dim=1).numpy() - data["logits"]).max() <= 1e-5
