@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration_data.images import list_images, read_rgb, resize_like_detect
-from calibration_data.photos import calibration_photo_paths, heldout_paths
-from models.errors import ImageError
+from videoseal_litert.calibration_data.images import list_images, read_rgb, resize_like_detect
+from videoseal_litert.calibration_data.photos import calibration_photo_paths, heldout_paths
+from videoseal_litert.models.errors import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ def build_manifest(size: int = 256) -> dict:
     }
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite ``manifest.json`` from the fixed rule (``videoseal-litert calibration-manifest``)."""
     import json
     import sys
 
@@ -148,3 +149,8 @@ if __name__ == "__main__":
     m = build_manifest()
     MANIFEST.write_text(json.dumps(m, indent=1) + "\n")
     print(f"wrote {MANIFEST}: {m['num_items']} items", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

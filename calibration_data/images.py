@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from models.errors import ImageError
+from videoseal_litert.models.errors import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
     are not images, or are smaller than MIN_SIDE pixels on a side, raise ImageError.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes), not an image")
     try:
         with Image.open(path) as im:
             im.load()
@@ -44,6 +46,10 @@ def read_rgb(path: str | Path) -> np.ndarray:
                 raise ImageError(f"{path}: floating-point images (mode F) have no defined range; convert to 8 or 16 bits")
             else:
                 arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as e:
+        raise ImageError(
+            f"{path}: refused as a possible decompression bomb: {e} (an image that large is not a photo to watermark; resize it first)"
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: not a readable image ({e})") from e
     h, w = arr.shape[:2]

@@ -1,3 +1,3 @@
-from convert.cli import main
+from videoseal_litert.convert.cli import main
 
 raise SystemExit(main())

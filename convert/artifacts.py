@@ -1,19 +1,25 @@
 """Artifact bookkeeping shared by every stage: atomic writes, the model directory, stage records.
 
 Each stage writes its files under a temporary name and renames them when complete, so a failed
-or interrupted stage leaves nothing half-written. ``stages.json`` in the model directory records,
-for each stage, the fingerprint of its inputs and the sha256 of its outputs: a stage whose inputs
-are unchanged and whose outputs are intact is skipped (``make`` targets rerun only what changed).
+or interrupted stage leaves nothing half-written. ``records/<stage>.json`` in the model directory
+records, for each stage, the fingerprint of its inputs and the sha256 of its outputs: a stage whose
+inputs are unchanged and whose outputs are intact is skipped (``make`` targets rerun only what
+changed), and a later stage refuses an artifact whose bytes are not the ones recorded. A stage holds
+the directory's lock (``.lock``, ``fcntl.flock``) while it runs: a second run on the same ``OUT``
+is refused by name, and whoever holds the lock removes temporary files a killed run left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import platform
 import resource
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +28,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from convert.load import sha256_file
+from videoseal_litert.convert.load import sha256_file
+from videoseal_litert.models.errors import (
+    ArtifactCorruptError,
+    ArtifactMissingError,
+    ArtifactsLockedError,
+    OutputDirError,
+    raise_if_signalled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,11 @@ def isa_summary(flags: set[str]) -> str:
     return f"{width}, {'VNNI (int8 dot products)' if vnni else 'no VNNI'}"
 
 
+# Test hook (tests/test_bad_inputs.py): seconds to wait, written but not yet renamed, so that a
+# test can kill a real stage in the middle of writing an artifact.
+HOLD_ENV = "VIDEOSEAL_TEST_HOLD_WRITE_S"
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename onto it only if the block succeeds."""
@@ -68,6 +86,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o644)
+        if hold := os.environ.get(HOLD_ENV):  # tests: a window in which the write is in progress
+            print(f"[test hold] {tmp_path} written; renaming in {hold} s", file=sys.stderr, flush=True)
+            time.sleep(float(hold))
+        raise_if_signalled()
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
@@ -105,22 +127,46 @@ class StageRecord:
     peak_rss_mb: float = 0.0
 
 
+def writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) and check that a file can be written there, or raise OutputDirError."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise OutputDirError(f"{p} is a file, not a directory: choose another OUT= (or move the file away)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".write-probe.", suffix=".tmp", dir=path):
+            pass
+    except OSError as e:
+        raise OutputDirError(f"cannot write to {path} ({e.strerror or e}): choose a writable OUT=") from e
+    return path
+
+
+_HELD: dict[str, list[int]] = {}  # resolved directory -> [lock fd, depth]: the lock is re-entrant within a process
+
+
 class ModelDir:
     """The artifact directory of one model: ``$(OUT)/<model id>/``."""
 
     def __init__(self, out: str | Path, model_id: str) -> None:
-        self.path = Path(out) / model_id
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = writable_dir(Path(out) / model_id)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
     @property
-    def _stages_file(self) -> Path:
-        return self.path / "stages.json"
+    def _records(self) -> Path:
+        return self.path / "records"
 
     def stages(self) -> dict[str, Any]:
-        return read_json(self._stages_file) if self._stages_file.exists() else {}
+        """Every stage's record (``records/<stage>.json``; each stage writes only its own)."""
+        if not self._records.is_dir():
+            return {}
+        out = {}
+        for p in sorted(self._records.glob("*.json")):
+            with contextlib.suppress(ValueError, OSError):
+                out[p.stem] = read_json(p)
+        return out
 
     def up_to_date(self, stage: str, inputs: dict[str, Any]) -> bool:
         rec = self.stages().get(stage)
@@ -139,7 +185,60 @@ class ModelDir:
             wall_s=round(time.time() - started, 2),
             peak_rss_mb=round(peak_rss_mb(), 1),
         )
-        all_stages = self.stages()
-        all_stages[stage] = rec.__dict__
-        write_json(self._stages_file, all_stages)
+        write_json(self._records / f"{stage}.json", rec.__dict__)
         return rec
+
+    def require(self, name: str, make_target: str) -> Path:
+        """``name`` as the stage that wrote it left it, or a named error saying which make target redoes it."""
+        p = self.path / name
+        if not p.is_file():
+            raise ArtifactMissingError(f"{p} does not exist: run `make {make_target}` first")
+        for stage, rec in self.stages().items():
+            digest = rec.get("outputs", {}).get(name)
+            if digest is not None and sha256_file(p) != digest:
+                raise ArtifactCorruptError(
+                    f"{p} is not the file the {stage} stage wrote (sha256 differs: truncated, corrupted or replaced since); "
+                    f"run `make {make_target}` to redo it"
+                )
+        return p
+
+    @contextlib.contextmanager
+    def exclusive(self, what: str) -> Iterator[None]:
+        """Hold this directory's lock for the block; refuse by name if another process holds it."""
+        key = str(self.path.resolve())
+        if key in _HELD:
+            _HELD[key][1] += 1
+            try:
+                yield
+            finally:
+                _HELD[key][1] -= 1
+            return
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ArtifactsLockedError(
+                f"{self.path} is in use by another run ({holder}); wait for it to finish, or give this run another OUT="
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%H:%M:%S')}".encode(), 0)
+        _HELD[key] = [fd, 1]
+        try:
+            self._remove_stale_temporaries()
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _remove_stale_temporaries(self) -> None:
+        """With the lock held nobody else writes here: ``atomic_path`` files left by a killed run are debris."""
+        for p in sorted(self.path.rglob(".*.tmp")):
+            with contextlib.suppress(OSError):
+                if p.is_dir():  # a scratch folder (quantize.partition.scratch_dir)
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                log.info("removed %s, left by an interrupted run", p)

@@ -9,7 +9,6 @@ is measured in a fresh subprocess (load + a few runs), from the OS (``VmHWM``).
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import subprocess
 import sys
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from convert.artifacts import machine_description, tool_versions, write_json, write_text
-from convert.runtime import TFLiteExtractor
+from videoseal_litert.convert.artifacts import ModelDir, machine_description, read_json, tool_versions, write_json, write_text
+from videoseal_litert.convert.runtime import TFLiteExtractor
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ VARIANT_ORDER = ("fp32", "fp16", "int8-dynamic", "int8", "int8-full")
 # would report the parent's peak; VmHWM belongs to the child's own address space.
 _RSS_SCRIPT = """
 import sys, numpy as np
-from convert.runtime import TFLiteExtractor
+from videoseal_litert.convert.runtime import TFLiteExtractor
 r = TFLiteExtractor(sys.argv[1], num_threads=int(sys.argv[2]))
 x = np.random.default_rng(0).random(r.input_shape, dtype=np.float32)
 for _ in range(int(sys.argv[3])):
@@ -83,10 +82,12 @@ def peak_rss_subprocess(path: Path, threads: int, runs: int = 3) -> float:
 def bench(
     model_dir: Path, load_module: Callable[[], torch.nn.Module] | None, threads: tuple[int, ...] = (1, 2), runs: int = 20, warmup: int = 3
 ) -> dict[str, Any]:
-    files = {v: model_dir / f"{v}.tflite" for v in VARIANT_ORDER if (model_dir / f"{v}.tflite").exists()}
+    md = ModelDir(model_dir.parent, model_dir.name)
+    files = {v: md.require(f"{v}.tflite", "convert" if v == "fp32" else "quantize") for v in VARIANT_ORDER if (md / f"{v}.tflite").exists()}
     if "fp32" not in files:
-        raise FileNotFoundError(f"{model_dir / 'fp32.tflite'} not found: run make convert first")
-    desc = json.loads((model_dir / "model.json").read_text())
+        md.require("fp32.tflite", "convert")
+    desc = read_json(md.require("model.json", "load"))
+    stages = md.stages()
     shape = tuple(desc["input"]["shape"])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
@@ -118,12 +119,7 @@ def bench(
     fp32_size = files["fp32"].stat().st_size
     sizes = {v: {"bytes": p.stat().st_size, "ratio_to_fp32": round(p.stat().st_size / fp32_size, 4)} for v, p in files.items()}
     rss = {v: peak_rss_subprocess(p, max(threads), runs=1 if sequential else min(3, runs)) for v, p in files.items()}
-    stages_file = model_dir / "stages.json"
-    stage_cost = {}
-    if stages_file.exists():
-        stage_cost = {
-            k: {"wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb")} for k, r in json.loads(stages_file.read_text()).items()
-        }
+    stage_cost = {k: {"wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb")} for k, r in stages.items()}
     return {
         "model_id": desc["model_id"],
         "random_init": desc["random_init"],

@@ -1,10 +1,10 @@
 """``make bench-scale``: every stage at full size with random weights, timed and measured by the OS.
 
-``python -m convert.bench_scale [--models videoseal,chunkyseal] [--out artifacts] [--runs 3]``
+``videoseal-litert bench-scale [--models videoseal,chunkyseal] [--out artifacts] [--runs 3]``
 runs, per model, each stage as its own process (load, inspect, export, tflite, verify, quantize,
 bench), takes each one's wall time and peak RSS from ``os.wait4`` (the kernel's rusage of that
-child alone), writes them into the model's ``bench.json`` under ``stages_os`` and writes
-``scaling.json`` / ``scaling.md`` in OUT: peak RSS divided by weight bytes and seconds per GFLOP
+child alone) and writes them to ``scaling.json`` / ``scaling.md`` in OUT (the model's
+``bench.json`` stays the bench stage's alone): peak RSS divided by weight bytes and seconds per GFLOP
 for each stage and model, so the cost of a bigger variant can be predicted.
 """
 
@@ -19,15 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from convert.artifacts import machine_description, write_json, write_text
+from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
 
 STAGES: tuple[tuple[str, list[str]], ...] = (
-    ("load", ["-m", "convert", "load"]),
-    ("inspect", ["-m", "convert", "inspect"]),
-    ("export", ["-m", "convert", "export"]),
-    ("tflite", ["-m", "convert", "tflite"]),
-    ("verify-fp32", ["-m", "convert", "verify", "--variant", "fp32"]),
-    ("quantize", ["-m", "quantize"]),
+    ("load", ["-m", "videoseal_litert", "load"]),
+    ("inspect", ["-m", "videoseal_litert", "inspect"]),
+    ("export", ["-m", "videoseal_litert", "export"]),
+    ("tflite", ["-m", "videoseal_litert", "tflite"]),
+    ("verify-fp32", ["-m", "videoseal_litert", "verify", "--variant", "fp32"]),
+    ("quantize", ["-m", "videoseal_litert", "quantize"]),
 )
 
 
@@ -49,7 +49,7 @@ def bench_model(model: str, out: Path, threads: int, runs: int, force: bool, res
     stages: dict[str, Any] = json.loads(progress.read_text()) if resume and progress.exists() else {}
     for name, argv in (
         *STAGES,
-        ("bench", ["-m", "convert", "bench", "--runs", str(runs), "--warmup", "1", "--bench-threads", str(threads)]),
+        ("bench", ["-m", "videoseal_litert", "bench", "--runs", str(runs), "--warmup", "1", "--bench-threads", str(threads)]),
     ):
         if stages.get(name, {}).get("exit_code") == 0:
             print(f"[{model}] {name}: measured earlier ({stages[name]['wall_s']} s), kept (--resume)", flush=True)
@@ -67,9 +67,7 @@ def bench_model(model: str, out: Path, threads: int, runs: int, force: bool, res
     for r in stages.values():
         r["peak_rss_over_weight_bytes"] = round(r["peak_rss_mb"] * 2**20 / weight_bytes, 2)
         r["seconds_per_gflop"] = round(r["wall_s"] / gflops, 4)
-    bench = json.loads((md / "bench.json").read_text())
-    bench["stages_os"] = stages
-    write_json(md / "bench.json", bench)
+    bench = json.loads((md / "bench.json").read_text())  # read only: the bench stage is its one writer
     quant = json.loads((md / "quantize.json").read_text())
     return {
         "model": model,
@@ -112,7 +110,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m convert.bench_scale")
+    p = argparse.ArgumentParser(prog="videoseal-litert bench-scale")
     p.add_argument("--models", default="videoseal,chunkyseal")
     p.add_argument("--out", type=Path, default=Path("artifacts"))
     p.add_argument("--threads", type=int, default=2)

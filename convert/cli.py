@@ -1,4 +1,4 @@
-"""Command line: ``python -m convert <stage> --model M [--ckpt P] [--random-init] [--out DIR]``.
+"""Command line: ``videoseal-litert <stage> --model M [--ckpt P] [--random-init] [--out DIR]``.
 
 A thin layer over ``convert.stages``; the Makefile calls one stage per process, so each stage's
 peak RSS is its own. Named pipeline errors print one message and exit 2, without a traceback.
@@ -11,8 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from models.errors import PipelineError
-from models.registry import resolve
+from videoseal_litert.models.errors import run_main
+from videoseal_litert.models.registry import resolve
 
 log = logging.getLogger("convert")
 
@@ -20,7 +20,7 @@ STAGES = ("load", "inspect", "export", "tflite", "verify", "convert", "bench")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
+    p = argparse.ArgumentParser(prog="videoseal-litert", description=__doc__)
     p.add_argument("stage", choices=STAGES)
     p.add_argument(
         "--model", required=True, help="registry name (videoseal, pixelseal, chunkyseal, videoseal_0.0, tiny) or path to a card YAML"
@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (.pth official or bare state dict, or .safetensors)")
     p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
     p.add_argument("--allow-zero-weights", action="store_true", help="go on although a conv/linear weight is entirely zero")
+    p.add_argument(
+        "--allow-nonfinite-weights", action="store_true", help="go on although a tensor holds NaN or infinity (outputs will be NaN)"
+    )
     p.add_argument("--out", type=Path, default=Path("artifacts"))
     p.add_argument("--images", type=Path, default=None, help="directory of images to verify on (default: held-out photos)")
     p.add_argument("--variant", default="fp32", help="variant to verify (fp32, int8, ...)")
@@ -46,15 +49,17 @@ def _threads(spec: str | None) -> tuple[int, ...] | None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    from convert import stages as st
 
-    try:
+    def body() -> None:
+        from videoseal_litert.convert import stages as st
+
         opts = st.RunOptions(
             spec=resolve(args.model),
             out=args.out,
             ckpt=args.ckpt,
             random_init=args.random_init,
             allow_zero_weights=args.allow_zero_weights,
+            allow_nonfinite_weights=args.allow_nonfinite_weights,
             images=args.images,
             threads=args.threads,
             force=args.force,
@@ -70,7 +75,5 @@ def main(argv: list[str] | None = None) -> int:
         }[args.stage]
         for fn in run:
             print(fn(opts).table(), flush=True)
-    except PipelineError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(body)

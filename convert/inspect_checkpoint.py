@@ -2,7 +2,8 @@
 
 An all-zero or constant tensor is a sign of an untrained or broken checkpoint (one public
 checkpoint of another detector shipped an all-zero encoder). Convolution and linear weights
-that are entirely zero make ``convert`` refuse the checkpoint; other flags are informational
+that are entirely zero, and any tensor holding NaN or infinity, make ``convert`` refuse the
+checkpoint (``inspect`` reports them with counts); other flags are informational
 (LayerNorm scales of ones and zero biases are legitimate in an untrained layer).
 """
 
@@ -16,8 +17,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from convert.load import LoadedExtractor, build_extractor, zero_weights
-from models.families import FamilyConfig
+from videoseal_litert.convert.load import LoadedExtractor, build_extractor, nonfinite_tensors, zero_weights
+from videoseal_litert.models.families import FamilyConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class TensorStats:
     mean: float
     std: float
     abs_max: float
-    flag: str  # "", "all zero", "constant"
+    flag: str  # "", "all zero", "constant", "N NaN, M inf"
 
 
 def count_flops(cfg: FamilyConfig) -> int:
@@ -48,7 +49,15 @@ def inspect_extractor(loaded: LoadedExtractor) -> dict[str, Any]:
     for name, t in state.items():
         t = t.float()
         per_stage[loaded.family.group(name)] += t.numel()
-        flag = "all zero" if not bool(t.any()) else ("constant" if t.numel() > 1 and bool((t == t.flatten()[0]).all()) else "")
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            nan = int(torch.isnan(t).sum())
+            flag = f"{nan} NaN, {int((~finite).sum()) - nan} inf"
+            t = torch.where(finite, t, torch.zeros_like(t))  # statistics of the finite values
+        elif not bool(t.any()):
+            flag = "all zero"
+        else:
+            flag = "constant" if t.numel() > 1 and bool((t == t.flatten()[0]).all()) else ""
         tensors.append(
             TensorStats(
                 name, list(t.shape), t.numel(), float(t.mean()), float(t.std()) if t.numel() > 1 else 0.0, float(t.abs().max()), flag
@@ -67,6 +76,7 @@ def inspect_extractor(loaded: LoadedExtractor) -> dict[str, Any]:
         "flops_256": flops,
         "gflops_256": round(flops / 1e9, 3),
         "zero_conv_linear_weights": zero_weights(state),
+        "nonfinite_tensors": nonfinite_tensors(state),
         "flagged": [asdict(s) for s in tensors if s.flag],
         "tensors": [asdict(s) for s in tensors],
     }
@@ -94,6 +104,12 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"**{len(r['zero_conv_linear_weights'])} convolution/linear weights are entirely zero: `convert` refuses this checkpoint.**",
             "",
         ]
+    if r["nonfinite_tensors"]:
+        lines += [
+            f"**{len(r['nonfinite_tensors'])} tensors hold NaN or infinity: `convert` refuses this checkpoint "
+            "(statistics below are of their finite values).**",
+            "",
+        ]
     if r["flagged"]:
         lines += [
             "| tensor | shape | flag |",
@@ -102,7 +118,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             "",
         ]
     else:
-        lines += ["None: no tensor is all zero or constant.", ""]
+        lines += ["None: no tensor is all zero, constant or non-finite.", ""]
     lines += [
         "## Per tensor",
         "",

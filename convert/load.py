@@ -17,10 +17,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
-from models.families import Family, FamilyConfig, family_of
-from models.registry import ModelSpec
-from models.tiny import TileEmbedder, read_embedder_config
+from videoseal_litert.models.errors import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    NonFiniteWeightError,
+    ZeroWeightError,
+)
+from videoseal_litert.models.families import Family, FamilyConfig, family_of
+from videoseal_litert.models.registry import ModelSpec
+from videoseal_litert.models.tiny import TileEmbedder, read_embedder_config
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +141,21 @@ def zero_weights(state: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in state.items() if k.endswith("weight") and v.ndim >= 2 and not bool(v.any())]
 
 
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity (every output they touch is NaN)."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+
+
 def load_extractor(
-    spec: ModelSpec, ckpt: str | Path | None = None, random_init: bool = False, allow_zero_weights: bool = False
+    spec: ModelSpec,
+    ckpt: str | Path | None = None,
+    random_init: bool = False,
+    allow_zero_weights: bool = False,
+    allow_nonfinite_weights: bool = False,
 ) -> LoadedExtractor:
     """Build the spec's extractor and fill it from a checkpoint, or with seeded random weights."""
     cfg = spec.card.config
@@ -159,7 +178,13 @@ def load_extractor(
     if zeros and not allow_zero_weights:
         raise ZeroWeightError(
             f"{path}: {len(zeros)} convolution/linear weight(s) are entirely zero, a sign of an untrained or broken "
-            f"checkpoint: {', '.join(zeros[:10])}{' ...' if len(zeros) > 10 else ''}. Set ALLOW_ZERO_WEIGHTS=1 to go on."
+            f"checkpoint: {_names(zeros)}. Set ALLOW_ZERO_WEIGHTS=1 to go on."
+        )
+    bad = nonfinite_tensors(state)
+    if bad and not allow_nonfinite_weights:
+        raise NonFiniteWeightError(
+            f"{path}: {len(bad)} tensor(s) hold NaN or infinity, so every output would be NaN: {_names(bad)}. "
+            "Use another checkpoint, or set ALLOW_NONFINITE_WEIGHTS=1 to go on anyway."
         )
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     del state
@@ -175,5 +200,8 @@ def load_embedder(spec: ModelSpec, ckpt: str | Path | None = None) -> TileEmbedd
     module = TileEmbedder(cfg)
     state = read_state_dict(path, EMBEDDER_PREFIX)
     check_keys({k: v.shape for k, v in module.state_dict().items()}, state, path)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise NonFiniteWeightError(f"{path}: embedder tensor(s) hold NaN or infinity: {_names(bad)}. Use another checkpoint.")
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return module.eval()

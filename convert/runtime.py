@@ -11,26 +11,46 @@ from pathlib import Path
 
 import numpy as np
 
-from models.families import OUTPUT_NAMES
+from videoseal_litert.models.errors import ArtifactCorruptError
+from videoseal_litert.models.families import OUTPUT_NAMES
+
+
+def open_interpreter(path: str | Path, **kwargs):
+    """``ai_edge_litert`` Interpreter with its tensors allocated, or ArtifactCorruptError naming the file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactCorruptError(f"{path} does not exist")
+    try:
+        it = Interpreter(model_path=str(path), **kwargs)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ArtifactCorruptError(
+            f"{path} is not a readable TFLite model ({str(e).strip().splitlines()[0][:200]}); "
+            "truncated or corrupted? Rerun the stage that writes it (`make convert` or `make quantize`)"
+        ) from e
+    return it
 
 
 class TFLiteExtractor:
     """One interpreter, created once; call with an NHWC (1, H, W, 3) float image in [0, 1]."""
 
     def __init__(self, path: str | Path, num_threads: int = 2, use_xnnpack: bool = True) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        from ai_edge_litert.interpreter import OpResolverType
 
         resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.path = Path(path)
-        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=resolver)
-        self.interpreter.allocate_tensors()
+        self.interpreter = open_interpreter(path, num_threads=num_threads, experimental_op_resolver_type=resolver)
         self.input = self.interpreter.get_input_details()[0]
         outs = self.interpreter.get_output_details()
         self.outputs = {}
         for key in OUTPUT_NAMES:
             match = [d for d in outs if key in d["name"]]
             if len(match) != 1:
-                raise ValueError(f"{path}: expected one output named like '{key}', found {[d['name'] for d in outs]}")
+                raise ArtifactCorruptError(
+                    f"{path}: expected one output named like '{key}', found {[d['name'] for d in outs]}: not an extractor this pipeline wrote"
+                )
             self.outputs[key] = match[0]
 
     @property
@@ -66,10 +86,7 @@ def delegation_report(path: str | Path, num_threads: int = 2) -> dict:
     walking back from the DELEGATE node's outputs through producers, stopping at its inputs.
     Ops in no partition run on the builtin kernels (often single-threaded, slow for INT8).
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path), num_threads=num_threads)
-    it.allocate_tensors()
+    it = open_interpreter(path, num_threads=num_threads)
     ops = it._get_ops_details()
     original = [o for o in ops if o["op_name"] != "DELEGATE"]
     delegates = [o for o in ops if o["op_name"] == "DELEGATE"]

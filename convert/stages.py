@@ -7,36 +7,56 @@ intact outputs it is skipped. Every stage returns a one-table summary for the co
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from calibration_data.build import Item, calibration_items, heldout_items, watermarked_items
-from convert.artifacts import ModelDir, machine_description, peak_rss_mb, read_json, tool_versions, write_json, write_text
-from convert.load import LoadedExtractor, load_extractor, sha256_file
-from models.errors import ArtifactMissingError
-from models.families import INPUT_NAME, OUTPUT_MEANINGS, OUTPUT_NAMES, DeployExtractor, Family, family_of
-from models.registry import ModelSpec
+from videoseal_litert.calibration_data.build import Item, calibration_items, heldout_items, watermarked_items
+from videoseal_litert.convert.artifacts import ModelDir, machine_description, peak_rss_mb, read_json, tool_versions, write_json, write_text
+from videoseal_litert.convert.load import LoadedExtractor, load_extractor, sha256_file
+from videoseal_litert.models.errors import ImageError
+from videoseal_litert.models.families import INPUT_NAME, OUTPUT_MEANINGS, OUTPUT_NAMES, DeployExtractor, Family, family_of
+from videoseal_litert.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Every folder of the installed package: a stage may import any of them.
+CODE_DIRS = ("videoseal_litert", "models", "convert", "quantize", "calibration_data", "package", "demo")
+
+
+@functools.cache
 def code_fingerprint() -> str:
-    """Hash of the model and conversion code: a code change reruns the stages."""
+    """Hash of all the project's code and the versions of the tools it drives: a change to either reruns the stages."""
     h = hashlib.sha256()
-    for sub in ("models", "convert"):
-        for p in sorted((ROOT / sub).glob("*.py")):
-            h.update(p.name.encode())
+    for sub in CODE_DIRS:
+        for p in sorted((ROOT / sub).rglob("*.py")):
+            h.update(p.relative_to(ROOT).as_posix().encode())
             h.update(p.read_bytes())
+    h.update(json.dumps(tool_versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def exclusive_stage(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a stage ``fn(opts, ...)`` holding its model directory's lock (see ``ModelDir.exclusive``)."""
+
+    @functools.wraps(fn)
+    def run(opts: RunOptions, *args: Any, **kwargs: Any) -> T:
+        with opts.model_dir.exclusive(fn.__name__):
+            return fn(opts, *args, **kwargs)
+
+    return run
 
 
 ONNX_LIMIT_BYTES = 2**31 - 1
@@ -51,6 +71,7 @@ class RunOptions:
     ckpt: Path | None = None
     random_init: bool = False
     allow_zero_weights: bool = False
+    allow_nonfinite_weights: bool = False
     images: Path | None = None
     threads: int = 2
     force: bool = False
@@ -63,7 +84,7 @@ class RunOptions:
     def family(self) -> Family:
         return family_of(self.spec.card.config)
 
-    @property
+    @functools.cached_property
     def model_dir(self) -> ModelDir:
         return ModelDir(self.out, self.spec.name)
 
@@ -83,7 +104,7 @@ class RunOptions:
         }
 
     def load(self) -> LoadedExtractor:
-        return load_extractor(self.spec, self.ckpt, self.random_init, self.allow_zero_weights)
+        return load_extractor(self.spec, self.ckpt, self.random_init, self.allow_zero_weights, self.allow_nonfinite_weights)
 
     def verify_items(self) -> list[Item]:
         """Held-out 256x256 inputs (never calibration photos), or the user's IMAGES directory.
@@ -91,6 +112,8 @@ class RunOptions:
         For a model with an embedder, each item is followed by its watermarked version.
         """
         items = list(heldout_items(self.images, self.spec.card.config.img_size))
+        if not items:
+            raise ImageError(f"no readable image in {self.images}: every file was skipped (the warnings above say why)")
         n = self.spec.verify_images
         if n is not None and self.images is None and n < len(items):
             full = [i for i in items if i.name.endswith(":full")]
@@ -118,15 +141,15 @@ class RunOptions:
         an embedder this pipeline runs and the weights are a checkpoint; else None."""
         if self.random_init:
             return None
-        from models.errors import CardError
-        from models.tiny import read_embedder_config, seeded_embed_fn
+        from videoseal_litert.models.errors import CardError
+        from videoseal_litert.models.tiny import read_embedder_config, seeded_embed_fn
 
         try:
             read_embedder_config(self.spec.card_path)
         except CardError:
             return None
         if self._embed_fn is None:
-            from convert.load import load_embedder
+            from videoseal_litert.convert.load import load_embedder
 
             self._embed_fn = seeded_embed_fn(load_embedder(self.spec, self.ckpt))
         return self._embed_fn
@@ -184,6 +207,7 @@ def model_description(opts: RunOptions, loaded: LoadedExtractor) -> dict[str, An
     }
 
 
+@exclusive_stage
 def stage_load(opts: RunOptions) -> StageSummary:
     """Checkpoint + card -> strictly loaded extractor; writes model.json."""
     md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
@@ -202,12 +226,13 @@ def stage_load(opts: RunOptions) -> StageSummary:
     return StageSummary("load", opts.spec.name, False, rows + _stage_rows(opts, "load"))
 
 
+@exclusive_stage
 def stage_inspect(opts: RunOptions) -> StageSummary:
     """Write inspect.json / inspect.md: per-stage parameters, per-tensor statistics, FLOPs, flags."""
-    from convert.inspect_checkpoint import inspect_extractor, render_markdown
+    from videoseal_litert.convert.inspect_checkpoint import inspect_extractor, render_markdown
 
     md, t0 = opts.model_dir, time.time()
-    loaded = load_extractor(opts.spec, opts.ckpt, opts.random_init, allow_zero_weights=True)
+    loaded = load_extractor(opts.spec, opts.ckpt, opts.random_init, allow_zero_weights=True, allow_nonfinite_weights=True)
     report = inspect_extractor(loaded)
     report["machine"] = machine_description()
     write_json(md / "inspect.json", report)
@@ -217,6 +242,7 @@ def stage_inspect(opts: RunOptions) -> StageSummary:
         ("GFLOPs / image", f"{report['gflops_256']:.2f}"),
         ("flagged tensors", str(len(report["flagged"]))),
         ("all-zero conv/linear", str(len(report["zero_conv_linear_weights"]))),
+        ("non-finite tensors", str(len(report["nonfinite_tensors"]))),
         ("report", str(md / "inspect.md")),
         ("wall time", f"{time.time() - t0:.1f} s"),
     ]
@@ -224,15 +250,14 @@ def stage_inspect(opts: RunOptions) -> StageSummary:
 
 
 def require_artifact(md: ModelDir, name: str, make_target: str) -> Path:
-    p = md / name
-    if not p.exists():
-        raise ArtifactMissingError(f"{p} does not exist: run `make {make_target}` first")
-    return p
+    """An earlier stage's artifact, intact (``ModelDir.require``)."""
+    return md.require(name, make_target)
 
 
+@exclusive_stage
 def stage_export(opts: RunOptions) -> StageSummary:
     """Extractor -> extractor.pt2 (torch.export) and model.onnx (checked with onnxruntime)."""
-    from convert.export import export_onnx, export_program
+    from videoseal_litert.convert.export import export_onnx, export_program
 
     md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
     require_artifact(md, "model.json", "load")
@@ -266,9 +291,10 @@ def stage_export(opts: RunOptions) -> StageSummary:
     return StageSummary("export", opts.spec.name, False, rows + _stage_rows(opts, "export"))
 
 
+@exclusive_stage
 def stage_tflite(opts: RunOptions) -> StageSummary:
     """Extractor -> fp32.tflite with litert-torch."""
-    from convert.tflite import convert_fp32
+    from videoseal_litert.convert.tflite import convert_fp32
 
     md, inputs, t0 = opts.model_dir, opts.inputs(), time.time()
     require_artifact(md, "model.json", "load")
@@ -282,9 +308,10 @@ def stage_tflite(opts: RunOptions) -> StageSummary:
     return StageSummary("tflite", opts.spec.name, False, [("fp32.tflite", _mb(md / "fp32.tflite"))] + _stage_rows(opts, "tflite"))
 
 
+@exclusive_stage
 def stage_verify(opts: RunOptions, variant: str = "fp32") -> StageSummary:
     """Compare <variant>.tflite with PyTorch on held-out photos; raise on a missed threshold."""
-    from convert.verify import reference_logits, verify_variant
+    from videoseal_litert.convert.verify import reference_logits, verify_variant
 
     md, t0 = opts.model_dir, time.time()
     tfl = require_artifact(md, f"{variant}.tflite", "tflite" if variant == "fp32" else "quantize")
@@ -328,9 +355,10 @@ def _mb(p: Path) -> str:
     return f"{p.stat().st_size / 1e6:.1f} MB"
 
 
+@exclusive_stage
 def stage_bench(opts: RunOptions, runs: int = 20, warmup: int = 3, threads: tuple[int, ...] | None = None) -> StageSummary:
     """bench.json / bench.md: PyTorch eager and every variant, 1 and 2 threads, interleaved."""
-    from convert.bench import bench, write_bench
+    from videoseal_litert.convert.bench import bench, write_bench
 
     md = opts.model_dir
     require_artifact(md, "fp32.tflite", "convert")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.artifacts import atomic_path
-from convert.export import NamedOutputs, sample_input
-from models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
+from videoseal_litert.convert.artifacts import atomic_path
+from videoseal_litert.convert.export import NamedOutputs, sample_input
+from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration_data.build import Item, is_watermarked
-from convert.artifacts import machine_description, write_json, write_text
-from convert.load import sha256_file
-from convert.runtime import TFLiteExtractor
-from models.errors import ImageError, VerificationError
-from models.registry import Thresholds
+from videoseal_litert.calibration_data.build import Item, is_watermarked
+from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
+from videoseal_litert.convert.load import sha256_file
+from videoseal_litert.convert.runtime import TFLiteExtractor
+from videoseal_litert.models.errors import ImageError, VerificationError
+from videoseal_litert.models.registry import Thresholds
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from models.errors import PipelineError
+from videoseal_litert.models.errors import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,14 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("artifacts"))
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    from demo.watermark import run_demo, run_robustness
+    from videoseal_litert.demo.watermark import run_demo, run_robustness
 
-    try:
+    def body() -> None:
         (run_demo if a.what == "watermark" else run_robustness)(a.out, a.images, a.ckpt, a.threads)
-    except PipelineError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

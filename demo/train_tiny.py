@@ -31,7 +31,7 @@ and gives the same weights as a run in one go. ``--export DIR`` writes ``checkpo
 (``detector.`` and ``embedder.`` keys, as an official checkpoint), ``training_record.json`` and
 ``learning_curve.png``.
 
-    python -m demo.train_tiny --ckpt-dir runs/tiny --export runs/tiny/export
+    videoseal-litert train-tiny --ckpt-dir runs/tiny --export runs/tiny/export
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models.cards import read_card
-from models.convnext import ConvnextExtractor
-from models.errors import UsageError
-from models.registry import CARDS_DIR
-from models.tiny import TileEmbedder, embedder_description, read_embedder_config
+from videoseal_litert.models.cards import read_card
+from videoseal_litert.models.convnext import ConvnextExtractor
+from videoseal_litert.models.errors import UsageError
+from videoseal_litert.models.registry import CARDS_DIR
+from videoseal_litert.models.tiny import TileEmbedder, embedder_description, read_embedder_config
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ def build_pair(card: Path = CARD) -> tuple[TileEmbedder, ConvnextExtractor]:
 
 def training_photos() -> list[torch.Tensor]:
     """The calibration photos as float32 (3, H, W) RGB in [0, 1]; the held-out photos are never used."""
-    from calibration_data.images import read_rgb
-    from calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS, calibration_photo_paths
+    from videoseal_litert.calibration_data.images import read_rgb
+    from videoseal_litert.calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS, calibration_photo_paths
 
     assert not set(CALIBRATION_PHOTOS) & set(HELDOUT_PHOTOS)
     return [torch.from_numpy(np.ascontiguousarray(read_rgb(p), dtype=np.float32)) for p in calibration_photo_paths()]
@@ -200,7 +200,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def heldout_images(size: int = 256) -> torch.Tensor:
     """The held-out photos' full views at ``size`` (never trained on)."""
-    from calibration_data.build import heldout_items
+    from videoseal_litert.calibration_data.build import heldout_items
 
     return torch.cat([torch.from_numpy(i.pixels) for i in heldout_items(None, size) if i.name.endswith(":full")])
 
@@ -335,7 +335,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log.info("held-out at the card's strength: %s", final)
     record = {
         "what": "the project's tiny watermark pair (demo and test fixture, not a production watermarker)",
-        "command": "python -m demo.train_tiny " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": "videoseal-litert train-tiny " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
         "seed": args.seed,
         "recipe": _recipe(args),
         "card": str(args.card.name),
@@ -374,7 +374,7 @@ def _save_state(path: Path, embedder, extractor, opt, gen, step: int, elapsed: f
 
 
 def _hardware(threads: int) -> str:
-    from convert.artifacts import machine_description
+    from videoseal_litert.convert.artifacts import machine_description
 
     return f"{machine_description()}; CPU only, torch.set_num_threads({threads})"
 
@@ -436,7 +436,7 @@ def plot_curve(record: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m demo.train_tiny", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="videoseal-litert train-tiny", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=8000, help="total steps (a resumed run continues to this)")
     p.add_argument("--batch", type=int, default=32, help="watermarked images per step (plus a quarter as many unwatermarked)")
     p.add_argument("--size", type=int, default=128, help="training crop size (a multiple of the tile size, 32)")
@@ -464,15 +464,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from models.errors import PipelineError
+    from videoseal_litert.models.errors import run_main
 
-    try:
+    def body() -> None:
         record = train(parse_args(argv))
-    except PipelineError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(record["heldout_metrics_256"]))
-    return 0
+        print(json.dumps(record["heldout_metrics_256"]))
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from calibration_data.build import to_uint8
-from convert.artifacts import machine_description, read_json, write_json, write_text
-from convert.runtime import TFLiteExtractor
-from models.errors import ImageError, VerificationError
-from models.registry import ModelSpec
+from videoseal_litert.calibration_data.build import to_uint8
+from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
+from videoseal_litert.convert.runtime import TFLiteExtractor
+from videoseal_litert.models.errors import ImageError, VerificationError
+from videoseal_litert.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Pair:
 
 def load_pair(spec: ModelSpec, ckpt: Path | None = None) -> Pair:
     """Both parts from one checkpoint (``detector.`` and ``embedder.`` keys), each loaded strictly."""
-    from convert.load import load_embedder, load_extractor
+    from videoseal_litert.convert.load import load_embedder, load_extractor
 
     loaded = load_extractor(spec, ckpt)
     emb = load_embedder(spec, ckpt)
@@ -103,9 +103,9 @@ class Watermarked:
 
 def watermark_images(pair: Pair, images: Path | None = None, per_image: int = MESSAGES_PER_IMAGE, seed: int = MESSAGE_SEED) -> Watermarked:
     """Watermark the held-out views (or every photo in ``images``) with seeded random messages."""
-    from calibration_data.build import heldout_items
-    from calibration_data.images import list_images, read_rgb, resize_like_detect
-    from models.tiny import embed
+    from videoseal_litert.calibration_data.build import heldout_items
+    from videoseal_litert.calibration_data.images import list_images, read_rgb, resize_like_detect
+    from videoseal_litert.models.tiny import embed
 
     size = pair.spec.card.config.img_size
     if images is None:
@@ -156,15 +156,15 @@ def prepare_artifacts(
     pair: Pair, out: Path, ckpt: Path | None, threads: int, variants: tuple[str, ...] = ("int8", "int8-dynamic")
 ) -> tuple[list[Any], Path]:
     """Convert, verify and quantize the pair's extractor with the pipeline's stages (skipped when current)."""
-    from convert.stages import RunOptions, stage_load, stage_tflite, stage_verify
-    from quantize.stage import stage_quantize
+    from videoseal_litert.convert.stages import RunOptions, stage_load, stage_tflite, stage_verify
+    from videoseal_litert.quantize.stage import stage_quantize
 
     opts = RunOptions(spec=pair.spec, out=out, ckpt=ckpt, threads=threads)
     return [stage_load(opts), stage_tflite(opts), stage_verify(opts, "fp32"), stage_quantize(opts, variants=variants)], opts.model_dir.path
 
 
 def run_demo(out: Path, images: Path | None = None, ckpt: Path | None = None, threads: int = 2) -> dict[str, Any]:
-    from models.registry import resolve
+    from videoseal_litert.models.registry import resolve
 
     pair = load_pair(resolve(DEMO_MODEL), ckpt)
     tables, md = prepare_artifacts(pair, out, ckpt, threads)
@@ -309,7 +309,7 @@ def _torch_aug(fn):
 
 def augmentations() -> dict[str, Any]:
     """Each attack on one NHWC image (H, W, 3); results are 8-bit like a stored image."""
-    from demo.train_tiny import center_crop, gaussian_blur, resize
+    from videoseal_litert.demo.train_tiny import center_crop, gaussian_blur, resize
 
     return {
         "identity": lambda x: x,
@@ -327,7 +327,7 @@ ROBUST_DECODERS = ("pytorch", "fp32", "int8", "int8-dynamic")
 
 def run_robustness(out: Path, images: Path | None = None, ckpt: Path | None = None, threads: int = 2) -> dict[str, Any]:
     """Bit accuracy under each attack for PyTorch, FP32, INT8 and INT8-dynamic (converts if needed)."""
-    from models.registry import resolve
+    from videoseal_litert.models.registry import resolve
 
     pair = load_pair(resolve(DEMO_MODEL), ckpt)
     _, md = prepare_artifacts(pair, out, ckpt, threads)
@@ -372,7 +372,7 @@ def _plot(rows: dict[str, dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from convert.artifacts import atomic_path
+    from videoseal_litert.convert.artifacts import atomic_path
 
     augs = list(rows)
     xs = np.arange(len(augs))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from models.errors import CardError
-from models.families import FamilyConfig, card_value, family_for_model, positive_int
+from videoseal_litert.models.errors import CardError
+from videoseal_litert.models.families import FamilyConfig, card_value, family_for_model, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,15 @@ def read_card(path: str | Path) -> Card:
         raise CardError(f"card {path} is not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise CardError(f"card {path} is not a mapping")
+    try:
+        return _parse(path, raw)
+    except CardError as e:
+        if str(path) in str(e):
+            raise
+        raise CardError(f"card {path}: {e}") from e
+
+
+def _parse(path: Path, raw: dict) -> Card:
     args = card_value(raw, "args", "")
     nbits = positive_int(card_value(args, "nbits", "args."), "args.nbits")
     img_size = positive_int(next((args[k] for k in IMG_SIZE_KEYS if k in args), 256), "args.img_size_*")

@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from models.common import LayerNorm2d
-from models.errors import CardError, UnsupportedModelError
-from models.families import Family, Int8Policy, card_value, positive_int
-from models.pixel_decoder import PixelDecoder
+from videoseal_litert.models.common import LayerNorm2d
+from videoseal_litert.models.errors import CardError
+from videoseal_litert.models.families import Family, Int8Policy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,19 @@ class ConvnextExtractor(nn.Module):
 # ---- the family ------------------------------------------------------------------------------
 
 
+# Keys of the official ConvNeXt cards' ``extractor.params`` and of ConvNeXtV2's constructor
+# (``drop_path_rate`` and ``head_init_scale`` only matter in training; accepted, unused).
+PARAMS_KEYS = {"encoder", "pixel_decoder", "proportional_dim"}
+ENCODER_KEYS = {"depths", "dims", "stem_stride", "in_chans", "drop_path_rate", "head_init_scale"}
+
+
+def _int_list(section: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = card_value(section, key, "extractor.params.encoder.")
+    if not isinstance(value, list) or not value:
+        raise CardError(f"{where}: extractor.params.encoder.{key} = {value!r} must be a non-empty list of positive integers")
+    return value
+
+
 class ConvnextFamily(Family):
     """VideoSeal 1.0, PixelSeal, ChunkySeal and the project's tiny pair."""
 
@@ -172,28 +185,27 @@ class ConvnextFamily(Family):
     def parse_card(self, params: dict[str, Any], nbits: int, img_size: int, where: str) -> ConvnextConfig:
         """The official builder sets the pixel decoder's ``embed_dim`` to the encoder's last dim and its
         ``nbits`` to ``args.nbits``; the card's own values there are ignored, as they are upstream."""
-        enc = card_value(params, "encoder", "extractor.params.")
-        depths = tuple(positive_int(d, "extractor.params.encoder.depths") for d in card_value(enc, "depths", "extractor.params.encoder."))
-        dims = [positive_int(d, "extractor.params.encoder.dims") for d in card_value(enc, "dims", "extractor.params.encoder.")]
+        params = known_keys(params, PARAMS_KEYS, "extractor.params", where)
+        enc = known_keys(card_value(params, "encoder", "extractor.params."), ENCODER_KEYS, "extractor.params.encoder", where)
+        depths = tuple(positive_int(d, "extractor.params.encoder.depths") for d in _int_list(enc, "depths", where))
+        dims = [positive_int(d, "extractor.params.encoder.dims") for d in _int_list(enc, "dims", where)]
         if len(depths) != len(dims):
             raise CardError(f"{where}: {len(depths)} depths but {len(dims)} dims")
-        if params.get("proportional_dim", False):
+        if int(enc.get("in_chans", 3)) != 3:
+            raise CardError(f"{where}: extractor.params.encoder.in_chans must be 3 (RGB)")
+        if flag(params.get("proportional_dim", False), "extractor.params.proportional_dim"):
             scale = math.sqrt(nbits / 128)
             dims = [int(d * scale) for d in dims]  # int() truncation, as upstream
-        dec = params.get("pixel_decoder") or {}
-        if dec.get("pixelwise", False):
-            raise UnsupportedModelError(
-                f"{where}: pixelwise pixel decoders are not supported (the extractor must pool to 1 + nbits logits)"
-            )
+            if min(dims) <= 0:
+                raise CardError(f"{where}: proportional_dim with nbits {nbits} scales a dim to zero")
+        _, dec = decoder_options(params.get("pixel_decoder"), where)
         return ConvnextConfig(
             nbits=nbits,
             depths=depths,
             dims=tuple(dims),
             stem_stride=positive_int(enc.get("stem_stride", 4), "extractor.params.encoder.stem_stride"),
-            upscale_stages=tuple(int(s) for s in dec.get("upscale_stages", [1])),
-            upscale_type=str(dec.get("upscale_type", "bilinear")),
-            sigmoid_output=bool(dec.get("sigmoid_output", False)),
             img_size=img_size,
+            **dec,
         )
 
     def build(self, cfg: ConvnextConfig) -> ConvnextExtractor:

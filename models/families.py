@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from models.errors import CardError, UnsupportedModelError
+from videoseal_litert.models.errors import CardError, UnsupportedModelError
 
 # ---- the I/O contract of every converted extractor ------------------------------------------------
 
@@ -125,8 +125,8 @@ class Family(ABC):
 
 def families() -> dict[str, Family]:
     """Every family, by name. A new family is one more import here."""
-    from models.convnext import FAMILY as CONVNEXT
-    from models.sam import FAMILY as SAM
+    from videoseal_litert.models.convnext import FAMILY as CONVNEXT
+    from videoseal_litert.models.sam import FAMILY as SAM
 
     return {f.name: f for f in (CONVNEXT, SAM)}
 
@@ -153,7 +153,31 @@ def card_value(d: Any, key: str, where: str) -> Any:
     return d[key]
 
 
+def known_keys(section: Any, known: set[str], what: str, where: str) -> dict[str, Any]:
+    """``section`` as a mapping whose keys are all in ``known``, or CardError naming the others (a typo is not ignored)."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise CardError(f"{where}: {what} must be a mapping, got {type(section).__name__} {section!r}")
+    unknown = sorted(map(str, set(section) - known))
+    if unknown:
+        hints = [f"{k} -> {m[0]}" for k in unknown if (m := difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6))]
+        raise CardError(
+            f"{where}: unknown {what} key(s) {unknown}; known: {sorted(known)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+        )
+    return section
+
+
+def flag(value: Any, what: str) -> bool:
+    """A card's true/false value; a string such as "false" is refused rather than read as True."""
+    if not isinstance(value, bool):
+        raise CardError(f"card value {what} = {value!r} must be true or false")
+    return value
+
+
 def positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise CardError(f"card value {what} = {value!r} is not an integer")
     try:
         v = int(value)
     except (TypeError, ValueError) as e:

@@ -6,10 +6,41 @@ Non-pixelwise only: upsample stages, global mean over H and W, Linear to ``1 + n
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from models.common import LayerNorm2d, ReflectionPad2d
+from videoseal_litert.models.common import LayerNorm2d, ReflectionPad2d
+from videoseal_litert.models.errors import CardError, UnsupportedModelError
+from videoseal_litert.models.families import flag, known_keys, positive_int
+
+# Keys of the official cards' ``extractor.params.pixel_decoder`` (``embed_dim`` and ``nbits`` are
+# overwritten by the builder, as upstream).
+DECODER_KEYS = {"pixelwise", "upscale_stages", "embed_dim", "nbits", "sigmoid_output", "upscale_type"}
+UPSCALE_TYPES = ("bilinear", "nearest", "bicubic")
+
+
+def decoder_options(section: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's pixel-decoder section, checked: (the raw section, config fields upscale_stages, upscale_type, sigmoid_output)."""
+    dec = known_keys(section, DECODER_KEYS, "extractor.params.pixel_decoder", where)
+    what = "extractor.params.pixel_decoder."
+    if flag(dec.get("pixelwise", False), what + "pixelwise"):
+        raise UnsupportedModelError(f"{where}: pixelwise pixel decoders are not supported (the extractor must pool to 1 + nbits logits)")
+    stages = dec.get("upscale_stages", [1])
+    if not isinstance(stages, list) or not stages:
+        raise CardError(f"{where}: {what}upscale_stages = {stages!r} must be a non-empty list of positive integers")
+    upscale_type = dec.get("upscale_type", "bilinear")
+    if upscale_type not in UPSCALE_TYPES:
+        raise CardError(f"{where}: {what}upscale_type = {upscale_type!r} must be one of {', '.join(UPSCALE_TYPES)}")
+    for key in ("embed_dim", "nbits"):
+        if key in dec:
+            positive_int(dec[key], what + key)
+    return dec, {
+        "upscale_stages": tuple(positive_int(s, what + "upscale_stages") for s in stages),
+        "upscale_type": upscale_type,
+        "sigmoid_output": flag(dec.get("sigmoid_output", False), what + "sigmoid_output"),
+    }
 
 
 class Upsample(nn.Module):

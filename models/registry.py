@@ -11,8 +11,8 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.cards import Card, read_card
-from models.errors import UnknownModelError
+from videoseal_litert.models.cards import Card, read_card
+from videoseal_litert.models.errors import UnknownModelError
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.common import LayerNorm2d
-from models.errors import CardError, UnsupportedModelError
-from models.families import Family, Int8Policy, card_value, positive_int
-from models.pixel_decoder import PixelDecoder
+from videoseal_litert.models.common import LayerNorm2d
+from videoseal_litert.models.errors import CardError
+from videoseal_litert.models.families import Family, Int8Policy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 
 
 @dataclass(frozen=True)
@@ -301,6 +301,19 @@ ENCODER_KEYS = {
 }
 
 
+def _positive_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise CardError(f"card value {what} = {value!r} must be a positive number")
+    return float(value)
+
+
+def _indexes(value: Any, depth: int, where: str) -> tuple[int, ...]:
+    what = "extractor.params.encoder.global_attn_indexes"
+    if not isinstance(value, list | tuple) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < depth for i in value):
+        raise CardError(f"{where}: {what} = {value!r} must list block indexes, none outside 0..{depth - 1}")
+    return tuple(value)
+
+
 class SamFamily(Family):
     """VideoSeal 0.0 (``sam_small``) and other ``sam_*`` cards."""
 
@@ -319,19 +332,11 @@ class SamFamily(Family):
     )
 
     def parse_card(self, params: dict[str, Any], nbits: int, img_size: int, where: str) -> SamConfig:
-        enc = card_value(params, "encoder", "extractor.params.")
-        unknown = sorted(set(enc) - ENCODER_KEYS)
-        if unknown:
-            raise CardError(
-                f"{where}: unknown extractor.params.encoder key(s) {unknown}; the official ImageEncoderViT takes {sorted(ENCODER_KEYS)}"
-            )
+        params = known_keys(params, {"encoder", "pixel_decoder"}, "extractor.params", where)
+        enc = known_keys(card_value(params, "encoder", "extractor.params."), ENCODER_KEYS, "extractor.params.encoder", where)
         if int(enc.get("in_chans", 3)) != 3:
             raise CardError(f"{where}: extractor.params.encoder.in_chans must be 3 (RGB)")
-        dec = params.get("pixel_decoder") or {}
-        if dec.get("pixelwise", False):
-            raise UnsupportedModelError(
-                f"{where}: pixelwise pixel decoders are not supported (the extractor must pool to 1 + nbits logits)"
-            )
+        dec, dec_fields = decoder_options(params.get("pixel_decoder"), where)
 
         def p(key: str) -> int:
             return positive_int(card_value(enc, key, "extractor.params.encoder."), f"extractor.params.encoder.{key}")
@@ -343,16 +348,14 @@ class SamFamily(Family):
             num_heads=p("num_heads"),
             out_chans=p("out_chans"),
             patch_size=positive_int(enc.get("patch_size", 16), "extractor.params.encoder.patch_size"),
-            mlp_ratio=float(enc.get("mlp_ratio", 4.0)),
-            qkv_bias=bool(enc.get("qkv_bias", True)),
-            use_abs_pos=bool(enc.get("use_abs_pos", True)),
-            use_rel_pos=bool(enc.get("use_rel_pos", False)),
-            window_size=int(enc.get("window_size", 0)),
-            global_attn_indexes=tuple(int(i) for i in enc.get("global_attn_indexes", ())),
-            upscale_stages=tuple(int(s) for s in dec.get("upscale_stages", [1])),
-            upscale_type=str(dec.get("upscale_type", "bilinear")),
-            sigmoid_output=bool(dec.get("sigmoid_output", False)),
-            img_size=img_size,  # the official builder overwrites encoder.img_size with args.img_size_extractor
+            mlp_ratio=_positive_number(enc.get("mlp_ratio", 4.0), "extractor.params.encoder.mlp_ratio"),
+            qkv_bias=flag(enc.get("qkv_bias", True), "extractor.params.encoder.qkv_bias"),
+            use_abs_pos=flag(enc.get("use_abs_pos", True), "extractor.params.encoder.use_abs_pos"),
+            use_rel_pos=flag(enc.get("use_rel_pos", False), "extractor.params.encoder.use_rel_pos"),
+            window_size=0 if enc.get("window_size", 0) == 0 else positive_int(enc["window_size"], "extractor.params.encoder.window_size"),
+            global_attn_indexes=_indexes(enc.get("global_attn_indexes", []), p("depth"), where),
+            img_size=img_size,
+            **dec_fields,  # the official builder overwrites encoder.img_size with args.img_size_extractor
         )
         if cfg.embed_dim % cfg.num_heads:
             raise CardError(f"{where}: embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")

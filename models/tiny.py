@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from models.errors import CardError
+from videoseal_litert.models.errors import CardError
 
 EMBEDDER_MODEL = "tile_tiny"
 

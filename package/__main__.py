@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from models.errors import PipelineError
-from models.registry import resolve
+from videoseal_litert.models.errors import run_main
+from videoseal_litert.models.registry import resolve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,17 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--golden", type=int, default=3, help="number of golden images")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    from convert.stages import RunOptions
-    from package.bundle import build_bundle
+    from videoseal_litert.convert.stages import RunOptions
+    from videoseal_litert.package.bundle import build_bundle
 
-    try:
+    def body() -> None:
         opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, threads=a.threads)
         variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
         print(build_bundle(opts, variants, a.dist, a.reverify, a.golden).table(), flush=True)
-    except PipelineError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from convert.artifacts import read_json, tool_versions, write_json, write_text
-from convert.load import sha256_file
-from convert.runtime import TFLiteExtractor
-from convert.stages import RunOptions, StageSummary, require_artifact
-from convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
-from models.errors import PipelineError
-from models.families import OUTPUT_NAMES
-from package.run_extractor import METADATA_NAME, bits_hex
+from videoseal_litert.convert.artifacts import read_json, tool_versions, write_json, write_text
+from videoseal_litert.convert.load import sha256_file
+from videoseal_litert.convert.runtime import TFLiteExtractor
+from videoseal_litert.convert.stages import RunOptions, StageSummary, require_artifact
+from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
+from videoseal_litert.models.errors import PipelineError
+from videoseal_litert.models.families import OUTPUT_NAMES
+from videoseal_litert.package.run_extractor import METADATA_NAME, bits_hex
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _check_verified(opts: RunOptions, variant: str, reverify: bool) -> dict[str,
             f"{path} failed verification ({'; '.join(rep['failures'])}); a bundle never holds an unverified model. "
             f"See {rep_path.with_suffix('.md')}; rerun `make quantize MODEL={opts.spec.name}` after fixing the cause"
         )
-    actual = sha256_file(path)
+    actual = sha256_file(path)  # the verified bytes, not the recorded ones: REVERIFY=1 can accept a changed file
     if rep.get("tflite_sha256") != actual:
         if not reverify:
             why = (
@@ -83,7 +83,7 @@ def _check_verified(opts: RunOptions, variant: str, reverify: bool) -> dict[str,
 
 
 def _reverify(opts: RunOptions, variant: str) -> dict[str, Any]:
-    from convert.stages import stage_verify
+    from videoseal_litert.convert.stages import stage_verify
 
     log.info("re-verifying %s", variant)
     try:
@@ -122,8 +122,10 @@ def git_commit() -> str:
     return head + ("+uncommitted-changes" if dirty else "")
 
 
-def _variant_description(desc: dict[str, Any], variant: str) -> dict[str, Any]:
-    io = desc.get("variants", {}).get(variant, {}).get("io")
+def _variant_description(desc: dict[str, Any], variant: str, path: Path) -> dict[str, Any]:
+    from videoseal_litert.quantize.stage import io_params
+
+    io = io_params(path)  # from the file itself: model.json is the load stage's alone
     return {
         "model_id": desc["model_id"],
         "variant": variant,
@@ -139,7 +141,7 @@ def _variant_description(desc: dict[str, Any], variant: str) -> dict[str, Any]:
 def _golden_images(opts: RunOptions, n: int, folder: Path) -> list[tuple[str, np.ndarray]]:
     """The first ``n`` held-out photos (full view) as 8-bit PNGs, each followed by its watermarked
     version for a model with an embedder; the inputs are exactly bytes / 255."""
-    from calibration_data.build import heldout_items
+    from videoseal_litert.calibration_data.build import heldout_items
 
     out = []
     items = opts.with_watermarks([i for i in heldout_items(None, opts.spec.card.config.img_size) if i.name.endswith(":full")][:n])
@@ -169,7 +171,7 @@ def build_bundle(
         for v in variants:
             src = md / f"{v}.tflite"
             dst = stage / f"{v}.tflite"
-            vdesc = _variant_description(desc, v)
+            vdesc = _variant_description(desc, v, src)
             embed_metadata(src, dst, vdesc)
             a, b = TFLiteExtractor(src), TFLiteExtractor(dst)
             vectors = []

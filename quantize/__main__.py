@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from models.errors import PipelineError
-from models.registry import resolve
+from videoseal_litert.models.errors import run_main
+from videoseal_litert.models.registry import resolve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,19 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
-    from convert.stages import RunOptions
-    from quantize.stage import stage_quantize
+    from videoseal_litert.convert.stages import RunOptions
+    from videoseal_litert.quantize.stage import stage_quantize
 
-    try:
+    def body() -> None:
         opts = RunOptions(
             spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, images=a.images, threads=a.threads, force=a.force
         )
         variants = tuple(v.strip() for v in a.variants.split(",")) if a.variants else opts.spec.quantize_variants
         print(stage_quantize(opts, a.calib, a.io == "int8", variants).table(), flush=True)
-    except PipelineError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

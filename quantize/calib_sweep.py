@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from convert.artifacts import machine_description, write_json, write_text
+from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
 
-    from convert.stages import RunOptions, require_artifact
-    from convert.verify import compare, reference_logits, sqnr_db
-    from models.registry import resolve
-    from quantize.calibrate import calibrate
-    from quantize.recipes import build_quantizer
-    from quantize.stage import quantize_to
+    from videoseal_litert.convert.stages import RunOptions, require_artifact
+    from videoseal_litert.convert.verify import compare, reference_logits, sqnr_db
+    from videoseal_litert.models.registry import resolve
+    from videoseal_litert.quantize.calibrate import calibrate
+    from videoseal_litert.quantize.recipes import build_quantizer
+    from videoseal_litert.quantize.stage import quantize_to
 
     opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, threads=a.threads)
     md = opts.model_dir

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 
-from calibration_data.build import Item
+from videoseal_litert.calibration_data.build import Item
+from videoseal_litert.models.errors import CalibrationError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def calibrate(quantizer, float_path: Path, stream: Iterable[Item], counts: dict[
         done += len(chunk)
         log.info("  calibrated %d images", done)
     if not done:
-        raise ValueError("no calibration images")
+        raise CalibrationError("no usable calibration image: every source was rejected or empty (see the calibration counts above)")
     counts["used"] = done
     return pin_input_range(float_path, result), counts
 

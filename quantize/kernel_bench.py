@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convert.artifacts import machine_description, write_json
+from videoseal_litert.convert.artifacts import machine_description, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import litert_torch
 
-    from convert.bench import interleaved_medians
-    from models.convnext import FAMILY as CONVNEXT
-    from quantize.recipes import build_quantizer
+    from videoseal_litert.convert.bench import interleaved_medians
+    from videoseal_litert.models.convnext import FAMILY as CONVNEXT
+    from videoseal_litert.quantize.recipes import build_quantizer
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(a.dim, 4 * a.dim).eval()

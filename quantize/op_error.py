@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from calibration_data.build import Item
-from convert.artifacts import atomic_path, write_json, write_text
+from videoseal_litert.calibration_data.build import Item
+from videoseal_litert.convert.artifacts import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from convert.tflite import as_numpy_buffers
-from models.errors import PipelineError
-from models.families import INPUT_NAME, OUTPUT_NAMES, Family
+from videoseal_litert.convert.tflite import as_numpy_buffers
+from videoseal_litert.models.errors import CalibrationError, PipelineError
+from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, Family
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def calibrate_parts(
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    from quantize.calibrate import calibration_mode
+    from videoseal_litert.quantize.calibrate import calibration_mode
 
     files = []
     for i, x in enumerate(images):
@@ -192,7 +192,7 @@ def merge_parts(paths: list[Path], out: Path) -> None:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    from convert.artifacts import atomic_path
+    from videoseal_litert.convert.artifacts import atomic_path
 
     models = [flatbuffer_utils.read_model(str(p)) for p in paths]
     for m in models:
@@ -286,8 +286,8 @@ def _hwm_mb() -> float:
 
 def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None) -> tuple[dict, dict]:
     """Write ``<variant>.tflite`` for each variant via parts; return calibration counts and a parts record."""
-    from quantize.calibrate import pin_input_range
-    from quantize.recipes import build_quantizer
+    from videoseal_litert.quantize.calibrate import pin_input_range
+    from videoseal_litert.quantize.recipes import build_quantizer
 
     md = opts.model_dir
     max_bytes = opts.max_part_bytes or DEFAULT_PART_BYTES
@@ -315,7 +315,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
             stream = (it.pixels.transpose(0, 2, 3, 1) for it in opts.calibration_stream(calib_dir, counts))
             cal = calibrate_parts(lambda p: build_quantizer(p, "int8-full"), part_paths, stream, work, threads=opts.threads)
             if not cal.used:
-                raise ValueError("no calibration images")
+                raise CalibrationError("no usable calibration image: every source was rejected or empty (see the calibration counts above)")
             counts["used"] = cal.used
             qsvs = cal.qsvs
             qsvs[0] = pin_input_range(part_paths[0], qsvs[0])
@@ -343,7 +343,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
 
 def scratch_dir(parent: Path) -> Path:
     """A temporary folder beside the artifacts (part files can be GBs; /tmp may be small)."""
-    return Path(tempfile.mkdtemp(prefix=".parts-", dir=parent))
+    return Path(tempfile.mkdtemp(prefix=".parts-", suffix=".tmp", dir=parent))  # .tmp: removed by the next locked stage after a kill
 
 
 def remove(path: Path) -> None:

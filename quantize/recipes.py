@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from models.errors import UsageError
-from models.families import Int8Policy
+from videoseal_litert.models.errors import UsageError
+from videoseal_litert.models.families import Int8Policy
 
 VARIANTS = ("int8", "int8-full", "int8-dynamic", "fp16")
 

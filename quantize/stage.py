@@ -9,25 +9,26 @@ as few as needed, and records which and what it cost.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from convert.artifacts import atomic_path, machine_description, read_json, write_json
-from convert.bench import interleaved_medians
-from convert.load import sha256_file
-from convert.runtime import delegation_report
-from convert.stages import RunOptions, StageSummary, is_current, require_artifact
-from convert.tflite import FLATBUFFER_LIMIT
-from convert.verify import reference_logits, verify_variant
-from models.errors import UsageError, VerificationError
-from models.families import Int8Policy
-from quantize.calibrate import calibrate
-from quantize.op_error import op_errors, write_op_report
-from quantize.partition import quantize_partitioned
-from quantize.recipes import VARIANTS, build_quantizer
+from videoseal_litert.convert.artifacts import atomic_path, machine_description, read_json, write_json
+from videoseal_litert.convert.bench import interleaved_medians
+from videoseal_litert.convert.load import sha256_file
+from videoseal_litert.convert.runtime import delegation_report
+from videoseal_litert.convert.stages import RunOptions, StageSummary, exclusive_stage, is_current, require_artifact
+from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT
+from videoseal_litert.convert.verify import reference_logits, verify_variant
+from videoseal_litert.models.errors import UsageError, VerificationError
+from videoseal_litert.models.families import Int8Policy
+from videoseal_litert.quantize.calibrate import calibrate
+from videoseal_litert.quantize.op_error import op_errors, write_op_report
+from videoseal_litert.quantize.partition import quantize_partitioned
+from videoseal_litert.quantize.recipes import VARIANTS, build_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ OP_ERROR_IMAGES = 6
 MAX_FALLBACK_ROUNDS = 6
 
 
-def _io_params(path: Path) -> dict[str, Any]:
+def io_params(path: Path) -> dict[str, Any]:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))
@@ -58,10 +59,26 @@ def quantize_to(fp32: Path, out: Path, variant: str, qsvs: dict | None, keep_flo
         tmp.write_bytes(result.quantized_model)
 
 
+def dir_fingerprint(folder: Path | None) -> str | None:
+    """sha256 over every file's relative name and sha256: a changed, added or removed image reruns the stage."""
+    if folder is None:
+        return None
+    if not folder.is_dir():
+        raise UsageError(f"CALIB={folder} is not a directory of images")
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(folder).as_posix()}:{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+@exclusive_stage
 def stage_quantize(
     opts: RunOptions, calib_dir: Path | None = None, io_int8: bool = False, variants: tuple[str, ...] = VARIANTS
 ) -> StageSummary:
     md, t0 = opts.model_dir, time.time()
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise UsageError(f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; choose from {', '.join(VARIANTS)}")
     fp32 = require_artifact(md, "fp32.tflite", "convert")
     items = opts.verify_items()
     inputs = {
@@ -69,6 +86,7 @@ def stage_quantize(
         "fp32_sha256": sha256_file(fp32),
         "calibration_manifest_sha256": sha256_file(Path(__file__).resolve().parent.parent / "calibration_data" / "manifest.json"),
         "calib_dir": str(calib_dir) if calib_dir else None,
+        "calib_dir_sha256": dir_fingerprint(calib_dir),
         "io_int8": io_int8,
         "variants": list(variants),
         "thresholds": {v: asdict(opts.spec.thresholds[v]) for v in variants},
@@ -133,15 +151,9 @@ def stage_quantize(
             sqnr_db=rep.sqnr_db if rep else None,
             kept_float_by_fallback=keep,
             xnnpack={k: deleg[k] for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
-            io=_io_params(path),
+            io=io_params(path),
         )
         results[variant] = entry
-    desc = read_json(md / "model.json")
-    desc["variants"] = {
-        **desc.get("variants", {}),
-        **{v: {"file": r["file"], "io": r["io"], "size_bytes": r["size_bytes"]} for v, r in results.items()},
-    }
-    write_json(md / "model.json", desc)
     summary = {
         "model_id": opts.spec.name,
         "random_init": random_init,
@@ -153,7 +165,7 @@ def stage_quantize(
     write_json(md / "quantize.json", summary)
     if failures:
         raise VerificationError("; ".join(failures))
-    outs = [f"{v}.tflite" for v in variants] + [f"verify-{v}.json" for v in variants] + ["quantize.json", "model.json"]
+    outs = [f"{v}.tflite" for v in variants] + [f"verify-{v}.json" for v in variants] + ["quantize.json"]
     md.record("quantize", inputs, outs, t0)
     return StageSummary("quantize", opts.spec.name, False, _rows(summary))
 
@@ -164,7 +176,7 @@ def _fallback(opts, fp32, path, qsvs, reference, random_init, items, io_int8, fi
     rows = op_errors(fp32, path, items[:OP_ERROR_IMAGES], opts.threads)
     static = opts.family.int8.static
     ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in static]
-    first = path.with_name(path.name + ".first-attempt")
+    first = path.with_name(f".{path.name}.first-attempt.tmp")
     first.write_bytes(path.read_bytes())
     try:
         rep, keep = _fallback_rounds(opts, fp32, path, qsvs, reference, random_init, io_int8, ranked)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +8,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("VIDEOSEAL_REFERENCE", ROOT.parent / "shared" / "reference"))
 MINIS = ("videoseal_1.0-mini", "chunkyseal-mini", "videoseal_0.0-mini")
-
-sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from convert.load import load_extractor
-from models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
-from models.registry import resolve
+from videoseal_litert.convert.load import load_extractor
+from videoseal_litert.models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
+from videoseal_litert.models.registry import resolve
 
 MINI = "videoseal_1.0-mini"
 

@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from convert.cli import main
-from convert.runtime import TFLiteExtractor
 from tests.conftest import MINIS
+from videoseal_litert.convert.cli import main
+from videoseal_litert.convert.runtime import TFLiteExtractor
 
 
 def run(*args: str) -> int:
@@ -96,6 +96,11 @@ def test_verify_exits_nonzero_on_a_different_model(converted, tmp_path, capsys):
     shutil.copytree(d, work / mid)
     shutil.copy(tmp_path / "fp32.tflite", work / mid / "fp32.tflite")
     capsys.readouterr()
+    # The swap is caught before verification: the file is not the one the tflite stage recorded.
+    assert run("verify", "--model", card, "--out", str(work)) == 2
+    assert "ArtifactCorruptError" in capsys.readouterr().err
+    # Without the record (a file put there by hand), verification itself catches the mismatch.
+    shutil.rmtree(work / mid / "records")
     assert run("verify", "--model", card, "--out", str(work)) == 2
     assert "VerificationError" in capsys.readouterr().err
     rep = json.loads((work / mid / "verify-fp32.json").read_text())

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from calibration_data.photos import heldout_paths
-from demo.watermark import binomial_pvalue, run_demo, run_robustness
-from models.errors import VerificationError
+from videoseal_litert.calibration_data.photos import heldout_paths
+from videoseal_litert.demo.watermark import binomial_pvalue, run_demo, run_robustness
+from videoseal_litert.models.errors import VerificationError
 
 
 def test_binomial_pvalue():
@@ -70,7 +70,7 @@ def test_demo_on_your_own_photos_at_any_size(demo_run, tmp_path):
 
 def test_demo_gate_failure_is_a_named_error(demo_run, tmp_path, monkeypatch):
     out, _ = demo_run
-    import demo.watermark as dw
+    import videoseal_litert.demo.watermark as dw
 
     monkeypatch.setitem(dw.GATES, "min_psnr_db", 99.0)
     with pytest.raises(VerificationError, match="PSNR"):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from convert.inspect_checkpoint import count_flops
-from convert.load import build_extractor, load_extractor
-from models.cards import read_card
-from models.common import LayerNorm2d, layer_norm_2d_official
-from models.convnext import GRN, grn_official
-from models.errors import UnknownModelError, UnsupportedModelError
-from models.registry import REGISTRY, resolve
 from tests.conftest import MINIS
+from videoseal_litert.convert.inspect_checkpoint import count_flops
+from videoseal_litert.convert.load import build_extractor, load_extractor
+from videoseal_litert.models.cards import read_card
+from videoseal_litert.models.common import LayerNorm2d, layer_norm_2d_official
+from videoseal_litert.models.convnext import GRN, grn_official
+from videoseal_litert.models.errors import UnknownModelError, UnsupportedModelError
+from videoseal_litert.models.registry import REGISTRY, resolve
 
 # Registry name -> key in official_layouts.json (the official card names).
 OFFICIAL_NAME = {"videoseal": "videoseal_1.0", "pixelseal": "pixelseal", "chunkyseal": "chunkyseal", "videoseal_0.0": "videoseal_0.0"}
@@ -125,14 +125,14 @@ def test_card_of_an_unknown_family_names_the_supported_ones(tmp_path):
 
 @pytest.mark.parametrize("pad", [1, 2])
 def test_reflection_pad_forms_agree(pad):
-    from models.common import ReflectionPad2d
+    from videoseal_litert.models.common import ReflectionPad2d
 
     x = torch.randn(2, 3, 6, 7)
     assert torch.equal(ReflectionPad2d(pad)(x), torch.nn.ReflectionPad2d(pad)(x))
 
 
 def test_deploy_wrapper_equals_extractor(reference):
-    from models.families import DeployExtractor
+    from videoseal_litert.models.families import DeployExtractor
 
     loaded = load_extractor(resolve(str(reference / "videoseal_1.0-mini.yaml")))
     x = torch.from_numpy(np.load(reference / "videoseal_1.0-mini.npz")["images"])
@@ -150,8 +150,8 @@ def test_folded_extractor_equals_official(reference):
     """
     import copy
 
-    from models.convnext import fold_for_deploy_
-    from models.families import DeployExtractor
+    from videoseal_litert.models.convnext import fold_for_deploy_
+    from videoseal_litert.models.families import DeployExtractor
 
     loaded = load_extractor(resolve(str(reference / "videoseal_1.0-mini.yaml")))
     gen = torch.Generator().manual_seed(0)
@@ -175,7 +175,7 @@ def test_folded_extractor_equals_official(reference):
 def test_every_family_has_a_mini_that_goes_through_every_stage(reference):
     # tests/test_convert.py, test_quantize.py and test_sam.py run every stage on MINIS: a family
     # without a mini there would be untested.
-    from models.families import families
+    from videoseal_litert.models.families import families
 
     assert {read_card(reference / f"{m}.yaml").family for m in MINIS} == set(families())
 
@@ -184,7 +184,7 @@ def test_every_family_has_a_mini_that_goes_through_every_stage(reference):
 def test_deploy_form_reproduces_the_official_logits(mini, reference):
     import copy
 
-    from models.families import DeployExtractor
+    from videoseal_litert.models.families import DeployExtractor
 
     loaded = load_extractor(resolve(str(reference / f"{mini}.yaml")))
     data = np.load(reference / f"{mini}.npz")

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from convert.cli import main as convert_main
-from convert.stages import RunOptions
-from models.registry import resolve
-from package.bundle import PackagingError, build_bundle
-from package.run_extractor import read_metadata
-from quantize.__main__ import main as quantize_main
+from videoseal_litert.convert.cli import main as convert_main
+from videoseal_litert.convert.stages import RunOptions
+from videoseal_litert.models.registry import resolve
+from videoseal_litert.package.bundle import PackagingError, build_bundle
+from videoseal_litert.package.run_extractor import read_metadata
+from videoseal_litert.quantize.__main__ import main as quantize_main
 
 MINI = "videoseal_1.0-mini"
 

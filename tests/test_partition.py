@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from convert.cli import main as convert_main
-from convert.runtime import TFLiteExtractor
-from convert.stages import RunOptions
-from convert.tflite import short_name
-from models.registry import resolve
-from quantize.partition import MergeError, convert_parts, merge_parts, plan_parts
-from quantize.stage import stage_quantize
+from videoseal_litert.convert.cli import main as convert_main
+from videoseal_litert.convert.runtime import TFLiteExtractor
+from videoseal_litert.convert.stages import RunOptions
+from videoseal_litert.convert.tflite import short_name
+from videoseal_litert.models.registry import resolve
+from videoseal_litert.quantize.partition import MergeError, convert_parts, merge_parts, plan_parts
+from videoseal_litert.quantize.stage import stage_quantize
 
 MINI = "chunkyseal-mini"
 PART_BYTES = 5_000_000  # chunkyseal-mini has 15.5 MB of float weights: four parts
@@ -74,8 +74,8 @@ def test_partitioned_quantize_passes_its_gates(reference, tmp_path):
 
 
 def test_short_names_keep_classes_that_tell_list_items_apart():
-    a = "convert.export.NamedOutputs/models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/models.convnext.Block_1;"
-    b = "convert.export.NamedOutputs/models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/models.convnext.LayerNorm2d_1;"
+    a = "videoseal_litert.convert.export.NamedOutputs/videoseal_litert.models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/videoseal_litert.models.convnext.Block_1;"
+    b = "videoseal_litert.convert.export.NamedOutputs/videoseal_litert.models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/videoseal_litert.models.convnext.LayerNorm2d_1;"
     assert short_name(a) == "NamedOutputs/DeployExtractor_deploy/Sequential_0/Block_1;"
     assert short_name(a) != short_name(b)
     assert short_name("serving_default_image") == "serving_default_image" and short_name("arith.constant3") == "arith.constant3"

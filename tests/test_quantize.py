@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration_data.build import MANIFEST, build_manifest, calibration_items, heldout_items
-from calibration_data.images import read_rgb
-from calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS
-from convert.cli import main as convert_main
-from convert.runtime import TFLiteExtractor
-from convert.stages import RunOptions
-from models.errors import ImageError, VerificationError
-from models.registry import Thresholds, resolve
-from quantize.__main__ import main as quantize_main
-from quantize.stage import stage_quantize
 from tests.conftest import MINIS
+from videoseal_litert.calibration_data.build import MANIFEST, build_manifest, calibration_items, heldout_items
+from videoseal_litert.calibration_data.images import read_rgb
+from videoseal_litert.calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS
+from videoseal_litert.convert.cli import main as convert_main
+from videoseal_litert.convert.runtime import TFLiteExtractor
+from videoseal_litert.convert.stages import RunOptions
+from videoseal_litert.models.errors import ImageError, VerificationError
+from videoseal_litert.models.registry import Thresholds, resolve
+from videoseal_litert.quantize.__main__ import main as quantize_main
+from videoseal_litert.quantize.stage import stage_quantize
 
 
 @pytest.fixture(scope="module", params=MINIS)
@@ -89,26 +89,21 @@ def test_fallback_keeps_ops_float_and_records_them(quantized):
     base = json.loads((d / "verify-int8.json").read_text())["sqnr_db"]
     tight = dict(spec.thresholds, int8=Thresholds(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=base + 3.0))
     opts = RunOptions(spec=dataclasses.replace(spec, thresholds=tight), out=out, force=True)
-    try:
-        stage_quantize(opts, variants=("int8",))
-        passed = True
-    except VerificationError:
-        passed = False
+    stage_quantize(opts, variants=("int8",))  # passes: the fallback reaches the gate
     r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
     assert r["kept_float_by_fallback"], "the fallback must have kept at least one op float"
-    assert r["passed"] is passed
+    assert r["passed"] is True
     cost = r["fallback"]
-    assert cost["kept_float"] == r["kept_float_by_fallback"] and cost["passed"] is passed
+    assert cost["kept_float"] == r["kept_float_by_fallback"] and cost["passed"] is True
     # Float ops carry float weights: the file can only grow; the latency ratio is measured, not fixed.
     assert cost["size_bytes_after"] > cost["size_bytes_before"] and cost["size_bytes_after"] == r["size_bytes"]
     assert cost["latency_ratio_after_to_before"] > 0 and "thread" in cost["latency_note"]
-    assert not list(d.glob("*.first-attempt"))
-    if passed:
-        assert r["sqnr_db"] >= base + 3.0
+    assert not [p for p in d.iterdir() if "first-attempt" in p.name]
+    assert r["sqnr_db"] >= base + 3.0
 
 
 def test_io_int8_records_scales_and_runs(reference, tmp_path):
-    """IO=int8: integer input and outputs, scale and zero point recorded in model.json.
+    """IO=int8: integer input and outputs, scale and zero point recorded in quantize.json.
 
     Known limitation measured here: on the random-weight mini the mask logit is calibrated to
     about [-0.06, 0] and the held-out mask logits fall just above 0, so the int8 output clips
@@ -119,9 +114,11 @@ def test_io_int8_records_scales_and_runs(reference, tmp_path):
     rc = quantize_main(["--model", card, "--out", str(tmp_path), "--io", "int8", "--variants", "int8"])
     d = tmp_path / "videoseal_1.0-mini"
     rep = json.loads((d / "verify-int8.json").read_text())
-    assert rc == (0 if rep["passed"] else 2)
+    # The limitation above, as measured: the mask gate fails by name, the bits pass.
+    assert rc == 2 and rep["passed"] is False
+    assert [f for f in rep["failures"] if "mask" in f] and not [f for f in rep["failures"] if "bit" in f]
     assert rep["bit_agreement"] >= 0.97
-    io = json.loads((d / "model.json").read_text())["variants"]["int8"]["io"]
+    io = json.loads((d / "quantize.json").read_text())["variants"]["int8"]["io"]
     assert io["input"][0]["dtype"] == "int8" and io["input"][0]["scale"] == pytest.approx(1 / 255, rel=0.05)
     assert {o["dtype"] for o in io["outputs"]} == {"int8"} and all("zero_point" in o for o in io["outputs"])
     assert TFLiteExtractor(d / "int8.tflite").input["dtype"] == np.int8
@@ -139,9 +136,52 @@ def test_heldout_is_disjoint_from_calibration():
     assert {it.source for it in heldout_items()} == set(HELDOUT_PHOTOS)
 
 
-def test_calibration_streams(tmp_path):
-    stream = calibration_items()
-    assert next(stream).pixels.shape == (1, 3, 256, 256)  # a generator: one item at a time
+def test_calibration_memory_stays_flat_as_images_grow(monkeypatch):
+    """Peak memory of calibration (traced allocations) with 8 and with 40 images: flat when streamed.
+
+    A stand-in quantizer keeps what the real one keeps between chunks (running min/max, not the
+    images). As a check of the instrument, materialising the same 40 images first is measured too:
+    it must show their size.
+    """
+    import tracemalloc
+
+    from videoseal_litert.calibration_data.build import Item
+    from videoseal_litert.quantize import calibrate as cal
+
+    monkeypatch.setattr(cal, "pin_input_range", lambda path, qsvs: qsvs)
+
+    class RunningMinMax:
+        def calibrate(self, data, previous_calibration_result=None, **kwargs):
+            batch = np.stack([d["image"] for d in data["serving_default"]])
+            prev = previous_calibration_result or {"min": np.inf, "max": -np.inf}
+            return {"min": min(prev["min"], float(batch.min())), "max": max(prev["max"], float(batch.max()))}
+
+    def generated(n: int):  # same-sized items made one at a time (photos differ in size, which would blur the measure)
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            yield Item(f"x{i}", "generated", "full", rng.random((1, 3, 256, 256), dtype=np.float32))
+
+    def peak_mb(n: int, materialise: bool = False) -> float:
+        items = list(generated(n)) if materialise else None
+        tracemalloc.start()
+        stream = iter(items) if materialise else generated(n)
+        if materialise:  # the same images held at once, as a non-streaming calibrator would
+            held = [it.pixels.transpose(0, 2, 3, 1).copy() for it in stream]
+            stream = iter(items)
+        counts: dict = {}
+        qsvs, counts = cal.calibrate(RunningMinMax(), None, stream, counts)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        assert counts["used"] == n and qsvs["max"] <= 1.0
+        del items
+        if materialise:
+            del held
+        return peak
+
+    small, large = peak_mb(8), peak_mb(40)
+    one_image_mb = 256 * 256 * 3 * 4 / 2**20
+    assert large <= small + 2 * one_image_mb, (small, large)
+    assert peak_mb(40, materialise=True) >= large + 30 * one_image_mb
 
 
 def _save(path, arr, mode=None, **kw):
@@ -174,8 +214,8 @@ def test_odd_images_are_handled_or_rejected_by_name(tmp_path):
 
 @pytest.mark.parametrize("sequential", [False, True])
 def test_bench_reports_every_variant_and_stage_costs(quantized, monkeypatch, sequential):
-    import convert.bench as cb
-    from convert.stages import stage_bench
+    import videoseal_litert.convert.bench as cb
+    from videoseal_litert.convert.stages import stage_bench
 
     _, card, out, d = quantized
     if sequential:  # the mode ChunkySeal takes: variants one after another, PyTorch first and freed
@@ -201,7 +241,7 @@ def test_large_conv_weight_quantizes_by_slices():
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uqt
 
-    from quantize.recipes import _patch_large_conv_weights
+    from videoseal_litert.quantize.recipes import _patch_large_conv_weights
 
     _patch_large_conv_weights()
     w = np.random.default_rng(0).standard_normal((2896, 2, 2, 1448), dtype=np.float32)

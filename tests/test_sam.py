@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from convert.stages import RunOptions
-from models.cards import read_card
-from models.errors import CardError
-from models.families import DeployExtractor
-from models.registry import resolve
-from models.sam import SamConfig, SamExtractor, add_decomposed_rel_pos_official, fold_for_deploy_, window_partition, window_unpartition
+from videoseal_litert.convert.stages import RunOptions
+from videoseal_litert.models.cards import read_card
+from videoseal_litert.models.errors import CardError
+from videoseal_litert.models.families import DeployExtractor
+from videoseal_litert.models.registry import resolve
+from videoseal_litert.models.sam import (
+    SamConfig,
+    SamExtractor,
+    add_decomposed_rel_pos_official,
+    fold_for_deploy_,
+    window_partition,
+    window_unpartition,
+)
 
 SMALL = SamConfig(nbits=8, embed_dim=32, depth=2, num_heads=2, out_chans=32, use_rel_pos=True, window_size=8, global_attn_indexes=(1,))
 
@@ -64,7 +71,7 @@ def test_dynamic_int8_batch_matmul_fails_on_the_official_form_and_not_on_the_dep
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
 
-    from convert.tflite import convert_fp32
+    from videoseal_litert.convert.tflite import convert_fp32
 
     m = small_vit()
     results = {}
@@ -106,8 +113,8 @@ def test_nonsense_vit_card_values_are_named(change, message, reference, tmp_path
 
 def test_vit_parts_joined_equal_the_official_logits(reference, tmp_path):
     """The large-model path on a ViT: the chain's seams carry NHWC token grids (no transposes)."""
-    from convert.runtime import TFLiteExtractor
-    from quantize.partition import convert_parts, merge_parts, plan_parts
+    from videoseal_litert.convert.runtime import TFLiteExtractor
+    from videoseal_litert.quantize.partition import convert_parts, merge_parts, plan_parts
 
     opts = RunOptions(spec=resolve(str(reference / "videoseal_0.0-mini.yaml")), out=tmp_path)
     assert opts.family.name == "sam" and opts.family.chain_layout == "NHWC"

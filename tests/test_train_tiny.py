@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from calibration_data.images import resize_like_detect
-from convert.load import load_embedder, load_extractor
-from demo.train_tiny import build_pair, evaluate, heldout_images, main, per_location_logits
-from models.errors import CardError, CheckpointMismatchError, UsageError
-from models.registry import resolve
-from models.tiny import EmbedderConfig, TileEmbedder, blend, embed, read_embedder_config
+from videoseal_litert.calibration_data.images import resize_like_detect
+from videoseal_litert.convert.load import load_embedder, load_extractor
+from videoseal_litert.demo.train_tiny import build_pair, evaluate, heldout_images, main, per_location_logits
+from videoseal_litert.models.errors import CardError, CheckpointMismatchError, UsageError
+from videoseal_litert.models.registry import resolve
+from videoseal_litert.models.tiny import EmbedderConfig, TileEmbedder, blend, embed, read_embedder_config
 
 # The first 250 steps of the committed 8,000-step schedule, at 64 px (a quarter of the recipe's
 # pixels): measured 92% held-out bits at step 250 (bit loss 0.41). The misaligned recipe stayed at
@@ -118,7 +118,7 @@ def test_run_in_parts_equals_run_in_one_go(runs):
 
 def test_resume_with_other_settings_is_refused(runs):
     with pytest.raises(UsageError, match="other settings"):
-        from demo.train_tiny import parse_args, train
+        from videoseal_litert.demo.train_tiny import parse_args, train
 
         train(parse_args(["--stop-after", "6", "--ckpt-dir", str(runs / "parts"), *PARTS, "--lr", "1e-4"]))
 
@@ -154,8 +154,8 @@ def test_shipped_pair_reproduces_its_training_record():
 def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
     from itertools import islice
 
-    from convert.stages import RunOptions
-    from models.tiny import message_for
+    from videoseal_litert.convert.stages import RunOptions
+    from videoseal_litert.models.tiny import message_for
 
     opts = RunOptions(spec=resolve("tiny"), out=tmp_path)
     items = opts.verify_items()
@@ -180,7 +180,7 @@ def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
 def test_reference_compares_bits_only_where_a_message_was_embedded():
     import numpy as np
 
-    from convert.verify import Reference
+    from videoseal_litert.convert.verify import Reference
 
     r = Reference(["a:full", "a:full+wm", "b:full"], [], np.zeros((3, 49)))
     assert r.bit_rows.tolist() == [False, True, False]

@@ -1,0 +1,45 @@
+"""Full-size models with RANDOM weights through convert, quantize and verify (`make test-full`).
+
+Marked ``fullsize``: minutes and GBs each, so not in `make test`. The same code runs on the minis in
+`make test`; these catch what only shows at full size (memory, the 2 GB limits, per-op policies on
+the real layer shapes). ChunkySeal (an hour on 2 cores) is measured by `make bench-scale` instead.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from videoseal_litert.cli import main
+from videoseal_litert.models.registry import resolve
+
+pytestmark = pytest.mark.fullsize
+
+# model -> (variants, largest int8 size as a fraction of fp32: int8 weights are 1/4 of float32;
+# what stays float (norms, biases, the ViT's relative-position tables) adds the rest)
+MODELS = {
+    "videoseal": (("int8", "int8-dynamic", "fp16"), 0.27),
+    "videoseal_0.0": (("int8", "int8-dynamic", "fp16"), 0.29),
+}
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_full_size_converts_quantizes_and_verifies(model, tmp_path):
+    variants, max_int8_ratio = MODELS[model]
+    out = str(tmp_path)
+    assert main(["convert", "--model", model, "--out", out, "--random-init"]) == 0
+    assert main(["quantize", "--model", model, "--out", out, "--random-init", "--variants", ",".join(variants)]) == 0
+    d = tmp_path / resolve(model).name
+    desc = json.loads((d / "model.json").read_text())
+    assert desc["random_init"] is True and desc["num_params"] > 20_000_000
+    fp32 = json.loads((d / "verify-fp32.json").read_text())
+    assert fp32["passed"] and fp32["max_abs_logit_diff"] <= 1e-3 and fp32["num_images"] == 21
+    q = json.loads((d / "quantize.json").read_text())
+    for v in variants:
+        r = q["variants"][v]
+        assert r["passed"], (v, r)
+        assert json.loads((d / f"verify-{v}.json").read_text())["passed"]
+    assert q["variants"]["int8"]["size_ratio_to_fp32"] <= max_int8_ratio
+    assert q["variants"]["int8"]["xnnpack"]["num_not_delegated"] == 0
+    assert q["variants"]["fp16"]["size_ratio_to_fp32"] <= 0.52
