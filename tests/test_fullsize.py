@@ -19,8 +19,8 @@ pytestmark = pytest.mark.fullsize
 # model -> (variants, largest int8 size as a fraction of fp32: int8 weights are 1/4 of float32;
 # what stays float (norms, biases, the ViT's relative-position tables) adds the rest)
 MODELS = {
-    "videoseal": (("int8", "int8-dynamic", "fp16"), 0.27),
-    "videoseal_0.0": (("int8", "int8-dynamic", "fp16"), 0.29),
+    "videoseal": (("int8", "int8-full", "int8-dynamic", "fp16"), 0.27),
+    "videoseal_0.0": (("int8", "int8-full", "int8-dynamic", "fp16"), 0.29),
 }
 
 
