@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/videoseal-litert
 export VIDEOSEAL_DEBUG ?= $(if $(filter 1 yes true,$(DEBUG)),1,)
+export VIDEOSEAL_VERBOSE ?= $(if $(filter 1 yes true,$(VERBOSE)),1,)
 MODEL ?= videoseal
 OUT ?= artifacts
 THREADS ?= 2
@@ -24,10 +25,11 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $@
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setting up $(VENV) (pip's output: $(VENV)/pip.log)"
+	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' ) > $(VENV)/pip.log 2>&1 \
+		|| { tail -n 30 $(VENV)/pip.log; echo "error: SetupError: pip failed; full log: $(VENV)/pip.log"; exit 2; }
+	@touch $@
 
 # The main job on the embedded default model (the trained tiny pair, models/tiny/): watermark
 # held-out photos (or IMAGES=dir, any size), convert + quantize the extractor, decode with PyTorch,
@@ -41,7 +43,7 @@ demo: setup
 robustness: setup
 	$(CLI) robustness $(DEMO_ARGS)
 
-# Train the tiny pair on this machine's CPU (about 25 minutes on 2 cores; resumable: rerun to
+# Train the tiny pair on this machine's CPU (about 20 minutes on 2 cores; resumable: rerun to
 # continue). Writes $(TRAIN_DIR)/export/; `make demo CKPT=$(TRAIN_DIR)/export/checkpoint.safetensors` uses it.
 TRAIN_DIR ?= runs/tiny
 TRAIN_ARGS ?=
@@ -60,11 +62,14 @@ inspect export tflite load: setup
 verify: setup
 	$(CLI) verify $(ARGS) --variant $(or $(VARIANT),fp32)
 
+# load + export + tflite + verify, each in its own process (its peak RSS its own: ChunkySeal), one
+# line each, then one summary table.
 convert: setup
-	$(CLI) load $(ARGS)
-	$(CLI) export $(ARGS)
-	$(CLI) tflite $(ARGS)
-	$(CLI) verify $(ARGS) --variant fp32
+	$(CLI) load $(ARGS) --brief
+	$(CLI) export $(ARGS) --brief
+	$(CLI) tflite $(ARGS) --brief
+	$(CLI) verify $(ARGS) --variant fp32 --brief
+	$(CLI) summary $(ARGS) --variant fp32
 
 # Quantized variants from the FP32 artifact (never re-converts): int8, int8-full, int8-dynamic, fp16.
 # CALIB=dir adds calibration images; IO=int8 gives int8.tflite integer input and output.

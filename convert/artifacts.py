@@ -19,7 +19,6 @@ import os
 import platform
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -87,7 +86,9 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o644)
         if hold := os.environ.get(HOLD_ENV):  # tests: a window in which the write is in progress
-            print(f"[test hold] {tmp_path} written; renaming in {hold} s", file=sys.stderr, flush=True)
+            from videoseal_litert.convert.console import err_stream
+
+            print(f"[test hold] {tmp_path} written; renaming in {hold} s", file=err_stream(), flush=True)
             time.sleep(float(hold))
         raise_if_signalled()
         os.replace(tmp_path, final)
@@ -235,7 +236,7 @@ class ModelDir:
 
     def _remove_stale_temporaries(self) -> None:
         """With the lock held nobody else writes here: ``atomic_path`` files left by a killed run are debris."""
-        for p in sorted(self.path.rglob(".*.tmp")):
+        for p in sorted({*self.path.rglob(".*.tmp"), *self.path.rglob(".*.tmp.*")}):
             with contextlib.suppress(OSError):
                 if p.is_dir():  # a scratch folder (quantize.partition.scratch_dir)
                     shutil.rmtree(p)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from videoseal_litert.convert.artifacts import ModelDir, machine_description, read_json, tool_versions, write_json, write_text
+from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.runtime import TFLiteExtractor
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def bench(
         module = None
         gc.collect()
     results: dict[str, Any] = {}
-    for t in threads:
+    for t in progress(threads, desc="benchmarking (thread counts)"):
         if sequential:
             timings = _run_sequential(files, x, t, runs, warmup)
             if eager:

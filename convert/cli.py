@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
-from videoseal_litert.models.errors import run_main
+from videoseal_litert.convert.console import artifact_summary, captured, say
+from videoseal_litert.models.errors import VerificationError, run_main
 from videoseal_litert.models.registry import resolve
 
 log = logging.getLogger("convert")
 
-STAGES = ("load", "inspect", "export", "tflite", "verify", "convert", "bench")
+STAGES = ("load", "inspect", "export", "tflite", "verify", "convert", "bench", "summary")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="bench: untimed runs first")
     p.add_argument("--bench-threads", default=None, help="bench: thread counts, e.g. 2 (default: 1 and --threads)")
     p.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
+    p.add_argument("--brief", action="store_true", help="one line per stage instead of its table (make convert ends with `summary`)")
     return p.parse_args(argv)
 
 
@@ -72,8 +75,27 @@ def main(argv: list[str] | None = None) -> int:
             "verify": [lambda o: st.stage_verify(o, args.variant)],
             "bench": [lambda o: st.stage_bench(o, args.runs, args.warmup, _threads(args.bench_threads))],
             "convert": [st.stage_load, st.stage_export, st.stage_tflite, st.stage_verify],
+            "summary": [],
         }[args.stage]
-        for fn in run:
-            print(fn(opts).table(), flush=True)
+        if args.stage == "summary":  # the artifacts' one table, from the files the stages wrote
+            table, ok = artifact_summary(opts.model_dir.path, tuple(args.variant.split(",")), None, opts.spec.name)
+            say(table + f"\nlogs: {opts.model_dir.path / 'logs'}")
+            if not ok:
+                raise VerificationError(f"{table.splitlines()[-1]} (see the table above)")
+            return
+
+        t0 = time.time()
+        with captured(opts.model_dir.path / "logs" / f"{args.stage}.log") as log_path:
+            for fn in run:
+                table = fn(opts).table()
+                # One stage: its table is the summary (its first line with --brief). Several: the tables
+                # go to the log and one summary to the terminal.
+                if len(run) == 1:
+                    say(table.split("\n", 1)[0] if args.brief else table)
+                else:
+                    log.info("%s", table)
+            if len(run) > 1:
+                summary, _ = artifact_summary(opts.model_dir.path, ("fp32",), time.time() - t0, f"{args.stage} {opts.spec.name}")
+                say(summary + (f"\nlog: {log_path}" if log_path else ""))
 
     return run_main(body)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from videoseal_litert.convert.artifacts import atomic_path
+from videoseal_litert.convert.console import working
 from videoseal_litert.models.errors import VerificationError
 from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
 
@@ -48,7 +49,8 @@ class ExportResult:
 
 def export_program(deploy: DeployExtractor, img_size: int, path: Path) -> None:
     """Save the wrapped extractor as a torch.export program."""
-    ep = torch.export.export(NamedOutputs(deploy).eval(), (sample_input(img_size),), strict=False)
+    with working(f"exporting {path.name}"):
+        ep = torch.export.export(NamedOutputs(deploy).eval(), (sample_input(img_size),), strict=False)
     with atomic_path(path) as tmp:
         torch.export.save(ep, str(tmp))
 
@@ -59,8 +61,8 @@ def export_onnx(deploy: DeployExtractor, img_size: int, path: Path) -> ExportRes
 
     x = sample_input(img_size)
     module = NamedOutputs(deploy).eval()
-    with atomic_path(path) as tmp:
-        tmp_onnx = tmp.with_suffix(".onnx")
+    with working(f"exporting {path.name}"), atomic_path(path) as tmp:
+        tmp_onnx = tmp.with_name(tmp.name + ".onnx")  # .<name>.<random>.tmp.onnx: removed after a kill too
         try:
             torch.onnx.export(
                 module,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from videoseal_litert.convert.artifacts import atomic_path
+from videoseal_litert.convert.console import working
 from videoseal_litert.convert.export import NamedOutputs, sample_input
 from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
 
@@ -31,10 +32,11 @@ def convert_fp32(deploy: DeployExtractor, img_size: int, path: Path) -> None:
     n_params = sum(p.numel() for p in deploy.parameters())
     lightweight = n_params > LIGHTWEIGHT_ABOVE_PARAMS
     log.info("converting %.1f M parameters with litert-torch (lightweight=%s)", n_params / 1e6, lightweight)
-    edge = litert_torch.convert(
-        NamedOutputs(deploy).eval(), sample_kwargs={INPUT_NAME: sample_input(img_size)}, lightweight_conversion=lightweight
-    )
-    with atomic_path(path) as tmp:
+    with working(f"converting to {path.name}"):
+        edge = litert_torch.convert(
+            NamedOutputs(deploy).eval(), sample_kwargs={INPUT_NAME: sample_input(img_size)}, lightweight_conversion=lightweight
+        )
+    with working(f"writing {path.name}"), atomic_path(path) as tmp:
         edge.export(str(tmp))
         del edge
         gc.collect()

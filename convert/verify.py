@@ -19,6 +19,7 @@ import torch
 
 from videoseal_litert.calibration_data.build import Item, is_watermarked
 from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
+from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.runtime import TFLiteExtractor
 from videoseal_litert.models.errors import ImageError, VerificationError
@@ -107,7 +108,7 @@ class Reference:
 
 def reference_logits(module: torch.nn.Module, items: Iterable[Item]) -> Reference:
     names, inputs, logits = [], [], []
-    for it in items:
+    for it in progress(items, desc="PyTorch reference"):
         with torch.no_grad():
             logits.append(module(torch.from_numpy(it.pixels)).numpy()[0])
         names.append(it.name)
@@ -126,7 +127,8 @@ def compare(reference: Reference, tflite_path: Path, img_size: int, num_threads:
         raise VerificationError(f"{tflite_path}: input shape {runner.input_shape}, expected {expected_shape}")
     nbits = reference.logits.shape[1] - 1
     got = []
-    for i, (name, x) in enumerate(zip(reference.names, reference.inputs, strict=True)):
+    pairs = list(zip(reference.names, reference.inputs, strict=True))
+    for i, (name, x) in enumerate(progress(pairs, desc=f"verifying {tflite_path.name}")):
         mask, bits = runner(x)
         if mask.shape != (1, 1) or bits.shape != (1, nbits):
             raise VerificationError(f"{tflite_path}: output shapes {mask.shape}, {bits.shape}; expected (1, 1), (1, {nbits})")

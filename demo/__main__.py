@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from videoseal_litert.convert.console import captured
 from videoseal_litert.models.errors import run_main
 
 
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     from videoseal_litert.demo.watermark import run_demo, run_robustness
 
     def body() -> None:
-        (run_demo if a.what == "watermark" else run_robustness)(a.out, a.images, a.ckpt, a.threads)
+        with captured(a.out / "demo" / "logs" / f"{a.what}.log"):
+            (run_demo if a.what == "watermark" else run_robustness)(a.out, a.images, a.ckpt, a.threads)
 
     return run_main(body)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from PIL import Image
 
 from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
+from videoseal_litert.convert.console import artifact_summary, say
 from videoseal_litert.convert.runtime import TFLiteExtractor
 from videoseal_litert.models.errors import ImageError, VerificationError
 from videoseal_litert.models.registry import ModelSpec
@@ -166,6 +168,7 @@ def prepare_artifacts(
 def run_demo(out: Path, images: Path | None = None, ckpt: Path | None = None, threads: int = 2) -> dict[str, Any]:
     from videoseal_litert.models.registry import resolve
 
+    t0 = time.time()
     pair = load_pair(resolve(DEMO_MODEL), ckpt)
     tables, md = prepare_artifacts(pair, out, ckpt, threads)
     for t in tables:
@@ -221,7 +224,15 @@ def run_demo(out: Path, images: Path | None = None, ckpt: Path | None = None, th
     dd = out / "demo"
     write_json(dd / "demo.json", report)
     write_text(dd / "demo.md", render(report))
-    print(render(report))
+    # On the terminal: the report without its last line, the artifacts, then one final verdict.
+    say(render(report).rstrip().rsplit("\n", 1)[0].rstrip())
+    table, artifacts_ok = artifact_summary(
+        md, ("fp32", "int8", "int8-dynamic"), time.time() - t0, f"\nartifacts in {md}; the whole demo took"
+    )
+    say(table.rsplit("\n", 1)[0])
+    missed = [k for k, g in report["gates"].items() if not g["passed"]]
+    say(f"report: {dd / 'demo.md'}")
+    say("PASSED" if report["passed"] and artifacts_ok else "FAILED: " + ", ".join(missed or ["an artifact's verification"]))
     if not report["passed"]:
         missed = [k for k, g in report["gates"].items() if not g["passed"]]
         raise VerificationError(f"demo gate(s) missed: {', '.join(missed)} (see {dd / 'demo.md'})")
@@ -362,7 +373,7 @@ def run_robustness(out: Path, images: Path | None = None, ckpt: Path | None = No
     head = f"# Robustness: bit accuracy against the true messages\n\n{len(wm.names)} watermarked held-out images, {report['nbits']} bits; {report['machine']}.\n\n"
     write_text(dd / "robustness.md", head + "\n".join(lines) + "\n")
     _plot(rows, dd / "robustness.png")
-    print("\n".join(lines))
+    say("\n".join(lines))
     return report
 
 

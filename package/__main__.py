@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from videoseal_litert.convert.console import captured, say
 from videoseal_litert.models.errors import run_main
 from videoseal_litert.models.registry import resolve
 
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, threads=a.threads)
         variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
-        print(build_bundle(opts, variants, a.dist, a.reverify, a.golden).table(), flush=True)
+        with captured(opts.model_dir.path / "logs" / "package.log"):
+            say(
+                build_bundle(opts, variants, a.dist, a.reverify, a.golden).table()
+                + "\nPASSED: every file in the bundle passed its verification"
+            )
 
     return run_main(body)
 

@@ -27,7 +27,7 @@ from PIL import Image
 from videoseal_litert.convert.artifacts import read_json, tool_versions, write_json, write_text
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.runtime import TFLiteExtractor
-from videoseal_litert.convert.stages import RunOptions, StageSummary, require_artifact
+from videoseal_litert.convert.stages import RunOptions, StageSummary, exclusive_stage, require_artifact
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
 from videoseal_litert.models.errors import PipelineError
 from videoseal_litert.models.families import OUTPUT_NAMES
@@ -153,6 +153,7 @@ def _golden_images(opts: RunOptions, n: int, folder: Path) -> list[tuple[str, np
     return out
 
 
+@exclusive_stage
 def build_bundle(
     opts: RunOptions, variants: tuple[str, ...] = DEFAULT_VARIANTS, dist: Path = Path("dist"), reverify: bool = False, golden: int = 3
 ) -> StageSummary:

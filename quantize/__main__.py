@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
+from videoseal_litert.convert.console import artifact_summary, captured, say
 from videoseal_litert.models.errors import run_main
 from videoseal_litert.models.registry import resolve
 
@@ -33,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
             spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, images=a.images, threads=a.threads, force=a.force
         )
         variants = tuple(v.strip() for v in a.variants.split(",")) if a.variants else opts.spec.quantize_variants
-        print(stage_quantize(opts, a.calib, a.io == "int8", variants).table(), flush=True)
+        t0 = time.time()
+        with captured(opts.model_dir.path / "logs" / "quantize.log") as log_path:
+            table = stage_quantize(opts, a.calib, a.io == "int8", variants).table()
+            logging.getLogger(__name__).info("%s", table)
+            # Title: the stage's own first line ("quantize <model>: done" or "...: up to date, skipped").
+            summary, _ = artifact_summary(opts.model_dir.path, variants, time.time() - t0, table.split("\n", 1)[0])
+            say(summary + (f"\nlog: {log_path}" if log_path else ""))
 
     return run_main(body)
 

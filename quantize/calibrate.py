@@ -13,6 +13,7 @@ from itertools import islice
 from pathlib import Path
 
 from videoseal_litert.calibration_data.build import Item
+from videoseal_litert.convert.console import progress
 from videoseal_litert.models.errors import CalibrationError
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def calibration_mode():
 def calibrate(quantizer, float_path: Path, stream: Iterable[Item], counts: dict[str, int]) -> tuple[dict, dict]:
     """Run calibration over ``stream`` (``RunOptions.calibration_stream``, which fills ``counts``);
     return the quantizer's statistics and the counts (sources, items, rejected, used)."""
-    stream = iter(stream)
+    stream = iter(progress(stream, desc="calibrating"))
     result = None
     done = 0
     while chunk := [{"image": it.pixels.transpose(0, 2, 3, 1).copy()} for it in islice(stream, CHUNK)]:

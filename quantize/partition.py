@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.tflite import as_numpy_buffers
 from videoseal_litert.models.errors import CalibrationError, PipelineError
 from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, Family
@@ -323,7 +324,7 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
         for v in variants:
             log.info("quantizing %s part by part", v)
             qparts = []
-            for k, p in enumerate(part_paths):
+            for k, p in enumerate(progress(part_paths, desc=f"quantizing {v} part by part")):
                 q = build_quantizer(str(p), v, opts.family.int8)
                 res = q.quantize(qsvs[k] if q.need_calibration else None, enable_progress_report=False)
                 qp = work / f"part{k}-{v}.tflite"

@@ -18,6 +18,7 @@ from typing import Any
 
 from videoseal_litert.convert.artifacts import atomic_path, machine_description, read_json, write_json
 from videoseal_litert.convert.bench import interleaved_medians
+from videoseal_litert.convert.console import progress, working
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.runtime import delegation_report
 from videoseal_litert.convert.stages import RunOptions, StageSummary, exclusive_stage, is_current, require_artifact
@@ -54,7 +55,8 @@ def io_params(path: Path) -> dict[str, Any]:
 def quantize_to(fp32: Path, out: Path, variant: str, qsvs: dict | None, keep_float: list[str], io_int8: bool, policy: Int8Policy) -> None:
     """Quantize ``fp32`` to ``out`` (atomically) with the family's policy, ``keep_float`` ops left float."""
     q = build_quantizer(str(fp32), variant, policy, keep_float, io_int8)
-    result = q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False)
+    with working(f"quantizing {out.name}"):
+        result = q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False)
     with atomic_path(out) as tmp:
         tmp.write_bytes(result.quantized_model)
 
@@ -118,7 +120,7 @@ def stage_quantize(
     failures: list[str] = []
     fp32_size = fp32.stat().st_size
     policy = opts.family.int8
-    for variant in variants:
+    for variant in progress(variants, desc="quantizing and verifying variants"):
         path = md / f"{variant}.tflite"
         keep: list[str] = []
         if not partitioned:

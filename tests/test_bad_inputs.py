@@ -58,10 +58,10 @@ def temporaries(root: Path) -> list[Path]:
 
 
 def artifacts(root: Path) -> set[str]:
-    """Files a stage produces (not the lock file or stage records)."""
+    """Files a stage produces (not the lock file, stage records or logs)."""
     if not root.exists():
         return set()
-    return {p.name for p in root.rglob("*") if p.is_file() and p.name != ".lock" and p.parent.name != "records"}
+    return {p.name for p in root.rglob("*") if p.is_file() and p.name != ".lock" and p.parent.name not in ("records", "logs")}
 
 
 @pytest.fixture(scope="module")

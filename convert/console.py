@@ -1,0 +1,219 @@
+"""What the user sees: our progress and summaries on the terminal; everything else in a log file.
+
+``captured(log)`` points file descriptors 1 and 2 at ``log`` for the duration of a command, so the
+converters' and quantizer's own output (Python prints, ``logging``, ``warnings``, absl and C++
+``std::cerr``, which no Python-level redirect reaches) lands in the file. Our own lines go to
+duplicates of the terminal's descriptors taken before the switch: ``say`` for summaries,
+``progress`` for loops. On failure the log's last lines and its path are shown; ``VERBOSE=1``
+(``VIDEOSEAL_VERBOSE=1``) turns capturing off.
+
+Written by hand rather than with ``contextlib.redirect_stdout``: that only rebinds ``sys.stdout``,
+and most of the chatter comes from native code writing to fd 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+T = TypeVar("T")
+VERBOSE_ENV = "VIDEOSEAL_VERBOSE"
+TAIL_LINES = 25
+PLAIN_EVERY_S = 15.0
+
+_term_out: TextIO | None = None  # the terminal's stdout while capturing
+_term_err: TextIO | None = None  # the terminal's stderr while capturing
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "no", "false")
+
+
+def out_stream() -> TextIO:
+    return _term_out or sys.stdout
+
+
+def err_stream() -> TextIO:
+    return _term_err or sys.stderr
+
+
+def say(text: str = "") -> None:
+    """A line (or table) for the user: always on the terminal, also in the log while capturing."""
+    print(text, file=out_stream(), flush=True)
+    if _term_out is not None:
+        with contextlib.suppress(OSError):
+            os.write(1, (text + "\n").encode())  # fd 1 is the log file while capturing
+
+
+def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+    """``items``, with one progress bar (tqdm) on a terminal, or plain lines every PLAIN_EVERY_S
+    seconds and at the end when the output is a file (CI logs)."""
+    stream = err_stream()
+    total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
+    if stream.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, total=total, desc=desc, file=stream, leave=False, dynamic_ncols=True)
+        return
+    t0 = last = time.time()
+    n = 0
+    for n, item in enumerate(items, 1):  # noqa: B007 - n is read after the loop
+        yield item
+        now = time.time()
+        if now - last >= PLAIN_EVERY_S:
+            last = now
+            eta = f", about {(now - t0) / n * (total - n):.0f} s left" if total else ""
+            print(f"  {desc}: {n}{f'/{total}' if total else ''} ({now - t0:.0f} s{eta})", file=stream, flush=True)
+    if time.time() - t0 >= PLAIN_EVERY_S:
+        print(f"  {desc}: {n} done in {time.time() - t0:.0f} s", file=stream, flush=True)
+
+
+@contextlib.contextmanager
+def captured(log_path: Path) -> Iterator[Path | None]:
+    """Send everything written to fds 1 and 2 (and Python logging and warnings) to ``log_path``."""
+    global _term_out, _term_err
+    if verbose() or _term_out is not None:
+        yield None
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    (_term_out, own_out), (_term_err, own_err) = _terminal(sys.stdout, 1, saved[0]), _terminal(sys.stderr, 2, saved[1])
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    root = logging.getLogger()
+    old_handlers, old_level = root.handlers[:], root.level
+    handler = logging.StreamHandler(sys.stderr)  # fd 2: the log file now
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root.handlers, root.level = [handler], logging.INFO
+    logging.captureWarnings(True)
+    failed = named = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            yield log_path
+    except BaseException as e:
+        # A named error or a signal says enough in its one line; anything else shows the log's tail.
+        from videoseal_litert.models.errors import PipelineError, Terminated
+
+        failed = not isinstance(e, PipelineError | KeyboardInterrupt | Terminated)
+        named = not failed
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.captureWarnings(False)
+        root.handlers, root.level = old_handlers, old_level
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f, own in ((_term_out, own_out), (_term_err, own_err)):
+            if own:
+                f.close()
+        os.close(saved[0])
+        os.close(saved[1])
+        _term_out = _term_err = None
+        if failed:
+            show_tail(log_path)
+        elif named:
+            print(f"log: {log_path}", file=sys.stderr, flush=True)
+
+
+def _terminal(stream: TextIO, fd: int, saved: int) -> tuple[TextIO, bool]:
+    """Where our own lines go while fd ``fd`` points at the log: a duplicate of the terminal's
+    descriptor, or ``stream`` itself when Python's stream is not that descriptor (pytest's capture,
+    a notebook); the flag says whether we opened it."""
+    try:
+        if stream.fileno() == fd:
+            return os.fdopen(os.dup(saved), "w", buffering=1), True
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    return stream, False
+
+
+def show_tail(log_path: Path, n: int = TAIL_LINES) -> None:
+    """The last ``n`` lines of a stage's log, then its path (before the error line)."""
+    with contextlib.suppress(OSError):
+        lines = log_path.read_text(errors="replace").splitlines()[-n:]
+        if lines:
+            print(f"--- last {len(lines)} lines of {log_path} ---", file=sys.stderr)
+            print("\n".join(lines), file=sys.stderr)
+        print(f"--- full log: {log_path} ---", file=sys.stderr, flush=True)
+
+
+def artifact_summary(model_dir: Path, variants: Iterable[str], elapsed_s: float | None, title: str) -> tuple[str, bool]:
+    """One table: each variant's file, size, verification against its floor and report; then PASSED
+    or the gates that failed. Read from the files the stages wrote (``verify-<variant>.json``)."""
+    import json
+
+    rows, failed = [], []
+    for v in variants:
+        f = model_dir / f"{v}.tflite"
+        rep_path = model_dir / f"verify-{v}.json"
+        if not f.exists():
+            rows.append((f.name, "-", "missing", "-"))
+            failed.append(f"{v}: no file")
+            continue
+        if not rep_path.exists():
+            rows.append((f.name, f"{f.stat().st_size / 1e6:.1f} MB", "not verified", "-"))
+            failed.append(f"{v}: not verified")
+            continue
+        r = json.loads(rep_path.read_text())
+        t = r.get("thresholds", {})
+        check = f"bits {r['bit_agreement']:.2%} (floor {t.get('min_bit_agreement', 0):.1%})"
+        if r.get("sqnr_db") is not None:
+            check += f", SQNR {r['sqnr_db']:.1f} dB" + (f" (floor {t['min_sqnr_db']:.0f})" if t.get("min_sqnr_db") is not None else "")
+        elif r.get("max_abs_logit_diff") is not None:
+            check += f", max diff {r['max_abs_logit_diff']:.1e}"
+        rows.append(
+            (f.name, f"{f.stat().st_size / 1e6:.1f} MB", ("pass  " if r["passed"] else "FAIL  ") + check, str(rep_path.with_suffix(".md")))
+        )
+        if not r["passed"]:
+            failed.append(f"{v}: " + "; ".join(r.get("failures", [])))
+    head = ("artifact", "size", "verification against its floor", "report")
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(4)]
+    lines = [
+        title + (f" ({elapsed_s:.0f} s)" if elapsed_s is not None else ""),
+        "  " + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
+    ]
+    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [ln.rstrip() for ln in lines]
+    lines.append("PASSED" if not failed else "FAILED: " + " | ".join(failed))
+    return "\n".join(lines), not failed
+
+
+@contextlib.contextmanager
+def working(desc: str) -> Iterator[None]:
+    """For one long call with no count to show (a conversion, one quantizer call): elapsed time,
+    as a bar on a terminal or a plain line every PLAIN_EVERY_S seconds otherwise."""
+    import threading
+
+    stream, t0, done = err_stream(), time.time(), threading.Event()
+    tty = stream.isatty()
+
+    def tick() -> None:
+        while not done.wait(1.0 if tty else PLAIN_EVERY_S):
+            if tty:
+                print(f"\r  {desc}: {time.time() - t0:.0f} s", end="", file=stream, flush=True)
+            else:
+                print(f"  {desc}: {time.time() - t0:.0f} s so far", file=stream, flush=True)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        if tty:
+            print("\r\033[K", end="", file=stream, flush=True)
