@@ -20,7 +20,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(filter 1 yes true,$(FORCE)),--force)
 
-.PHONY: setup demo test test-full convert load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
+.PHONY: setup demo test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
@@ -70,6 +70,11 @@ convert: setup
 	$(CLI) tflite $(ARGS) --brief
 	$(CLI) verify $(ARGS) --variant fp32 --brief
 	$(CLI) summary $(ARGS) --variant fp32
+
+# The card's watermark embedder: $(OUT)/<model>/embedder-{fp32,fp16,int8}.tflite, each verified
+# against PyTorch (pixels, PSNR, decoding by the extractor); EMBEDDER_VARIANTS=fp32,fp16 to choose.
+embedder: setup
+	$(CLI) embedder $(ARGS) $(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS))
 
 # Quantized variants from the FP32 artifact (never re-converts): int8, int8-full, int8-dynamic, fp16.
 # CALIB=dir adds calibration images; IO=int8 gives int8.tflite integer input and output.

@@ -18,7 +18,7 @@ from videoseal_litert.models.registry import resolve
 
 log = logging.getLogger("convert")
 
-STAGES = ("load", "inspect", "export", "tflite", "verify", "convert", "bench", "summary")
+STAGES = ("load", "inspect", "export", "tflite", "verify", "convert", "bench", "summary", "embedder")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,12 +37,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=Path, default=None, help="directory of images to verify on (default: held-out photos)")
     p.add_argument("--variant", default="fp32", help="variant to verify (fp32, int8, ...)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--embedder-variants", default="fp32,fp16,int8", help="embedder: variants to write (fp32 always)")
     p.add_argument("--runs", type=int, default=20, help="bench: timed rounds per variant")
     p.add_argument("--warmup", type=int, default=3, help="bench: untimed runs first")
     p.add_argument("--bench-threads", default=None, help="bench: thread counts, e.g. 2 (default: 1 and --threads)")
     p.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
     p.add_argument("--brief", action="store_true", help="one line per stage instead of its table (make convert ends with `summary`)")
     return p.parse_args(argv)
+
+
+def _embedder(opts, spec: str):
+    from videoseal_litert.convert.embedder import EMBEDDER_VARIANTS, stage_embedder
+    from videoseal_litert.models.errors import UsageError
+
+    variants = tuple(v for v in spec.split(",") if v)
+    if "fp32" not in variants or any(v not in EMBEDDER_VARIANTS for v in variants):
+        raise UsageError(f"embedder variants {spec!r}: choose from {', '.join(EMBEDDER_VARIANTS)}, fp32 always included")
+    return stage_embedder(opts, tuple(v for v in EMBEDDER_VARIANTS if v in variants))
 
 
 def _threads(spec: str | None) -> tuple[int, ...] | None:
@@ -76,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench": [lambda o: st.stage_bench(o, args.runs, args.warmup, _threads(args.bench_threads))],
             "convert": [st.stage_load, st.stage_export, st.stage_tflite, st.stage_verify],
             "summary": [],
+            "embedder": [lambda o: _embedder(o, args.embedder_variants)],
         }[args.stage]
         if args.stage == "summary":  # the artifacts' one table, from the files the stages wrote
             table, ok = artifact_summary(opts.model_dir.path, tuple(args.variant.split(",")), None, opts.spec.name)

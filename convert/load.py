@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of
 from videoseal_litert.models.errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -81,6 +82,18 @@ def random_init_(module: torch.nn.Module, seed: int = RANDOM_INIT_SEED) -> None:
 
 def read_state_dict(path: Path, prefix: str = EXTRACTOR_PREFIX) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into the extractor's (or, with ``EMBEDDER_PREFIX``, the embedder's) state dict, prefix stripped."""
+    tensors = read_tensors(path)
+    if any(k.startswith(prefix) for k in tensors):
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if prefix == EMBEDDER_PREFIX:
+        raise CheckpointMismatchError(f"{path}: holds no '{EMBEDDER_PREFIX}' keys: no embedder in this checkpoint")
+    if any(k.startswith(EMBEDDER_PREFIX) for k in tensors):
+        raise CheckpointMismatchError(f"{path}: holds '{EMBEDDER_PREFIX}' keys but no '{EXTRACTOR_PREFIX}' keys: no extractor to convert")
+    return tensors
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint file (``{'model': state_dict}``, a bare state dict or safetensors), names as stored."""
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -105,14 +118,7 @@ def read_state_dict(path: Path, prefix: str = EXTRACTOR_PREFIX) -> dict[str, tor
         raw = raw["model"]
     if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
         raise CheckpointFormatError(f"{path}: expected a state dict or {{'model': state_dict}}, got {type(raw).__name__}")
-    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
-    if any(k.startswith(prefix) for k in tensors):
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if prefix == EMBEDDER_PREFIX:
-        raise CheckpointMismatchError(f"{path}: holds no '{EMBEDDER_PREFIX}' keys: no embedder in this checkpoint")
-    if any(k.startswith(EMBEDDER_PREFIX) for k in tensors):
-        raise CheckpointMismatchError(f"{path}: holds '{EMBEDDER_PREFIX}' keys but no '{EXTRACTOR_PREFIX}' keys: no extractor to convert")
-    return tensors
+    return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
 
 
 def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], path: Path) -> None:
@@ -191,17 +197,72 @@ def load_extractor(
     return LoadedExtractor(spec, cfg, module, str(path), sha256_file(path), False)
 
 
-def load_embedder(spec: ModelSpec, ckpt: str | Path | None = None) -> TileEmbedder:
-    """The tiny pair's embedder from the ``embedder.`` keys of the same checkpoint, loaded strictly."""
-    cfg = read_embedder_config(spec.card_path)
+@dataclass
+class LoadedEmbedder:
+    """A built embed path (official top-level names) and where its weights came from."""
+
+    spec: ModelSpec
+    config: EmbedderConfig
+    module: nn.Module
+    checkpoint_path: str | None
+    checkpoint_sha256: str | None
+    random_init: bool
+
+    @property
+    def family(self) -> EmbedderFamily:
+        return embedder_family_of(self.config)
+
+
+def load_embed_model(
+    spec: ModelSpec, ckpt: str | Path | None = None, random_init: bool = False, allow_nonfinite_weights: bool = False
+) -> LoadedEmbedder:
+    """Build the card's embedder and fill it strictly from the checkpoint's embedder keys (an official
+    checkpoint also holds ``detector.`` keys, which are left alone), or with seeded random weights."""
+    cfg = spec.card.embedder
+    family = embedder_family_of(cfg)
+    module = family.build(cfg)
+    if random_init:
+        g = torch.Generator().manual_seed(RANDOM_INIT_SEED)
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if "attenuation" in name:  # the fixed JND kernels are not learned
+                    continue
+                if p.ndim >= 2:
+                    p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p[0].numel()) ** 0.5)
+                else:  # norm scales near 1 (and biases near 0) would hide a wrong formula: perturb
+                    p.copy_((1.0 if name.endswith(("weight", "gamma")) else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+        log.warning("%s embedder: RANDOM weights (seed %d), not a trained model", spec.name, RANDOM_INIT_SEED)
+        return LoadedEmbedder(spec, cfg, module.eval(), None, None, True)
     path = Path(ckpt) if ckpt else spec.default_checkpoint()
     if not path.is_file():
-        raise CheckpointNotFoundError(f"checkpoint not found: {path} (the embedder is read from its '{EMBEDDER_PREFIX}' keys)")
-    module = TileEmbedder(cfg)
-    state = read_state_dict(path, EMBEDDER_PREFIX)
+        where = f"\n  Download it from {spec.checkpoint_url} on a machine with internet," if spec.checkpoint_url else ""
+        raise CheckpointNotFoundError(
+            f"checkpoint not found: {path}{where}\n  then place it at {path} or pass CKPT=<path>"
+            "\n  (or RANDOM_INIT=1 to build with random weights, labelled as such)."
+        )
+    tensors = read_tensors(path)
+    if not any(k.startswith(EMBEDDER_PREFIX) for k in tensors):
+        raise CheckpointMismatchError(
+            f"{path}: holds no '{EMBEDDER_PREFIX}' keys: no embedder in this checkpoint (an extractor-only checkpoint?)"
+        )
+    state = {k: v for k, v in tensors.items() if family.owns(k)}
+    del tensors
     check_keys({k: v.shape for k, v in module.state_dict().items()}, state, path)
+    shared = [k for k in state if k.endswith("msg_processor.msg_embeddings.weight")]
+    if len(shared) > 1 and not all(torch.equal(state[shared[0]], state[k]) for k in shared[1:]):
+        raise CheckpointMismatchError(f"{path}: {' and '.join(shared)} differ; in an official checkpoint they are one shared tensor")
     bad = nonfinite_tensors(state)
-    if bad:
-        raise NonFiniteWeightError(f"{path}: embedder tensor(s) hold NaN or infinity: {_names(bad)}. Use another checkpoint.")
-    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return module.eval()
+    if bad and not allow_nonfinite_weights:
+        raise NonFiniteWeightError(
+            f"{path}: {len(bad)} embedder tensor(s) hold NaN or infinity: {_names(bad)}. "
+            "Use another checkpoint, or set ALLOW_NONFINITE_WEIGHTS=1 to go on anyway."
+        )
+    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    del state
+    return LoadedEmbedder(spec, cfg, module.eval(), str(path), sha256_file(path), False)
+
+
+def load_embedder(spec: ModelSpec, ckpt: str | Path | None = None) -> TileEmbedder:
+    """The tiny pair's tile embedder (``load_embed_model(...).module.embedder``)."""
+    read_embedder_config(spec.card_path)  # CardError when the card has no tiny-pair embedder
+    return load_embed_model(spec, ckpt).module.embedder

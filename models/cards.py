@@ -1,4 +1,4 @@
-"""Read model cards in the official VideoSeal YAML format into an extractor architecture.
+"""Read model cards in the official VideoSeal YAML format into an extractor and/or embedder architecture.
 
 The same reader serves the registry's cards (``models/cards/*.yaml``) and a user's own card, so a
 VideoSeal-family variant with other sizes or nbits converts without code changes. The common
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from videoseal_litert.models.embedders import EmbedderConfig, embedder_family_for_model
 from videoseal_litert.models.errors import CardError
 from videoseal_litert.models.families import FamilyConfig, card_value, family_for_model, positive_int
 
@@ -25,12 +26,38 @@ IMG_SIZE_KEYS = ("img_size_proc", "img_size_extractor", "img_size")
 
 @dataclass(frozen=True)
 class Card:
-    """A parsed card: where it came from, what it builds, and where its checkpoint lives."""
+    """A parsed card: where it came from, what it builds, and where its checkpoint lives.
+
+    A card has an ``extractor`` section, an ``embedder`` section, or both (an official
+    checkpoint holds both parts); asking for a part the card lacks is a CardError naming it.
+    """
 
     path: Path
-    extractor_model: str
-    config: FamilyConfig
+    extractor_model: str | None
+    extractor_config: FamilyConfig | None
     checkpoint_path: str | None
+    embedder_model: str | None = None
+    embedder_config: EmbedderConfig | None = None
+
+    @property
+    def config(self) -> FamilyConfig:
+        """The extractor's config."""
+        if self.extractor_config is None:
+            raise CardError(f"card {self.path} has no 'extractor' section: it describes an embedder only (make embedder MODEL={self.path})")
+        return self.extractor_config
+
+    @property
+    def embedder(self) -> EmbedderConfig:
+        """The embedder's config."""
+        if self.embedder_config is None:
+            raise CardError(
+                f"card {self.path} has no 'embedder' section: there is no embedder to convert (make convert converts its extractor)"
+            )
+        return self.embedder_config
+
+    @property
+    def has_embedder(self) -> bool:
+        return self.embedder_config is not None
 
     @property
     def family(self) -> str:
@@ -60,8 +87,17 @@ def _parse(path: Path, raw: dict) -> Card:
     args = card_value(raw, "args", "")
     nbits = positive_int(card_value(args, "nbits", "args."), "args.nbits")
     img_size = positive_int(next((args[k] for k in IMG_SIZE_KEYS if k in args), 256), "args.img_size_*")
-    extractor = card_value(raw, "extractor", "")
-    model = str(card_value(extractor, "model", "extractor."))
-    family = family_for_model(model, f"card {path}")
-    cfg = family.parse_card(extractor.get("params") or {}, nbits, img_size, f"card {path}")
-    return Card(path=path, extractor_model=model, config=cfg, checkpoint_path=raw.get("checkpoint_path"))
+    if "extractor" not in raw and "embedder" not in raw:
+        raise CardError("card has neither an 'extractor' nor an 'embedder' section")
+    model, cfg = None, None
+    if "extractor" in raw:
+        extractor = card_value(raw, "extractor", "")
+        model = str(card_value(extractor, "model", "extractor."))
+        family = family_for_model(model, f"card {path}")
+        cfg = family.parse_card(extractor.get("params") or {}, nbits, img_size, f"card {path}")
+    emb_model, emb_cfg = None, None
+    if "embedder" in raw:
+        section = card_value(raw, "embedder", "")
+        emb_model = str(card_value(section, "model", "embedder."))
+        emb_cfg = embedder_family_for_model(emb_model, f"card {path}").parse_card(emb_model, section, args, nbits, img_size, f"card {path}")
+    return Card(path, model, cfg, raw.get("checkpoint_path"), emb_model, emb_cfg)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ import yaml
 from torch import nn
 
 from videoseal_litert.models.errors import CardError
+from videoseal_litert.models.families import Int8Policy
 
 EMBEDDER_MODEL = "tile_tiny"
 
@@ -45,6 +46,7 @@ EMBEDDER_MODEL = "tile_tiny"
 class EmbedderConfig:
     """The embedder section and blend factors of the tiny card."""
 
+    family: ClassVar[str] = "tile"
     nbits: int
     tile_size: int = 32
     max_frequency: float = 6.0
@@ -63,20 +65,29 @@ def read_embedder_config(card_path: str | Path) -> EmbedderConfig:
     emb = raw.get("embedder") if isinstance(raw, dict) else None
     if not isinstance(emb, dict) or emb.get("model") != EMBEDDER_MODEL:
         raise CardError(f"card {path}: no 'embedder' section with model '{EMBEDDER_MODEL}' (this card has no tiny-pair embedder)")
-    args, params = raw.get("args") or {}, emb.get("params") or {}
+    args = raw.get("args") or {}
+    try:
+        nbits = int(args["nbits"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CardError(f"card {path}: bad embedder values ({e})") from e
+    return parse_tile_card(emb, args, nbits, int(args.get("img_size_proc", 256)), f"card {path}")
+
+
+def parse_tile_card(section: dict, args: dict, nbits: int, img_size: int, where: str) -> EmbedderConfig:
+    params = section.get("params") or {}
     try:
         cfg = EmbedderConfig(
-            nbits=int(args["nbits"]),
+            nbits=nbits,
             tile_size=int(params.get("tile_size", 32)),
             max_frequency=float(params.get("max_frequency", 6.0)),
             scaling_w=float(args.get("scaling_w", 0.0126)),
             scaling_i=float(args.get("scaling_i", 1.0)),
-            img_size=int(args.get("img_size_proc", 256)),
+            img_size=img_size,
         )
     except (KeyError, TypeError, ValueError) as e:
-        raise CardError(f"card {path}: bad embedder values ({e})") from e
-    if cfg.nbits <= 0 or cfg.tile_size <= 1 or cfg.max_frequency <= 0 or not 0 < cfg.scaling_w < 1:
-        raise CardError(f"card {path}: embedder values out of range: {cfg}")
+        raise CardError(f"{where}: bad embedder values ({e})") from e
+    if cfg.nbits <= 0 or cfg.tile_size <= 1 or cfg.max_frequency <= 0 or not 0 < cfg.scaling_w < 1 or cfg.img_size % cfg.tile_size:
+        raise CardError(f"{where}: embedder values out of range: {cfg}")
     return cfg
 
 
@@ -161,3 +172,91 @@ def embedder_description(cfg: EmbedderConfig) -> dict[str, Any]:
         "scaling_w": cfg.scaling_w,
         "scaling_i": cfg.scaling_i,
     }
+
+
+# ---- on the embedder seam (models/embedders.py) ----------------------------------------------------
+
+
+class TileEmbedModel(nn.Module):
+    """The tiny embed path with the checkpoint's names (``embedder.tiles``): images of any size."""
+
+    def __init__(self, cfg: EmbedderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedder = TileEmbedder(cfg)
+
+    @property
+    def nbits(self) -> int:
+        return self.cfg.nbits
+
+    def residual(self, imgs: torch.Tensor, msgs: torch.Tensor) -> torch.Tensor:
+        return self.embedder(msgs, imgs.shape[-2], imgs.shape[-1]).expand(imgs.shape[0], -1, -1, -1)
+
+    def forward(self, imgs: torch.Tensor, msgs: torch.Tensor) -> torch.Tensor:
+        return embed(self.embedder, imgs, msgs)
+
+
+class DeployTileEmbedder(nn.Module):
+    """The tile embedder without FFTs, for the converter: the low-pass is linear, so it is applied
+    to the tiles once, ``pattern = LP(sum_k B_k) + m @ LP(A_k - B_k)`` (one fully-connected layer),
+    then unit RMS, the tile repeated over the image by a product with ones, blend and clamp.
+    Equal to :func:`embed` in float (tests/test_embedders.py)."""
+
+    def __init__(self, model: TileEmbedModel) -> None:
+        super().__init__()
+        cfg = model.cfg
+        t, s = cfg.tile_size, cfg.img_size
+        self.cfg, self.reps = cfg, s // t
+        emb = model.embedder
+        with torch.no_grad():
+            lp = lambda x: torch.fft.irfft2(torch.fft.rfft2(x) * emb.mask, s=(t, t))  # noqa: E731
+            base = lp(emb.tiles[:, 0].sum(0))
+            diff = lp(emb.tiles[:, 1] - emb.tiles[:, 0])
+        self.pattern = nn.Linear(cfg.nbits, 3 * t * t)
+        with torch.no_grad():
+            self.pattern.weight.copy_(diff.reshape(cfg.nbits, -1).t())
+            self.pattern.bias.copy_(base.reshape(-1))
+
+    def forward(self, image: torch.Tensor, message: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t, r = self.cfg.tile_size, self.reps
+        p = self.pattern(message)  # (1, 3*t*t)
+        p = p * torch.rsqrt(p.pow(2).mean(dim=1, keepdim=True) + 1e-12)
+        p = p.reshape(-1, 3, 1, t, 1, t) * torch.ones(1, 1, r, 1, r, 1, dtype=p.dtype)
+        res = p.reshape(-1, 3, r * t, r * t).permute(0, 2, 3, 1)  # NHWC
+        wm = torch.clamp(self.cfg.scaling_i * image + self.cfg.scaling_w * res, 0, 1)
+        return wm, res
+
+
+class TileFamily:
+    """The project's tile embedder on the seam."""
+
+    name = "tile"
+    int8 = Int8Policy(
+        static=("FULLY_CONNECTED",), dynamic=("FULLY_CONNECTED",), why="one FC layer makes the pattern; the rest is elementwise float"
+    )
+
+    def accepts(self, model: str) -> bool:
+        return model == EMBEDDER_MODEL
+
+    def parse_card(self, model: str, section: dict, args: dict, nbits: int, img_size: int, where: str) -> EmbedderConfig:
+        return parse_tile_card(section, args, nbits, img_size, where)
+
+    def build(self, cfg: EmbedderConfig) -> TileEmbedModel:
+        return TileEmbedModel(cfg).eval()
+
+    def deploy_form(self, module: TileEmbedModel) -> DeployTileEmbedder:
+        return DeployTileEmbedder(module).eval()
+
+    def owns(self, key: str) -> bool:
+        return key.startswith("embedder.")
+
+    def route(self, cfg: EmbedderConfig) -> dict[str, Any]:
+        from videoseal_litert.models.unet import route_description
+
+        return route_description(cfg.img_size, cfg.scaling_w, cfg.scaling_i, None, "RGB")
+
+    def describe(self, cfg: EmbedderConfig) -> dict[str, Any]:
+        return embedder_description(cfg)
+
+
+FAMILY = TileFamily()

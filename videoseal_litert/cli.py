@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "verify": (_CONVERT, ("verify",), "compare a .tflite variant with PyTorch on held-out photos"),
     "bench": (_CONVERT, ("bench",), "latency, size and peak RSS of every variant"),
     "summary": (_CONVERT, ("summary",), "one table of a model's artifacts and their verification (--variant fp32,int8)"),
+    "embedder": (_CONVERT, ("embedder",), "the card's embedder: fp32, fp16, int8 .tflite, verified by pixels and decoding (make embedder)"),
     "quantize": ("videoseal_litert.quantize.__main__", (), "int8, int8-full, int8-dynamic, fp16, each verified (make quantize)"),
     "package": ("videoseal_litert.package.__main__", (), "deployment bundle with golden vectors (make package)"),
     "demo": ("videoseal_litert.demo.__main__", ("watermark",), "watermark, convert, quantize and decode with the tiny pair (make demo)"),

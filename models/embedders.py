@@ -1,0 +1,98 @@
+"""Embedder families: the seam between watermark-embedder architectures and the embedder stage.
+
+An embedder family is one module with a ``FAMILY`` object (``models/unet.py`` for the official
+U-Net embedders, ``models/tiny.py`` for the project's tile embedder) that owns:
+
+- ``parse_card``: the card's ``embedder`` section and ``args`` into the family's config;
+- ``build``: the embed path with the official top-level names (``embedder.``, and for the U-Net
+  ``rgb2yuv.`` and ``attenuation.``), so official checkpoints load strictly. ``forward(imgs,
+  msgs)`` takes images of any size in [0, 1] (B, 3, H, W) and 0/1 messages (B, nbits) and returns
+  the watermarked images, as the official ``Videoseal.embed(..., is_video=False)``;
+  ``residual(imgs, msgs)`` is the embedder's own output at the processing size;
+- ``deploy_form``: the module to convert, the I/O contract below, each rewrite proved equal in float;
+- ``int8``: which ops static INT8 quantizes (the rest stays float, and why);
+- ``route``: how an app embeds into an image of another size around the 256x256 file (the same
+  steps as the official path; ``package/run_embedder.py`` implements it without torch);
+- ``owns``: which checkpoint keys are the embedder's.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Protocol
+
+from torch import nn
+
+from videoseal_litert.models.errors import UnsupportedModelError
+from videoseal_litert.models.families import Int8Policy
+
+# ---- the I/O contract of every converted embedder ------------------------------------------------
+
+EMBEDDER_INPUTS = ("image", "message")
+EMBEDDER_OUTPUTS = ("watermarked", "residual")
+EMBEDDER_MEANINGS = {
+    "image": "RGB image, NHWC float32 in [0, 1], at the processing size",
+    "message": "the message bits as float32 0.0 / 1.0",
+    "watermarked": "the watermarked image, NHWC float32 in [0, 1] (residual, attenuation, blend and clamp done in the graph)",
+    "residual": "the embedder network's raw output in (-1, 1), NHWC; only needed to embed into images of another size (route)",
+}
+
+
+class EmbedderConfig(Protocol):
+    family: ClassVar[str]
+    nbits: int
+    img_size: int
+    scaling_w: float
+    scaling_i: float
+
+
+class EmbedderFamily(ABC):
+    name: ClassVar[str]
+    int8: ClassVar[Int8Policy]
+
+    @abstractmethod
+    def accepts(self, model: str) -> bool:
+        """True when this family builds the card's ``embedder.model``."""
+
+    @abstractmethod
+    def parse_card(self, model: str, section: dict, args: dict, nbits: int, img_size: int, where: str) -> EmbedderConfig: ...
+
+    @abstractmethod
+    def build(self, cfg: EmbedderConfig) -> nn.Module: ...
+
+    @abstractmethod
+    def deploy_form(self, module: nn.Module) -> nn.Module:
+        """(image NHWC, message float) -> (watermarked NHWC, residual NHWC); may change ``module`` in place."""
+
+    @abstractmethod
+    def owns(self, key: str) -> bool:
+        """True for a checkpoint key that belongs to this embedder."""
+
+    @abstractmethod
+    def route(self, cfg: EmbedderConfig) -> dict[str, Any]:
+        """The host-side steps for an image of another size (written into the bundle's manifest)."""
+
+    @abstractmethod
+    def describe(self, cfg: EmbedderConfig) -> dict[str, Any]: ...
+
+
+def embedder_families() -> dict[str, EmbedderFamily]:
+    from videoseal_litert.models.tiny import FAMILY as TILE
+    from videoseal_litert.models.unet import FAMILY as UNET
+
+    return {f.name: f for f in (UNET, TILE)}
+
+
+def embedder_family_for_model(model: str, where: str) -> EmbedderFamily:
+    for fam in embedder_families().values():
+        if fam.accepts(model):
+            return fam
+    known = ["unet*", "tile_tiny"]
+    close = difflib.get_close_matches(model, ["unet_small2", "unet_small2_yuv_quant", "unet_chunky", "tile_tiny"], n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise UnsupportedModelError(f"{where}: unknown embedder model '{model}'; supported: {', '.join(known)}.{hint}")
+
+
+def embedder_family_of(cfg: EmbedderConfig) -> EmbedderFamily:
+    return embedder_families()[cfg.family]
