@@ -102,7 +102,8 @@ DIST ?= dist
 VARIANTS ?= int8,fp16,fp32
 package: setup
 	$(CLI) package --model $(MODEL) --out $(OUT) --dist $(DIST) --variants $(VARIANTS) --threads $(THREADS) \
-		$(if $(CKPT),--ckpt $(CKPT)) $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(filter 1 yes true,$(REVERIFY)),--reverify)
+		$(if $(CKPT),--ckpt $(CKPT)) $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(filter 1 yes true,$(REVERIFY)),--reverify) \
+		$(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS))
 
 # One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
 kernel-bench: setup

@@ -170,6 +170,26 @@ def artifact_summary(model_dir: Path, variants: Iterable[str], elapsed_s: float 
             continue
         r = json.loads(rep_path.read_text())
         t = r.get("thresholds", {})
+        if "psnr_vs_pytorch_db" in r:  # an embedder's report (convert/embedder.py)
+            check = f"max diff {r['max_abs_pixel_diff']:.1e}" + (
+                f" (floor {t['max_abs_pixel_diff']:g})" if t.get("max_abs_pixel_diff") else ""
+            )
+            check += f", PSNR vs PyTorch {r['psnr_vs_pytorch_db']:.1f} dB" + (
+                f" (floor {t['min_psnr_vs_pytorch_db']:.0f})" if t.get("min_psnr_vs_pytorch_db") else ""
+            )
+            if r.get("decoding"):
+                check += f", decoded bits {r['decoding']['bit_agreement_tflite_vs_pytorch_embedded']:.2%} as PyTorch's"
+            rows.append(
+                (
+                    f.name,
+                    f"{f.stat().st_size / 1e6:.1f} MB",
+                    ("pass  " if r["passed"] else "FAIL  ") + check,
+                    str(rep_path.with_suffix(".md")),
+                )
+            )
+            if not r["passed"]:
+                failed.append(f"{v}: " + "; ".join(r.get("failures", [])))
+            continue
         check = f"bits {r['bit_agreement']:.2%} (floor {t.get('min_bit_agreement', 0):.1%})"
         if r.get("sqnr_db") is not None:
             check += f", SQNR {r['sqnr_db']:.1f} dB" + (f" (floor {t['min_sqnr_db']:.0f})" if t.get("min_sqnr_db") is not None else "")

@@ -365,8 +365,8 @@ def stage_embedder(opts: RunOptions, variants: tuple[str, ...] = EMBEDDER_VARIAN
         rep = verify_embedder_file(opts.spec.name, v, path, ref, extractor, loaded.random_init, EMBEDDER_THRESHOLDS[v], opts.threads)
         rep["size_bytes"] = path.stat().st_size
         rep["size_ratio_to_fp32"] = round(path.stat().st_size / fp32.stat().st_size, 4)
-        write_json(md / f"embedder-verify-{v}.json", rep)
-        write_text(md / f"embedder-verify-{v}.md", render_markdown(rep))
+        write_json(md / f"verify-embedder-{v}.json", rep)
+        write_text(md / f"verify-embedder-{v}.md", render_markdown(rep))
         results[v] = rep
         if not rep["passed"]:
             failures.append(f"{v}: " + "; ".join(rep["failures"]))
@@ -420,7 +420,7 @@ def stage_embedder(opts: RunOptions, variants: tuple[str, ...] = EMBEDDER_VARIAN
     write_json(md / "embedder.json", summary)
     if failures:
         raise VerificationError("embedder: " + "; ".join(failures))
-    outs = [f"embedder-{v}.tflite" for v in variants] + [f"embedder-verify-{v}.json" for v in variants] + ["embedder.json"]
+    outs = [f"embedder-{v}.tflite" for v in variants] + [f"verify-embedder-{v}.json" for v in variants] + ["embedder.json"]
     md.record("embedder", inputs, outs, t0)
     return StageSummary("embedder", opts.spec.name, False, _rows(summary) + _stage_rows(opts, "embedder"))
 

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reverify", action="store_true", help="re-verify a variant whose file changed since verification")
     p.add_argument("--golden", type=int, default=3, help="number of golden images")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--embedder-variants", default=None, help="embedder files to ship (default: every verified one of make embedder; 'none' for none)"
+    )
     a = p.parse_args(argv)
     from videoseal_litert.convert.stages import RunOptions
     from videoseal_litert.package.bundle import build_bundle
@@ -31,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, threads=a.threads)
         variants = tuple(v.strip() for v in a.variants.split(",") if v.strip())
+        emb = (
+            None
+            if a.embedder_variants is None
+            else tuple(v.strip() for v in a.embedder_variants.split(",") if v.strip() and v.strip() != "none")
+        )
         with captured(opts.model_dir.path / "logs" / "package.log"):
             say(
-                build_bundle(opts, variants, a.dist, a.reverify, a.golden).table()
+                build_bundle(opts, variants, a.dist, a.reverify, a.golden, emb).table()
                 + "\nPASSED: every file in the bundle passed its verification"
             )
 

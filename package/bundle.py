@@ -153,13 +153,109 @@ def _golden_images(opts: RunOptions, n: int, folder: Path) -> list[tuple[str, np
     return out
 
 
+EMBEDDER_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 2e-2}  # golden watermarked pixels, across CPUs
+GOLDEN_MESSAGE_SEED = 11
+
+
+def embedder_variants_to_ship(opts: RunOptions, asked: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``asked`` (each must be written and verified), or by default every embedder file with a passing report."""
+    md = opts.model_dir
+    if asked is None:
+        return tuple(
+            v
+            for v in ("int8", "fp16", "fp32")
+            if (md / f"verify-embedder-{v}.json").exists() and read_json(md / f"verify-embedder-{v}.json")["passed"]
+        )
+    for v in asked:
+        rep = md / f"verify-embedder-{v}.json"
+        if not (md / f"embedder-{v}.tflite").exists() or not rep.exists():
+            raise PackagingError(f"embedder-{v}.tflite is not written and verified: run `make embedder MODEL={opts.spec.name}` first")
+        r = read_json(rep)
+        if not r["passed"]:
+            raise PackagingError(f"embedder-{v}.tflite failed verification ({'; '.join(r['failures'])}); not packaged")
+        if r["sha256"] != sha256_file(md / f"embedder-{v}.tflite"):
+            raise PackagingError(f"embedder-{v}.tflite changed after it was verified: rerun `make embedder MODEL={opts.spec.name} FORCE=1`")
+    return asked
+
+
+def _embedder_part(opts: RunOptions, variants: tuple[str, ...], stage: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """Embedder files (description as metadata), golden vectors (cover PNG + message -> watermarked .npy), reports."""
+    from videoseal_litert.convert.embedder import TFLiteEmbedder
+    from videoseal_litert.models.tiny import message_for
+
+    md = opts.model_dir
+    summary = read_json(md / "embedder.json")
+    nbits = summary["embedder"]["nbits"]
+    part: dict[str, Any] = {k: summary[k] for k in ("embedder", "contract", "route", "random_init", "num_params")}
+    part["variants"], golden = {}, {}
+    (stage / "golden" / "embedder").mkdir()
+    for v in variants:
+        src, dst = md / f"embedder-{v}.tflite", stage / f"embedder-{v}.tflite"
+        rep = read_json(md / f"verify-embedder-{v}.json")
+        embed_metadata(
+            src,
+            dst,
+            {
+                "model_id": opts.spec.name,
+                "variant": v,
+                "role": "embedder",
+                "contract": summary["contract"],
+                "route": summary["route"],
+                "random_init": summary["random_init"],
+            },
+        )
+        a, b = TFLiteEmbedder(src), TFLiteEmbedder(dst)
+        vectors = []
+        for i, (name, x) in enumerate(images):
+            m = message_for(i, nbits, GOLDEN_MESSAGE_SEED).float().numpy()
+            wa, _ = a(x, m)
+            wb, _ = b(x, m)
+            if not np.array_equal(wa, wb):
+                raise PackagingError(f"{dst.name}: embedding metadata changed the outputs; not packaged")
+            npy = f"golden/embedder/{v}-{Path(name).stem}.npy"
+            np.save(stage / npy, wb[0])
+            vectors.append({"image": name, "message": "".join(str(int(t)) for t in m[0]), "watermarked": npy})
+        golden[v] = {"file": dst.name, "atol": EMBEDDER_ATOL[v], "vectors": vectors}
+        part["variants"][v] = {
+            "file": dst.name,
+            "size_bytes": dst.stat().st_size,
+            "verified_sha256": rep["sha256"],
+            "verification": {
+                k: rep[k]
+                for k in (
+                    "passed",
+                    "num_images",
+                    "max_abs_pixel_diff",
+                    "psnr_vs_pytorch_db",
+                    "psnr_watermark_vs_cover_db",
+                    "decoding",
+                    "thresholds",
+                )
+            },
+        }
+        for ext in ("json", "md"):
+            shutil.copy(md / f"verify-embedder-{v}.{ext}", stage / "reports")
+    shutil.copy(md / "embedder.json", stage / "reports")
+    write_json(stage / "golden" / "embedder" / "golden.json", {"model_id": opts.spec.name, "nbits": nbits, "variants": golden})
+    shutil.copy(Path(__file__).with_name("run_embedder.py"), stage / "run_embedder.py")
+    (stage / "android").mkdir()
+    shutil.copy(Path(__file__).parent / "android" / "EmbedWatermark.kt", stage / "android" / "EmbedWatermark.kt")
+    return part
+
+
 @exclusive_stage
 def build_bundle(
-    opts: RunOptions, variants: tuple[str, ...] = DEFAULT_VARIANTS, dist: Path = Path("dist"), reverify: bool = False, golden: int = 3
+    opts: RunOptions,
+    variants: tuple[str, ...] = DEFAULT_VARIANTS,
+    dist: Path = Path("dist"),
+    reverify: bool = False,
+    golden: int = 3,
+    embedder_variants: tuple[str, ...] | None = None,
 ) -> StageSummary:
     md = opts.model_dir
     desc = read_json(require_artifact(md, "model.json", "load"))
     reports = {v: _check_verified(opts, v, reverify) for v in variants}
+    emb_variants = embedder_variants_to_ship(opts, embedder_variants)
     dist.mkdir(parents=True, exist_ok=True)
     final = dist / opts.spec.name
     stage = Path(tempfile.mkdtemp(prefix=f".{opts.spec.name}-", dir=dist))
@@ -210,6 +306,8 @@ def build_bundle(
         model = {k: desc[k] for k in ("model_id", "description", "nbits", "architecture", "num_params", "input", "outputs", "random_init")}
         model["decoding"] = "bit i = bit_logits[i] > 0; P(bit i = 1) = sigmoid(bit_logits[i]); hex packs bit 0 as the MSB of byte 0"
         model["variants"] = bundle_variants
+        if emb_variants:
+            model["embedder"] = _embedder_part(opts, emb_variants, stage, images[: max(1, min(2, len(images)))])
         write_json(stage / "model.json", model)
         shutil.copy(Path(__file__).with_name("run_extractor.py"), stage / "run_extractor.py")
         write_text(stage / "README.md", _readme(model))
@@ -239,7 +337,14 @@ def build_bundle(
         (v, f"{r['size_bytes'] / 1e6:.1f} MB, verified bits {r['verification']['bit_agreement']:.2%}") for v, r in bundle_variants.items()
     ]
     rows += [
-        ("golden vectors", f"{len(images)} images x {len(variants)} variants"),
+        (f"embedder-{v}", f"{r['size_bytes'] / 1e6:.1f} MB, max diff vs PyTorch {r['verification']['max_abs_pixel_diff']:.1e}")
+        for v, r in (model.get("embedder") or {}).get("variants", {}).items()
+    ]
+    rows += [
+        (
+            "golden vectors",
+            f"{len(images)} images x {len(variants)} variants" + (f"; embedder: {len(emb_variants)} variants" if emb_variants else ""),
+        ),
         ("files", str(len(manifest["files"]) + 1)),
         ("bundle", str(final)),
     ]
@@ -249,6 +354,24 @@ def build_bundle(
 def _readme(model: dict[str, Any]) -> str:
     warn = "**RANDOM WEIGHTS: this bundle exercises the pipeline; it is not a watermark extractor.**\n\n" if model["random_init"] else ""
     inp = model["input"]
+    emb = model.get("embedder")
+    emb_text = ""
+    if emb:
+        steps = "\n".join(f"    {i + 1}. {t}" for i, t in enumerate(emb["route"]["steps"]))
+        emb_text = f"""
+## Embedder
+
+Files: {", ".join(v["file"] for v in emb["variants"].values())}. Inputs `image` (1, 256, 256, 3) RGB NHWC float32 in [0, 1]
+and `message` (1, {model["nbits"]}) float32 0/1; output `watermarked` (1, 256, 256, 3) in [0, 1] (residual, attenuation,
+blend and clamp in the graph) and `residual`. For an image of another size (the official route):
+
+{steps}
+
+    python run_embedder.py --selftest                                       # embedder golden vectors
+    python run_embedder.py embedder-int8.tflite photo.jpg --bits 0110... --out marked.png
+
+`android/EmbedWatermark.kt` is the same in Kotlin with the LiteRT Interpreter (an example: not compiled here).
+"""
     return f"""# {model["model_id"]} extractor bundle
 
 {warn}{model["description"]}. Files: {", ".join(v["file"] for v in model["variants"].values())}; description in `model.json`
@@ -261,4 +384,4 @@ Outputs: `mask_logit` (1, 1), then `bit_logits` (1, {model["nbits"]}); bit i = b
     python run_extractor.py --selftest                 # golden vectors, exits 1 on a mismatch
     python run_extractor.py int8.tflite photo.png      # mask logit and bits (hex)
     python run_extractor.py int8.tflite --info         # embedded description
-"""
+{emb_text}"""

@@ -1,9 +1,10 @@
 """Embed a watermark with a converted embedder, without torch (numpy + the LiteRT interpreter).
 
-    python run_embedder.py embedder-int8.tflite photo.png --bits 0101... --out marked.png [--manifest manifest.json]
+    python run_embedder.py embedder-int8.tflite photo.png --bits 0101... --out marked.png
+    python run_embedder.py --selftest          # the bundle's embedder golden vectors; exit 1 on a mismatch
 
 At the file's processing size (256 x 256) the file's ``watermarked`` output is the whole official
-embed path. For any other size this follows the official route (``manifest.json`` ``embedder.route``):
+embed path. For any other size this follows the official route (``model.json`` ``embedder.route``):
 resize the image to 256 x 256 (bilinear, antialias), run the file, resize its ``residual`` output
 back to the image's size (same interpolation), multiply by the JND heatmap of the full-size image
 when the model has JND, blend ``clamp(scaling_i * image + scaling_w * residual, 0, 1)``.
@@ -112,18 +113,45 @@ class Embedder:
         return np.clip(self.route["scaling_i"] * image + self.route["scaling_w"] * res, 0, 1).astype(np.float32)
 
 
+HERE = Path(__file__).resolve().parent
+
+
+def selftest(bundle: Path = HERE) -> int:
+    """Every embedder golden vector: the cover PNG and message through each file, against the stored output."""
+    from PIL import Image
+
+    route = json.loads((bundle / "model.json").read_text())["embedder"]["route"]
+    golden = json.loads((bundle / "golden" / "embedder" / "golden.json").read_text())
+    failures = 0
+    for variant, g in golden["variants"].items():
+        emb = Embedder(bundle / g["file"], route)
+        for v in g["vectors"]:
+            img = np.asarray(Image.open(bundle / "golden" / v["image"]).convert("RGB"), np.float32) / 255
+            got = emb.embed(img, np.array([int(c) for c in v["message"]]))
+            diff = float(np.abs(got - np.load(bundle / v["watermarked"])).max())
+            ok = diff <= g["atol"]
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {variant} {v['image']}: max abs diff {diff:.2g} (tolerance {g['atol']:g})")
+    print("selftest: " + ("all embedder golden vectors match" if not failures else f"{failures} mismatch(es)"))
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv == ["--selftest"]:
+        return selftest()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tflite")
     ap.add_argument("image")
     ap.add_argument("--bits", required=True, help="the message as a string of 0 and 1")
     ap.add_argument("--out", required=True, help="where to write the watermarked PNG")
-    ap.add_argument("--manifest", default=None, help="manifest.json (default: beside the .tflite)")
+    ap.add_argument("--model-json", default=None, help="the bundle's model.json (default: beside the .tflite)")
     a = ap.parse_args(argv)
-    manifest = Path(a.manifest) if a.manifest else Path(a.tflite).parent / "manifest.json"
-    route = json.loads(manifest.read_text())["embedder"]["route"]
+    desc = Path(a.model_json) if a.model_json else Path(a.tflite).parent / "model.json"
+    route = json.loads(desc.read_text())["embedder"]["route"]
     emb = Embedder(a.tflite, route)
     bits = np.array([int(c) for c in a.bits.strip()], np.int64)
     img = np.asarray(Image.open(a.image).convert("RGB"), np.float32) / 255
