@@ -180,8 +180,8 @@ def embedder_variants_to_ship(opts: RunOptions, asked: tuple[str, ...] | None) -
 
 def _embedder_part(opts: RunOptions, variants: tuple[str, ...], stage: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
     """Embedder files (description as metadata), golden vectors (cover PNG + message -> watermarked .npy), reports."""
-    from videoseal_litert.convert.embedder import TFLiteEmbedder
     from videoseal_litert.models.tiny import message_for
+    from videoseal_litert.package.run_embedder import Embedder
 
     md = opts.model_dir
     summary = read_json(md / "embedder.json")
@@ -189,6 +189,11 @@ def _embedder_part(opts: RunOptions, variants: tuple[str, ...], stage: Path, ima
     part: dict[str, Any] = {k: summary[k] for k in ("embedder", "contract", "route", "random_init", "num_params")}
     part["variants"], golden = {}, {}
     (stage / "golden" / "embedder").mkdir()
+    # One odd-sized cover too (240 x 320), so the selftest runs the route for other sizes.
+    odd = Image.fromarray(np.round(images[0][1][0] * 255).astype(np.uint8)).resize((320, 240), Image.BILINEAR)
+    odd_name = Path(images[0][0]).stem + "_320x240.png"
+    odd.save(stage / "golden" / odd_name)
+    covers = [(n, x[0]) for n, x in images] + [(odd_name, np.asarray(odd, np.float32) / 255)]
     for v in variants:
         src, dst = md / f"embedder-{v}.tflite", stage / f"embedder-{v}.tflite"
         rep = read_json(md / f"verify-embedder-{v}.json")
@@ -204,17 +209,16 @@ def _embedder_part(opts: RunOptions, variants: tuple[str, ...], stage: Path, ima
                 "random_init": summary["random_init"],
             },
         )
-        a, b = TFLiteEmbedder(src), TFLiteEmbedder(dst)
+        a, b = Embedder(src, summary["route"]), Embedder(dst, summary["route"])
         vectors = []
-        for i, (name, x) in enumerate(images):
-            m = message_for(i, nbits, GOLDEN_MESSAGE_SEED).float().numpy()
-            wa, _ = a(x, m)
-            wb, _ = b(x, m)
+        for i, (name, x) in enumerate(covers):
+            m = message_for(i, nbits, GOLDEN_MESSAGE_SEED).numpy()[0]
+            wa, wb = a.embed(x, m), b.embed(x, m)
             if not np.array_equal(wa, wb):
                 raise PackagingError(f"{dst.name}: embedding metadata changed the outputs; not packaged")
             npy = f"golden/embedder/{v}-{Path(name).stem}.npy"
-            np.save(stage / npy, wb[0])
-            vectors.append({"image": name, "message": "".join(str(int(t)) for t in m[0]), "watermarked": npy})
+            np.save(stage / npy, wb)
+            vectors.append({"image": name, "message": "".join(str(int(t)) for t in m), "watermarked": npy})
         golden[v] = {"file": dst.name, "atol": EMBEDDER_ATOL[v], "vectors": vectors}
         part["variants"][v] = {
             "file": dst.name,
@@ -307,7 +311,8 @@ def build_bundle(
         model["decoding"] = "bit i = bit_logits[i] > 0; P(bit i = 1) = sigmoid(bit_logits[i]); hex packs bit 0 as the MSB of byte 0"
         model["variants"] = bundle_variants
         if emb_variants:
-            model["embedder"] = _embedder_part(opts, emb_variants, stage, images[: max(1, min(2, len(images)))])
+            covers = [(n, x) for n, x in images if "+wm" not in n][:2]
+            model["embedder"] = _embedder_part(opts, emb_variants, stage, covers)
         write_json(stage / "model.json", model)
         shutil.copy(Path(__file__).with_name("run_extractor.py"), stage / "run_extractor.py")
         write_text(stage / "README.md", _readme(model))

@@ -75,3 +75,66 @@ def test_demo_gate_failure_is_a_named_error(demo_run, tmp_path, monkeypatch):
     monkeypatch.setitem(dw.GATES, "min_psnr_db", 99.0)
     with pytest.raises(VerificationError, match="PSNR"):
         run_demo(out)
+
+
+def test_demo_all_tflite_row(demo_run):
+    """The whole job on TFLite: INT8 embedder, INT8 extractor, within 0.1 pp of all-PyTorch."""
+    out, report = demo_run
+    a = report["all_tflite"]
+    assert abs(a["bit_accuracy"] - a["all_pytorch_bit_accuracy"]) <= 0.001 and a["bit_accuracy"] >= 0.99
+    assert a["psnr_db_min"] >= 32.0
+    assert report["gates"]["INT8 embedder + INT8 extractor vs all-PyTorch"]["passed"]
+    assert "INT8 TFLite embedder -> INT8 TFLite extractor" in (out / "demo" / "demo.md").read_text()
+
+
+def test_bundle_ships_both_halves(demo_run, tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from videoseal_litert.convert.stages import RunOptions
+    from videoseal_litert.models.registry import resolve
+    from videoseal_litert.package.bundle import PackagingError, build_bundle
+
+    out, _ = demo_run
+    opts = RunOptions(spec=resolve("tiny"), out=out)
+    build_bundle(opts, ("int8", "fp32"), tmp_path / "dist")
+    b = tmp_path / "dist" / "tiny"
+    manifest = json.loads((b / "manifest.json").read_text())
+    for f in (
+        "embedder-int8.tflite",
+        "embedder-fp32.tflite",
+        "run_embedder.py",
+        "android/EmbedWatermark.kt",
+        "golden/embedder/golden.json",
+    ):
+        assert f in manifest["files"], f
+    model = json.loads((b / "model.json").read_text())
+    assert model["embedder"]["contract"]["inputs"][1] == {
+        "name": "message",
+        "shape": [1, 48],
+        "dtype": "float32",
+        "meaning": "the message bits as float32 0.0 / 1.0",
+    }
+    golden = json.loads((b / "golden" / "embedder" / "golden.json").read_text())["variants"]["int8"]["vectors"]
+    assert any("320x240" in v["image"] for v in golden)  # the route for other sizes is in the self-test
+    assert np.load(b / golden[-1]["watermarked"]).shape == (240, 320, 3)
+    # The runner's self-test, without torch in the process.
+    code = "import runpy, sys; sys.argv = ['run_embedder.py', '--selftest']\ntry:\n    runpy.run_path('run_embedder.py', run_name='__main__')\nexcept SystemExit as e:\n    assert 'torch' not in sys.modules; raise"
+    r = subprocess.run([sys.executable, "-c", code], cwd=b, capture_output=True, text=True)
+    assert r.returncode == 0 and "all embedder golden vectors match" in r.stdout and r.stdout.count("ok  ") == 6, r.stdout + r.stderr
+    # A changed golden output fails the self-test.
+    np.save(b / golden[0]["watermarked"], np.load(b / golden[0]["watermarked"]) + 0.1)
+    r = subprocess.run([sys.executable, "run_embedder.py", "--selftest"], cwd=b, capture_output=True, text=True)
+    assert r.returncode == 1 and "FAIL int8" in r.stdout
+    # An embedder file whose verification failed is refused when asked for.
+    rep = out / "tiny" / "verify-embedder-int8.json"
+    original = rep.read_text()
+    try:
+        rep.write_text(json.dumps({**json.loads(original), "passed": False, "failures": ["forced"]}))
+        with pytest.raises(PackagingError, match="embedder-int8.tflite failed verification"):
+            build_bundle(opts, ("fp32",), tmp_path / "dist2", embedder_variants=("int8",))
+        assert not (tmp_path / "dist2" / "tiny").exists()
+    finally:
+        rep.write_text(original)
