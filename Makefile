@@ -72,7 +72,8 @@ convert: setup
 	$(CLI) summary $(ARGS) --variant fp32
 
 # The card's watermark embedder: $(OUT)/<model>/embedder-{fp32,fp16,int8}.tflite, each verified
-# against PyTorch (pixels, PSNR, decoding by the extractor); EMBEDDER_VARIANTS=fp32,fp16 to choose.
+# against PyTorch (pixels, PSNR, decoding by the extractor); EMBEDDER_VARIANTS=fp32,int8 to choose
+# (ChunkySeal: fp32 only, its float file is over 2 GB).
 embedder: setup
 	$(CLI) embedder $(ARGS) $(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS))
 

@@ -238,4 +238,9 @@ def render_markdown(r: dict[str, Any]) -> str:
 
 def write_bench(model_dir: Path, report: dict[str, Any]) -> None:
     write_json(model_dir / "bench.json", report)
-    write_text(model_dir / "bench.md", render_markdown(report))
+    text = render_markdown(report) if report.get("latency") else f"# Benchmark: {report['model_id']}\n\nMachine: {report['machine']}.\n"
+    if report.get("embedder"):
+        from videoseal_litert.convert.embedder import render_bench
+
+        text += "\n" + render_bench(report["embedder"])
+    write_text(model_dir / "bench.md", text)

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=Path, default=None, help="directory of images to verify on (default: held-out photos)")
     p.add_argument("--variant", default="fp32", help="variant to verify (fp32, int8, ...)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--embedder-variants", default="fp32,fp16,int8", help="embedder: variants to write (fp32 always)")
+    p.add_argument("--embedder-variants", default=None, help="embedder: variants to write, e.g. fp32,int8 (default: the model's)")
     p.add_argument("--runs", type=int, default=20, help="bench: timed rounds per variant")
     p.add_argument("--warmup", type=int, default=3, help="bench: untimed runs first")
     p.add_argument("--bench-threads", default=None, help="bench: thread counts, e.g. 2 (default: 1 and --threads)")
@@ -46,11 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _embedder(opts, spec: str):
+def _embedder(opts, spec: str | None):
     from videoseal_litert.convert.embedder import EMBEDDER_VARIANTS, stage_embedder
     from videoseal_litert.models.errors import UsageError
 
-    variants = tuple(v for v in spec.split(",") if v)
+    variants = opts.spec.embedder_variants if spec is None else tuple(v for v in spec.split(",") if v)
     if "fp32" not in variants or any(v not in EMBEDDER_VARIANTS for v in variants):
         raise UsageError(f"embedder variants {spec!r}: choose from {', '.join(EMBEDDER_VARIANTS)}, fp32 always included")
     return stage_embedder(opts, tuple(v for v in EMBEDDER_VARIANTS if v in variants))

@@ -361,8 +361,17 @@ def stage_bench(opts: RunOptions, runs: int = 20, warmup: int = 3, threads: tupl
     from videoseal_litert.convert.bench import bench, write_bench
 
     md = opts.model_dir
-    require_artifact(md, "fp32.tflite", "convert")
-    report = bench(md.path, lambda: opts.load().module, threads=threads or tuple(sorted({1, opts.threads})), runs=runs, warmup=warmup)
+    threads = threads or tuple(sorted({1, opts.threads}))
+    has_embedder = (md / "embedder-fp32.tflite").exists() and (md / "embedder.json").exists()
+    if has_embedder and not (md / "fp32.tflite").exists():  # an embedder-only card
+        report = {"model_id": opts.spec.name, "machine": machine_description(), "latency": {}, "size": {}, "peak_rss_mb": {}}
+    else:
+        require_artifact(md, "fp32.tflite", "convert")
+        report = bench(md.path, lambda: opts.load().module, threads=threads, runs=runs, warmup=warmup)
+    if has_embedder:
+        from videoseal_litert.convert.embedder import bench_embedder
+
+        report["embedder"] = bench_embedder(md.path, threads, runs=max(3, runs // 2), warmup=min(warmup, 2))
     write_bench(md.path, report)
     rows = []
     for t, stats in report["latency"].items():
@@ -374,4 +383,7 @@ def stage_bench(opts: RunOptions, runs: int = 20, warmup: int = 3, threads: tupl
                     f"{s['median_ms']:.1f} ms median ({s['ratio_to_fp32']:.2f}x fp32)" + (f", {size:.3f}x size" if size else ""),
                 )
             )
+    for t, stats in report.get("embedder", {}).get("latency", {}).items():
+        for v, st in stats.items():
+            rows.append((f"{t} thr embedder-{v}", f"{st['median_ms']:.1f} ms median ({st['ratio_to_fp32']:.2f}x fp32)"))
     return StageSummary("bench", opts.spec.name, False, rows)

@@ -165,6 +165,15 @@ def test_embedder_files_and_contract(converted):
     assert sizes["int8"] < 0.4 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
 
 
+def test_bench_reports_the_embedder_files(converted, reference):
+    card = str(reference / "videoseal_1.0-embedder-mini.yaml")
+    assert run("bench", "--model", card, "--out", str(converted.parent), "--runs", "4", "--bench-threads", "1") == 0
+    b = json.loads((converted / "bench.json").read_text())["embedder"]
+    assert set(b["latency"]["1"]) == {"fp32", "fp16", "int8"} and b["latency"]["1"]["fp32"]["ratio_to_fp32"] == 1.0
+    assert all(b["peak_rss_mb"][v] > 0 and b["size"][v]["bytes"] == (converted / f"embedder-{v}.tflite").stat().st_size for v in b["size"])
+    assert "## Embedder" in (converted / "bench.md").read_text()
+
+
 def test_fp32_file_reproduces_official_watermarked(converted, reference):
     z = np.load(reference / "videoseal_1.0-embedder-mini.npz")
     emb = Embedder(converted / "embedder-fp32.tflite", json.loads((converted / "embedder.json").read_text())["route"])

@@ -43,3 +43,23 @@ def test_full_size_converts_quantizes_and_verifies(model, tmp_path):
     assert q["variants"]["int8"]["size_ratio_to_fp32"] <= max_int8_ratio
     assert q["variants"]["int8"]["xnnpack"]["num_not_delegated"] == 0
     assert q["variants"]["fp16"]["size_ratio_to_fp32"] <= 0.52
+
+
+@pytest.mark.parametrize("model", ["videoseal", "pixelseal", "videoseal_0.0"])
+def test_full_size_embedder_converts_and_verifies(model, tmp_path):
+    """Full-size U-Net embedders, random weights: fp32 within 1e-4 of PyTorch, fp16 and int8 past
+    their floors, decoded by the (random) extractor as PyTorch's, the odd-size route checked."""
+    out = str(tmp_path)
+    assert main(["embedder", "--model", model, "--out", out, "--random-init"]) == 0
+    s = json.loads((tmp_path / resolve(model).name / "embedder.json").read_text())
+    assert s["random_init"] is True and s["num_params"] > 15_000_000 and s["route_check"]["passed"] and s["decoding_checked"]
+    for v in ("fp32", "fp16", "int8"):
+        assert s["variants"][v]["passed"], (v, s["variants"][v])
+    assert s["variants"]["fp32"]["max_abs_pixel_diff"] <= 1e-4
+    assert s["variants"]["int8"]["size_ratio_to_fp32"] <= 0.27
+
+
+def test_chunkyseal_embedder_is_fp32_only_and_says_why(tmp_path, capsys):
+    code = main(["embedder", "--model", "chunkyseal", "--out", str(tmp_path), "--random-init", "--embedder-variants", "fp32,int8"])
+    assert code == 2 and "only EMBEDDER_VARIANTS=fp32" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.tflite"))
