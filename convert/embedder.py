@@ -15,7 +15,7 @@ One stage over the embedder seam (``models/embedders.py``):
    PyTorch-embedded ones; the bits must agree. The route for other sizes
    (``package/run_embedder.py``) is checked on an odd-sized photo against the official path.
 
-Writes ``embedder.json`` (summary), ``embedder-verify-<variant>.{json,md}``.
+Writes ``embedder.json`` (summary), ``verify-embedder-<variant>.{json,md}``.
 """
 
 from __future__ import annotations
