@@ -189,7 +189,10 @@ def test_fp32_file_reproduces_official_watermarked(converted, reference):
 def test_every_family_converts_to_the_official_output(name, reference, tmp_path):
     # Verified on the set's own photos (the held-out set is the converted fixture's job): fewer images.
     imgs = str(reference / f"{name}-images")
-    assert run("embedder", "--model", str(reference / f"{name}.yaml"), "--out", str(tmp_path), "--embedder-variants", "fp32", "--images", imgs) == 0
+    assert (
+        run("embedder", "--model", str(reference / f"{name}.yaml"), "--out", str(tmp_path), "--embedder-variants", "fp32", "--images", imgs)
+        == 0
+    )
     z = np.load(reference / f"{name}.npz")
     d = tmp_path / name
     emb = Embedder(d / "embedder-fp32.tflite", json.loads((d / "embedder.json").read_text())["route"])
