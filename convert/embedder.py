@@ -37,10 +37,9 @@ from videoseal_litert.convert.console import progress, working
 from videoseal_litert.convert.load import LoadedEmbedder, load_embed_model, sha256_file
 from videoseal_litert.convert.stages import RunOptions, StageSummary, _stage_rows, exclusive_stage, is_current
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT
-from videoseal_litert.models.embedders import EMBEDDER_INPUTS, EMBEDDER_MEANINGS, EMBEDDER_OUTPUTS
+from videoseal_litert.models.embedders import EMBEDDER_INPUTS, EMBEDDER_MEANINGS, EMBEDDER_OUTPUTS, message_for
 from videoseal_litert.models.errors import ImageError, UsageError, VerificationError
 from videoseal_litert.models.registry import EmbedderThresholds
-from videoseal_litert.models.tiny import message_for
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import difflib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Protocol
 
+import torch
 from torch import nn
 
 from videoseal_litert.models.errors import UnsupportedModelError
@@ -75,6 +76,11 @@ class EmbedderFamily(ABC):
 
     @abstractmethod
     def describe(self, cfg: EmbedderConfig) -> dict[str, Any]: ...
+
+
+def message_for(index: int, nbits: int, seed: int = 0) -> torch.Tensor:
+    """The seeded random message (1, nbits) of 0/1 for the ``index``-th image of a set."""
+    return torch.randint(0, 2, (1, nbits), generator=torch.Generator().manual_seed(seed * 1_000_003 + index))
 
 
 def embedder_families() -> dict[str, EmbedderFamily]:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.errors import CardError
 from videoseal_litert.models.families import Int8Policy
 
@@ -147,11 +148,6 @@ def embed(embedder: TileEmbedder, imgs: torch.Tensor, msgs: torch.Tensor) -> tor
 
 
 MESSAGE_SEED = 0
-
-
-def message_for(index: int, nbits: int, seed: int = MESSAGE_SEED) -> torch.Tensor:
-    """The seeded random message (1, nbits) of 0/1 for the ``index``-th image of a set."""
-    return torch.randint(0, 2, (1, nbits), generator=torch.Generator().manual_seed(seed * 1_000_003 + index))
 
 
 def seeded_embed_fn(embedder: TileEmbedder, seed: int = MESSAGE_SEED) -> Callable[[np.ndarray, int], np.ndarray]:

@@ -180,7 +180,7 @@ def embedder_variants_to_ship(opts: RunOptions, asked: tuple[str, ...] | None) -
 
 def _embedder_part(opts: RunOptions, variants: tuple[str, ...], stage: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
     """Embedder files (description as metadata), golden vectors (cover PNG + message -> watermarked .npy), reports."""
-    from videoseal_litert.models.tiny import message_for
+    from videoseal_litert.models.embedders import message_for
     from videoseal_litert.package.run_embedder import Embedder
 
     md = opts.model_dir
@@ -257,6 +257,11 @@ def build_bundle(
     embedder_variants: tuple[str, ...] | None = None,
 ) -> StageSummary:
     md = opts.model_dir
+    if opts.spec.card.extractor_config is None:
+        raise PackagingError(
+            f"card {opts.spec.card_path} has no extractor: a bundle holds the extractor, with the embedder beside it; "
+            "an embedder-only bundle is not supported (the embedder files and run_embedder.py are in the model directory)"
+        )
     desc = read_json(require_artifact(md, "model.json", "load"))
     reports = {v: _check_verified(opts, v, reverify) for v in variants}
     emb_variants = embedder_variants_to_ship(opts, embedder_variants)

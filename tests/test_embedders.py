@@ -225,6 +225,12 @@ def test_card_without_embedder_section(reference, tmp_path, capsys):
 def test_embedder_only_card_refuses_extractor_conversion(reference, tmp_path, capsys):
     assert run("convert", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--out", str(tmp_path)) == 2
     assert "no 'extractor' section" in capsys.readouterr().err
+    from videoseal_litert.convert.stages import RunOptions
+    from videoseal_litert.package.bundle import PackagingError, build_bundle
+
+    with pytest.raises(PackagingError, match="has no extractor"):
+        build_bundle(RunOptions(spec=resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), out=tmp_path), dist=tmp_path / "dist")
+    assert not (tmp_path / "dist").exists()
 
 
 def test_checkpoint_without_embedder_keys(reference, tmp_path, capsys):
