@@ -11,14 +11,17 @@ export VIDEOSEAL_VERBOSE ?= $(if $(filter 1 yes true,$(VERBOSE)),1,)
 MODEL ?= videoseal
 OUT ?= artifacts
 THREADS ?= 2
+yes = $(filter 1 yes true,$(1))
 
+# The same flags for every stage (one parser: `videoseal-litert <command> --help`).
 ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
+	$(if $(PART),--part $(PART)) \
 	$(if $(CKPT),--ckpt $(CKPT)) \
-	$(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) \
-	$(if $(filter 1 yes true,$(ALLOW_ZERO_WEIGHTS)),--allow-zero-weights) \
-	$(if $(filter 1 yes true,$(ALLOW_NONFINITE_WEIGHTS)),--allow-nonfinite-weights) \
+	$(if $(call yes,$(RANDOM_INIT)),--random-init) \
+	$(if $(call yes,$(ALLOW_ZERO_WEIGHTS)),--allow-zero-weights) \
+	$(if $(call yes,$(ALLOW_NONFINITE_WEIGHTS)),--allow-nonfinite-weights) \
 	$(if $(IMAGES),--images $(IMAGES)) \
-	$(if $(filter 1 yes true,$(FORCE)),--force)
+	$(if $(call yes,$(FORCE)),--force)
 
 .PHONY: setup demo test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
 
@@ -31,9 +34,9 @@ $(VENV)/.installed: pyproject.toml
 		|| { tail -n 30 $(VENV)/pip.log; echo "error: SetupError: pip failed; full log: $(VENV)/pip.log"; exit 2; }
 	@touch $@
 
-# The main job on the embedded default model (the trained tiny pair, models/tiny/): watermark
-# held-out photos (or IMAGES=dir, any size), convert + quantize the extractor, decode with PyTorch,
-# FP32 and INT8, check false positives: $(OUT)/demo/demo.{json,md}. CKPT= a retrained pair.
+# The main job on the embedded default model (the trained tiny pair, models/tiny/): convert and
+# quantize both parts, watermark held-out photos (or IMAGES=dir, any size), decode with PyTorch, FP32
+# and INT8, the whole job on TFLite, false positives: $(OUT)/demo/demo.{json,md}. CKPT= a retrained pair.
 DEMO_ARGS = --out $(OUT) --threads $(THREADS) $(if $(IMAGES),--images $(IMAGES)) $(if $(CKPT),--ckpt $(CKPT))
 demo: setup
 	$(CLI) demo $(DEMO_ARGS)
@@ -56,14 +59,15 @@ test: setup
 test-full: setup
 	$(PY) -m pytest -q -m fullsize
 
+# One stage of one part (PART=extractor by default, PART=embedder for the embedder).
 inspect export tflite load: setup
 	$(CLI) $@ $(ARGS)
 
 verify: setup
 	$(CLI) verify $(ARGS) --variant $(or $(VARIANT),fp32)
 
-# load + export + tflite + verify, each in its own process (its peak RSS its own: ChunkySeal), one
-# line each, then one summary table.
+# load + export + tflite + verify fp32 of the part, each in its own process (its peak RSS its own:
+# ChunkySeal), one line each, then one summary table.
 convert: setup
 	$(CLI) load $(ARGS) --brief
 	$(CLI) export $(ARGS) --brief
@@ -71,40 +75,36 @@ convert: setup
 	$(CLI) verify $(ARGS) --variant fp32 --brief
 	$(CLI) summary $(ARGS) --variant fp32
 
-# The card's watermark embedder: $(OUT)/<model>/embedder-{fp32,fp16,int8}.tflite, each verified
-# against PyTorch (pixels, PSNR, decoding by the extractor); EMBEDDER_VARIANTS=fp32,int8 to choose
-# (ChunkySeal: fp32 only, its float file is over 2 GB).
-embedder: setup
-	$(CLI) embedder $(ARGS) $(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS))
-
-# Quantized variants from the FP32 artifact (never re-converts): int8, int8-full, int8-dynamic, fp16.
-# CALIB=dir adds calibration images; IO=int8 gives int8.tflite integer input and output.
+# The part's quantized variants from its FP32 file, each verified (default: every quantized row of
+# the variants table that applies to the part; VARIANTS=int8,fp16 to choose). CALIB=dir adds
+# calibration images; IO=int8 gives int8.tflite integer input and output.
 quantize: setup
-	$(CLI) quantize --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(CKPT),--ckpt $(CKPT)) \
-		$(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(IMAGES),--images $(IMAGES)) \
-		$(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO)) $(if $(filter 1 yes true,$(FORCE)),--force) \
-		$(if $(QUANT_VARIANTS),--variants $(QUANT_VARIANTS))
+	$(CLI) quantize $(ARGS) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO))
 
-# Latency (1 and 2 threads, interleaved), size and peak RSS of every variant: bench.json / bench.md.
+# The card's embedder through the same stages: load, tflite, verify, quantize (PART=embedder), files
+# embedder-<variant>.tflite; EMBEDDER_VARIANTS=fp32,int8 to choose (ChunkySeal: fp32 only, over 2 GB).
+embedder: setup
+	$(CLI) embedder $(ARGS) $(if $(EMBEDDER_VARIANTS),--variants $(EMBEDDER_VARIANTS)) $(if $(CALIB),--calib $(CALIB))
+
+# Latency (1 and 2 threads, interleaved), size and peak RSS of every file of every part that has one.
 bench: setup
 	$(CLI) bench $(ARGS) $(if $(RUNS),--runs $(RUNS))
 
 # Full size, RANDOM weights: every stage of VideoSeal 1.0 and ChunkySeal in its own process, wall
-# time and peak RSS from the kernel, into $(OUT)/scaling.{json,md}. Not in
-# `make test` (about an hour on 2 cores); the same code runs on chunkyseal-mini in the tests.
+# time and peak RSS from the kernel, into $(OUT)/scaling.{json,md}. Not in `make test` (about an hour
+# on 2 cores); the same code runs on chunkyseal-mini in the tests.
 SCALE_MODELS ?= videoseal,chunkyseal
 bench-scale: setup
 	$(CLI) bench-scale --models $(SCALE_MODELS) --out $(OUT) --threads $(THREADS) --force $(if $(RUNS),--runs $(RUNS)) \
-		$(if $(filter 1 yes true,$(RESUME)),--resume)
+		$(if $(call yes,$(RESUME)),--resume)
 
-# Deployment bundle in $(DIST)/<model>/: verified .tflite files with embedded metadata, model.json,
-# golden vectors, reports, torch-free run_extractor.py, manifest.json. REVERIFY=1 re-verifies changed files.
+# Deployment bundle in $(DIST)/<model>/: verified .tflite files of both parts with embedded metadata,
+# model.json, golden vectors, reports, the torch-free runners, manifest.json. VARIANTS= and
+# EMBEDDER_VARIANTS= choose (default: fp32, fp16, int8 where written); REVERIFY=1 re-verifies changed files.
 DIST ?= dist
-VARIANTS ?= int8,fp16,fp32
 package: setup
-	$(CLI) package --model $(MODEL) --out $(OUT) --dist $(DIST) --variants $(VARIANTS) --threads $(THREADS) \
-		$(if $(CKPT),--ckpt $(CKPT)) $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init) $(if $(filter 1 yes true,$(REVERIFY)),--reverify) \
-		$(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS))
+	$(CLI) package $(ARGS) --dist $(DIST) $(if $(VARIANTS),--variants $(VARIANTS)) \
+		$(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS)) $(if $(call yes,$(REVERIFY)),--reverify)
 
 # One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
 kernel-bench: setup

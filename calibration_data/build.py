@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videoseal_litert.calibration_data.images import list_images, read_rgb, resize_like_detect
+from videoseal_litert.calibration_data.images import Tally, list_images, read_rgb, resize_like_detect
 from videoseal_litert.calibration_data.photos import calibration_photo_paths, heldout_paths
 from videoseal_litert.models.errors import ImageError
 
@@ -74,36 +74,36 @@ def view(img: np.ndarray, scale: float, where: str, size: int) -> np.ndarray:
     return to_uint8(resize_like_detect(np.ascontiguousarray(img), size).numpy()).astype(np.float32) / 255.0
 
 
-def _items(paths: list[Path], views: tuple[tuple[float, str], ...], size: int, counts: dict[str, int]) -> Iterator[Item]:
+def _items(paths: list[Path], views: tuple[tuple[float, str], ...], size: int, tally: Tally) -> Iterator[Item]:
     for p in paths:
         try:
             img = read_rgb(p)
         except ImageError as e:
             log.warning("rejected %s", e)
-            counts["rejected"] = counts.get("rejected", 0) + 1
+            tally.rejected.append((p.name, str(e).removeprefix(f"{p}: ")))
             continue
-        counts["sources"] = counts.get("sources", 0) + 1
+        tally.sources += 1
         for scale, where in views:
             tag = f"{where}" if scale in (0.0, 1.0) else f"{where}@{scale:g}"
-            counts["items"] = counts.get("items", 0) + 1
+            tally.items += 1
             yield Item(f"{p.stem}:{tag}", p.name, tag, view(img, scale, where, size))
 
 
-def calibration_items(user_dir: Path | None = None, size: int = 256, counts: dict[str, int] | None = None) -> Iterator[Item]:
+def calibration_items(user_dir: Path | None = None, size: int = 256, tally: Tally | None = None) -> Iterator[Item]:
     """The built-in calibration items, then every image of `user_dir` (full view), streamed."""
-    counts = {} if counts is None else counts
-    yield from _items(calibration_photo_paths(), CALIB_VIEWS, size, counts)
+    tally = Tally() if tally is None else tally
+    yield from _items(calibration_photo_paths(), CALIB_VIEWS, size, tally)
     if user_dir is not None:
-        yield from _items(list_images(user_dir), ((0.0, "full"),), size, counts)
+        yield from _items(list_images(user_dir, tally), ((0.0, "full"),), size, tally)
 
 
-def heldout_items(user_dir: Path | None = None, size: int = 256, counts: dict[str, int] | None = None) -> Iterator[Item]:
+def heldout_items(user_dir: Path | None = None, size: int = 256, tally: Tally | None = None) -> Iterator[Item]:
     """Verification items: never calibration photos. `user_dir` replaces the built-in held-out set."""
-    counts = {} if counts is None else counts
+    tally = Tally() if tally is None else tally
     if user_dir is not None:
-        yield from _items(list_images(user_dir), ((0.0, "full"),), size, counts)
+        yield from _items(list_images(user_dir, tally), ((0.0, "full"),), size, tally)
     else:
-        yield from _items(heldout_paths(), HELDOUT_VIEWS, size, counts)
+        yield from _items(heldout_paths(), HELDOUT_VIEWS, size, tally)
 
 
 WATERMARK_SUFFIX = "+wm"
@@ -140,17 +140,10 @@ def build_manifest(size: int = 256) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_manifest() -> None:
     """Rewrite ``manifest.json`` from the fixed rule (``videoseal-litert calibration-manifest``)."""
     import json
-    import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     m = build_manifest()
     MANIFEST.write_text(json.dumps(m, indent=1) + "\n")
-    print(f"wrote {MANIFEST}: {m['num_items']} items", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    log.info("wrote %s: %d items", MANIFEST, m["num_items"])

@@ -8,7 +8,7 @@ preprocessing feeds PyTorch and TFLite, so verification compares the models, not
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,25 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 32
+
+
+@dataclass
+class Tally:
+    """What a pass over image files took and left: readable sources, items made, and every file
+    rejected with the reason (stages name each on the terminal and count them in their summary)."""
+
+    sources: int = 0
+    items: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    used: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sources": self.sources,
+            "items": self.items,
+            "used": self.used,
+            "rejected": [{"file": f, "why": w} for f, w in self.rejected],
+        }
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -68,8 +87,8 @@ def resize_like_detect(img: np.ndarray | torch.Tensor, size: int = 256) -> torch
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def list_images(directory: str | Path) -> list[Path]:
-    """Image files of a directory, sorted; other files are named in the log and skipped."""
+def list_images(directory: str | Path, tally: Tally | None = None) -> list[Path]:
+    """Image files of a directory, sorted; other files are skipped, named in the log and in ``tally``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ImageError(f"image directory not found: {directory}")
@@ -78,19 +97,8 @@ def list_images(directory: str | Path) -> list[Path]:
     for p in files:
         if p not in images:
             log.warning("skipping %s: not an image file (%s)", p.name, p.suffix or "no suffix")
+            if tally is not None:
+                tally.rejected.append((p.name, f"not an image file ({p.suffix or 'no suffix'})"))
     if not images:
         raise ImageError(f"no image files in {directory} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return images
-
-
-def iter_inputs(paths: list[Path], size: int = 256, skip_bad: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
-    """Stream (name, (1, 3, size, size)) inputs; unreadable files are skipped by name or raised."""
-    for p in paths:
-        try:
-            img = read_rgb(p)
-        except ImageError as e:
-            if not skip_bad:
-                raise
-            log.warning("skipping %s", e)
-            continue
-        yield p.name, resize_like_detect(img, size)

@@ -69,9 +69,11 @@ def isa_summary(flags: set[str]) -> str:
     return f"{width}, {'VNNI (int8 dot products)' if vnni else 'no VNNI'}"
 
 
-# Test hook (tests/test_bad_inputs.py): seconds to wait, written but not yet renamed, so that a
-# test can kill a real stage in the middle of writing an artifact.
+# Test hook (tests/test_bad_inputs.py): how long to wait, written but not yet renamed, so that a
+# test can kill a real stage in the middle of writing an artifact: seconds, or "until:<path>" (until
+# that file exists, at most HOLD_MAX_S).
 HOLD_ENV = "VIDEOSEAL_TEST_HOLD_WRITE_S"
+HOLD_MAX_S = 300.0
 
 
 @contextlib.contextmanager
@@ -86,15 +88,24 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o644)
         if hold := os.environ.get(HOLD_ENV):  # tests: a window in which the write is in progress
-            from videoseal_litert.convert.console import err_stream
-
-            print(f"[test hold] {tmp_path} written; renaming in {hold} s", file=err_stream(), flush=True)
-            time.sleep(float(hold))
+            _hold(hold, tmp_path)
         raise_if_signalled()
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _hold(hold: str, tmp_path: Path) -> None:
+    from videoseal_litert.convert.console import err_stream
+
+    print(f"[test hold] {tmp_path} written; renaming after {hold}", file=err_stream(), flush=True)
+    if hold.startswith("until:"):
+        release, t0 = Path(hold.removeprefix("until:")), time.time()
+        while not release.exists() and time.time() - t0 < HOLD_MAX_S:
+            time.sleep(0.05)
+    else:
+        time.sleep(float(hold))
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -10,7 +10,6 @@ for each stage and model, so the cost of a bigger variant can be predicted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -109,22 +108,13 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="videoseal-litert bench-scale")
-    p.add_argument("--models", default="videoseal,chunkyseal")
-    p.add_argument("--out", type=Path, default=Path("artifacts"))
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=3, help="timed latency rounds per variant (one chunkyseal image is ~10 s)")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--resume", action="store_true", help="keep stages a previous (interrupted) run already measured")
-    a = p.parse_args(argv)
-    models = [bench_model(m.strip(), a.out, a.threads, a.runs, a.force, a.resume) for m in a.models.split(",")]
-    report = {"machine": machine_description(), "threads": a.threads, "models": models}
-    write_json(a.out / "scaling.json", report)
-    write_text(a.out / "scaling.md", render(report))
+def bench_scale(models: list[str], out: Path, threads: int, runs: int, force: bool, resume: bool) -> dict[str, Any]:
+    report = {
+        "machine": machine_description(),
+        "threads": threads,
+        "models": [bench_model(m, out, threads, runs, force, resume) for m in models],
+    }
+    write_json(out / "scaling.json", report)
+    write_text(out / "scaling.md", render(report))
     print(render(report))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return report

@@ -1,7 +1,8 @@
-"""Stage 2: PyTorch extractor -> ``torch.export`` program (``extractor.pt2``) and ONNX (``model.onnx``).
+"""Stage 2: a part's named deploy form -> ``torch.export`` program (``.pt2``) and ONNX (``.onnx``), either part.
 
-Both export the deployment wrapper (NHWC float input in [0, 1], outputs mask logit and bit
-logits). The ONNX file is run with onnxruntime on a fixed input and compared with PyTorch.
+Both export the module with the part's contract names (``models/parts.py``: NHWC float image in
+[0, 1]; the extractor's two logits, the embedder's watermarked image and residual). The ONNX file is
+run with onnxruntime on the fixed sample inputs and compared with PyTorch.
 """
 
 from __future__ import annotations
@@ -12,33 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from videoseal_litert.convert.artifacts import atomic_path
 from videoseal_litert.convert.console import working
 from videoseal_litert.models.errors import VerificationError
-from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 18
 ONNX_TOLERANCE = 1e-4
-
-
-class NamedOutputs(torch.nn.Module):
-    """DeployExtractor with named inputs and outputs, so every format carries the same names."""
-
-    def __init__(self, deploy: DeployExtractor) -> None:
-        super().__init__()
-        self.deploy = deploy
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        mask, bits = self.deploy(image)
-        return {OUTPUT_NAMES[0]: mask, OUTPUT_NAMES[1]: bits}
-
-
-def sample_input(img_size: int, seed: int = 0) -> torch.Tensor:
-    """A fixed NHWC sample in [0, 1] for tracing and export checks."""
-    return torch.rand(1, img_size, img_size, 3, generator=torch.Generator().manual_seed(seed))
 
 
 @dataclass
@@ -47,29 +31,29 @@ class ExportResult:
     onnx_opset: int
 
 
-def export_program(deploy: DeployExtractor, img_size: int, path: Path) -> None:
-    """Save the wrapped extractor as a torch.export program."""
+def export_program(named: nn.Module, sample: dict[str, torch.Tensor], path: Path) -> None:
+    """Save the named module as a torch.export program."""
     with working(f"exporting {path.name}"):
-        ep = torch.export.export(NamedOutputs(deploy).eval(), (sample_input(img_size),), strict=False)
+        ep = torch.export.export(named.eval(), (), sample, strict=False)
     with atomic_path(path) as tmp:
         torch.export.save(ep, str(tmp))
 
 
-def export_onnx(deploy: DeployExtractor, img_size: int, path: Path) -> ExportResult:
+def export_onnx(named: nn.Module, sample: dict[str, torch.Tensor], output_names: tuple[str, ...], path: Path) -> ExportResult:
     """Export ONNX (opset ONNX_OPSET) and check it with onnxruntime against PyTorch."""
     import onnxruntime as ort
 
-    x = sample_input(img_size)
-    module = NamedOutputs(deploy).eval()
+    module = named.eval()
     with working(f"exporting {path.name}"), atomic_path(path) as tmp:
         tmp_onnx = tmp.with_name(tmp.name + ".onnx")  # .<name>.<random>.tmp.onnx: removed after a kill too
         try:
             torch.onnx.export(
                 module,
-                (x,),
+                (),
                 str(tmp_onnx),
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                kwargs=sample,
+                input_names=list(sample),
+                output_names=list(output_names),
                 opset_version=ONNX_OPSET,
                 dynamo=True,
                 external_data=False,
@@ -79,10 +63,10 @@ def export_onnx(deploy: DeployExtractor, img_size: int, path: Path) -> ExportRes
         finally:
             tmp_onnx.unlink(missing_ok=True)
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x.numpy()})
+        got = sess.run(list(output_names), {k: v.numpy() for k, v in sample.items()})
         with torch.no_grad():
-            ref = module(x)
-        diff = max(float(np.abs(g - ref[n].numpy()).max()) for g, n in zip(got, OUTPUT_NAMES, strict=True))
+            ref = module(**sample)
+        diff = max(float(np.abs(g - ref[n].numpy()).max()) for g, n in zip(got, output_names, strict=True))
         if diff > ONNX_TOLERANCE:
             raise VerificationError(f"ONNX output differs from PyTorch by {diff:.3g} (> {ONNX_TOLERANCE}); not writing {path}")
     log.info("ONNX opset %d: max abs diff vs PyTorch %.3g", ONNX_OPSET, diff)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from videoseal_litert.convert.load import LoadedExtractor, build_extractor, nonfinite_tensors, zero_weights
+from videoseal_litert.convert.load import Loaded, build_extractor, nonfinite_tensors, zero_weights
 from videoseal_litert.models.families import FamilyConfig
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def count_flops(cfg: FamilyConfig) -> int:
     return int(counter.get_total_flops())
 
 
-def inspect_extractor(loaded: LoadedExtractor) -> dict[str, Any]:
+def inspect_extractor(loaded: Loaded) -> dict[str, Any]:
     state = loaded.module.state_dict()
     tensors, per_stage = [], defaultdict(int)
     for name, t in state.items():
@@ -66,7 +67,7 @@ def inspect_extractor(loaded: LoadedExtractor) -> dict[str, Any]:
     flops = count_flops(loaded.config)
     return {
         "model_id": loaded.spec.name,
-        "checkpoint": loaded.checkpoint_path,
+        "checkpoint": Path(loaded.checkpoint_path).name if loaded.checkpoint_path else None,  # the file, not where it lay
         "checkpoint_sha256": loaded.checkpoint_sha256,
         "random_init": loaded.random_init,
         "family": loaded.family.name,

@@ -1,4 +1,4 @@
-"""Stage 1: checkpoint (+ card) -> PyTorch extractor, loaded strictly.
+"""Stage 1: checkpoint (+ card) -> a PyTorch part (extractor or embedder), loaded strictly.
 
 Accepts the official format (``{'model': state_dict}`` with ``detector.``/``embedder.``
 prefixes), a bare extractor state dict, and safetensors. Pickles are read with
@@ -13,11 +13,12 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of
+from videoseal_litert.models.embedders import embedder_family_of
 from videoseal_litert.models.errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -25,9 +26,9 @@ from videoseal_litert.models.errors import (
     NonFiniteWeightError,
     ZeroWeightError,
 )
-from videoseal_litert.models.families import Family, FamilyConfig, family_of
+from videoseal_litert.models.families import FamilyConfig, family_of
+from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.registry import ModelSpec
-from videoseal_litert.models.tiny import TileEmbedder, read_embedder_config
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,17 @@ EMBEDDER_PREFIX = "embedder."
 
 
 @dataclass
-class LoadedExtractor:
-    """A built extractor and where its weights came from."""
+class Loaded:
+    """One part of a model, built and filled, and where its weights came from."""
 
     spec: ModelSpec
-    config: FamilyConfig
+    part: str  # models.parts.EXTRACTOR or EMBEDDER
+    config: Any  # the family's config (FamilyConfig or EmbedderConfig)
+    family: Any  # the family (Family or EmbedderFamily)
     module: nn.Module
     checkpoint_path: str | None
     checkpoint_sha256: str | None
     random_init: bool
-
-    @property
-    def family(self) -> Family:
-        return family_of(self.config)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -121,6 +120,19 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
 
 
+def checkpoint_keys(path: Path) -> set[str]:
+    """The tensor names a checkpoint file holds (official prefixes kept), read without loading the weights."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return set(f.keys())
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointFormatError(f"{path}: not a readable safetensors file ({e})") from e
+    return set(read_tensors(path))  # memory-mapped: the names, not the weights, are read
+
+
 def check_keys(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], path: Path) -> None:
     """Fail with every missing, unexpected and mis-shaped key named."""
     missing = sorted(set(expected) - set(got))
@@ -156,20 +168,8 @@ def _names(names: list[str]) -> str:
     return ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
 
 
-def load_extractor(
-    spec: ModelSpec,
-    ckpt: str | Path | None = None,
-    random_init: bool = False,
-    allow_zero_weights: bool = False,
-    allow_nonfinite_weights: bool = False,
-) -> LoadedExtractor:
-    """Build the spec's extractor and fill it from a checkpoint, or with seeded random weights."""
-    cfg = spec.card.config
-    module = build_extractor(cfg)
-    if random_init:
-        random_init_(module)
-        log.warning("%s: RANDOM weights (seed %d), not a trained model", spec.name, RANDOM_INIT_SEED)
-        return LoadedExtractor(spec, cfg, module, None, None, True)
+def checkpoint_file(spec: ModelSpec, ckpt: str | Path | None) -> Path:
+    """The checkpoint to read (``CKPT``, else the spec's default place), or a named error saying where to get it."""
     path = Path(ckpt) if ckpt else spec.default_checkpoint()
     if not path.is_file():
         where = f"\n  Download it from {spec.checkpoint_url} on a machine with internet," if spec.checkpoint_url else ""
@@ -177,6 +177,24 @@ def load_extractor(
             f"checkpoint not found: {path}{where}\n  then place it at {path} or pass CKPT=<path>"
             "\n  (or RANDOM_INIT=1 to build with random weights, labelled as such)."
         )
+    return path
+
+
+def load_extractor(
+    spec: ModelSpec,
+    ckpt: str | Path | None = None,
+    random_init: bool = False,
+    allow_zero_weights: bool = False,
+    allow_nonfinite_weights: bool = False,
+) -> Loaded:
+    """Build the spec's extractor and fill it from a checkpoint, or with seeded random weights."""
+    cfg = spec.card.config
+    path = None if random_init else checkpoint_file(spec, ckpt)  # before building: a missing file is named at once
+    module = build_extractor(cfg)
+    if path is None:
+        random_init_(module)
+        log.warning("%s: RANDOM weights (seed %d), not a trained model", spec.name, RANDOM_INIT_SEED)
+        return Loaded(spec, EXTRACTOR, cfg, family_of(cfg), module, None, None, True)
     state = read_state_dict(path)
     expected = {k: v.shape for k, v in module.state_dict().items()}
     check_keys(expected, state, path)
@@ -194,34 +212,19 @@ def load_extractor(
         )
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     del state
-    return LoadedExtractor(spec, cfg, module, str(path), sha256_file(path), False)
+    return Loaded(spec, EXTRACTOR, cfg, family_of(cfg), module, str(path), sha256_file(path), False)
 
 
-@dataclass
-class LoadedEmbedder:
-    """A built embed path (official top-level names) and where its weights came from."""
-
-    spec: ModelSpec
-    config: EmbedderConfig
-    module: nn.Module
-    checkpoint_path: str | None
-    checkpoint_sha256: str | None
-    random_init: bool
-
-    @property
-    def family(self) -> EmbedderFamily:
-        return embedder_family_of(self.config)
-
-
-def load_embed_model(
+def load_embedder(
     spec: ModelSpec, ckpt: str | Path | None = None, random_init: bool = False, allow_nonfinite_weights: bool = False
-) -> LoadedEmbedder:
+) -> Loaded:
     """Build the card's embedder and fill it strictly from the checkpoint's embedder keys (an official
     checkpoint also holds ``detector.`` keys, which are left alone), or with seeded random weights."""
     cfg = spec.card.embedder
     family = embedder_family_of(cfg)
+    path = None if random_init else checkpoint_file(spec, ckpt)
     module = family.build(cfg)
-    if random_init:
+    if path is None:
         g = torch.Generator().manual_seed(RANDOM_INIT_SEED)
         with torch.no_grad():
             for name, p in module.named_parameters():
@@ -232,14 +235,7 @@ def load_embed_model(
                 else:  # norm scales near 1 (and biases near 0) would hide a wrong formula: perturb
                     p.copy_((1.0 if name.endswith(("weight", "gamma")) else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
         log.warning("%s embedder: RANDOM weights (seed %d), not a trained model", spec.name, RANDOM_INIT_SEED)
-        return LoadedEmbedder(spec, cfg, module.eval(), None, None, True)
-    path = Path(ckpt) if ckpt else spec.default_checkpoint()
-    if not path.is_file():
-        where = f"\n  Download it from {spec.checkpoint_url} on a machine with internet," if spec.checkpoint_url else ""
-        raise CheckpointNotFoundError(
-            f"checkpoint not found: {path}{where}\n  then place it at {path} or pass CKPT=<path>"
-            "\n  (or RANDOM_INIT=1 to build with random weights, labelled as such)."
-        )
+        return Loaded(spec, EMBEDDER, cfg, family, module.eval(), None, None, True)
     tensors = read_tensors(path)
     if not any(k.startswith(EMBEDDER_PREFIX) for k in tensors):
         raise CheckpointMismatchError(
@@ -259,10 +255,4 @@ def load_embed_model(
         )
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     del state
-    return LoadedEmbedder(spec, cfg, module.eval(), str(path), sha256_file(path), False)
-
-
-def load_embedder(spec: ModelSpec, ckpt: str | Path | None = None) -> TileEmbedder:
-    """The tiny pair's tile embedder (``load_embed_model(...).module.embedder``)."""
-    read_embedder_config(spec.card_path)  # CardError when the card has no tiny-pair embedder
-    return load_embed_model(spec, ckpt).module.embedder
+    return Loaded(spec, EMBEDDER, cfg, family, module.eval(), str(path), sha256_file(path), False)

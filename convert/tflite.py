@@ -1,7 +1,7 @@
-"""Stage 3: PyTorch extractor -> float32 ``.tflite`` with litert-torch.
+"""Stage 3: a part's named deploy form -> float32 ``.tflite`` with litert-torch, either part.
 
-The graph takes one NHWC float32 image in [0, 1] (``x * 2 - 1`` is inside) and returns two
-outputs in this order: ``mask_logit`` (1, 1) and ``bit_logits`` (1, nbits).
+The file's signature carries the part's contract names (``models/parts.py``): inputs by name, outputs
+by name, never by position.
 """
 
 from __future__ import annotations
@@ -12,30 +12,28 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from videoseal_litert.convert.artifacts import atomic_path
 from videoseal_litert.convert.console import working
-from videoseal_litert.convert.export import NamedOutputs, sample_input
-from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, DeployExtractor
 
 log = logging.getLogger(__name__)
 
 # Above this many parameters the converter handles constants lazily: ChunkySeal's 3.1 GB of
-# weights otherwise peak at about 2.5x their size (TOOLCHAIN.md: 9.8 GB vs 4.5 GB).
+# weights otherwise peak at about 2.5x their size (9.8 GB vs 4.5 GB, measured).
 LIGHTWEIGHT_ABOVE_PARAMS = 200_000_000
 
 
-def convert_fp32(deploy: DeployExtractor, img_size: int, path: Path) -> None:
-    """Convert the wrapped extractor to a float32 .tflite at ``path`` (atomically)."""
+def convert_fp32(named: nn.Module, sample: dict[str, torch.Tensor], path: Path) -> None:
+    """Convert the named module to a float32 .tflite at ``path`` (atomically)."""
     import litert_torch
 
-    n_params = sum(p.numel() for p in deploy.parameters())
+    n_params = sum(p.numel() for p in named.parameters())
     lightweight = n_params > LIGHTWEIGHT_ABOVE_PARAMS
     log.info("converting %.1f M parameters with litert-torch (lightweight=%s)", n_params / 1e6, lightweight)
     with working(f"converting to {path.name}"):
-        edge = litert_torch.convert(
-            NamedOutputs(deploy).eval(), sample_kwargs={INPUT_NAME: sample_input(img_size)}, lightweight_conversion=lightweight
-        )
+        edge = litert_torch.convert(named.eval(), sample_kwargs=sample, lightweight_conversion=lightweight)
     with working(f"writing {path.name}"), atomic_path(path) as tmp:
         edge.export(str(tmp))
         del edge
@@ -52,8 +50,8 @@ FLATBUFFER_LIMIT = 2**31 - 1
 def short_name(name: str) -> str:
     """A converter tensor name without the python module qualifications of its classes.
 
-    ``convert.export.NamedOutputs/models.families.DeployExtractor_deploy/.../torch.nn.modules.linear.Linear_pwconv2;``
-    -> ``NamedOutputs/DeployExtractor_deploy/.../Linear_pwconv2;``. Class and attribute stay (the
+    ``models.parts.NamedExtractor/models.families.DeployExtractor_deploy/.../torch.nn.modules.linear.Linear_pwconv2;``
+    -> ``NamedExtractor/DeployExtractor_deploy/.../Linear_pwconv2;``. Class and attribute stay (the
     converter names list items by index only, so the class is what tells ``Sequential_0/Block_1`` from
     ``Sequential_0/LayerNorm2d_1``). Single-segment names (``serving_default_image``) are kept.
     """
@@ -112,12 +110,3 @@ def compact_tensor_names(path: Path) -> bool:
             t.name = n
     flatbuffer_utils.write_model(model, str(path))
     return True
-
-
-def output_order_ok(path: Path) -> bool:
-    """True when the file's outputs are mask logit then bit logits, by tensor order."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    details = Interpreter(model_path=str(path)).get_output_details()
-    names = [d["name"] for d in details]
-    return len(names) == 2 and OUTPUT_NAMES[0] in names[0] and OUTPUT_NAMES[1] in names[1]

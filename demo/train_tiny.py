@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -251,6 +250,7 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    args.card = args.card or CARD
     embedder, extractor = build_pair(args.card)
     final_strength = embedder.cfg.scaling_w
     params = list(embedder.parameters()) + list(extractor.parameters())
@@ -335,7 +335,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log.info("held-out at the card's strength: %s", final)
     record = {
         "what": "the project's tiny watermark pair (demo and test fixture, not a production watermarker)",
-        "command": "videoseal-litert train-tiny " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": "videoseal-litert train-tiny " + " ".join(args.argv),
         "seed": args.seed,
         "recipe": _recipe(args),
         "card": str(args.card.name),
@@ -433,45 +433,3 @@ def plot_curve(record: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="videoseal-litert train-tiny", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=8000, help="total steps (a resumed run continues to this)")
-    p.add_argument("--batch", type=int, default=32, help="watermarked images per step (plus a quarter as many unwatermarked)")
-    p.add_argument("--size", type=int, default=128, help="training crop size (a multiple of the tile size, 32)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--strength-start", type=float, default=0.05, help="scaling_w at step 0 (26 dB); annealed to the card's")
-    p.add_argument("--anneal-frac", type=float, default=0.6)
-    p.add_argument("--aug-from", type=int, default=300)
-    p.add_argument("--dense-weight", type=float, default=0.0, help="weight of the per-location loss (0: pooled logits only)")
-    p.add_argument("--mask-weight", type=float, default=0.5, help="weight of the detection (mask) loss")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--card", type=Path, default=CARD)
-    p.add_argument("--ckpt-dir", type=Path, default=None)
-    p.add_argument("--ckpt-every", type=int, default=500)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--stop-after", type=int, default=None, help="stop at this step (the schedule still spans --steps); rerun to continue")
-    p.add_argument("--export", type=Path, default=None, help="write checkpoint, record and curve here at the end")
-    a = p.parse_args(argv)
-    a.argv = argv
-    if a.size % 32:
-        raise UsageError(f"--size {a.size} is not a multiple of 32 (the tile and the extractor's stride)")
-    return a
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from videoseal_litert.models.errors import run_main
-
-    def body() -> None:
-        record = train(parse_args(argv))
-        print(json.dumps(record["heldout_metrics_256"]))
-
-    return run_main(body)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,24 +1,25 @@
 """The main demo: real watermarks, embedded by PyTorch, decoded by PyTorch, FP32 and INT8 TFLite.
 
-``python -m demo [--images DIR] [--out artifacts]`` (``make demo``), on the project's trained tiny
-pair (registry model ``tiny``, ``models/tiny/checkpoint.safetensors``; ``--ckpt`` for a retrained one):
+``videoseal-litert demo [--images DIR] [--out artifacts]`` (``make demo``), on the project's trained
+tiny pair (registry model ``tiny``, ``models/tiny/checkpoint.safetensors``; ``--ckpt`` for a retrained one):
 
-1. watermarks the held-out photos (never seen in training or calibration; 7 photos x 3 views,
+1. converts and quantizes both parts with the pipeline's own stages (skipped when current): the
+   extractor's ``fp32``, ``int8`` and ``int8-dynamic`` files, the embedder's ``fp32`` and ``int8``,
+   each verified against the spec's floors;
+2. watermarks the held-out photos (never seen in training or calibration; 7 photos x 3 views,
    each with ``MESSAGES_PER_IMAGE`` seeded random 48-bit messages) with the PyTorch embedder, and
    rounds them to 8 bits (what a stored PNG holds). ``--images DIR`` uses your photos instead, at
-   their own size: the residual is made at 256x256, resized to the photo and blended there, and
-   decoding resizes to 256x256 as official ``detect()`` does;
-2. converts and quantizes the extractor with the pipeline's own stages (skipped when current):
-   ``fp32.tflite`` (verified), ``int8.tflite`` and ``int8-dynamic.tflite`` (verified against the
-   spec's floors);
-3. decodes every watermarked image with PyTorch, FP32 and INT8;
+   their own size: the official route (``runtime/route.py``) makes the residual at 256x256, resizes
+   it to the photo and blends it there, and decoding resizes to 256x256 as official ``detect()`` does;
+3. decodes every watermarked image with PyTorch, FP32 and INT8 (each through its runner), and does
+   the whole job on TFLite (INT8 embedder, then INT8 extractor);
 4. checks false positives: the unwatermarked images decoded against the same messages, with the
    binomial p-value of the number of matching bits (as the official evaluation computes it),
    and the detection (mask) logit on both;
 5. writes ``demo/demo.json`` and ``demo/demo.md`` and prints one summary table; exits non-zero
    when a gate is missed.
 
-``python -m demo robustness`` decodes the same images after JPEG 80/50, resize 0.5, centre crop 0.5,
+``videoseal-litert robustness`` decodes the same images after JPEG 80/50, resize 0.5, centre crop 0.5,
 brightness 1.5 and blur with PyTorch, FP32, INT8 and INT8-dynamic: ``robustness.{json,md,png}``.
 """
 
@@ -37,11 +38,15 @@ import torch
 from PIL import Image
 
 from videoseal_litert.calibration_data.build import to_uint8
+from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
-from videoseal_litert.convert.console import artifact_summary, say
-from videoseal_litert.convert.runtime import TFLiteExtractor
+from videoseal_litert.convert.console import say
+from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+from videoseal_litert.convert.stages import artifact_summary, say_rejected
 from videoseal_litert.models.errors import ImageError, VerificationError
 from videoseal_litert.models.registry import ModelSpec
+from videoseal_litert.runtime.runners import Runner, run_all
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +61,27 @@ FALSE_POSITIVE_PVALUE = 1e-3
 
 @dataclass
 class Pair:
-    """The embedder and extractor of one checkpoint, and its training record when shipped beside it."""
+    """The embedder and extractor of one checkpoint as PyTorch runners, and its training record when shipped beside it."""
 
-    spec: ModelSpec
-    embedder: torch.nn.Module
-    extractor: torch.nn.Module
+    opts: RunOptions
+    embedder: Runner
+    extractor: Runner
     checkpoint: str
+    nbits: int
     record: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def spec(self) -> ModelSpec:
+        return self.opts.spec
 
-def load_pair(spec: ModelSpec, ckpt: Path | None = None) -> Pair:
-    """Both parts from one checkpoint (``detector.`` and ``embedder.`` keys), each loaded strictly."""
-    from videoseal_litert.convert.load import load_embedder, load_extractor
 
-    loaded = load_extractor(spec, ckpt)
-    emb = load_embedder(spec, ckpt)
-    rec_path = Path(loaded.checkpoint_path).with_name("training_record.json")
+def load_pair(opts: RunOptions) -> Pair:
+    """Both parts from one checkpoint (``detector.`` and ``embedder.`` keys), each loaded strictly, as runners."""
+    ext, emb = ExtractorPart(opts), EmbedderPart(opts)
+    loaded = ext.load()
+    rec_path = opts.checkpoint_path().with_name("training_record.json")
     record = read_json(rec_path) if rec_path.is_file() else {}
-    return Pair(spec, emb, loaded.module.eval(), str(loaded.checkpoint_path), record)
+    return Pair(opts, emb.torch_runner(emb.load()), ext.torch_runner(loaded), str(loaded.checkpoint_path), emb.nbits, record)
 
 
 def binomial_pvalue(matches: int, n: int) -> float:
@@ -108,46 +116,41 @@ def watermark_images(
     images: Path | None = None,
     per_image: int = MESSAGES_PER_IMAGE,
     seed: int = MESSAGE_SEED,
-    embedder_tflite: Path | None = None,
+    embedder: Runner | None = None,
+    tally: Tally | None = None,
 ) -> Watermarked:
-    """Watermark the held-out views (or every photo in ``images``) with seeded random messages, with
-    the PyTorch embedder or, given ``embedder_tflite``, a converted one (``package/run_embedder.py``:
-    the same route at any size); the same seed gives the same messages either way."""
+    """Watermark the held-out views (or every photo in ``images``, at its own size) with seeded random
+    messages, through the PyTorch embedder or ``embedder`` (a file's runner), by the route for any
+    size (``runtime/route.py``); the same seed gives the same messages either way."""
     from videoseal_litert.calibration_data.build import heldout_items
     from videoseal_litert.calibration_data.images import list_images, read_rgb, resize_like_detect
-    from videoseal_litert.models.tiny import embed
+    from videoseal_litert.runtime.route import embed
 
     size = pair.spec.card.config.img_size
+    tally = Tally() if tally is None else tally
     if images is None:
-        sources = [(it.name, torch.from_numpy(it.pixels)) for it in heldout_items(None, size)]
+        sources = [(it.name, it.pixels) for it in heldout_items(None, size, tally)]
     else:
         sources = []
-        for path in list_images(images):
+        for path in list_images(images, tally):
             try:
-                sources.append((path.name, torch.from_numpy(read_rgb(path))[None]))
+                sources.append((path.name, read_rgb(path)[None]))
             except ImageError as e:  # named and skipped, as verification does
                 log.warning("skipping %s", e)
+                tally.rejected.append((path.name, str(e).removeprefix(f"{path}: ")))
         if not sources:
             raise ImageError(f"no readable images in {images}")
     gen = torch.Generator().manual_seed(seed)
-    nbits = pair.embedder.nbits
-    if embedder_tflite is not None:
-        from videoseal_litert.models.embedders import embedder_family_of
-        from videoseal_litert.package.run_embedder import Embedder
-
-        cfg = pair.spec.card.embedder
-        tfl = Embedder(embedder_tflite, embedder_family_of(cfg).route(cfg))
-
-        def embed(_: Any, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # noqa: F811 - the TFLite embedder instead
-            return torch.from_numpy(tfl.embed(x[0].permute(1, 2, 0).numpy(), m[0].numpy())).permute(2, 0, 1)[None]
-
+    run = embedder or pair.embedder
+    route = EmbedderPart(pair.opts).family.route(pair.spec.card.embedder)
     out = Watermarked([], [], [], [], [], [])
     marked, clean, msgs = [], [], []
     for name, x in sources:
         for j in range(per_image):
-            m = torch.randint(0, 2, (1, nbits), generator=gen)
-            xw = to_8bit(embed(pair.embedder, x, m))
-            x8 = to_8bit(x)
+            m = torch.randint(0, 2, (1, pair.nbits), generator=gen)
+            wm = embed(run, route, size, x[0].transpose(1, 2, 0), m.numpy()[0])
+            xw = to_uint8(wm.transpose(2, 0, 1)[None]).astype(np.float32) / 255.0
+            x8 = to_uint8(x).astype(np.float32) / 255.0
             out.names.append(f"{name}#{j}")
             out.psnr_db.append(psnr_db(xw, x8))
             out.sizes.append((int(x.shape[-1]), int(x.shape[-2])))
@@ -159,46 +162,46 @@ def watermark_images(
 
 
 def decode(pair: Pair, tflites: dict[str, Path], images: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
-    """(N, 1 + nbits) logits from PyTorch and each ``.tflite``, on NHWC images."""
-    with torch.no_grad():
-        out = {"pytorch": pair.extractor(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).numpy()}
-    for k, path in tflites.items():
-        r = TFLiteExtractor(path, num_threads=threads)
-        rows = []
-        for x in images:
-            mask, bits = r(x[None])
-            rows.append(np.concatenate([mask.reshape(-1), bits.reshape(-1)]))
-        out[k] = np.stack(rows)
+    """(N, 1 + nbits) logits from PyTorch and each ``.tflite``, on NHWC images, each through its runner."""
+    runners = {"pytorch": pair.extractor, **{k: pair.opts.opener(p, threads) for k, p in tflites.items()}}
+    out = {}
+    for k, runner in runners.items():
+        r = run_all(runner, ({"image": x[None]} for x in images))
+        out[k] = np.concatenate([r["mask_logit"], r["bit_logits"]], axis=1)
     return out
 
 
-def prepare_artifacts(
-    pair: Pair, out: Path, ckpt: Path | None, threads: int, variants: tuple[str, ...] = ("int8", "int8-dynamic")
-) -> tuple[list[Any], Path]:
-    """Convert, verify and quantize the pair's extractor with the pipeline's stages (skipped when current)."""
-    from videoseal_litert.convert.stages import RunOptions, stage_load, stage_tflite, stage_verify
+def prepare_artifacts(opts: RunOptions, embedder_variants: tuple[str, ...] = ("int8",)) -> list[Any]:
+    """Convert, verify and quantize both parts of the pair with the pipeline's stages (skipped when current):
+    the extractor's fp32, int8 and int8-dynamic files, the embedder's fp32 and ``embedder_variants``."""
+    from videoseal_litert.convert.stages import stage_load, stage_tflite, stage_verify
     from videoseal_litert.quantize.stage import stage_quantize
 
-    opts = RunOptions(spec=pair.spec, out=out, ckpt=ckpt, threads=threads)
-    return [stage_load(opts), stage_tflite(opts), stage_verify(opts, "fp32"), stage_quantize(opts, variants=variants)], opts.model_dir.path
+    tables = []
+    for part, variants in ((ExtractorPart(opts), ("int8", "int8-dynamic")), (EmbedderPart(opts), embedder_variants)):
+        tables += [stage_load(opts, part), stage_tflite(opts, part), stage_verify(opts, part, "fp32")]
+        if variants:
+            tables.append(stage_quantize(opts, part, variants=variants))
+    return tables
 
 
 def run_demo(out: Path, images: Path | None = None, ckpt: Path | None = None, threads: int = 2) -> dict[str, Any]:
     from videoseal_litert.models.registry import resolve
 
     t0 = time.time()
-    pair = load_pair(resolve(DEMO_MODEL), ckpt)
-    tables, md = prepare_artifacts(pair, out, ckpt, threads)
-    from videoseal_litert.convert.embedder import stage_embedder
-    from videoseal_litert.convert.stages import RunOptions
-
-    tables.append(stage_embedder(RunOptions(spec=pair.spec, out=out, ckpt=ckpt, threads=threads), ("fp32", "int8")))
-    for t in tables:
+    opts = RunOptions(spec=resolve(DEMO_MODEL), out=out, ckpt=ckpt, threads=threads)
+    md = opts.model_dir.path
+    for t in prepare_artifacts(opts):
         log.info("%s", t.table())
-    wm = watermark_images(pair, images)
+    pair = load_pair(opts)
+    tally = Tally()
+    wm = watermark_images(pair, images, tally=tally)
+    say_rejected(tally)
     # The whole job on TFLite: the INT8 embedder marks the same images with the same messages, the
     # INT8 extractor reads them.
-    wm_tfl = watermark_images(pair, images, embedder_tflite=md / "embedder-int8.tflite")
+    wm_tfl = watermark_images(pair, images, embedder=opts.opener(md / "embedder-int8.tflite", threads))
+    # The whole job on TFLite: the INT8 embedder marks the same images with the same messages, the
+    # INT8 extractor reads them.
     assert np.array_equal(wm_tfl.messages, wm.messages)
     files = {"fp32": md / "fp32.tflite", "int8": md / "int8.tflite"}
     logits = decode(pair, files, wm.marked, threads)
@@ -220,6 +223,7 @@ def run_demo(out: Path, images: Path | None = None, ckpt: Path | None = None, th
         "images": "held-out photos (7 photos x full, centre crop 0.6, mirror), 256x256" if images is None else str(images),
         "num_images": len(wm.names),
         "image_names": wm.names,
+        "rejected": tally.as_dict()["rejected"],
         "messages_per_image": MESSAGES_PER_IMAGE,
         "nbits": n,
         "psnr_db": float(np.mean(wm.psnr_db)),
@@ -264,7 +268,7 @@ def run_demo(out: Path, images: Path | None = None, ckpt: Path | None = None, th
     say(render(report).rstrip().rsplit("\n", 1)[0].rstrip())
     table, artifacts_ok = artifact_summary(
         md,
-        ("fp32", "int8", "int8-dynamic", "embedder-fp32", "embedder-int8"),
+        (("extractor", "fp32"), ("extractor", "int8"), ("extractor", "int8-dynamic"), ("embedder", "fp32"), ("embedder", "int8")),
         time.time() - t0,
         f"\nartifacts in {md}; the whole demo took",
     )
@@ -396,9 +400,13 @@ def run_robustness(out: Path, images: Path | None = None, ckpt: Path | None = No
     """Bit accuracy under each attack for PyTorch, FP32, INT8 and INT8-dynamic (converts if needed)."""
     from videoseal_litert.models.registry import resolve
 
-    pair = load_pair(resolve(DEMO_MODEL), ckpt)
-    _, md = prepare_artifacts(pair, out, ckpt, threads)
-    wm = watermark_images(pair, images)
+    opts = RunOptions(spec=resolve(DEMO_MODEL), out=out, ckpt=ckpt, threads=threads)
+    md = opts.model_dir.path
+    prepare_artifacts(opts)
+    pair = load_pair(opts)
+    tally = Tally()
+    wm = watermark_images(pair, images, tally=tally)
+    say_rejected(tally)
     files = {v: md / f"{v}.tflite" for v in ROBUST_DECODERS[1:]}
     rows = {}
     for aug, fn in augmentations().items():

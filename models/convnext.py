@@ -22,7 +22,7 @@ from torch import nn
 
 from videoseal_litert.models.common import LayerNorm2d
 from videoseal_litert.models.errors import CardError
-from videoseal_litert.models.families import Family, Int8Policy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.families import Family, QuantPolicy, card_value, flag, known_keys, positive_int
 from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 
 
@@ -173,7 +173,7 @@ class ConvnextFamily(Family):
     name = "convnext"
     model_prefixes = ("convnext",)
     chain_layout = "NCHW"
-    int8 = Int8Policy(
+    quant = QuantPolicy(
         static=("CONV_2D", "FULLY_CONNECTED"),
         dynamic=("CONV_2D", "FULLY_CONNECTED"),
         weight_only=("DEPTHWISE_CONV_2D",),

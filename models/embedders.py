@@ -1,4 +1,4 @@
-"""Embedder families: the seam between watermark-embedder architectures and the embedder stage.
+"""Embedder families: the seam between watermark-embedder architectures and the pipeline.
 
 An embedder family is one module with a ``FAMILY`` object (``models/unet.py`` for the official
 U-Net embedders, ``models/tiny.py`` for the project's tile embedder) that owns:
@@ -9,10 +9,11 @@ U-Net embedders, ``models/tiny.py`` for the project's tile embedder) that owns:
   msgs)`` takes images of any size in [0, 1] (B, 3, H, W) and 0/1 messages (B, nbits) and returns
   the watermarked images, as the official ``Videoseal.embed(..., is_video=False)``;
   ``residual(imgs, msgs)`` is the embedder's own output at the processing size;
-- ``deploy_form``: the module to convert, the I/O contract below, each rewrite proved equal in float;
-- ``int8``: which ops static INT8 quantizes (the rest stays float, and why);
+- ``deploy_form``: the module to convert, with the part's I/O contract (``models/parts.py``), each
+  rewrite proved equal in float;
+- ``quant``: which ops the quantized variants touch (the rest stays float, and why);
 - ``route``: how an app embeds into an image of another size around the 256x256 file (the same
-  steps as the official path; ``package/run_embedder.py`` implements it without torch);
+  steps as the official path; ``runtime/route.py`` implements it without torch);
 - ``owns``: which checkpoint keys are the embedder's.
 """
 
@@ -26,18 +27,7 @@ import torch
 from torch import nn
 
 from videoseal_litert.models.errors import UnsupportedModelError
-from videoseal_litert.models.families import Int8Policy
-
-# ---- the I/O contract of every converted embedder ------------------------------------------------
-
-EMBEDDER_INPUTS = ("image", "message")
-EMBEDDER_OUTPUTS = ("watermarked", "residual")
-EMBEDDER_MEANINGS = {
-    "image": "RGB image, NHWC float32 in [0, 1], at the processing size",
-    "message": "the message bits as float32 0.0 / 1.0",
-    "watermarked": "the watermarked image, NHWC float32 in [0, 1] (residual, attenuation, blend and clamp done in the graph)",
-    "residual": "the embedder network's raw output in (-1, 1), NHWC; only needed to embed into images of another size (route)",
-}
+from videoseal_litert.models.families import QuantPolicy
 
 
 class EmbedderConfig(Protocol):
@@ -50,7 +40,7 @@ class EmbedderConfig(Protocol):
 
 class EmbedderFamily(ABC):
     name: ClassVar[str]
-    int8: ClassVar[Int8Policy]
+    quant: ClassVar[QuantPolicy]
 
     @abstractmethod
     def accepts(self, model: str) -> bool:

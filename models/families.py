@@ -9,11 +9,11 @@ owns everything that depends on the architecture:
 - ``deploy_form``: folds and converter-friendly rewrites for export, each proved equal in float;
 - ``units``, ``chain_layout``, ``activation_factor``: the extractor as a chain of units, for
   quantizing a model over 2 GB in parts;
-- ``int8``: which ops each INT8 variant quantizes, and why;
+- ``quant``: which ops the quantized variants touch, and why;
 - ``group`` and ``describe``: parameter grouping for ``inspect`` and the summary for ``model.json``.
 
-Every stage goes through this interface and the I/O contract below, which is the same for every
-family. Adding a family is one module plus one line in :func:`families` and the registry lines.
+Every stage goes through this interface and the part's I/O contract (``models/parts.py``), which is
+the same for every family. Adding a family is one module plus one line in :func:`families` and the registry lines.
 """
 
 from __future__ import annotations
@@ -28,14 +28,7 @@ from torch import nn
 
 from videoseal_litert.models.errors import CardError, UnsupportedModelError
 
-# ---- the I/O contract of every converted extractor ------------------------------------------------
-
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("mask_logit", "bit_logits")
-OUTPUT_MEANINGS = {
-    "mask_logit": "detection (mask) logit; the released checkpoints were trained with zero weight on it",
-    "bit_logits": "one logit per message bit: bit = logit > 0, P(bit = 1) = sigmoid(logit)",
-}
+# ---- what every exported extractor holds (names: models/parts.py) --------------------------------
 
 
 class DeployExtractor(nn.Module):
@@ -66,12 +59,13 @@ class FamilyConfig(Protocol):
 
 
 @dataclass(frozen=True)
-class Int8Policy:
-    """TFLite ops each INT8 variant quantizes (ai-edge-quantizer op names); the rest stays float.
+class QuantPolicy:
+    """TFLite ops a family's quantized variants touch (ai-edge-quantizer op names); the rest stays float.
 
-    ``static``: int8 weights and calibrated int8 activations in ``int8`` (and the ops the accuracy-
-    driven fallback may return to float). ``dynamic``: dynamic-range INT8 in ``int8-dynamic``.
-    ``weight_only``: int8 weights, float compute, in both. ``int8-full`` quantizes every op.
+    ``static``: integer weights and calibrated integer activations (``int8``; the ops the accuracy-
+    driven fallback may return to float). ``dynamic``: dynamic-range quantization (``int8-dynamic``).
+    ``weight_only``: integer weights, float compute, in both. Which recipe uses which list is the
+    variants table's business (``runtime/variants.py``); ``int8-full`` quantizes every op.
     """
 
     static: tuple[str, ...]
@@ -88,7 +82,7 @@ class Family(ABC):
     model_prefixes: ClassVar[tuple[str, ...]]
     # Layout of the tensors between units: "NCHW" (feature maps) or "NHWC" (token grids).
     chain_layout: ClassVar[str] = "NCHW"
-    int8: ClassVar[Int8Policy]
+    quant: ClassVar[QuantPolicy]
 
     def accepts(self, model: str) -> bool:
         return model.startswith(self.model_prefixes)

@@ -32,7 +32,7 @@ from torch import nn
 
 from videoseal_litert.models.common import LayerNorm2d
 from videoseal_litert.models.errors import CardError
-from videoseal_litert.models.families import Family, Int8Policy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.families import Family, QuantPolicy, card_value, flag, known_keys, positive_int
 from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 
 
@@ -320,7 +320,7 @@ class SamFamily(Family):
     name = "sam"
     model_prefixes = ("sam",)
     chain_layout = "NHWC"
-    int8 = Int8Policy(
+    quant = QuantPolicy(
         static=("CONV_2D", "FULLY_CONNECTED"),
         dynamic=("CONV_2D", "FULLY_CONNECTED"),
         weight_only=(),

@@ -38,7 +38,7 @@ from torch import nn
 
 from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.errors import CardError
-from videoseal_litert.models.families import Int8Policy
+from videoseal_litert.models.families import QuantPolicy
 
 EMBEDDER_MODEL = "tile_tiny"
 
@@ -227,7 +227,7 @@ class TileFamily:
     """The project's tile embedder on the seam."""
 
     name = "tile"
-    int8 = Int8Policy(
+    quant = QuantPolicy(
         static=("FULLY_CONNECTED",), dynamic=("FULLY_CONNECTED",), why="one FC layer makes the pattern; the rest is elementwise float"
     )
 

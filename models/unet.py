@@ -28,7 +28,7 @@ from torch import nn
 
 from videoseal_litert.models.common import LayerNorm2d, ReflectionPad2d
 from videoseal_litert.models.errors import CardError, UnsupportedModelError
-from videoseal_litert.models.families import Int8Policy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.families import QuantPolicy, card_value, flag, known_keys, positive_int
 
 INTERPOLATION = {"mode": "bilinear", "align_corners": False, "antialias": True}  # Wam.embed's default
 
@@ -480,7 +480,7 @@ class DeployUNetEmbedder(nn.Module):
 
 # Static INT8 for the U-Net's convolutions and the message FC; JND's POW has no INT8 kernel and its
 # heatmap, the blend and the clamp decide the pixels, so they stay float (TOOLCHAIN.md).
-UNET_INT8 = Int8Policy(
+UNET_QUANT = QuantPolicy(
     static=("CONV_2D", "FULLY_CONNECTED"),
     dynamic=("CONV_2D", "FULLY_CONNECTED"),
     why="convolutions and the message FC in INT8; JND (POW, SQRT, SELECT), LayerNorm, resize, blend and clamp stay float",
@@ -507,7 +507,7 @@ class UNetFamily:
     """The official U-Net embedders on the seam (``models/embedders.py``)."""
 
     name = "unet"
-    int8 = UNET_INT8
+    quant = UNET_QUANT
     prefixes = ("embedder.", "rgb2yuv.", "attenuation.")
 
     def accepts(self, model: str) -> bool:

@@ -1,14 +1,17 @@
-"""Stage 7: ``make package`` - a self-contained, hashed, verified bundle for a mobile team.
+"""Stage 7: ``make package`` - a self-contained, hashed, verified bundle of both parts for a mobile team.
 
-``dist/<model id>/`` holds the chosen ``.tflite`` files (each carrying its description as model
-metadata), ``model.json``, golden vectors (PNG inputs with the expected logits and bits of every
-variant), the verification / quantization / benchmark reports, the torch-free
-``run_extractor.py`` and ``manifest.json`` with the sha256 of every file and where it came from.
-The bundle is built in a temporary folder and renamed into place when complete.
+``dist/<model id>/`` holds the chosen ``.tflite`` files of each part (each carrying its description
+as model metadata), ``model.json``, golden vectors (extractor: PNG inputs with the expected logits
+and bits of every file; embedder: cover PNGs and messages with the expected watermarked pixels,
+one cover at an odd size for the route), the verification / quantization / benchmark reports, the
+torch-free runners from ``runtime/`` (``run_extractor.py``, ``run_embedder.py``, ``litert_runner.py``,
+``route.py``) and ``manifest.json`` with the sha256 of every file and where it came from. The
+bundle is built in a temporary folder and renamed into place when complete; it names no path of
+the machine that built it.
 
-A variant is packaged only if its verification passed on the very file being packaged (the
-sha256 recorded at verification must match); otherwise packaging stops and says what to rerun,
-or, with ``reverify``, verifies again and goes on only if that passes.
+A file is packaged only if its verification passed on the very file being packaged (the sha256
+recorded at verification must match); otherwise packaging stops and says what to rerun, or, with
+``reverify``, verifies again and goes on only if that passes.
 """
 
 from __future__ import annotations
@@ -18,79 +21,107 @@ import logging
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from videoseal_litert.calibration_data.build import heldout_items, to_uint8
 from videoseal_litert.convert.artifacts import read_json, tool_versions, write_json, write_text
+from videoseal_litert.convert.console import say
 from videoseal_litert.convert.load import sha256_file
-from videoseal_litert.convert.runtime import TFLiteExtractor
-from videoseal_litert.convert.stages import RunOptions, StageSummary, exclusive_stage, require_artifact
+from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, Part
+from videoseal_litert.convert.stages import StageSummary, exclusive_stage
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
+from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.errors import PipelineError
-from videoseal_litert.models.families import OUTPUT_NAMES
-from videoseal_litert.package.run_extractor import METADATA_NAME, bits_hex
+from videoseal_litert.runtime.litert_runner import METADATA_NAME
+from videoseal_litert.runtime.route import embed as route_embed
+from videoseal_litert.runtime.run_extractor import bits_hex
+from videoseal_litert.runtime.variants import VARIANTS, variant
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_VARIANTS = ("int8", "fp16", "fp32")
+RUNTIME = ROOT / "runtime"
 # Golden-vector tolerance on logits: the runner on another CPU (or another XNNPACK build) may round
 # differently; float files agree to ~1e-5 across machines, integer kernels to about one output step.
 LOGIT_ATOL = {"fp32": 1e-3, "fp16": 2e-3}
 INT_LOGIT_ATOL_FRACTION = 0.02
+EMBEDDER_ATOL = {"fp32": 1e-4, "fp16": 1e-3}  # golden watermarked pixels, across CPUs; others 2e-2
+INT_PIXEL_ATOL = 2e-2
+GOLDEN_MESSAGE_SEED = 11
 
 
 class PackagingError(PipelineError):
-    """A variant cannot go into a bundle (unverified, failed, changed since verification, too big)."""
+    """A file cannot go into a bundle (unverified, failed, changed since verification, too big)."""
 
 
-def _check_verified(opts: RunOptions, variant: str, reverify: bool) -> dict[str, Any]:
+def check_verified(part: Part, name: str, reverify: bool) -> dict[str, Any]:
+    """The passing verification report of the part's ``name`` file, for the very bytes on disk (or re-verified)."""
+    opts = part.opts
     md = opts.model_dir
-    path = md / f"{variant}.tflite"
+    path = md / part.file(name)
+    make = f"make {part.make_target(name)} MODEL={opts.spec.name}"
     if not path.exists():
-        stage = "make convert" if variant == "fp32" else "make quantize"
-        raise PackagingError(f"{path} not found: run `{stage} MODEL={opts.spec.name}` first")
+        raise PackagingError(f"{path} not found: run `{make}` first")
     if path.stat().st_size >= FLATBUFFER_LIMIT:
         raise PackagingError(
             f"{path} is over 2 GB: its weights sit outside the flatbuffer, so no metadata can be embedded; package int8 or fp16"
         )
-    rep_path = md / f"verify-{variant}.json"
-    rerun = f"`make verify MODEL={opts.spec.name} VARIANT={variant}` (or `make package ... REVERIFY=1`)"
+    rep_path = md / f"{part.report(name)}.json"
+    rerun = f"`make verify MODEL={opts.spec.name} PART={part.name} VARIANT={name}` (or `make package ... REVERIFY=1`)"
     if not rep_path.exists():
         if not reverify:
             raise PackagingError(f"{path} was never verified: run {rerun}")
-        return _reverify(opts, variant)
+        return _reverify(part, name)
     rep = read_json(rep_path)
     if not rep["passed"]:
         raise PackagingError(
             f"{path} failed verification ({'; '.join(rep['failures'])}); a bundle never holds an unverified model. "
-            f"See {rep_path.with_suffix('.md')}; rerun `make quantize MODEL={opts.spec.name}` after fixing the cause"
+            f"See {rep_path.with_suffix('.md')}; rerun `{make}` after fixing the cause"
         )
     actual = sha256_file(path)  # the verified bytes, not the recorded ones: REVERIFY=1 can accept a changed file
-    if rep.get("tflite_sha256") != actual:
+    if rep.get("sha256") != actual:
         if not reverify:
-            why = (
-                f"changed after it was verified (sha256 {actual[:12]}... != verified {rep['tflite_sha256'][:12]}...)"
-                if rep.get("tflite_sha256")
-                else "has a verification report without a file hash (written before hashes were recorded)"
+            raise PackagingError(
+                f"{path} changed after it was verified (sha256 {actual[:12]}... != verified {rep['sha256'][:12]}...): run {rerun}"
             )
-            raise PackagingError(f"{path} {why}: run {rerun}")
-        return _reverify(opts, variant)
+        return _reverify(part, name)
     return rep
 
 
-def _reverify(opts: RunOptions, variant: str) -> dict[str, Any]:
+def _reverify(part: Part, name: str) -> dict[str, Any]:
     from videoseal_litert.convert.stages import stage_verify
 
-    log.info("re-verifying %s", variant)
+    log.info("re-verifying %s %s", part.name, name)
     try:
-        stage_verify(opts, variant)
+        stage_verify(part.opts, part, name)
     except PipelineError as e:
-        raise PackagingError(f"{variant}: re-verification failed, not packaged: {e}") from e
-    return read_json(opts.model_dir / f"verify-{variant}.json")
+        raise PackagingError(f"{part.name} {name}: re-verification failed, not packaged: {e}") from e
+    return read_json(part.opts.model_dir / f"{part.report(name)}.json")
+
+
+def to_ship(part: Part, asked: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``asked``, or by default every ship-by-default variant of the part whose file is written and fits
+    one flatbuffer (a file over 2 GB cannot carry metadata: named on the terminal and left out)."""
+    if asked is not None:
+        for n in asked:
+            variant(n, part.name)
+        return asked
+    md, out = part.opts.model_dir, []
+    for v in VARIANTS.values():
+        path = md / part.file(v.name)
+        if not (v.ships and part.name in v.parts and path.exists()):
+            continue
+        if path.stat().st_size >= FLATBUFFER_LIMIT:
+            say(f"  not shipped: {path.name} is over 2 GB (weights outside the flatbuffer; no metadata can be embedded)")
+            continue
+        out.append(v.name)
+    return tuple(out)
 
 
 def embed_metadata(src: Path, dst: Path, description: dict[str, Any]) -> None:
@@ -122,135 +153,126 @@ def git_commit() -> str:
     return head + ("+uncommitted-changes" if dirty else "")
 
 
-def _variant_description(desc: dict[str, Any], variant: str, path: Path) -> dict[str, Any]:
-    from videoseal_litert.quantize.stage import io_params
-
-    io = io_params(path)  # from the file itself: model.json is the load stage's alone
-    return {
-        "model_id": desc["model_id"],
-        "variant": variant,
-        "nbits": desc["nbits"],
-        "random_init": desc["random_init"],
-        "input": desc["input"],
-        "outputs": desc["outputs"],
-        "decoding": "bit i = bit_logits[i] > 0; hex packs bit 0 as the most significant bit of byte 0",
-        "integer_io": io if io and any(d["dtype"] != "float32" for d in [*io["input"], *io["outputs"]]) else None,
-    }
-
-
-def _golden_images(opts: RunOptions, n: int, folder: Path) -> list[tuple[str, np.ndarray]]:
+def _golden_images(part: ExtractorPart, n: int, folder: Path) -> list[tuple[str, np.ndarray]]:
     """The first ``n`` held-out photos (full view) as 8-bit PNGs, each followed by its watermarked
-    version for a model with an embedder; the inputs are exactly bytes / 255."""
-    from videoseal_litert.calibration_data.build import heldout_items
-
+    version for a model whose embedder weights are there; the inputs are exactly bytes / 255."""
+    items = part.with_watermarks([i for i in heldout_items(None, part.size) if i.name.endswith(":full")][:n])
     out = []
-    items = opts.with_watermarks([i for i in heldout_items(None, opts.spec.card.config.img_size) if i.name.endswith(":full")][:n])
     for it in items:
-        u8 = np.clip(np.round(it.pixels[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        u8 = to_uint8(it.pixels[0].transpose(1, 2, 0))
         name = it.name.replace(":", "_") + ".png"
         Image.fromarray(u8).save(folder / name)
         out.append((name, (u8.astype(np.float32) / 255.0)[None]))
     return out
 
 
-EMBEDDER_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 2e-2}  # golden watermarked pixels, across CPUs
-GOLDEN_MESSAGE_SEED = 11
+def _same_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray], dst: Path) -> dict[str, np.ndarray]:
+    if a.keys() != b.keys() or not all(np.array_equal(a[k], b[k]) for k in a):
+        raise PackagingError(f"{dst.name}: embedding metadata changed the outputs; not packaged")
+    return b
 
 
-def embedder_variants_to_ship(opts: RunOptions, asked: tuple[str, ...] | None) -> tuple[str, ...]:
-    """``asked`` (each must be written and verified), or by default every embedder file with a passing report."""
-    md = opts.model_dir
-    if asked is None:
-        return tuple(
-            v
-            for v in ("int8", "fp16", "fp32")
-            if (md / f"verify-embedder-{v}.json").exists() and read_json(md / f"verify-embedder-{v}.json")["passed"]
+def _extractor_golden(part: Part, name: str, src: Path, dst: Path, images: list[tuple[str, np.ndarray]], stage: Path) -> dict[str, Any]:
+    a, b = part.opts.opener(src, 2), part.opts.opener(dst, 2)
+    vectors = []
+    for img, x in images:
+        out = _same_outputs(a({"image": x}), b({"image": x}), dst)
+        bits = out["bit_logits"].reshape(-1)
+        vectors.append(
+            {
+                "image": img,
+                "mask_logit": float(out["mask_logit"].reshape(-1)[0]),
+                "bit_logits": [float(t) for t in bits],
+                "bits_hex": bits_hex(bits),
+            }
         )
-    for v in asked:
-        rep = md / f"verify-embedder-{v}.json"
-        if not (md / f"embedder-{v}.tflite").exists() or not rep.exists():
-            raise PackagingError(f"embedder-{v}.tflite is not written and verified: run `make embedder MODEL={opts.spec.name}` first")
-        r = read_json(rep)
-        if not r["passed"]:
-            raise PackagingError(f"embedder-{v}.tflite failed verification ({'; '.join(r['failures'])}); not packaged")
-        if r["sha256"] != sha256_file(md / f"embedder-{v}.tflite"):
-            raise PackagingError(f"embedder-{v}.tflite changed after it was verified: rerun `make embedder MODEL={opts.spec.name} FORCE=1`")
-    return asked
+    scale = max(max(abs(t) for t in vec["bit_logits"]) for vec in vectors)
+    return {"file": dst.name, "logit_atol": LOGIT_ATOL.get(name, max(1e-3, INT_LOGIT_ATOL_FRACTION * scale)), "vectors": vectors}
 
 
-def _embedder_part(opts: RunOptions, variants: tuple[str, ...], stage: Path, images: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
-    """Embedder files (description as metadata), golden vectors (cover PNG + message -> watermarked .npy), reports."""
-    from videoseal_litert.models.embedders import message_for
-    from videoseal_litert.package.run_embedder import Embedder
+def _embedder_golden(part: Part, name: str, src: Path, dst: Path, images: list[tuple[str, np.ndarray]], stage: Path) -> dict[str, Any]:
+    """Covers (the unwatermarked golden images and one at 320 x 240, so the self-test runs the route) and
+    seeded messages through the file, by the route ``run_embedder.py`` follows."""
+    route = read_json(part.opts.model_dir / part.description_file)["route"]
+    (stage / "golden" / "embedder").mkdir(exist_ok=True)
+    covers = [(n, x[0]) for n, x in images if "+wm" not in n][:2]
+    odd_name = Path(covers[0][0]).stem + "_320x240.png"
+    if not (stage / "golden" / odd_name).exists():
+        Image.fromarray(to_uint8(covers[0][1])).resize((320, 240), Image.BILINEAR).save(stage / "golden" / odd_name)
+    covers.append((odd_name, np.asarray(Image.open(stage / "golden" / odd_name), np.float32) / 255))
+    a, b = part.opts.opener(src, 2), part.opts.opener(dst, 2)
+    vectors = []
+    for i, (img, x) in enumerate(covers):
+        m = message_for(i, part.nbits, GOLDEN_MESSAGE_SEED).numpy()[0]
+        wa, wb = route_embed(a, route, part.size, x, m), route_embed(b, route, part.size, x, m)
+        _same_outputs({"w": wa}, {"w": wb}, dst)
+        npy = f"golden/embedder/{name}-{Path(img).stem}.npy"
+        np.save(stage / npy, wb)
+        vectors.append({"image": img, "message": "".join(str(int(t)) for t in m), "watermarked": npy})
+    return {"file": dst.name, "atol": EMBEDDER_ATOL.get(name, INT_PIXEL_ATOL), "vectors": vectors}
 
-    md = opts.model_dir
-    summary = read_json(md / "embedder.json")
-    nbits = summary["embedder"]["nbits"]
-    part: dict[str, Any] = {k: summary[k] for k in ("embedder", "contract", "route", "random_init", "num_params")}
-    part["variants"], golden = {}, {}
-    (stage / "golden" / "embedder").mkdir()
-    # One odd-sized cover too (240 x 320), so the selftest runs the route for other sizes.
-    odd = Image.fromarray(np.round(images[0][1][0] * 255).astype(np.uint8)).resize((320, 240), Image.BILINEAR)
-    odd_name = Path(images[0][0]).stem + "_320x240.png"
-    odd.save(stage / "golden" / odd_name)
-    covers = [(n, x[0]) for n, x in images] + [(odd_name, np.asarray(odd, np.float32) / 255)]
-    for v in variants:
-        src, dst = md / f"embedder-{v}.tflite", stage / f"embedder-{v}.tflite"
-        rep = read_json(md / f"verify-embedder-{v}.json")
+
+GOLDEN: dict[str, tuple[str, Callable[..., dict[str, Any]], tuple[str, ...]]] = {
+    # part -> (golden.json, writer, runtime files the bundle's runner needs)
+    "extractor": ("golden/golden.json", _extractor_golden, ("run_extractor.py", "litert_runner.py")),
+    "embedder": ("golden/embedder/golden.json", _embedder_golden, ("run_embedder.py", "litert_runner.py", "route.py")),
+}
+REPORT_KEYS = ("passed", "num_images", "floors", "checks")
+
+
+def _ship_part(
+    part: Part, names: tuple[str, ...], reports: dict[str, dict], stage: Path, images: list, desc: dict[str, Any]
+) -> dict[str, Any]:
+    """The part's files (description as metadata), golden vectors, reports and runner files into ``stage``."""
+    md = part.opts.model_dir
+    golden_file, writer, runtime_files = GOLDEN[part.name]
+    shipped, golden = {}, {}
+    for v in names:
+        src, dst = md / part.file(v), stage / part.file(v)
+        io = part.opts.opener(src, 2).io()
         embed_metadata(
             src,
             dst,
             {
-                "model_id": opts.spec.name,
+                "model_id": desc["model_id"],
+                "part": part.name,
                 "variant": v,
-                "role": "embedder",
-                "contract": summary["contract"],
-                "route": summary["route"],
-                "random_init": summary["random_init"],
+                "nbits": part.nbits,
+                "random_init": desc["random_init"],
+                "contract": part.contract.describe(part.size, part.nbits, desc.get("route", {}).get("residual_channels")),
+                "integer_io": io if io and any(d["dtype"] != "float32" for d in [*io["inputs"], *io["outputs"]]) else None,
             },
         )
-        a, b = Embedder(src, summary["route"]), Embedder(dst, summary["route"])
-        vectors = []
-        for i, (name, x) in enumerate(covers):
-            m = message_for(i, nbits, GOLDEN_MESSAGE_SEED).numpy()[0]
-            wa, wb = a.embed(x, m), b.embed(x, m)
-            if not np.array_equal(wa, wb):
-                raise PackagingError(f"{dst.name}: embedding metadata changed the outputs; not packaged")
-            npy = f"golden/embedder/{v}-{Path(name).stem}.npy"
-            np.save(stage / npy, wb)
-            vectors.append({"image": name, "message": "".join(str(int(t)) for t in m), "watermarked": npy})
-        golden[v] = {"file": dst.name, "atol": EMBEDDER_ATOL[v], "vectors": vectors}
-        part["variants"][v] = {
+        golden[v] = writer(part, v, src, dst, images, stage)
+        rep = reports[v]
+        shipped[v] = {
             "file": dst.name,
             "size_bytes": dst.stat().st_size,
             "verified_sha256": rep["sha256"],
-            "verification": {
-                k: rep[k]
-                for k in (
-                    "passed",
-                    "num_images",
-                    "max_abs_pixel_diff",
-                    "psnr_vs_pytorch_db",
-                    "psnr_watermark_vs_cover_db",
-                    "decoding",
-                    "thresholds",
-                )
-            },
+            "verification": {k: rep[k] for k in (*REPORT_KEYS, *part.summary_keys) if k in rep},
+            "integer_io": io if io and any(d["dtype"] != "float32" for d in [*io["inputs"], *io["outputs"]]) else None,
         }
         for ext in ("json", "md"):
-            shutil.copy(md / f"verify-embedder-{v}.{ext}", stage / "reports")
-    shutil.copy(md / "embedder.json", stage / "reports")
-    write_json(stage / "golden" / "embedder" / "golden.json", {"model_id": opts.spec.name, "nbits": nbits, "variants": golden})
-    shutil.copy(Path(__file__).with_name("run_embedder.py"), stage / "run_embedder.py")
-    (stage / "android").mkdir()
-    shutil.copy(Path(__file__).parent / "android" / "EmbedWatermark.kt", stage / "android" / "EmbedWatermark.kt")
-    return part
+            shutil.copy(md / f"{part.report(v)}.{ext}", stage / "reports")
+    write_json(stage / golden_file, {"model_id": desc["model_id"], "nbits": part.nbits, "variants": golden})
+    for f in runtime_files:
+        shutil.copy(RUNTIME / f, stage / f)
+    for extra in (
+        f"{part.prefix}quantize.json",
+        f"{part.prefix}bench.json",
+        f"{part.prefix}bench.md",
+        f"op-error-{part.prefix}int8.md",
+        f"op-error-{part.prefix}int8.png",
+    ):
+        if (md / extra).exists():
+            shutil.copy(md / extra, stage / "reports")
+    return shipped
 
 
 @exclusive_stage
 def build_bundle(
     opts: RunOptions,
-    variants: tuple[str, ...] = DEFAULT_VARIANTS,
+    variants: tuple[str, ...] | None = None,
     dist: Path = Path("dist"),
     reverify: bool = False,
     golden: int = 3,
@@ -259,12 +281,21 @@ def build_bundle(
     md = opts.model_dir
     if opts.spec.card.extractor_config is None:
         raise PackagingError(
-            f"card {opts.spec.card_path} has no extractor: a bundle holds the extractor, with the embedder beside it; "
-            "an embedder-only bundle is not supported (the embedder files and run_embedder.py are in the model directory)"
+            f"card {opts.spec.card_path.name} has no extractor: a bundle holds the extractor, with the embedder beside it; "
+            "an embedder-only bundle is not supported (the embedder files and their reports are in the model directory)"
         )
-    desc = read_json(require_artifact(md, "model.json", "load"))
-    reports = {v: _check_verified(opts, v, reverify) for v in variants}
-    emb_variants = embedder_variants_to_ship(opts, embedder_variants)
+    extractor = ExtractorPart(opts)
+    desc = read_json(md.require(extractor.description_file, "convert"))
+    chosen: dict[str, tuple[Part, tuple[str, ...]]] = {"extractor": (extractor, to_ship(extractor, variants))}
+    if opts.spec.card.has_embedder:
+        embedder = EmbedderPart(opts)
+        if names := to_ship(embedder, embedder_variants):
+            chosen["embedder"] = (embedder, names)
+    if not chosen["extractor"][1]:
+        raise PackagingError(
+            f"no extractor file to ship in {md.path}: run `make convert MODEL={opts.spec.name}` (and `make quantize`) first"
+        )
+    reports = {p: {v: check_verified(part, v, reverify) for v in names} for p, (part, names) in chosen.items()}
     dist.mkdir(parents=True, exist_ok=True)
     final = dist / opts.spec.name
     stage = Path(tempfile.mkdtemp(prefix=f".{opts.spec.name}-", dir=dist))
@@ -272,54 +303,24 @@ def build_bundle(
     try:
         (stage / "golden").mkdir()
         (stage / "reports").mkdir()
-        images = _golden_images(opts, golden, stage / "golden")
-        bundle_variants, golden_json = {}, {}
-        for v in variants:
-            src = md / f"{v}.tflite"
-            dst = stage / f"{v}.tflite"
-            vdesc = _variant_description(desc, v, src)
-            embed_metadata(src, dst, vdesc)
-            a, b = TFLiteExtractor(src), TFLiteExtractor(dst)
-            vectors = []
-            for name, x in images:
-                ma, ba = a(x)
-                mb, bb = b(x)
-                if not (np.array_equal(ma, mb) and np.array_equal(ba, bb)):
-                    raise PackagingError(f"{dst.name}: embedding metadata changed the outputs; not packaged")
-                vectors.append(
-                    {
-                        "image": name,
-                        OUTPUT_NAMES[0]: float(mb.reshape(-1)[0]),
-                        OUTPUT_NAMES[1]: [float(t) for t in bb.reshape(-1)],
-                        "bits_hex": bits_hex(bb.reshape(-1)),
-                    }
-                )
-            scale = max(max(abs(t) for t in vec[OUTPUT_NAMES[1]]) for vec in vectors)
-            tol = LOGIT_ATOL.get(v, max(1e-3, INT_LOGIT_ATOL_FRACTION * scale))
-            golden_json[v] = {"file": dst.name, "logit_atol": tol, "vectors": vectors}
-            bundle_variants[v] = {
-                "file": dst.name,
-                "size_bytes": dst.stat().st_size,
-                "verified_sha256": reports[v]["tflite_sha256"],
-                "verification": {
-                    k: reports[v][k] for k in ("passed", "num_images", "bit_agreement", "mask_agreement", "sqnr_db", "thresholds")
-                },
-                "integer_io": vdesc["integer_io"],
-            }
-            shutil.copy(md / f"verify-{v}.json", stage / "reports")
-            shutil.copy(md / f"verify-{v}.md", stage / "reports")
-        for extra in ("quantize.json", "bench.json", "bench.md", "op-error-int8.md", "op-error-int8.png", "inspect.md"):
-            if (md / extra).exists():
-                shutil.copy(md / extra, stage / "reports")
-        write_json(stage / "golden" / "golden.json", {"model_id": desc["model_id"], "nbits": desc["nbits"], "variants": golden_json})
+        images = _golden_images(extractor, golden, stage / "golden")
         model = {k: desc[k] for k in ("model_id", "description", "nbits", "architecture", "num_params", "input", "outputs", "random_init")}
         model["decoding"] = "bit i = bit_logits[i] > 0; P(bit i = 1) = sigmoid(bit_logits[i]); hex packs bit 0 as the MSB of byte 0"
-        model["variants"] = bundle_variants
-        if emb_variants:
-            covers = [(n, x) for n, x in images if "+wm" not in n][:2]
-            model["embedder"] = _embedder_part(opts, emb_variants, stage, covers)
+        shipped = {"extractor": _ship_part(extractor, chosen["extractor"][1], reports["extractor"], stage, images, desc)}
+        model["variants"] = shipped["extractor"]
+        if "embedder" in chosen:
+            part, names = chosen["embedder"]
+            edesc = read_json(md.require(part.description_file, "embedder"))
+            shipped["embedder"] = _ship_part(part, names, reports["embedder"], stage, images, edesc)
+            model["embedder"] = {
+                **{k: edesc[k] for k in ("embedder", "contract", "route", "random_init", "num_params")},
+                "variants": shipped["embedder"],
+            }
+            (stage / "android").mkdir()
+            shutil.copy(Path(__file__).parent / "android" / "EmbedWatermark.kt", stage / "android" / "EmbedWatermark.kt")
+        if (md / "inspect.md").exists():
+            shutil.copy(md / "inspect.md", stage / "reports")
         write_json(stage / "model.json", model)
-        shutil.copy(Path(__file__).with_name("run_extractor.py"), stage / "run_extractor.py")
         write_text(stage / "README.md", _readme(model))
         files = sorted(p for p in stage.rglob("*") if p.is_file())
         manifest = {
@@ -344,17 +345,12 @@ def build_bundle(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     rows = [
-        (v, f"{r['size_bytes'] / 1e6:.1f} MB, verified bits {r['verification']['bit_agreement']:.2%}") for v, r in bundle_variants.items()
+        (chosen[p][0].file(v), f"{r['size_bytes'] / 1e6:.1f} MB, {chosen[p][0].one_line(r['verification'])}")
+        for p, files in shipped.items()
+        for v, r in files.items()
     ]
     rows += [
-        (f"embedder-{v}", f"{r['size_bytes'] / 1e6:.1f} MB, max diff vs PyTorch {r['verification']['max_abs_pixel_diff']:.1e}")
-        for v, r in (model.get("embedder") or {}).get("variants", {}).items()
-    ]
-    rows += [
-        (
-            "golden vectors",
-            f"{len(images)} images x {len(variants)} variants" + (f"; embedder: {len(emb_variants)} variants" if emb_variants else ""),
-        ),
+        ("golden vectors", f"{len(images)} images; " + ", ".join(f"{p}: {len(n)} files" for p, (_, n) in chosen.items())),
         ("files", str(len(manifest["files"]) + 1)),
         ("bundle", str(final)),
     ]
@@ -373,7 +369,7 @@ def _readme(model: dict[str, Any]) -> str:
 
 Files: {", ".join(v["file"] for v in emb["variants"].values())}. Inputs `image` (1, 256, 256, 3) RGB NHWC float32 in [0, 1]
 and `message` (1, {model["nbits"]}) float32 0/1; output `watermarked` (1, 256, 256, 3) in [0, 1] (residual, attenuation,
-blend and clamp in the graph) and `residual`. For an image of another size (the official route):
+blend and clamp in the graph) and `residual`. For an image of another size (the official route, `route.py`):
 
 {steps}
 
@@ -382,7 +378,7 @@ blend and clamp in the graph) and `residual`. For an image of another size (the 
 
 `android/EmbedWatermark.kt` is the same in Kotlin with the LiteRT Interpreter (an example: not compiled here).
 """
-    return f"""# {model["model_id"]} extractor bundle
+    return f"""# {model["model_id"]} watermark bundle
 
 {warn}{model["description"]}. Files: {", ".join(v["file"] for v in model["variants"].values())}; description in `model.json`
 (also embedded in each `.tflite` as metadata `{METADATA_NAME}`); hashes in `manifest.json`.

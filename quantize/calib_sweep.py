@@ -1,92 +1,67 @@
 """How many calibration images are enough: INT8 agreement against the number of calibration images.
 
-``python -m quantize.calib_sweep --model videoseal --random-init [--counts 4,8,16,32,96]`` calibrates
-``int8`` on the first N items of the calibration set for each N, verifies each result against
-PyTorch on the held-out set (reference computed once), and writes ``calib-sweep.json`` / ``.md``
-beside the model's artifacts. Needs ``fp32.tflite`` below 2 GB (the single-file path).
+``videoseal-litert calib-sweep --model videoseal --random-init [--counts 4,8,16,32,96]`` calibrates
+``int8`` on the first N inputs of the part's calibration set for each N, verifies each result
+against PyTorch on the held-out set (reference computed once), and writes ``calib-sweep.json`` /
+``.md`` beside the model's artifacts. Needs the float file below 2 GB (the single-file path).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
+from videoseal_litert.convert.parts import Part
+from videoseal_litert.convert.verify import run_file
+from videoseal_litert.quantize.calibrate import calibrate, pin_input_ranges
+from videoseal_litert.quantize.recipes import calibration_quantizer
+from videoseal_litert.quantize.stage import quantize_to
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    p = argparse.ArgumentParser(prog="python -m quantize.calib_sweep")
-    p.add_argument("--model", required=True)
-    p.add_argument("--random-init", action="store_true")
-    p.add_argument("--ckpt", type=Path)
-    p.add_argument("--out", type=Path, default=Path("artifacts"))
-    p.add_argument("--counts", default="4,8,16,32,96")
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args(argv)
-
-    from videoseal_litert.convert.stages import RunOptions, require_artifact
-    from videoseal_litert.convert.verify import compare, reference_logits, sqnr_db
-    from videoseal_litert.models.registry import resolve
-    from videoseal_litert.quantize.calibrate import calibrate
-    from videoseal_litert.quantize.recipes import build_quantizer
-    from videoseal_litert.quantize.stage import quantize_to
-
-    opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, threads=a.threads)
+def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
+    opts = part.opts
     md = opts.model_dir
-    fp32 = require_artifact(md, "fp32.tflite", "convert")
-    loaded = opts.load()
-    ref = reference_logits(loaded.module, opts.verify_items())
-    random_init = loaded.random_init
-    del loaded
+    fp32 = md.require(part.file("fp32"), part.make_target("fp32"))
+    inputs = part.verification_set()
+    ref = part.reference(inputs)
     rows = []
     with tempfile.TemporaryDirectory(dir=md.path) as d:
-        out = Path(d) / "int8.tflite"
-        for n in (int(c) for c in a.counts.split(",")):
+        out = Path(d) / part.file("int8")
+        for n in counts:
             t0 = time.time()
-            counts: dict[str, int] = {}
-            qsvs, counts = calibrate(build_quantizer(str(fp32), "int8-full"), fp32, opts.calibration_stream(None, counts, limit=n), counts)
+            qsvs, used = calibrate(calibration_quantizer(str(fp32)), part.calibration_inputs(None, Tally(), limit=n), opts.threads)
+            qsvs = pin_input_ranges(fp32, qsvs, part.contract)
             cal_s = time.time() - t0
-            quantize_to(fp32, out, "int8", qsvs, [], False, opts.family.int8)
-            got = compare(ref, out, opts.spec.card.config.img_size, a.threads)
-            r = ref.logits
+            quantize_to(fp32, out, "int8", qsvs, [], False, part.family.quant)
+            figures = part.figures(inputs, ref, run_file(part, out, inputs, opts.threads, opts.opener))
             rows.append(
                 {
-                    "calibration_images": counts["used"],
+                    "calibration_inputs": used,
                     "calibration_seconds": round(cal_s, 1),
-                    "bit_agreement": float(((r[:, 1:] > 0) == (got[:, 1:] > 0)).mean()),
-                    "mask_agreement": float(((r[:, 0] > 0) == (got[:, 0] > 0)).mean()),
-                    "sqnr_db": sqnr_db(r, got),
+                    **{k: figures[k] for k in part.summary_keys if k in figures},
                 }
             )
-            print(rows[-1], flush=True)
     report = {
         "model_id": opts.spec.name,
-        "random_init": random_init,
-        "held_out_images": len(ref.names),
+        "part": part.name,
+        "random_init": ref.random_init,
+        "held_out_images": len(inputs.names),
         "machine": machine_description(),
         "rows": rows,
     }
-    write_json(md / "calib-sweep.json", report)
+    write_json(md / f"{part.prefix}calib-sweep.json", report)
     lines = [
-        f"# INT8 agreement vs number of calibration images: {opts.spec.name}" + (" (RANDOM weights)" if random_init else ""),
+        f"# INT8 against the number of calibration inputs: {opts.spec.name} {part.name}" + (" (RANDOM weights)" if ref.random_init else ""),
         "",
-        f"{len(ref.names)} held-out images; profiler-based calibration on {machine_description()}.",
+        f"{len(inputs.names)} held-out images; profiler-based calibration on {machine_description()}.",
         "",
-        "| calibration images | calibration s | bit agreement | mask agreement | SQNR dB |",
-        "|---|---|---|---|---|",
+        "| calibration inputs | calibration s | verification |",
+        "|---|---|---|",
     ]
-    lines += [
-        f"| {r['calibration_images']} | {r['calibration_seconds']} | {r['bit_agreement']:.4%} | {r['mask_agreement']:.2%} | {r['sqnr_db']:.2f} |"
-        for r in rows
-    ]
-    write_text(md / "calib-sweep.md", "\n".join(lines) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    lines += [f"| {r['calibration_inputs']} | {r['calibration_seconds']} | {part.one_line({**r, 'floors': {}})} |" for r in rows]
+    write_text(md / f"{part.prefix}calib-sweep.md", "\n".join(lines) + "\n")
+    return report

@@ -1,6 +1,6 @@
-"""Calibration: stream calibration items through the float model in small chunks.
+"""Calibration: stream a part's named calibration inputs through the float model in small chunks.
 
-ai-edge-quantizer's ``calibrate`` materialises its dataset to count it, so the items are fed in
+ai-edge-quantizer's ``calibrate`` materialises its dataset to count it, so the inputs are fed in
 chunks of CHUNK, each continuing the previous chunk's statistics: memory stays flat in the
 number of images.
 """
@@ -12,9 +12,12 @@ from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 
-from videoseal_litert.calibration_data.build import Item
+import numpy as np
+
 from videoseal_litert.convert.console import progress
 from videoseal_litert.models.errors import CalibrationError
+from videoseal_litert.models.parts import Contract
+from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
 
@@ -30,34 +33,31 @@ def calibration_mode():
     return CalibrationMode.CALIBRATION_PROFILER_BASED
 
 
-def calibrate(quantizer, float_path: Path, stream: Iterable[Item], counts: dict[str, int]) -> tuple[dict, dict]:
-    """Run calibration over ``stream`` (``RunOptions.calibration_stream``, which fills ``counts``);
-    return the quantizer's statistics and the counts (sources, items, rejected, used)."""
+def calibrate(quantizer, stream: Iterable[dict[str, np.ndarray]], threads: int = 2) -> tuple[dict, int]:
+    """Run calibration over named inputs ``stream``; return the quantizer's statistics and how many inputs went through."""
     stream = iter(progress(stream, desc="calibrating"))
-    result = None
-    done = 0
-    while chunk := [{"image": it.pixels.transpose(0, 2, 3, 1).copy()} for it in islice(stream, CHUNK)]:
-        result = quantizer.calibrate({"serving_default": chunk}, previous_calibration_result=result, num_threads=2, mode=calibration_mode())
+    result, done = None, 0
+    while chunk := list(islice(stream, CHUNK)):
+        result = quantizer.calibrate(
+            {"serving_default": chunk}, previous_calibration_result=result, num_threads=threads, mode=calibration_mode()
+        )
         done += len(chunk)
-        log.info("  calibrated %d images", done)
+        log.info("  calibrated %d inputs", done)
     if not done:
-        raise CalibrationError("no usable calibration image: every source was rejected or empty (see the calibration counts above)")
-    counts["used"] = done
-    return pin_input_range(float_path, result), counts
+        raise CalibrationError("no usable calibration image: every source was rejected or empty (see the rejected files above)")
+    return result, done
 
 
-def pin_input_range(float_path: Path, qsvs: dict, lo: float = 0.0, hi: float = 1.0) -> dict:
-    """Set the input's range to its declared [0, 1] rather than what the photos happened to span.
+def pin_input_ranges(float_path: Path, qsvs: dict, contract: Contract) -> dict:
+    """Set each input's range to the one its contract declares rather than what the data happened to span.
 
-    An int8 input then maps 8-bit pixels one to one (scale 1/255, zero point -128) and never
-    clips a brighter or darker image than the calibration set held.
+    An int8 image input then maps 8-bit pixels one to one (scale 1/255, zero point -128) and never
+    clips a brighter or darker image than the calibration set held; message bits keep [0, 1].
     """
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    name = Interpreter(model_path=str(float_path)).get_input_details()[0]["name"]
-    old = qsvs.get(name)
-    if old is not None:
-        shape = np.shape(old["min"])
-        qsvs[name] = {**old, "min": np.full(shape, lo, np.float32), "max": np.full(shape, hi, np.float32)}
+    declared = {p.name: p.value_range for p in contract.inputs if p.value_range is not None}
+    for name, detail in open_runner(float_path).inputs.items():
+        old, rng = qsvs.get(detail["name"]), declared.get(name)
+        if old is not None and rng is not None:
+            shape = np.shape(old["min"])
+            qsvs[detail["name"]] = {**old, "min": np.full(shape, rng[0], np.float32), "max": np.full(shape, rng[1], np.float32)}
     return qsvs

@@ -1,4 +1,4 @@
-"""Per-op error of a quantized model against its float model, on calibration-disjoint images.
+"""Per-op error of a quantized file against its float file, on calibration-disjoint inputs, either part.
 
 Every intermediate tensor of the quantized model is compared with the same tensor of the float
 model (ai-edge-quantizer's validator runs both with all tensors preserved); each op is scored by
@@ -12,28 +12,32 @@ import math
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.calibration_data.build import Item
+import numpy as np
+
 from videoseal_litert.convert.artifacts import atomic_path, write_json, write_text
+from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
 
 
-def op_errors(float_path: Path, quant_path: Path, items: list[Item], num_threads: int = 2) -> list[dict[str, Any]]:
+def op_errors(float_path: Path, quant_path: Path, inputs: list[dict[str, np.ndarray]], num_threads: int = 2) -> list[dict[str, Any]]:
     """[{tensor, op, sqnr_db, mse}] for every op output the two models share, worst SQNR first."""
-    from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import model_validator
     from ai_edge_quantizer.utils import validation_utils
 
     metrics = [validation_utils.ValidationErrorMetric.SNR, validation_utils.ValidationErrorMetric.MSE]
-    data = {"serving_default": [{"image": it.pixels.transpose(0, 2, 3, 1).copy()} for it in items]}
     result = model_validator.compare_model(
-        float_path.read_bytes(), quant_path.read_bytes(), data, metrics, compare_fns=None, use_xnnpack=True, num_threads=num_threads
+        float_path.read_bytes(),
+        quant_path.read_bytes(),
+        {"serving_default": list(inputs)},
+        metrics,
+        compare_fns=None,
+        use_xnnpack=True,
+        num_threads=num_threads,
     )
     sig = result.get_signature_comparison_result("serving_default")
     tensors = {**sig.intermediate_tensors, **sig.output_tensors}
-    it = Interpreter(model_path=str(float_path))
-    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
-    op_of = {names[int(t)]: o["op_name"] for o in it._get_ops_details() for t in o["outputs"]}
+    op_of = open_runner(float_path).op_of_tensor()
     rows = []
     for name, m in tensors.items():
         snr = float(m.get("snr", math.nan))
@@ -49,13 +53,13 @@ def op_errors(float_path: Path, quant_path: Path, items: list[Item], num_threads
     return rows
 
 
-def write_op_report(rows: list[dict[str, Any]], out_dir: Path, variant: str, images: list[str], model_id: str, top: int = 30) -> None:
-    stem = f"op-error-{variant}"
-    write_json(out_dir / f"{stem}.json", {"model_id": model_id, "variant": variant, "images": images, "ops": rows})
+def write_op_report(rows: list[dict[str, Any]], out_dir: Path, stem: str, images: list[str], title: str, top: int = 30) -> None:
+    """``<stem>.json`` / ``.md`` / ``.png`` (``stem``: ``op-error-<prefix><variant>``)."""
+    write_json(out_dir / f"{stem}.json", {"title": title, "images": images, "ops": rows})
     lines = [
-        f"# Per-op error: {model_id} / {variant} vs fp32",
+        f"# Per-op error: {title} vs fp32",
         "",
-        f"SQNR of each op's output tensor against the float model, on {len(images)} held-out images "
+        f"SQNR of each op's output tensor against the float model, on {len(images)} held-out inputs "
         f"(never calibration images); worst first. {len(rows)} tensors; plot: `{stem}.png`.",
         "",
         "| rank | op | tensor | SQNR (dB) | MSE |",
@@ -65,7 +69,7 @@ def write_op_report(rows: list[dict[str, Any]], out_dir: Path, variant: str, ima
         s = "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
         lines.append(f"| {i} | {r['op']} | `{r['tensor']}` | {s} | {r['mse']:.3g} |")
     write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
-    _plot(rows[:top], out_dir / f"{stem}.png", f"{model_id} {variant}: worst {min(top, len(rows))} op outputs (SQNR vs fp32)")
+    _plot(rows[:top], out_dir / f"{stem}.png", f"{title}: worst {min(top, len(rows))} op outputs (SQNR vs fp32)")
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:

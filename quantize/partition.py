@@ -23,10 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.tflite import as_numpy_buffers
 from videoseal_litert.models.errors import CalibrationError, PipelineError
-from videoseal_litert.models.families import INPUT_NAME, OUTPUT_NAMES, Family
+from videoseal_litert.models.families import Family
+from videoseal_litert.models.parts import EXTRACTOR_CONTRACT
+from videoseal_litert.runtime.runners import open_runner
+
+INPUT_NAME = EXTRACTOR_CONTRACT.input_names[0]
+OUTPUT_NAMES = EXTRACTOR_CONTRACT.output_names
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ class Part(nn.Module):
     """Consecutive units of the extractor as one NHWC module.
 
     The first part takes the image in [0, 1] and does ``x * 2 - 1``; the last returns the two
-    outputs (mask logit, bit logits) like :class:`models.families.DeployExtractor`; the others map
+    outputs (mask logit, bit logits) like ``models.parts.NamedExtractor``; the others map
     the tensor between units to the next one, NHWC at the seams (a family whose units pass NCHW
     feature maps is permuted there; token grids are NHWC already).
     """
@@ -140,8 +146,6 @@ def calibrate_parts(
     and the feature maps between parts are spilled to ``workdir`` (.npy), so memory does not grow
     with the number of images.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     from videoseal_litert.quantize.calibrate import calibration_mode
 
     files = []
@@ -160,26 +164,16 @@ def calibrate_parts(
         del q
         gc.collect()
         if k < len(part_paths) - 1:
-            it = Interpreter(model_path=str(path), num_threads=threads)
-            it.allocate_tensors()
+            runner = open_runner(path, threads)
             for f in files:
-                np.save(f, _run(it, np.load(f)))
-            del it
+                (out,) = runner({INPUT_NAME: np.load(f)}).values()  # an inner part has one output: the next part's input
+                np.save(f, out)
+            del runner
             gc.collect()
         log.info("  calibrated part %d/%d on %d images", k + 1, len(part_paths), len(files))
     for f in files:
         f.unlink()
     return cal
-
-
-def _run(it, x: np.ndarray) -> np.ndarray:
-    d = it.get_input_details()[0]
-    if tuple(d["shape"]) != x.shape:
-        it.resize_tensor_input(d["index"], x.shape)
-        it.allocate_tensors()
-    it.set_tensor(d["index"], x)
-    it.invoke()
-    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
 
 
 def merge_parts(paths: list[Path], out: Path) -> None:
@@ -285,18 +279,19 @@ def _hwm_mb() -> float:
         return float("nan")
 
 
-def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None) -> tuple[dict, dict]:
-    """Write ``<variant>.tflite`` for each variant via parts; return calibration counts and a parts record."""
-    from videoseal_litert.quantize.calibrate import pin_input_range
-    from videoseal_litert.quantize.recipes import build_quantizer
+def quantize_partitioned(opts, part, variants: tuple[str, ...], calib_dir: Path | None, tally: Tally) -> dict:
+    """Write the extractor's ``<variant>.tflite`` for each variant via parts; return a record of the parts.
+    ``tally`` counts the calibration inputs (``used``) and names every rejected file."""
+    from videoseal_litert.quantize.calibrate import pin_input_ranges
+    from videoseal_litert.quantize.recipes import build_quantizer, calibration_quantizer
+    from videoseal_litert.runtime.variants import variant
 
     md = opts.model_dir
     max_bytes = opts.max_part_bytes or DEFAULT_PART_BYTES
-    img_size = opts.spec.card.config.img_size
     work = scratch_dir(md.path)
     try:
-        loaded = opts.load()
-        parts = plan_parts(loaded.family, loaded.family.deploy_form(loaded.module), max_bytes, DEFAULT_PART_ACT_BYTES, img_size)
+        loaded = part.load()
+        parts = plan_parts(loaded.family, loaded.family.deploy_form(loaded.module), max_bytes, DEFAULT_PART_ACT_BYTES, part.size)
         del loaded
         record = {
             "num_parts": len(parts),
@@ -306,38 +301,37 @@ def quantize_partitioned(opts, variants: tuple[str, ...], calib_dir: Path | None
             "note": "float file over the 2 GB flatbuffer limit: converted, calibrated and quantized in parts, then joined",
         }
         log.info("quantizing in %d parts of <= %.2f GB float weights", len(parts), max_bytes / 1e9)
-        part_paths = convert_parts(parts, img_size, work)
+        part_paths = convert_parts(parts, part.size, work)
         del parts
         gc.collect()
         phases = record["peak_rss_mb_after"] = {"convert_parts": round(_hwm_mb())}
-        counts: dict = {}
         qsvs: list = [None] * len(part_paths)
-        if {"int8", "int8-full"} & set(variants):
-            stream = (it.pixels.transpose(0, 2, 3, 1) for it in opts.calibration_stream(calib_dir, counts))
-            cal = calibrate_parts(lambda p: build_quantizer(p, "int8-full"), part_paths, stream, work, threads=opts.threads)
+        if any(variant(v).needs_calibration for v in variants):
+            stream = (x[INPUT_NAME] for x in part.calibration_inputs(calib_dir, tally))
+            cal = calibrate_parts(lambda p: calibration_quantizer(p), part_paths, stream, work, threads=opts.threads)
             if not cal.used:
-                raise CalibrationError("no usable calibration image: every source was rejected or empty (see the calibration counts above)")
-            counts["used"] = cal.used
+                raise CalibrationError("no usable calibration image: every source was rejected or empty (see the rejected files above)")
+            tally.used = cal.used
             qsvs = cal.qsvs
-            qsvs[0] = pin_input_range(part_paths[0], qsvs[0])
+            qsvs[0] = pin_input_ranges(part_paths[0], qsvs[0], EXTRACTOR_CONTRACT)
             phases["calibrate"] = round(_hwm_mb())
         for v in variants:
             log.info("quantizing %s part by part", v)
             qparts = []
             for k, p in enumerate(progress(part_paths, desc=f"quantizing {v} part by part")):
-                q = build_quantizer(str(p), v, opts.family.int8)
+                q = build_quantizer(str(p), v, part.family.quant)
                 res = q.quantize(qsvs[k] if q.need_calibration else None, enable_progress_report=False)
                 qp = work / f"part{k}-{v}.tflite"
                 qp.write_bytes(res.quantized_model)
                 qparts.append(qp)
                 del q, res
                 gc.collect()
-            merge_parts(qparts, md / f"{v}.tflite")
+            merge_parts(qparts, md / part.file(v))
             for qp in qparts:
                 qp.unlink()
             phases[f"quantize_{v}"] = round(_hwm_mb())
             log.info("  %s joined; peak RSS so far %.0f MB", v, phases[f"quantize_{v}"])
-        return counts, record
+        return record
     finally:
         remove(work)
 

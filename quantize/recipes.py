@@ -1,20 +1,9 @@
-"""Quantization recipes for the four variants, as ai-edge-quantizer recipes.
+"""Build an ai-edge-quantizer ``Quantizer`` for one row of the variants table (``runtime/variants.py``).
 
-Which ops run integer is the family's INT8 policy (``models.families.Int8Policy``, with its
-reasons; for ConvNeXt see README, "INT8 on the fast path"):
-
-- ``int8``: static INT8 (int8 weights per channel, calibrated int8 activations) for the policy's
-  ``static`` ops, the ones XNNPACK runs fast in INT8; ``weight_only`` ops store int8 weights and
-  compute in float; everything else computes in float. Input and output stay float32 unless
-  ``io_int8``.
-- ``int8-full``: every op integer with int8 input and output (for NPU/DSP delegates); no CPU
-  speed goal.
-- ``int8-dynamic``: dynamic-range INT8 weights, float activations, for the policy's ``dynamic``
-  ops; ``weight_only`` ops as in ``int8`` (XNNPACK does not take a hybrid depthwise conv).
-- ``fp16``: float16 weights, float32 compute.
-
-``keep_float`` names op output tensors (regexes matched with ``re.search``, as the quantizer
-does) that must stay float: the accuracy-driven fallback adds to it.
+The table's recipe function configures it with the family's ``QuantPolicy``; ``keep_float`` names
+op output tensors (regexes matched with ``re.search``, as the quantizer does) that must stay float:
+the accuracy-driven fallback adds to it. Also here: a workaround for a quantizer bug on large
+per-channel convolution weights.
 """
 
 from __future__ import annotations
@@ -23,10 +12,8 @@ import re
 from collections.abc import Iterable
 
 from videoseal_litert.models.errors import UsageError
-from videoseal_litert.models.families import Int8Policy
-
-VARIANTS = ("int8", "int8-full", "int8-dynamic", "fp16")
-
+from videoseal_litert.models.families import QuantPolicy
+from videoseal_litert.runtime.variants import variant
 
 _CHUNK_BYTES = 16 * 2**20
 
@@ -73,38 +60,30 @@ def _patch_large_conv_weights() -> None:
     uqt.uniform_quantize = uniform_quantize
 
 
-def build_quantizer(float_path: str, variant: str, policy: Int8Policy | None = None, keep_float: Iterable[str] = (), io_int8: bool = False):
-    """A configured ``ai_edge_quantizer.Quantizer`` for one variant; ``int8`` and ``int8-dynamic``
-    need the family's ``policy``."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe
-
-    _patch_large_conv_weights()
+def build_quantizer(float_path: str, name: str, policy: QuantPolicy | None = None, keep_float: Iterable[str] = (), io_int8: bool = False):
+    """A configured ``ai_edge_quantizer.Quantizer`` for variant ``name`` with the family's ``policy``."""
+    from ai_edge_quantizer import qtyping, quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-    ops = qtyping.TFLOperationName
+    _patch_large_conv_weights()
+    row = variant(name)
+    if row.recipe is None:
+        raise UsageError(f"variant {name!r} is the converter's float output, not made by quantization")
     q = quantizer.Quantizer(float_path)
-    if variant in ("int8", "int8-dynamic") and policy is None:
-        raise UsageError(f"variant {variant} needs the model family's INT8 policy")
-    if variant == "int8":
-        for op in policy.static:
-            q.add_static_config(".*", ops[op], activation_num_bits=8, weight_num_bits=8)
-        for op in policy.weight_only:
-            q.add_weight_only_config(".*", ops[op], num_bits=8)
-        if io_int8:
-            for op in (ops.INPUT, ops.OUTPUT):
-                q.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
-    elif variant == "int8-full":
-        q.load_quantization_recipe(recipe.static_wi8_ai8())
-    elif variant == "int8-dynamic":
-        for op in policy.dynamic:
-            q.add_dynamic_config(".*", ops[op], num_bits=8)
-        for op in policy.weight_only:
-            q.add_weight_only_config(".*", ops[op], num_bits=8)
-    elif variant == "fp16":
-        q.add_weight_only_config(".*", ops.ALL_SUPPORTED, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
-    else:
-        raise UsageError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    row.recipe(q, policy or QuantPolicy(static=(), dynamic=()), io_int8)
     for pattern in keep_float:
         # ai-edge-quantizer matches the op scope: its output tensor names joined and ended with ";".
-        q.update_quantization_recipe(f"^{re.escape(pattern)};$", ops.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        q.update_quantization_recipe(
+            f"^{re.escape(pattern)};$", qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE
+        )
+    return q
+
+
+def calibration_quantizer(float_path: str):
+    """A quantizer whose recipe covers every op, so that one calibration serves every variant."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    _patch_large_conv_weights()
+    q = quantizer.Quantizer(float_path)
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
     return q

@@ -1,6 +1,18 @@
+"""Shared fixtures: the reference vectors, and each mini converted (and quantized) once per test session.
+
+Converting a mini is most of what a test costs, so ``pipeline`` converts each mini at most once per
+session into one folder, through the command line as a user would; tests that only read reuse it,
+tests that change files work on ``pipeline.copy(...)``. The demo also runs once, in a fresh process
+as a user would type it (``demo_run``): its terminal output, reports and artifacts serve every test
+that needs them.
+"""
+
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("VIDEOSEAL_REFERENCE", ROOT.parent / "shared" / "reference"))
 MINIS = ("videoseal_1.0-mini", "chunkyseal-mini", "videoseal_0.0-mini")
+EMBEDDER_MINIS = ("videoseal_1.0-embedder-mini", "pixelseal-embedder-mini", "chunkyseal-embedder-mini", "videoseal_0.0-embedder-mini")
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +30,70 @@ def reference() -> Path:
             f"reference vectors not found at {REFERENCE}: ../shared/reference must sit beside the repo (or set VIDEOSEAL_REFERENCE)"
         )
     return REFERENCE
+
+
+def cli(*args: str) -> int:
+    from videoseal_litert.cli import main
+
+    return main([str(a) for a in args])
+
+
+class Pipeline:
+    """Each mini through the command line once per session; ``copy`` for a test that changes files."""
+
+    def __init__(self, root: Path, reference: Path) -> None:
+        self.root, self.reference, self.done = root, reference, set()
+
+    def card(self, name: str) -> Path:
+        return self.reference / f"{name}.yaml"
+
+    def _once(self, key: tuple[str, ...], *args: str) -> None:
+        if key not in self.done:
+            assert cli(*args) == 0, f"{' '.join(args)} failed"
+            self.done.add(key)
+
+    def converted(self, name: str) -> Path:
+        """``make convert`` of an extractor mini: its artifact folder."""
+        self._once((name, "convert"), "convert", "--model", self.card(name), "--out", self.root)
+        return self.root / name
+
+    def quantized(self, name: str) -> Path:
+        """``make convert`` and ``make quantize`` (every variant) of an extractor mini."""
+        self.converted(name)
+        self._once((name, "quantize"), "quantize", "--model", self.card(name), "--out", self.root)
+        return self.root / name
+
+    def embedder(self, name: str, variants: str = "fp32,fp16,int8") -> Path:
+        """``make embedder`` of an embedder mini, verified on the set's own photos (three: fast) unless it is the
+        VideoSeal 1.0 mini, which is verified on the held-out photos like any model."""
+        images = () if name == "videoseal_1.0-embedder-mini" else ("--images", self.reference / f"{name}-images")
+        self._once(
+            (name, "embedder", variants), "embedder", "--model", self.card(name), "--out", self.root, "--variants", variants, *images
+        )
+        return self.root / name
+
+    def copy(self, model_dir: Path, dest: Path) -> tuple[Path, Path]:
+        """A private copy of a model folder: (its OUT, the copied model folder)."""
+        shutil.copytree(model_dir, dest / model_dir.name)
+        return dest, dest / model_dir.name
+
+
+@pytest.fixture(scope="session")
+def pipeline(reference, tmp_path_factory) -> Pipeline:
+    return Pipeline(tmp_path_factory.mktemp("pipeline"), reference)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, int, list[str]]:
+    """``videoseal-litert demo`` in a fresh process and a fresh OUT: (OUT, exit code, terminal lines)."""
+    out = tmp_path_factory.mktemp("demo") / "artifacts"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIDEOSEAL_VERBOSE", "VIDEOSEAL_DEBUG")}
+    r = subprocess.run(
+        [sys.executable, "-m", "videoseal_litert", "demo", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        timeout=900,
+    )
+    return out, r.returncode, [ln for ln in r.stdout.splitlines() if ln.strip()]

@@ -70,17 +70,14 @@ def mini_card(reference) -> Path:
 
 
 @pytest.fixture(scope="module")
-def converted(reference, mini_card, tmp_path_factory) -> Path:
-    """load + export + tflite of the mini, done once; each test copies it."""
-    out = tmp_path_factory.mktemp("bad-inputs")
-    for stage in ("load", "export", "tflite"):
-        assert main([stage, "--model", str(mini_card), "--out", str(out)]) == 0
-    return out
+def converted(pipeline) -> Path:
+    """The session's converted mini (load + export + tflite + verify); each test copies it."""
+    return pipeline.converted(MINI)
 
 
 def copy_of(converted: Path, tmp_path: Path) -> tuple[Path, Path]:
     out = tmp_path / "out"
-    shutil.copytree(converted, out)
+    shutil.copytree(converted, out / MINI)
     return out, out / MINI
 
 
@@ -108,11 +105,12 @@ def test_unrecorded_garbage_tflite_is_named_when_opened(converted, mini_card, tm
     """A file with no record (put there by hand) is refused when the interpreter cannot read it."""
     out, md = copy_of(converted, tmp_path)
     shutil.rmtree(md / "records")
+    before = (md / "verify-fp32.json").read_bytes()  # the real file's report
     (md / "fp32.tflite").write_bytes(b"TFL3" + os.urandom(4000))
     rc, err = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out))
     assert rc == 2
     assert_named(err, "ArtifactCorruptError")
-    assert not (md / "verify-fp32.json").exists() and not temporaries(out)
+    assert (md / "verify-fp32.json").read_bytes() == before and not temporaries(out)  # no report of the garbage
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "extractor.pt2"])
@@ -120,10 +118,10 @@ def test_truncated_export_artifact_is_redone_not_trusted(converted, mini_card, t
     out, md = copy_of(converted, tmp_path)
     args = ("export", "--model", str(mini_card), "--out", str(out))
     rc, stdout, _ = run(capsys, *args)
-    assert rc == 0 and f"export {MINI}: up to date, skipped" in stdout
+    assert rc == 0 and f"export extractor {MINI}: up to date, skipped" in stdout
     truncate(md / name)
     rc, stdout, _ = run(capsys, *args)
-    assert rc == 0 and f"export {MINI}: done" in stdout
+    assert rc == 0 and f"export extractor {MINI}: done" in stdout
     record = json.loads((md / "records" / "export.json").read_text())
     assert sha256_file(md / name) == record["outputs"][name]
     assert not temporaries(out)
@@ -191,10 +189,12 @@ def test_images_dir_without_a_readable_image(converted, mini_card, tmp_path, cap
     images.mkdir()
     for name, make in BAD_IMAGES.items():
         make(images / name)
+    before = (md / "verify-fp32.json").read_bytes()
     rc, err = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out), "--images", str(images))
     assert rc == 2
     assert_named(err, "ImageError")
-    assert not (md / "verify-fp32.json").exists() and not temporaries(out)
+    assert all(name in err for name in BAD_IMAGES)  # each rejected file named, with why
+    assert (md / "verify-fp32.json").read_bytes() == before and not temporaries(out)
 
 
 # --- cards ------------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def test_debug_shows_the_traceback_and_bugs_exit_3(mini_card, tmp_path, capsys, 
     assert rc == 2 and "Traceback" in err and "error: UnknownModelError: " in err
     monkeypatch.setenv("VIDEOSEAL_DEBUG", "0")
 
-    def broken(opts):
+    def broken(opts, part):
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr("videoseal_litert.convert.stages.stage_load", broken)
@@ -341,8 +341,8 @@ def test_debug_shows_the_traceback_and_bugs_exit_3(mini_card, tmp_path, capsys, 
 class Stage:
     """A real stage in a child process; its stderr is read as it comes (a thread keeps the pipe drained)."""
 
-    def __init__(self, args: list[str], hold_s: float = 60.0) -> None:
-        env = {**os.environ, HOLD_ENV: str(hold_s)}
+    def __init__(self, args: list[str], hold: str = "60") -> None:
+        env = {**os.environ, HOLD_ENV: hold}
         env.pop("VIDEOSEAL_DEBUG", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "videoseal_litert", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -370,12 +370,14 @@ class Stage:
         return self.proc.returncode, "".join(self.lines)
 
 
+# The load stage is the one killed: it writes its artifact (model.json) through the same atomic path
+# as every stage, in seconds rather than a conversion's tens of seconds.
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)])
 def test_stage_killed_while_writing_leaves_the_previous_artifact(converted, mini_card, tmp_path, capsys, sig, code):
     out, md = copy_of(converted, tmp_path)
-    before = sha256_file(md / "fp32.tflite")
-    stage = Stage(["tflite", "--model", str(mini_card), "--out", str(out), "--force"])
-    tmp = stage.wait_until_writing("fp32.tflite")
+    before = sha256_file(md / "model.json")
+    stage = Stage(["load", "--model", str(mini_card), "--out", str(out), "--force"])
+    tmp = stage.wait_until_writing("model.json")
     assert tmp.stat().st_size > 0 and tmp.exists()
     stage.proc.send_signal(sig)
     rc, err = stage.finish()
@@ -386,37 +388,38 @@ def test_stage_killed_while_writing_leaves_the_previous_artifact(converted, mini
     else:
         assert temporaries(out)  # nothing can clean up after SIGKILL ...
     # ... but the previous complete artifact is what a later stage sees, and it is intact.
-    assert sha256_file(md / "fp32.tflite") == before
-    rc, _ = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out))
+    assert sha256_file(md / "model.json") == before
+    rc, _ = cli(capsys, "export", "--model", str(mini_card), "--out", str(out))
     assert rc == 0
     assert not temporaries(out)  # the next stage to take the lock removed the debris
     # A rerun completes.
-    rc, _ = cli(capsys, "tflite", "--model", str(mini_card), "--out", str(out), "--force")
+    rc, _ = cli(capsys, "load", "--model", str(mini_card), "--out", str(out), "--force")
     assert rc == 0 and not temporaries(out)
 
 
 def test_stage_killed_before_its_first_artifact_leaves_none(converted, mini_card, tmp_path, capsys):
     out, md = copy_of(converted, tmp_path)
-    (md / "fp32.tflite").unlink()
-    stage = Stage(["tflite", "--model", str(mini_card), "--out", str(out)])
-    stage.wait_until_writing("fp32.tflite")
+    (md / "model.json").unlink()
+    stage = Stage(["load", "--model", str(mini_card), "--out", str(out)])
+    stage.wait_until_writing("model.json")
     stage.proc.send_signal(signal.SIGTERM)
     rc, err = stage.finish()
     assert rc == 143
-    assert not (md / "fp32.tflite").exists() and not temporaries(out)
-    rc, err = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out))
+    assert not (md / "model.json").exists() and not temporaries(out)
+    rc, err = cli(capsys, "export", "--model", str(mini_card), "--out", str(out))
     assert rc == 2
     assert_named(err, "ArtifactMissingError")
-    assert cli(capsys, "tflite", "--model", str(mini_card), "--out", str(out))[0] == 0
-    assert (md / "fp32.tflite").exists()
+    assert cli(capsys, "load", "--model", str(mini_card), "--out", str(out))[0] == 0
+    assert (md / "model.json").exists()
 
 
 def test_second_run_on_the_same_out_is_refused_by_name(converted, mini_card, tmp_path):
     out, md = copy_of(converted, tmp_path)
-    first = Stage(["tflite", "--model", str(mini_card), "--out", str(out), "--force"], hold_s=25.0)
-    first.wait_until_writing("fp32.tflite")
+    release = tmp_path / "release"  # the first run holds its write open until the second has been refused
+    first = Stage(["load", "--model", str(mini_card), "--out", str(out), "--force"], hold=f"until:{release}")
+    first.wait_until_writing("model.json")
     second = subprocess.run(
-        [sys.executable, "-m", "videoseal_litert", "tflite", "--model", str(mini_card), "--out", str(out), "--force"],
+        [sys.executable, "-m", "videoseal_litert", "load", "--model", str(mini_card), "--out", str(out), "--force"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -424,11 +427,12 @@ def test_second_run_on_the_same_out_is_refused_by_name(converted, mini_card, tmp
     assert second.returncode == 2
     assert_named(second.stderr, "ArtifactsLockedError")
     assert f"pid {first.pid}" in second.stderr
+    release.touch()
     rc, err = first.finish()
     assert rc == 0, err[-2000:]
     # The first run's artifact is whole and recorded: the second touched nothing.
-    record = json.loads((md / "records" / "tflite.json").read_text())
-    assert sha256_file(md / "fp32.tflite") == record["outputs"]["fp32.tflite"]
+    record = json.loads((md / "records" / "load.json").read_text())
+    assert sha256_file(md / "model.json") == record["outputs"]["model.json"]
     assert not temporaries(out)
 
 

@@ -20,16 +20,16 @@ def test_binomial_pvalue():
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out)
+def demo(demo_run):
+    """The session's demo run (a fresh process, as `make demo`): its OUT and its report."""
+    out, rc, lines = demo_run
+    assert rc == 0, "\n".join(lines[-40:])
+    return out, json.loads((out / "demo" / "demo.json").read_text())
 
 
-def test_demo_decodes_real_watermarks_as_pytorch_does(demo_run):
-    out, report = demo_run
-    saved = json.loads((out / "demo" / "demo.json").read_text())
-    assert saved == json.loads(json.dumps(report))
-    assert saved["random_init"] is False and saved["passed"] is True
+def test_demo_decodes_real_watermarks_as_pytorch_does(demo):
+    out, saved = demo
+    assert saved["random_init"] is False and saved["passed"] is True and saved["rejected"] == []
     assert saved["num_images"] == 42 and saved["nbits"] == 48  # 7 held-out photos x 3 views x 2 messages
     # The issue's targets, on photos the pair never saw.
     assert saved["pytorch_bit_accuracy"] >= 0.99 and saved["int8_bit_accuracy"] >= 0.99
@@ -42,8 +42,8 @@ def test_demo_decodes_real_watermarks_as_pytorch_does(demo_run):
     assert (out / "tiny" / "int8.tflite").is_file() and (out / "tiny" / "int8-dynamic.tflite").is_file()
 
 
-def test_robustness_table_has_every_decoder(demo_run):
-    out, _ = demo_run
+def test_robustness_table_has_every_decoder(demo):
+    out, _ = demo
     r = run_robustness(out)
     rows = r["bit_accuracy"]
     assert set(rows) == {"identity", "jpeg_80", "jpeg_50", "resize_0.5", "crop_0.5", "brightness_1.5", "blur_sigma1"}
@@ -54,22 +54,28 @@ def test_robustness_table_has_every_decoder(demo_run):
     assert (out / "demo" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_demo_on_your_own_photos_at_any_size(demo_run, tmp_path):
-    out, _ = demo_run
+def test_demo_on_your_own_photos_at_any_size(demo, tmp_path, capsys):
+    out, _ = demo
     photos = tmp_path / "photos"
     photos.mkdir()
     src = heldout_paths()
     shutil.copy(src[0], photos / "a.png")  # 512x512
     Image.open(src[1]).convert("RGB").resize((411, 287)).save(photos / "b.jpg", quality=95)  # odd, not square
     (photos / "notes.txt").write_text("not an image")
+    from tests.test_bad_inputs import png_declaring
+
+    (photos / "bomb.png").write_bytes(png_declaring(30000, 30000))  # refused, named, counted; the rest goes on
+    capsys.readouterr()
     r = run_demo(out, images=photos)
     assert r["num_images"] == 4 and r["image_names"][0] == "a.png#0"
+    assert sorted(x["file"] for x in r["rejected"]) == ["bomb.png", "notes.txt"]
+    assert "skipped bomb.png: refused as a possible decompression bomb" in capsys.readouterr().out
     assert r["pytorch_bit_accuracy"] >= 0.99 and r["int8_bit_agreement_with_pytorch"] >= 0.999
     assert r["psnr_db_min"] >= 32.0
 
 
-def test_demo_gate_failure_is_a_named_error(demo_run, tmp_path, monkeypatch):
-    out, _ = demo_run
+def test_demo_gate_failure_is_a_named_error(demo, tmp_path, monkeypatch):
+    out, _ = demo
     import videoseal_litert.demo.watermark as dw
 
     monkeypatch.setitem(dw.GATES, "min_psnr_db", 99.0)
@@ -77,9 +83,9 @@ def test_demo_gate_failure_is_a_named_error(demo_run, tmp_path, monkeypatch):
         run_demo(out)
 
 
-def test_demo_all_tflite_row(demo_run):
+def test_demo_all_tflite_row(demo):
     """The whole job on TFLite: INT8 embedder, INT8 extractor, within 0.1 pp of all-PyTorch."""
-    out, report = demo_run
+    out, report = demo
     a = report["all_tflite"]
     assert abs(a["bit_accuracy"] - a["all_pytorch_bit_accuracy"]) <= 0.001 and a["bit_accuracy"] >= 0.99
     assert a["psnr_db_min"] >= 32.0
@@ -87,17 +93,17 @@ def test_demo_all_tflite_row(demo_run):
     assert "INT8 TFLite embedder -> INT8 TFLite extractor" in (out / "demo" / "demo.md").read_text()
 
 
-def test_bundle_ships_both_halves(demo_run, tmp_path):
+def test_bundle_ships_both_halves(demo, tmp_path):
     import subprocess
     import sys
 
     import numpy as np
 
-    from videoseal_litert.convert.stages import RunOptions
+    from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.models.registry import resolve
     from videoseal_litert.package.bundle import PackagingError, build_bundle
 
-    out, _ = demo_run
+    out, _ = demo
     opts = RunOptions(spec=resolve("tiny"), out=out)
     build_bundle(opts, ("int8", "fp32"), tmp_path / "dist")
     b = tmp_path / "dist" / "tiny"
@@ -106,6 +112,8 @@ def test_bundle_ships_both_halves(demo_run, tmp_path):
         "embedder-int8.tflite",
         "embedder-fp32.tflite",
         "run_embedder.py",
+        "route.py",
+        "litert_runner.py",
         "android/EmbedWatermark.kt",
         "golden/embedder/golden.json",
     ):
@@ -116,6 +124,7 @@ def test_bundle_ships_both_halves(demo_run, tmp_path):
         "shape": [1, 48],
         "dtype": "float32",
         "meaning": "the message bits as float32 0.0 / 1.0",
+        "range": [0.0, 1.0],
     }
     golden = json.loads((b / "golden" / "embedder" / "golden.json").read_text())["variants"]["int8"]["vectors"]
     assert any("320x240" in v["image"] for v in golden)  # the route for other sizes is in the self-test

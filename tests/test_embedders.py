@@ -10,26 +10,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from ai_edge_litert.interpreter import Interpreter
 
-from videoseal_litert.convert.cli import main
-from videoseal_litert.convert.load import load_embed_model
+from tests.conftest import EMBEDDER_MINIS, cli
+from videoseal_litert.convert.load import load_embedder
 from videoseal_litert.models.errors import CardError, CheckpointMismatchError, UnsupportedModelError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.unet import JND, ChanRMSNorm, MsgProcessor, WatermarkEmbedder
-from videoseal_litert.package.run_embedder import Embedder, jnd_heatmap, resize_aa
+from videoseal_litert.runtime.route import jnd_heatmap, resize_aa
+from videoseal_litert.runtime.run_embedder import Embedder
 
-EMBEDDER_MINIS = ("videoseal_1.0-embedder-mini", "pixelseal-embedder-mini", "chunkyseal-embedder-mini", "videoseal_0.0-embedder-mini")
 # The reference README's float32 tolerances for a faithful implementation.
 WM_TOL, RES_MAX_TOL, RES_MEAN_TOL = 1e-5, 1e-3, 1e-5
 
 
-def run(*args: str) -> int:
-    return main(list(args))
-
-
 @pytest.fixture(scope="module", params=EMBEDDER_MINIS)
 def mini(request, reference):
-    loaded = load_embed_model(resolve(str(reference / f"{request.param}.yaml")))
+    loaded = load_embedder(resolve(str(reference / f"{request.param}.yaml")))
     return request.param, loaded, dict(np.load(reference / f"{request.param}.npz"))
 
 
@@ -60,7 +57,7 @@ def test_official_odd_size(mini):
 
 def test_deploy_form_equals_official(mini, reference):
     name, _, z = mini
-    loaded = load_embed_model(resolve(str(reference / f"{name}.yaml")))  # a fresh copy: deploy_form changes it in place
+    loaded = load_embedder(resolve(str(reference / f"{name}.yaml")))  # a fresh copy: deploy_form changes it in place
     deploy = loaded.family.deploy_form(loaded.module)
     with torch.no_grad():
         wm, res = deploy(torch.from_numpy(z["images"]).permute(0, 2, 3, 1), torch.from_numpy(z["msgs"]).float())
@@ -141,42 +138,63 @@ def test_full_size_embedders_have_the_official_layout(reference):
 # ---- make embedder end to end ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def converted(reference, tmp_path_factory):
-    out = tmp_path_factory.mktemp("emb")
-    assert run("embedder", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--out", str(out)) == 0
-    return out / "videoseal_1.0-embedder-mini"
-
-
-def test_embedder_files_and_contract(converted):
-    from ai_edge_litert.interpreter import Interpreter
-
+def test_embedder_files_and_contract(pipeline):
+    d = pipeline.embedder("videoseal_1.0-embedder-mini")
     for v in ("fp32", "fp16", "int8"):
-        runner = Interpreter(model_path=str(converted / f"embedder-{v}.tflite")).get_signature_runner()
+        runner = Interpreter(model_path=str(d / f"embedder-{v}.tflite")).get_signature_runner()
         ins, outs = runner.get_input_details(), runner.get_output_details()
-        assert {k: list(d["shape"]) for k, d in ins.items()} == {"image": [1, 256, 256, 3], "message": [1, 32]}
+        assert {k: list(x["shape"]) for k, x in ins.items()} == {"image": [1, 256, 256, 3], "message": [1, 32]}
         assert list(outs["watermarked"]["shape"]) == [1, 256, 256, 3] and list(outs["residual"]["shape"]) == [1, 256, 256, 1]
-        assert all(d["dtype"] == np.float32 for d in (*ins.values(), *outs.values()))
-        rep = json.loads((converted / f"verify-embedder-{v}.json").read_text())
-        assert rep["passed"] and rep["decoding"] is None  # this card has no extractor
-    s = json.loads((converted / "embedder.json").read_text())
-    assert s["route_check"]["passed"] and s["deploy_form_max_abs_diff_vs_official"] < 1e-5
-    sizes = {v: (converted / f"embedder-{v}.tflite").stat().st_size for v in ("fp32", "fp16", "int8")}
+        assert all(x["dtype"] == np.float32 for x in (*ins.values(), *outs.values()))
+        rep = json.loads((d / f"verify-embedder-{v}.json").read_text())
+        assert rep["passed"] and rep["part"] == "embedder" and rep["decoding"] is None  # this card has no extractor
+        assert rep["num_images"] == 21
+    fp32 = json.loads((d / "verify-embedder-fp32.json").read_text())
+    assert fp32["checks"]["route"]["passed"] and fp32["max_abs_pixel_diff"] < 1e-5
+    desc = json.loads((d / "embedder.json").read_text())
+    assert (
+        desc["part"] == "embedder"
+        and desc["route"]["residual_channels"] == 1
+        and desc["contract"]["outputs"][1]["shape"] == [1, 256, 256, 1]
+    )
+    sizes = {v: (d / f"embedder-{v}.tflite").stat().st_size for v in ("fp32", "fp16", "int8")}
     assert sizes["int8"] < 0.4 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
+    # The same stages as the extractor: per-op error report and quantize.json for its quantized files.
+    q = json.loads((d / "embedder-quantize.json").read_text())
+    assert set(q["variants"]) == {"fp16", "int8"} and q["part"] == "embedder" and q["calibration"]["used"] == 96
+    assert (d / "op-error-embedder-int8.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_reports_the_embedder_files(converted, reference):
-    card = str(reference / "videoseal_1.0-embedder-mini.yaml")
-    assert run("bench", "--model", card, "--out", str(converted.parent), "--runs", "4", "--bench-threads", "1") == 0
-    b = json.loads((converted / "bench.json").read_text())["embedder"]
-    assert set(b["latency"]["1"]) == {"fp32", "fp16", "int8"} and b["latency"]["1"]["fp32"]["ratio_to_fp32"] == 1.0
-    assert all(b["peak_rss_mb"][v] > 0 and b["size"][v]["bytes"] == (converted / f"embedder-{v}.tflite").stat().st_size for v in b["size"])
-    assert "## Embedder" in (converted / "bench.md").read_text()
+def test_export_takes_the_embedder_part(pipeline, tmp_path, reference):
+    """`make export PART=embedder`: the same export stage as the extractor's, on the embedder's names."""
+    import onnxruntime as ort
 
-
-def test_fp32_file_reproduces_official_watermarked(converted, reference):
+    out, d = pipeline.copy(pipeline.embedder("videoseal_1.0-embedder-mini"), tmp_path)
+    assert cli("export", "--model", pipeline.card("videoseal_1.0-embedder-mini"), "--part", "embedder", "--out", out) == 0
+    assert (d / "embedder.pt2").stat().st_size > 0 and json.loads((d / "embedder-export.json").read_text())[
+        "onnx_max_abs_diff_vs_pytorch"
+    ] <= 1e-4
     z = np.load(reference / "videoseal_1.0-embedder-mini.npz")
-    emb = Embedder(converted / "embedder-fp32.tflite", json.loads((converted / "embedder.json").read_text())["route"])
+    sess = ort.InferenceSession(str(d / "embedder.onnx"), providers=["CPUExecutionProvider"])
+    wm, _ = sess.run(
+        ["watermarked", "residual"], {"image": z["images"][:1].transpose(0, 2, 3, 1).copy(), "message": z["msgs"][:1].astype(np.float32)}
+    )
+    assert np.abs(wm - z["watermarked"][:1].transpose(0, 2, 3, 1)).max() <= 1e-4
+
+
+def test_bench_reports_the_embedder_files(pipeline, tmp_path):
+    out, d = pipeline.copy(pipeline.embedder("videoseal_1.0-embedder-mini"), tmp_path)
+    assert cli("bench", "--model", pipeline.card("videoseal_1.0-embedder-mini"), "--out", out, "--runs", "2", "--bench-threads", "1") == 0
+    b = json.loads((d / "embedder-bench.json").read_text())
+    assert set(b["latency"]["1"]) == {"fp32", "fp16", "int8", "pytorch"} and b["latency"]["1"]["fp32"]["ratio_to_fp32"] == 1.0
+    assert all(b["peak_rss_mb"][v] > 0 and b["size"][v]["bytes"] == (d / f"embedder-{v}.tflite").stat().st_size for v in b["size"])
+    assert b["part"] == "embedder" and b["inputs"] == {"image": [1, 256, 256, 3], "message": [1, 32]}
+
+
+def test_fp32_file_reproduces_official_watermarked(pipeline, reference):
+    d = pipeline.embedder("videoseal_1.0-embedder-mini")
+    z = np.load(reference / "videoseal_1.0-embedder-mini.npz")
+    emb = Embedder(d / "embedder-fp32.tflite", json.loads((d / "embedder.json").read_text())["route"])
     for img, msg, want in zip(z["images"], z["msgs"], z["watermarked"], strict=True):
         got = emb.embed(img.transpose(1, 2, 0), msg)
         assert np.abs(got - want.transpose(1, 2, 0)).max() <= 1e-4
@@ -186,15 +204,9 @@ def test_fp32_file_reproduces_official_watermarked(converted, reference):
 
 
 @pytest.mark.parametrize("name", ["pixelseal-embedder-mini", "chunkyseal-embedder-mini", "videoseal_0.0-embedder-mini"])
-def test_every_family_converts_to_the_official_output(name, reference, tmp_path):
-    # Verified on the set's own photos (the held-out set is the converted fixture's job): fewer images.
-    imgs = str(reference / f"{name}-images")
-    assert (
-        run("embedder", "--model", str(reference / f"{name}.yaml"), "--out", str(tmp_path), "--embedder-variants", "fp32", "--images", imgs)
-        == 0
-    )
+def test_every_family_converts_to_the_official_output(name, pipeline, reference):
+    d = pipeline.embedder(name, "fp32")
     z = np.load(reference / f"{name}.npz")
-    d = tmp_path / name
     emb = Embedder(d / "embedder-fp32.tflite", json.loads((d / "embedder.json").read_text())["route"])
     got = np.stack([emb.embed(i.transpose(1, 2, 0), m) for i, m in zip(z["images"], z["msgs"], strict=True)])
     assert np.abs(got - z["watermarked"].transpose(0, 2, 3, 1)).max() <= 1e-4
@@ -202,30 +214,34 @@ def test_every_family_converts_to_the_official_output(name, reference, tmp_path)
     assert np.abs(got - z["watermarked_odd"][0].transpose(1, 2, 0)).max() <= 1e-4
 
 
-def test_tiny_pair_decodes_tflite_embedded_images_as_pytorch(tmp_path):
-    assert run("embedder", "--model", "tiny", "--out", str(tmp_path)) == 0
-    s = json.loads((tmp_path / "tiny" / "embedder.json").read_text())
-    for v, r in s["variants"].items():
-        d = r["decoding"]
+def test_tiny_pair_decodes_tflite_embedded_images_as_pytorch(demo_run):
+    """The demo's embedder files (fp32, int8), decoded by the pair's extractor as PyTorch-embedded images are."""
+    out, rc, _ = demo_run
+    assert rc == 0
+    for v in ("fp32", "int8"):
+        d = json.loads((out / "tiny" / f"verify-embedder-{v}.json").read_text())["decoding"]
         assert d["bit_agreement_tflite_vs_pytorch_embedded"] == 1.0, v
         assert abs(d["bit_accuracy_tflite_embedded"] - d["bit_accuracy_pytorch_embedded"]) <= 0.001, v
         assert d["bit_accuracy_pytorch_embedded"] > 0.99
+    # The extractor of a pair is verified on the photos watermarked by its embedder, bits compared there.
+    rep = json.loads((out / "tiny" / "verify-int8.json").read_text())
+    assert rep["bit_rows"] == "watermarked images" and rep["num_images"] == 42 and sum(n.endswith("+wm") for n in rep["images"]) == 21
 
 
 # ---- error cases ----------------------------------------------------------------------------------
 
 
 def test_card_without_embedder_section(reference, tmp_path, capsys):
-    assert run("embedder", "--model", str(reference / "videoseal_1.0-mini.yaml"), "--out", str(tmp_path)) == 2
+    assert cli("embedder", "--model", str(reference / "videoseal_1.0-mini.yaml"), "--out", str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "CardError" in err and "no 'embedder' section" in err and "Traceback" not in err
     assert not list(tmp_path.rglob("*.tflite"))
 
 
 def test_embedder_only_card_refuses_extractor_conversion(reference, tmp_path, capsys):
-    assert run("convert", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--out", str(tmp_path)) == 2
+    assert cli("convert", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--out", str(tmp_path)) == 2
     assert "no 'extractor' section" in capsys.readouterr().err
-    from videoseal_litert.convert.stages import RunOptions
+    from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.package.bundle import PackagingError, build_bundle
 
     with pytest.raises(PackagingError, match="has no extractor"):
@@ -236,7 +252,7 @@ def test_embedder_only_card_refuses_extractor_conversion(reference, tmp_path, ca
 def test_checkpoint_without_embedder_keys(reference, tmp_path, capsys):
     # An extractor-only official checkpoint for an embedder card.
     ckpt = reference / "videoseal_1.0-mini.pth"
-    code = run("embedder", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--ckpt", str(ckpt), "--out", str(tmp_path))
+    code = cli("embedder", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--ckpt", str(ckpt), "--out", str(tmp_path))
     assert code == 2
     err = capsys.readouterr().err
     assert "CheckpointMismatchError" in err and "no 'embedder.' keys" in err
@@ -248,7 +264,7 @@ def test_checkpoint_missing_one_embedder_key(reference, tmp_path):
     p = tmp_path / "broken.pth"
     torch.save(sd, p)
     with pytest.raises(CheckpointMismatchError, match=r"missing:\n\s+embedder.unet.outc.bias"):
-        load_embed_model(resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), p)
+        load_embedder(resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), p)
 
 
 def test_shared_message_embedding_must_agree(reference, tmp_path):
@@ -257,7 +273,7 @@ def test_shared_message_embedding_must_agree(reference, tmp_path):
     p = tmp_path / "split.pth"
     torch.save(sd, p)
     with pytest.raises(CheckpointMismatchError, match="one shared tensor"):
-        load_embed_model(resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), p)
+        load_embedder(resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), p)
 
 
 def test_official_checkpoint_with_both_parts_converts_either(reference, tmp_path):
@@ -270,7 +286,7 @@ def test_official_checkpoint_with_both_parts_converts_either(reference, tmp_path
     }
     p = tmp_path / "both.pth"
     torch.save({"model": both}, p)
-    emb = load_embed_model(resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), p)
+    emb = load_embedder(resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), p)
     ext = load_extractor(resolve(str(reference / "videoseal_1.0-mini.yaml")), p)
     z = np.load(reference / "videoseal_1.0-embedder-mini.npz")
     with torch.no_grad():

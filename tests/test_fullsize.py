@@ -51,15 +51,17 @@ def test_full_size_embedder_converts_and_verifies(model, tmp_path):
     their floors, decoded by the (random) extractor as PyTorch's, the odd-size route checked."""
     out = str(tmp_path)
     assert main(["embedder", "--model", model, "--out", out, "--random-init"]) == 0
-    s = json.loads((tmp_path / resolve(model).name / "embedder.json").read_text())
-    assert s["random_init"] is True and s["num_params"] > 15_000_000 and s["route_check"]["passed"] and s["decoding_checked"]
-    for v in ("fp32", "fp16", "int8"):
-        assert s["variants"][v]["passed"], (v, s["variants"][v])
-    assert s["variants"]["fp32"]["max_abs_pixel_diff"] <= 1e-4
-    assert s["variants"]["int8"]["size_ratio_to_fp32"] <= 0.27
+    d = tmp_path / resolve(model).name
+    s = json.loads((d / "embedder.json").read_text())
+    assert s["random_init"] is True and s["num_params"] > 15_000_000
+    reports = {v: json.loads((d / f"verify-embedder-{v}.json").read_text()) for v in ("fp32", "fp16", "int8")}
+    for v, r in reports.items():
+        assert r["passed"] and r["decoding"] is not None, (v, r["failures"])
+    assert reports["fp32"]["max_abs_pixel_diff"] <= 1e-4 and reports["fp32"]["checks"]["route"]["passed"]
+    assert json.loads((d / "embedder-quantize.json").read_text())["variants"]["int8"]["size_ratio_to_fp32"] <= 0.27
 
 
 def test_chunkyseal_embedder_is_fp32_only_and_says_why(tmp_path, capsys):
-    code = main(["embedder", "--model", "chunkyseal", "--out", str(tmp_path), "--random-init", "--embedder-variants", "fp32,int8"])
-    assert code == 2 and "only EMBEDDER_VARIANTS=fp32" in capsys.readouterr().err
-    assert not list(tmp_path.rglob("*.tflite"))
+    code = main(["embedder", "--model", "chunkyseal", "--out", str(tmp_path), "--random-init", "--variants", "fp32,int8"])
+    assert code == 2 and "only fp32 is available for it" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.tflite"))  # refused before any conversion

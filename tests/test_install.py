@@ -43,7 +43,10 @@ def test_wheel_has_one_top_level_package_and_its_data(wheel):
         "videoseal_litert/models/cards/videoseal.yaml",
         "videoseal_litert/models/tiny/checkpoint.safetensors",
         "videoseal_litert/calibration_data/manifest.json",
-        "videoseal_litert/package/run_extractor.py",
+        "videoseal_litert/runtime/run_extractor.py",
+        "videoseal_litert/runtime/litert_runner.py",
+        "videoseal_litert/runtime/route.py",
+        "videoseal_litert/package/android/EmbedWatermark.kt",
     ):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -57,7 +60,7 @@ def test_fresh_venv_gets_no_top_level_models_or_convert(wheel, tmp_path):
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True)
     probe = (
         "import importlib.util as u; "
-        "print([n for n in ('models', 'convert', 'quantize', 'calibration_data', 'package', 'demo') if u.find_spec(n)]); "
+        "print([n for n in ('models', 'convert', 'quantize', 'calibration_data', 'runtime', 'package', 'demo') if u.find_spec(n)]); "
         "print(u.find_spec('videoseal_litert.convert') is not None)"
     )
     r = subprocess.run([str(py), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import MINIS
+from tests.conftest import EMBEDDER_MINIS, MINIS
 from videoseal_litert.convert.inspect_checkpoint import count_flops
 from videoseal_litert.convert.load import build_extractor, load_extractor
 from videoseal_litert.models.cards import read_card
@@ -45,9 +45,18 @@ def test_project_model_ships_a_checkpoint_that_loads_strictly(spec):
 
 
 @pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
-def test_every_registered_model_has_fp32_thresholds(spec):
-    t = spec.thresholds.get("fp32")
-    assert t is not None and t.max_abs_logit_diff is not None and t.max_abs_logit_diff <= 1e-4
+def test_every_registered_model_has_floors_for_each_file_it_makes(spec):
+    """A model's floors come from its spec or the variants table; each of its parts' files must have one,
+    and FP32 must be held to PyTorch within 1e-4 (logits or pixels)."""
+    from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR, FLOORS_TYPE
+    from videoseal_litert.runtime.variants import default_variants, floors_for
+
+    parts = [p for p, present in ((EXTRACTOR, spec.card.extractor_config is not None), (EMBEDDER, spec.card.has_embedder)) if present]
+    for part in parts:
+        for v in ("fp32", *default_variants(spec, part)):
+            assert isinstance(floors_for(spec, part, v), FLOORS_TYPE[part]), (part, v)
+        fp32 = floors_for(spec, part, "fp32")
+        assert (fp32.max_abs_logit_diff if part == EXTRACTOR else fp32.max_abs_pixel_diff) <= 1e-4
 
 
 def test_chunkyseal_proportional_dims():
@@ -173,11 +182,15 @@ def test_folded_extractor_equals_official(reference):
 
 
 def test_every_family_has_a_mini_that_goes_through_every_stage(reference):
-    # tests/test_convert.py, test_quantize.py and test_sam.py run every stage on MINIS: a family
-    # without a mini there would be untested.
+    # tests/test_convert.py, test_quantize.py and test_sam.py run every stage on MINIS, and
+    # test_embedders.py on EMBEDDER_MINIS (the tile embedder through the demo, on the registry's tiny
+    # pair): a family registered in the seams' tables without a mini there would be untested.
+    from videoseal_litert.models.embedders import embedder_families
     from videoseal_litert.models.families import families
 
     assert {read_card(reference / f"{m}.yaml").family for m in MINIS} == set(families())
+    covered = {read_card(reference / f"{m}.yaml").embedder.family for m in EMBEDDER_MINIS} | {resolve("tiny").card.embedder.family}
+    assert covered == set(embedder_families())
 
 
 @pytest.mark.parametrize("mini", MINIS)

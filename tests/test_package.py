@@ -11,26 +11,22 @@ import sys
 
 import pytest
 
-from videoseal_litert.convert.cli import main as convert_main
-from videoseal_litert.convert.stages import RunOptions
+from tests.conftest import cli
+from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.package.bundle import PackagingError, build_bundle
-from videoseal_litert.package.run_extractor import read_metadata
-from videoseal_litert.quantize.__main__ import main as quantize_main
+from videoseal_litert.runtime.litert_runner import read_metadata
 
 MINI = "videoseal_1.0-mini"
 
 
 @pytest.fixture(scope="module")
-def built(reference, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pkg")
-    card = str(reference / f"{MINI}.yaml")
-    assert convert_main(["convert", "--model", card, "--out", str(out)]) == 0
-    assert quantize_main(["--model", card, "--out", str(out), "--variants", "int8,fp16"]) == 0
-    opts = RunOptions(spec=resolve(card), out=out)
+def built(pipeline, tmp_path_factory):
+    out, _ = pipeline.copy(pipeline.quantized(MINI), tmp_path_factory.mktemp("pkg"))
     dist = out / "dist"
-    build_bundle(opts, ("int8", "fp16", "fp32"), dist)
-    return opts, dist, dist / MINI
+    # The default selection: every ship-by-default variant of the variants table (fp32, fp16, int8).
+    assert cli("package", "--model", pipeline.card(MINI), "--out", out, "--dist", dist) == 0
+    return RunOptions(spec=resolve(str(pipeline.card(MINI))), out=out), dist, dist / MINI
 
 
 def test_manifest_accounts_for_every_file(built):
@@ -47,6 +43,7 @@ def test_manifest_accounts_for_every_file(built):
         "fp16.tflite",
         "fp32.tflite",
         "run_extractor.py",
+        "litert_runner.py",
         "model.json",
         "golden/golden.json",
         "reports/verify-int8.json",
@@ -60,8 +57,9 @@ def test_metadata_embedded_in_each_tflite_reads_back(built):
     for v in ("int8", "fp16", "fp32"):
         meta = read_metadata(b / f"{v}.tflite")
         assert meta is not None, f"{v}.tflite carries no metadata"
-        assert meta["variant"] == v and meta["model_id"] == MINI and meta["nbits"] == model["nbits"]
-        assert meta["input"]["shape"] == [1, 256, 256, 3] and [o["name"] for o in meta["outputs"]] == ["mask_logit", "bit_logits"]
+        assert meta["variant"] == v and meta["part"] == "extractor" and meta["model_id"] == MINI and meta["nbits"] == model["nbits"]
+        c = meta["contract"]
+        assert c["inputs"][0]["shape"] == [1, 256, 256, 3] and [o["name"] for o in c["outputs"]] == ["mask_logit", "bit_logits"]
 
 
 def test_golden_bits_are_consistent_with_logits_and_pytorch_verification(built):
@@ -84,7 +82,9 @@ def test_tampered_artifact_is_refused_and_dist_left_alone(built):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     try:
-        with pytest.raises(PackagingError, match=r"int8\.tflite changed after it was verified.*make verify MODEL=.* VARIANT=int8"):
+        with pytest.raises(
+            PackagingError, match=r"int8\.tflite changed after it was verified.*make verify MODEL=.* PART=extractor VARIANT=int8"
+        ):
             build_bundle(opts, ("int8",), dist)
     finally:
         path.write_bytes(original)
@@ -104,6 +104,18 @@ def test_failed_verification_is_refused(built):
             build_bundle(opts, ("fp16",), dist)
     finally:
         rep_path.write_text(original)
+
+
+def test_bundle_names_no_path_of_the_machine_that_built_it(built, reference):
+    _, _, b = built
+    here = [str(reference.parent.parent), str(b.parent.parent)]  # the checkout's parent, the OUT folder
+    for p in b.rglob("*"):
+        if p.is_file() and p.suffix in (".json", ".md", ".py", ".txt"):
+            text = p.read_text()
+            assert not [h for h in here if h in text], p
+    model = json.loads((b / "model.json").read_text())
+    assert "/" not in model["description"] or "user card" not in model["description"]
+    assert model["description"].startswith("user card videoseal_1.0-mini.yaml (sha256 ")
 
 
 def test_runner_selftest_in_a_torch_free_venv(built, tmp_path):

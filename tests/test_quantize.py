@@ -1,4 +1,4 @@
-"""Quantized variants of the minis: gates, reruns, fallback, calibration set."""
+"""Quantized variants of the minis: floors, reruns, fallback, calibration set, benchmark."""
 
 from __future__ import annotations
 
@@ -9,52 +9,43 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import MINIS
+from tests.conftest import MINIS, cli
 from videoseal_litert.calibration_data.build import MANIFEST, build_manifest, calibration_items, heldout_items
-from videoseal_litert.calibration_data.images import read_rgb
+from videoseal_litert.calibration_data.images import Tally, read_rgb
 from videoseal_litert.calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS
-from videoseal_litert.convert.cli import main as convert_main
-from videoseal_litert.convert.runtime import TFLiteExtractor
-from videoseal_litert.convert.stages import RunOptions
+from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.models.errors import ImageError, VerificationError
-from videoseal_litert.models.registry import Thresholds, resolve
-from videoseal_litert.quantize.__main__ import main as quantize_main
+from videoseal_litert.models.parts import EXTRACTOR, ExtractorFloors
+from videoseal_litert.models.registry import resolve
 from videoseal_litert.quantize.stage import stage_quantize
+from videoseal_litert.runtime.runners import open_runner
+from videoseal_litert.runtime.variants import quantized
 
 
-@pytest.fixture(scope="module", params=MINIS)
-def quantized(request, reference, tmp_path_factory):
-    out = tmp_path_factory.mktemp("q")
-    card = str(reference / f"{request.param}.yaml")
-    assert convert_main(["convert", "--model", card, "--out", str(out)]) == 0
-    assert quantize_main(["--model", card, "--out", str(out)]) == 0
-    return request.param, card, out, out / request.param
-
-
-def test_every_variant_verified_against_its_gate(quantized):
-    _, _, _, d = quantized
+@pytest.mark.parametrize("mini", MINIS)
+def test_every_variant_verified_against_its_floors(mini, pipeline):
+    d = pipeline.quantized(mini)
     summary = json.loads((d / "quantize.json").read_text())
-    assert set(summary["variants"]) == {"int8", "int8-full", "int8-dynamic", "fp16"}
-    assert summary["calibration"]["used"] == json.loads(MANIFEST.read_text())["num_items"]
+    assert set(summary["variants"]) == set(quantized(EXTRACTOR)) == {"int8", "int8-full", "int8-dynamic", "fp16"}
+    assert summary["calibration"]["used"] == json.loads(MANIFEST.read_text())["num_items"] and summary["calibration"]["rejected"] == []
     for v in summary["variants"]:
         rep = json.loads((d / f"verify-{v}.json").read_text())
         assert rep["passed"] and rep["variant"] == v and rep["num_images"] == 21
-        t = rep["thresholds"]
+        t = rep["floors"]
         assert rep["bit_agreement"] >= t["min_bit_agreement"] and rep["sqnr_db"] >= t["min_sqnr_db"]
         assert (d / f"{v}.tflite").stat().st_size < (d / "fp32.tflite").stat().st_size * (0.55 if v == "fp16" else 0.35)
-
-
-def test_int8_runs_wholly_on_xnnpack_with_float_io(quantized):
-    _, _, _, d = quantized
-    r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
+    # int8 runs wholly on XNNPACK with float I/O; int8-full takes and returns int8.
+    r = summary["variants"]["int8"]
     assert r["xnnpack"]["num_not_delegated"] == 0 and r["xnnpack"]["num_partitions"] == 1
-    assert r["io"]["input"][0]["dtype"] == "float32" and all(o["dtype"] == "float32" for o in r["io"]["outputs"])
-    full = json.loads((d / "quantize.json").read_text())["variants"]["int8-full"]
-    assert full["io"]["input"][0]["dtype"] == "int8" and "scale" in full["io"]["input"][0]
+    assert {d["dtype"] for d in r["io"]["inputs"] + r["io"]["outputs"]} == {"float32"}
+    full = summary["variants"]["int8-full"]["io"]
+    assert full["inputs"][0] == {"name": "image", "dtype": "int8", "scale": full["inputs"][0]["scale"], "zero_point": -128}
+    assert full["inputs"][0]["scale"] == pytest.approx(1 / 255, rel=0.01)  # the declared [0, 1], not the photos' range
 
 
-def test_per_op_error_report(quantized):
-    _, _, _, d = quantized
+def test_per_op_error_report(pipeline):
+    d = pipeline.quantized("videoseal_1.0-mini")
     rep = json.loads((d / "op-error-int8.json").read_text())
     sq = [r["sqnr_db"] for r in rep["ops"] if r["sqnr_db"] is not None]
     assert len(sq) > 20 and sq == sorted(sq)
@@ -62,34 +53,37 @@ def test_per_op_error_report(quantized):
     assert (d / "op-error-int8.png").read_bytes()[:4] == b"\x89PNG" and (d / "op-error-int8.md").exists()
 
 
-def test_quantize_reruns_without_reconverting(quantized, capsys):
-    _, card, out, d = quantized
+def test_quantize_reruns_without_reconverting(pipeline, tmp_path, capsys):
+    out, d = pipeline.copy(pipeline.quantized("videoseal_1.0-mini"), tmp_path)
+    card = pipeline.card("videoseal_1.0-mini")
     fp32_mtime = (d / "fp32.tflite").stat().st_mtime_ns
     capsys.readouterr()
-    assert quantize_main(["--model", card, "--out", str(out)]) == 0
+    assert cli("quantize", "--model", card, "--out", out) == 0
     assert "up to date, skipped" in capsys.readouterr().out
     (d / "int8.tflite").unlink()
-    assert quantize_main(["--model", card, "--out", str(out), "--variants", "int8"]) == 0
+    assert cli("quantize", "--model", card, "--out", out, "--variants", "int8") == 0
     assert (d / "int8.tflite").exists() and (d / "fp32.tflite").stat().st_mtime_ns == fp32_mtime
 
 
-def test_tightened_threshold_fails_the_gate(quantized, tmp_path):
-    _, card, out, _ = quantized
-    spec = resolve(card)
-    tight = dict(spec.thresholds, **{"int8-dynamic": Thresholds(min_bit_agreement=1.0, min_sqnr_db=90.0)})
-    opts = RunOptions(spec=dataclasses.replace(spec, thresholds=tight), out=out, force=True)
+def _opts(pipeline, out, mini: str, **floors: ExtractorFloors) -> RunOptions:
+    spec = resolve(str(pipeline.card(mini)))
+    return RunOptions(spec=dataclasses.replace(spec, floors={EXTRACTOR: floors}), out=out, force=True)
+
+
+def test_tightened_floor_fails_the_gate(pipeline, tmp_path):
+    out, _ = pipeline.copy(pipeline.quantized("videoseal_1.0-mini"), tmp_path)
+    opts = _opts(pipeline, out, "videoseal_1.0-mini", **{"int8-dynamic": ExtractorFloors(min_bit_agreement=1.0, min_sqnr_db=90.0)})
     with pytest.raises(VerificationError, match="int8-dynamic failed verification"):
-        stage_quantize(opts, variants=("int8-dynamic",))
+        stage_quantize(opts, ExtractorPart(opts), variants=("int8-dynamic",))
 
 
-def test_fallback_keeps_ops_float_and_records_them(quantized):
-    _, card, out, d = quantized
-    spec = resolve(card)
-    # A gate the default recipe misses (measured SQNR + 3 dB) but float ops can reach.
+@pytest.mark.parametrize("mini", ["videoseal_1.0-mini", "videoseal_0.0-mini"])  # one per family: the policy decides the ranked ops
+def test_fallback_keeps_ops_float_and_records_them(mini, pipeline, tmp_path):
+    out, d = pipeline.copy(pipeline.quantized(mini), tmp_path)
+    # A floor the default recipe misses (measured SQNR + 3 dB) but float ops can reach.
     base = json.loads((d / "verify-int8.json").read_text())["sqnr_db"]
-    tight = dict(spec.thresholds, int8=Thresholds(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=base + 3.0))
-    opts = RunOptions(spec=dataclasses.replace(spec, thresholds=tight), out=out, force=True)
-    stage_quantize(opts, variants=("int8",))  # passes: the fallback reaches the gate
+    opts = _opts(pipeline, out, mini, int8=ExtractorFloors(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=base + 3.0))
+    stage_quantize(opts, ExtractorPart(opts), variants=("int8",))  # passes: the fallback reaches the floor
     r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
     assert r["kept_float_by_fallback"], "the fallback must have kept at least one op float"
     assert r["passed"] is True
@@ -99,29 +93,27 @@ def test_fallback_keeps_ops_float_and_records_them(quantized):
     assert cost["size_bytes_after"] > cost["size_bytes_before"] and cost["size_bytes_after"] == r["size_bytes"]
     assert cost["latency_ratio_after_to_before"] > 0 and "thread" in cost["latency_note"]
     assert not [p for p in d.iterdir() if "first-attempt" in p.name]
-    assert r["sqnr_db"] >= base + 3.0
+    assert r["verification"]["sqnr_db"] >= base + 3.0
 
 
-def test_io_int8_records_scales_and_runs(reference, tmp_path):
+def test_io_int8_records_scales_and_runs(pipeline, tmp_path):
     """IO=int8: integer input and outputs, scale and zero point recorded in quantize.json.
 
     Known limitation measured here: on the random-weight mini the mask logit is calibrated to
     about [-0.06, 0] and the held-out mask logits fall just above 0, so the int8 output clips
-    them to 0 and mask agreement misses its gate; the stage reports that by name and exits 2.
+    them to 0 and mask agreement misses its floor; the stage reports that by name and exits 2.
     """
-    card = str(reference / "videoseal_1.0-mini.yaml")
-    assert convert_main(["convert", "--model", card, "--out", str(tmp_path)]) == 0
-    rc = quantize_main(["--model", card, "--out", str(tmp_path), "--io", "int8", "--variants", "int8"])
-    d = tmp_path / "videoseal_1.0-mini"
+    out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
+    rc = cli("quantize", "--model", pipeline.card("videoseal_1.0-mini"), "--out", out, "--io", "int8", "--variants", "int8")
     rep = json.loads((d / "verify-int8.json").read_text())
-    # The limitation above, as measured: the mask gate fails by name, the bits pass.
+    # The limitation above, as measured: the mask floor fails by name, the bits pass.
     assert rc == 2 and rep["passed"] is False
     assert [f for f in rep["failures"] if "mask" in f] and not [f for f in rep["failures"] if "bit" in f]
     assert rep["bit_agreement"] >= 0.97
     io = json.loads((d / "quantize.json").read_text())["variants"]["int8"]["io"]
-    assert io["input"][0]["dtype"] == "int8" and io["input"][0]["scale"] == pytest.approx(1 / 255, rel=0.05)
+    assert io["inputs"][0]["dtype"] == "int8" and io["inputs"][0]["scale"] == pytest.approx(1 / 255, rel=0.05)
     assert {o["dtype"] for o in io["outputs"]} == {"int8"} and all("zero_point" in o for o in io["outputs"])
-    assert TFLiteExtractor(d / "int8.tflite").input["dtype"] == np.int8
+    assert np.dtype(open_runner(d / "int8.tflite").inputs["image"]["dtype"]) == np.int8
 
 
 def test_calibration_set_is_deterministic_and_matches_manifest():
@@ -136,19 +128,16 @@ def test_heldout_is_disjoint_from_calibration():
     assert {it.source for it in heldout_items()} == set(HELDOUT_PHOTOS)
 
 
-def test_calibration_memory_stays_flat_as_images_grow(monkeypatch):
-    """Peak memory of calibration (traced allocations) with 8 and with 40 images: flat when streamed.
+def test_calibration_memory_stays_flat_as_images_grow():
+    """Peak memory of calibration (traced allocations) with 8 and with 40 inputs: flat when streamed.
 
     A stand-in quantizer keeps what the real one keeps between chunks (running min/max, not the
-    images). As a check of the instrument, materialising the same 40 images first is measured too:
+    images). As a check of the instrument, materialising the same 40 inputs first is measured too:
     it must show their size.
     """
     import tracemalloc
 
-    from videoseal_litert.calibration_data.build import Item
     from videoseal_litert.quantize import calibrate as cal
-
-    monkeypatch.setattr(cal, "pin_input_range", lambda path, qsvs: qsvs)
 
     class RunningMinMax:
         def calibrate(self, data, previous_calibration_result=None, **kwargs):
@@ -156,26 +145,18 @@ def test_calibration_memory_stays_flat_as_images_grow(monkeypatch):
             prev = previous_calibration_result or {"min": np.inf, "max": -np.inf}
             return {"min": min(prev["min"], float(batch.min())), "max": max(prev["max"], float(batch.max()))}
 
-    def generated(n: int):  # same-sized items made one at a time (photos differ in size, which would blur the measure)
+    def generated(n: int):  # same-sized inputs made one at a time
         rng = np.random.default_rng(0)
-        for i in range(n):
-            yield Item(f"x{i}", "generated", "full", rng.random((1, 3, 256, 256), dtype=np.float32))
+        for _ in range(n):
+            yield {"image": rng.random((1, 256, 256, 3), dtype=np.float32)}
 
     def peak_mb(n: int, materialise: bool = False) -> float:
-        items = list(generated(n)) if materialise else None
         tracemalloc.start()
-        stream = iter(items) if materialise else generated(n)
-        if materialise:  # the same images held at once, as a non-streaming calibrator would
-            held = [it.pixels.transpose(0, 2, 3, 1).copy() for it in stream]
-            stream = iter(items)
-        counts: dict = {}
-        qsvs, counts = cal.calibrate(RunningMinMax(), None, stream, counts)
+        stream = iter(list(generated(n))) if materialise else generated(n)  # held at once, as a non-streaming calibrator would
+        qsvs, used = cal.calibrate(RunningMinMax(), stream)
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
-        assert counts["used"] == n and qsvs["max"] <= 1.0
-        del items
-        if materialise:
-            del held
+        assert used == n and qsvs["max"] <= 1.0
         return peak
 
     small, large = peak_mb(8), peak_mb(40)
@@ -206,32 +187,47 @@ def test_odd_images_are_handled_or_rejected_by_name(tmp_path):
         read_rgb(tmp_path / "tiny.png")
     with pytest.raises(ImageError, match="fake.png: not a readable image"):
         read_rgb(tmp_path / "fake.png")
-    counts: dict[str, int] = {}
-    items = list(calibration_items(tmp_path, counts=counts))
+    tally = Tally()
+    items = list(calibration_items(tmp_path, tally=tally))
     user = [i for i in items if i.source in {"gray.png", "alpha.png", "cmyk.jpg", "deep16.png"}]
-    assert len(user) == 4 and counts["rejected"] == 2
+    assert len(user) == 4 and sorted(f for f, _ in tally.rejected) == ["fake.png", "notes.txt", "tiny.png"]
 
 
 @pytest.mark.parametrize("sequential", [False, True])
-def test_bench_reports_every_variant_and_stage_costs(quantized, monkeypatch, sequential):
+def test_bench_reports_every_variant_and_stage_costs(pipeline, monkeypatch, sequential, capsys):
     import videoseal_litert.convert.bench as cb
-    from videoseal_litert.convert.stages import stage_bench
 
-    _, card, out, d = quantized
-    if sequential:  # the mode ChunkySeal takes: variants one after another, PyTorch first and freed
+    d = pipeline.quantized("videoseal_1.0-mini")
+    if sequential:  # the mode ChunkySeal takes: files one after another, PyTorch first and freed
         monkeypatch.setattr(cb, "INTERLEAVE_BUDGET_BYTES", 0)
-    stage_bench(RunOptions(spec=resolve(card), out=out), runs=2, warmup=1, threads=(1,))
+    assert (
+        cli(
+            "bench",
+            "--model",
+            pipeline.card("videoseal_1.0-mini"),
+            "--out",
+            d.parent,
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--bench-threads",
+            "1",
+        )
+        == 0
+    )
     r = json.loads((d / "bench.json").read_text())
-    assert r["mode"].startswith("sequential" if sequential else "interleaved")
+    assert r["mode"].startswith("sequential" if sequential else "interleaved") and r["part"] == "extractor"
     lat = r["latency"]["1"]
     assert set(lat) == {"fp32", "fp16", "int8-dynamic", "int8", "int8-full", "pytorch"}
     assert lat["fp32"]["ratio_to_fp32"] == 1.0 and all(s["runs"] == 2 and s["median_ms"] > 0 for s in lat.values())
-    # Each variant's peak RSS comes from its own process (VmHWM): an int8 file must not report the
+    # Each file's peak RSS comes from its own process (VmHWM): an int8 file must not report the
     # benchmark process's own peak, which holds PyTorch and every interpreter.
     assert all(v > 20 for v in r["peak_rss_mb"].values())
     assert r["peak_rss_mb"]["int8"] < r["peak_rss_mb"]["fp32"] + 1
     assert {"tflite", "quantize"} <= set(r["stages"]) and r["stages"]["quantize"]["peak_rss_mb"] > 0
     assert "RANDOM" not in (d / "bench.md").read_text() and "Pipeline stages" in (d / "bench.md").read_text()
+    assert "1 thr int8" in capsys.readouterr().out
 
 
 def test_large_conv_weight_quantizes_by_slices():

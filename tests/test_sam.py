@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from videoseal_litert.convert.stages import RunOptions
+from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.models.cards import read_card
 from videoseal_litert.models.errors import CardError
 from videoseal_litert.models.families import DeployExtractor
+from videoseal_litert.models.parts import EXTRACTOR_CONTRACT, NamedExtractor
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.sam import (
     SamConfig,
@@ -77,7 +79,7 @@ def test_dynamic_int8_batch_matmul_fails_on_the_official_form_and_not_on_the_dep
     results = {}
     for name, module in (("official", copy.deepcopy(m)), ("deploy", fold_for_deploy_(copy.deepcopy(m)))):
         f = tmp_path / f"{name}.tflite"
-        convert_fp32(DeployExtractor(module).eval(), 256, f)
+        convert_fp32(NamedExtractor(DeployExtractor(module)).eval(), EXTRACTOR_CONTRACT.sample_inputs(256, 8), f)
         q = quantizer.Quantizer(str(f))
         q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
         out = tmp_path / f"{name}-dynamic.tflite"
@@ -113,17 +115,17 @@ def test_nonsense_vit_card_values_are_named(change, message, reference, tmp_path
 
 def test_vit_parts_joined_equal_the_official_logits(reference, tmp_path):
     """The large-model path on a ViT: the chain's seams carry NHWC token grids (no transposes)."""
-    from videoseal_litert.convert.runtime import TFLiteExtractor
     from videoseal_litert.quantize.partition import convert_parts, merge_parts, plan_parts
+    from videoseal_litert.runtime.runners import open_runner
 
-    opts = RunOptions(spec=resolve(str(reference / "videoseal_0.0-mini.yaml")), out=tmp_path)
-    assert opts.family.name == "sam" and opts.family.chain_layout == "NHWC"
-    parts = plan_parts(opts.family, opts.family.deploy_form(opts.load().module), 800_000)
+    part = ExtractorPart(RunOptions(spec=resolve(str(reference / "videoseal_0.0-mini.yaml")), out=tmp_path))
+    assert part.family.name == "sam" and part.family.chain_layout == "NHWC"
+    parts = plan_parts(part.family, part.family.deploy_form(part.load().module), 800_000)
     assert len(parts) >= 3 and parts[0].first and parts[-1].last and not parts[1].nchw
     merged = tmp_path / "merged.tflite"
     merge_parts(convert_parts(parts, 256, tmp_path), merged)
     data = np.load(reference / "videoseal_0.0-mini.npz")
-    runner = TFLiteExtractor(merged)
+    runner = open_runner(merged)
     for img, ref in zip(data["images"][:2], data["logits"][:2], strict=True):
-        mask, bits = runner(img.transpose(1, 2, 0)[None].copy())
-        assert np.abs(np.concatenate([mask[0], bits[0]]) - ref).max() <= 1e-4
+        out = runner({"image": img.transpose(1, 2, 0)[None].copy()})
+        assert np.abs(np.concatenate([out["mask_logit"][0], out["bit_logits"][0]]) - ref).max() <= 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,31 +18,41 @@ THIRD_PARTY = re.compile(
 )
 
 
-def test_demo_prints_one_screen_of_our_own_lines(tmp_path):
-    out = tmp_path / "artifacts"
-    log = tmp_path / "terminal.txt"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIDEOSEAL_VERBOSE", "VIDEOSEAL_DEBUG")}
-    with open(log, "w") as f:
-        rc = subprocess.run(
-            [sys.executable, "-m", "videoseal_litert", "demo", "--out", str(out)], stdout=f, stderr=subprocess.STDOUT, env=env, timeout=900
-        ).returncode
-    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+def test_demo_prints_one_screen_of_our_own_lines(demo_run):
+    out, rc, lines = demo_run
     assert rc == 0, "\n".join(lines[-40:])
     assert len(lines) <= 60, f"{len(lines)} lines:\n" + "\n".join(lines)
     chatter = [ln for ln in lines if THIRD_PARTY.search(ln)]
     assert not chatter, chatter
     assert lines[-1] == "PASSED"
     assert any(ln.strip().startswith("int8.tflite") and "pass" in ln for ln in lines)
+    assert any(ln.strip().startswith("embedder-int8.tflite") and "pass" in ln for ln in lines)
     # What the tools said is one path away.
-    logs = out / "demo" / "logs" / "watermark.log"
-    text = logs.read_text()
+    text = (out / "demo" / "logs" / "watermark.log").read_text()
     assert THIRD_PARTY.search(text), "the converters' own output should be in the log"
+
+
+def test_kernel_bench_prints_only_our_lines(tmp_path):
+    """The converter and the interpreter say a lot while one layer is converted and timed: all of it goes
+    to the log. In a fresh process, as a user runs it (in-process, pytest's capture would hide where prints go)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIDEOSEAL_VERBOSE", "VIDEOSEAL_DEBUG")}
+    args = ["kernel-bench", "--out", str(tmp_path), "--runs", "3", "--dim", "32", "--tokens", "4"]
+    r = subprocess.run(
+        [sys.executable, "-m", "videoseal_litert", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert r.returncode == 0, r.stdout[-3000:]
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert lines[0].startswith("kernel-bench: Linear 32 -> 128") and len(lines) <= 5, lines
+    assert not [ln for ln in lines if THIRD_PARTY.search(ln)], lines
+    r = json.loads((tmp_path / "kernel_bench.json").read_text())
+    assert set(r["median_ms_by_threads"]["1"]) == {"fp32", "int8", "int8-dynamic", "int8_ratio_to_fp32", "int8-dynamic_ratio_to_fp32"}
+    assert THIRD_PARTY.search((tmp_path / "logs" / "kernel-bench.log").read_text())
 
 
 def test_failing_stage_shows_its_log_tail_and_path(reference, tmp_path, capsys, monkeypatch):
     card = str(reference / "videoseal_1.0-mini.yaml")
 
-    def noisy_then_broken(opts):
+    def noisy_then_broken(opts, part):
         os.write(2, b"native library says: something went wrong deep inside\n")
         raise RuntimeError("unexpected")
 

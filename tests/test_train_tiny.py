@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from tests.conftest import cli
 from videoseal_litert.calibration_data.images import resize_like_detect
 from videoseal_litert.convert.load import load_embedder, load_extractor
-from videoseal_litert.demo.train_tiny import build_pair, evaluate, heldout_images, main, per_location_logits
-from videoseal_litert.models.errors import CardError, CheckpointMismatchError, UsageError
+from videoseal_litert.demo.train_tiny import build_pair, evaluate, heldout_images, per_location_logits
+from videoseal_litert.models.errors import CardError, CheckpointMismatchError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.tiny import EmbedderConfig, TileEmbedder, blend, embed, read_embedder_config
 
@@ -22,6 +24,15 @@ from videoseal_litert.models.tiny import EmbedderConfig, TileEmbedder, blend, em
 SMOKE = ["--batch", "32", "--size", "64", "--stop-after", "250", "--eval-every", "250", "--seed", "0"]
 # Resume: a few cheap steps with every augmentation on, in one go and in two parts.
 PARTS = ["--batch", "4", "--size", "64", "--aug-from", "0", "--eval-every", "2", "--seed", "3"]
+
+
+def tile_embedder(spec, ckpt=None) -> TileEmbedder:
+    """The tiny pair's tile embedder, loaded strictly by the pipeline's loader."""
+    return load_embedder(spec, ckpt).module.embedder
+
+
+def main(args: list[str]) -> int:
+    return cli("train-tiny", *args)
 
 
 def test_per_location_logits_average_to_the_extractor_output():
@@ -53,7 +64,7 @@ def test_residual_is_a_grid_aligned_low_pass_unit_rms_tile():
 
 
 def test_embed_any_size_matches_256_after_detect_resize():
-    emb = load_embedder(resolve("tiny"))
+    emb = tile_embedder(resolve("tiny"))
     m = torch.randint(0, 2, (1, emb.nbits))
     img = torch.full((1, 3, 256, 256), 0.5)
     torch.testing.assert_close(embed(emb, img, m), blend(img, emb(m, 256, 256), emb.cfg))
@@ -116,11 +127,11 @@ def test_run_in_parts_equals_run_in_one_go(runs):
         assert p["bit_accuracy"] == parts[p["step"]]["bit_accuracy"] and p["psnr_db"] == parts[p["step"]]["psnr_db"]
 
 
-def test_resume_with_other_settings_is_refused(runs):
-    with pytest.raises(UsageError, match="other settings"):
-        from videoseal_litert.demo.train_tiny import parse_args, train
-
-        train(parse_args(["--stop-after", "6", "--ckpt-dir", str(runs / "parts"), *PARTS, "--lr", "1e-4"]))
+def test_resume_with_other_settings_is_refused(runs, capsys):
+    capsys.readouterr()
+    assert main(["--stop-after", "6", "--ckpt-dir", str(runs / "parts"), *PARTS, "--lr", "1e-4"]) == 2
+    err = capsys.readouterr().err
+    assert "error: UsageError: " in err and "other settings" in err
 
 
 def test_export_is_an_official_layout_checkpoint_that_loads_strictly(runs):
@@ -131,7 +142,7 @@ def test_export_is_an_official_layout_checkpoint_that_loads_strictly(runs):
     assert loaded.config.nbits == 48 and not loaded.random_init
     state = torch.load(runs / "straight" / "state.pt", weights_only=True)
     assert all(torch.equal(loaded.module.state_dict()[k], v) for k, v in state["extractor"].items())
-    assert torch.equal(load_embedder(resolve("tiny"), ckpt).tiles, state["embedder"]["tiles"])
+    assert torch.equal(tile_embedder(resolve("tiny"), ckpt).tiles, state["embedder"]["tiles"])
     assert (runs / "export" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -142,7 +153,7 @@ def test_shipped_pair_reproduces_its_training_record():
     spec = resolve("tiny")
     record = json.loads((spec.default_checkpoint().parent / "training_record.json").read_text())
     expected = record["heldout_metrics_256"]
-    got = evaluate(load_embedder(spec), load_extractor(spec).module, heldout_images())
+    got = evaluate(tile_embedder(spec), load_extractor(spec).module, heldout_images())
     assert got["num_images"] == expected["num_images"] == 7
     assert abs(got["bit_accuracy"] - expected["bit_accuracy"]) <= 1 / 336 + 1e-9
     assert abs(got["bit_accuracy_resize0.5"] - expected["bit_accuracy_resize0.5"]) <= 1 / 336 + 1e-9
@@ -152,36 +163,54 @@ def test_shipped_pair_reproduces_its_training_record():
 
 
 def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
+    """Any card with an embedder whose weights are there: the extractor is verified and calibrated on
+    photos watermarked by that embedder (through its part's PyTorch runner), next to the clean ones."""
     from itertools import islice
 
-    from videoseal_litert.convert.stages import RunOptions
-    from videoseal_litert.models.tiny import message_for
+    from videoseal_litert.calibration_data.images import Tally
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.convert.parts import ExtractorPart
+    from videoseal_litert.models.embedders import message_for
 
-    opts = RunOptions(spec=resolve("tiny"), out=tmp_path)
-    items = opts.verify_items()
-    assert len(items) == 42 and [i.name.endswith("+wm") for i in items[:4]] == [False, True, False, True]
-    clean = torch.from_numpy(items[0].pixels)
-    marked = torch.from_numpy(items[1].pixels)
+    part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path))
+    vset = part.verification_set()
+    assert len(vset.names) == 42 and [n.endswith("+wm") for n in vset.names[:4]] == [False, True, False, True]
+    clean, marked = (torch.from_numpy(vset.inputs[i]["image"]) for i in (0, 1))
     assert 37.0 < 10 * torch.log10(1 / F.mse_loss(marked, clean)) < 39.0  # the card's 38 dB strength
-    # Decoding the watermarked items gives back the seeded message of each (an independent check of
+    # Decoding the watermarked inputs gives back the seeded message of each (an independent check of
     # the whole seam: embedder, seeding, 8-bit rounding, extractor).
-    ext = opts.load().module
+    ext = part.load().module
     with torch.no_grad():
         for k in range(3):
-            bits = ext(torch.from_numpy(items[2 * k + 1].pixels))[0, 1:] > 0
+            bits = ext(torch.from_numpy(vset.inputs[2 * k + 1]["image"]).permute(0, 3, 1, 2))[0, 1:] > 0
             assert torch.equal(bits, message_for(k, 48)[0].bool())
-    counts: dict[str, int] = {}
-    cal = list(islice(opts.calibration_stream(None, counts), 4))
-    assert [i.name for i in cal] == ["chelsea:center", "chelsea:center+wm", "chelsea:center@0.75", "chelsea:center@0.75+wm"]
-    # Random weights have no embedder to run: the sets stay as they were.
-    assert len(RunOptions(spec=resolve("tiny"), out=tmp_path, random_init=True).verify_items()) == 21
+    cal = list(islice(part.calibration_inputs(None, Tally()), 4))  # chelsea:center, its watermarked copy, chelsea:center@0.75, ...
+    with torch.no_grad():
+        for k in (0, 1):
+            bits = ext(torch.from_numpy(cal[2 * k + 1]["image"]).permute(0, 3, 1, 2))[0, 1:] > 0
+            assert torch.equal(bits, message_for(k, 48)[0].bool())
+    # Random weights have no embedder to run: the set stays as it was.
+    assert len(ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path, random_init=True)).verification_set().names) == 21
 
 
-def test_reference_compares_bits_only_where_a_message_was_embedded():
-    import numpy as np
+def test_bits_are_compared_only_where_a_message_was_embedded(tmp_path):
+    from videoseal_litert.calibration_data.images import Tally
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.convert.parts import ExtractorPart, InputSet, Reference
 
-    from videoseal_litert.convert.verify import Reference
+    part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path))
+    ref = np.ones((3, 49), np.float32)
+    got = ref.copy()
+    got[[0, 2], 1:] = -1  # every bit of the unwatermarked rows flipped: noise there is not an error
+    f = part.figures(InputSet(["a:full", "a:full+wm", "b:full"], [], Tally(), []), _ref(Reference, ref), _split(got))
+    assert f["bit_agreement"] == 1.0 and f["bit_rows"] == "watermarked images" and f["bit_agreement_unwatermarked"] == 0.0
+    f = part.figures(InputSet(["a:full", "b:full", "c:full"], [], Tally(), []), _ref(Reference, ref), _split(got))
+    assert f["bit_agreement"] == pytest.approx(1 / 3) and f["bit_rows"] == "all images"  # no embedder: every row
 
-    r = Reference(["a:full", "a:full+wm", "b:full"], [], np.zeros((3, 49)))
-    assert r.bit_rows.tolist() == [False, True, False]
-    assert Reference(["a:full", "b:full"], [], np.zeros((2, 49))).bit_rows.tolist() == [True, True]  # no embedder: all rows
+
+def _split(x: np.ndarray) -> dict[str, np.ndarray]:
+    return {"mask_logit": x[:, :1], "bit_logits": x[:, 1:]}
+
+
+def _ref(cls, x: np.ndarray):
+    return cls(_split(x), False)

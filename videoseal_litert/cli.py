@@ -1,53 +1,422 @@
-"""``videoseal-litert <command> [options]``: one command line over every stage.
+"""``videoseal-litert <command> [options]``: the one command line over every stage, with one parser.
 
-Each command is the stage's own parser (``videoseal-litert <command> --help``); the Makefile's
-targets call these commands. Every command ends in the one error model of
-``models.errors.run_main``: ``error: <Name>: <message>`` on stderr and exit code 2 for a named
-error, 3 for an unexpected one (a bug), 130 after SIGINT and 143 after SIGTERM, with no traceback
-unless ``--debug`` (or ``VIDEOSEAL_DEBUG=1``) is given.
+Every command is a subcommand of one ``argparse`` parser; the options that mean the same thing
+(``--model``, ``--part``, ``--ckpt``, ``--random-init``, ``--allow-*``, ``--out``, ``--images``,
+``--threads``, ``--force``, ``--variants``) come from shared parent parsers, so they are spelled and
+checked the same everywhere. The Makefile's targets call these commands. Every command ends in the
+one error model of ``models.errors.run_main``: ``error: <Name>: <message>`` on stderr and exit code
+2 for a named error (a bad option included), 3 for an unexpected one (a bug), 130 after SIGINT and
+143 after SIGTERM, with no traceback unless ``--debug`` (or ``VIDEOSEAL_DEBUG=1``) is given.
+
+Building the parser imports nothing heavy: ``videoseal-litert --help`` works before torch is installed.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import logging
 import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from videoseal_litert.models.errors import DEBUG_ENV, UsageError, run_main
 
-_CONVERT = "videoseal_litert.convert.cli"
-# command -> (module with main(argv), argv prefix, one-line help)
-COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "convert": (_CONVERT, ("convert",), "load + export + tflite + verify fp32 (make convert)"),
-    "load": (_CONVERT, ("load",), "checkpoint + card -> strictly loaded model, model.json"),
-    "inspect": (_CONVERT, ("inspect",), "checkpoint report: parameters, statistics, flagged tensors"),
-    "export": (_CONVERT, ("export",), "torch.export program and ONNX"),
-    "tflite": (_CONVERT, ("tflite",), "FP32 .tflite"),
-    "verify": (_CONVERT, ("verify",), "compare a .tflite variant with PyTorch on held-out photos"),
-    "bench": (_CONVERT, ("bench",), "latency, size and peak RSS of every variant"),
-    "summary": (_CONVERT, ("summary",), "one table of a model's artifacts and their verification (--variant fp32,int8)"),
-    "embedder": (_CONVERT, ("embedder",), "the card's embedder: fp32, fp16, int8 .tflite, verified by pixels and decoding (make embedder)"),
-    "quantize": ("videoseal_litert.quantize.__main__", (), "int8, int8-full, int8-dynamic, fp16, each verified (make quantize)"),
-    "package": ("videoseal_litert.package.__main__", (), "deployment bundle with golden vectors (make package)"),
-    "demo": ("videoseal_litert.demo.__main__", ("watermark",), "watermark, convert, quantize and decode with the tiny pair (make demo)"),
-    "robustness": ("videoseal_litert.demo.__main__", ("robustness",), "the demo's images after common edits, every decoder"),
-    "train-tiny": ("videoseal_litert.demo.train_tiny", (), "train the default tiny pair on this CPU"),
-    "bench-scale": ("videoseal_litert.convert.bench_scale", (), "every stage at full size, wall time and peak RSS"),
-    "kernel-bench": ("videoseal_litert.quantize.kernel_bench", (), "one pointwise layer, float vs INT8"),
-    "calib-sweep": ("videoseal_litert.quantize.calib_sweep", (), "INT8 agreement against the number of calibration images"),
-    "calibration-manifest": ("videoseal_litert.calibration_data.build", (), "rewrite calibration_data/manifest.json"),
+PART_CHOICES = ("extractor", "embedder")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is a named UsageError (one ``error:`` line, exit 2) like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (videoseal-litert {self.prog.split(' ', 1)[-1]} --help)")
+
+
+def _common() -> argparse.ArgumentParser:
+    p = Parser(add_help=False)
+    p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact directory (make OUT=)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and the interpreter")
+    return p
+
+
+def _model() -> argparse.ArgumentParser:
+    p = Parser(add_help=False)
+    p.add_argument(
+        "--model", required=True, help="registry name (tiny, videoseal, pixelseal, chunkyseal, videoseal_0.0) or a card YAML path"
+    )
+    p.add_argument("--part", choices=PART_CHOICES, default=None, help="which part of the model (default: the extractor; bench: every part)")
+    p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (.pth official or bare state dict, or .safetensors)")
+    p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
+    p.add_argument("--allow-zero-weights", action="store_true", help="go on although a conv/linear weight is entirely zero")
+    p.add_argument("--allow-nonfinite-weights", action="store_true", help="go on although a tensor holds NaN or infinity")
+    p.add_argument("--images", type=Path, default=None, help="a folder of your photos to verify on (default: the held-out photos)")
+    p.add_argument("--force", action="store_true", help="rerun even if the stage is up to date")
+    return p
+
+
+def _variants(what: str) -> argparse.ArgumentParser:
+    p = Parser(add_help=False)
+    p.add_argument("--variants", default=None, help=f"comma-separated variants of the part {what} (default: the model's)")
+    return p
+
+
+COMMON, MODEL = _common(), _model()
+
+# command -> (help, parents, extra arguments, handler name)
+Spec = tuple[str, list[argparse.ArgumentParser], Callable[[argparse.ArgumentParser], None], str]
+
+
+def _none(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _brief(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--brief", action="store_true", help="one line instead of the stage's table (make convert ends with `summary`)")
+
+
+def _verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default="fp32", help="the file to verify (fp32, int8, ...)")
+    _brief(p)
+
+
+def _summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default="fp32", help="comma-separated variants to list")
+
+
+def _quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib", type=Path, default=None, help="extra calibration images (added to the built-in set)")
+    p.add_argument("--io", choices=("float", "int8"), default="float", help="int8: the int8 file takes and returns int8")
+
+
+def _bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=20, help="timed rounds per file")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    p.add_argument("--bench-threads", default=None, help="thread counts, e.g. 2 (default: 1 and --threads)")
+
+
+def _package(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedder-variants", default=None, help="embedder files to ship (default: every written one that ships; 'none')")
+    p.add_argument("--dist", type=Path, default=Path("dist"))
+    p.add_argument("--reverify", action="store_true", help="re-verify a file that changed since verification")
+    p.add_argument("--golden", type=int, default=3, help="number of golden images")
+
+
+def _demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=Path, default=None, help="your photos, any size (default: the held-out photos)")
+    p.add_argument("--ckpt", type=Path, default=None, help="a retrained pair (default: models/tiny/checkpoint.safetensors)")
+
+
+def _train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=8000, help="total steps (a resumed run continues to this)")
+    p.add_argument("--batch", type=int, default=32, help="watermarked images per step (plus a quarter as many unwatermarked)")
+    p.add_argument("--size", type=int, default=128, help="training crop size (a multiple of the tile size, 32)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--strength-start", type=float, default=0.05, help="scaling_w at step 0 (26 dB); annealed to the card's")
+    p.add_argument("--anneal-frac", type=float, default=0.6)
+    p.add_argument("--aug-from", type=int, default=300)
+    p.add_argument("--dense-weight", type=float, default=0.0, help="weight of the per-location loss (0: pooled logits only)")
+    p.add_argument("--mask-weight", type=float, default=0.5, help="weight of the detection (mask) loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--card", type=Path, default=None, help="the pair's card (default: models/cards/tiny.yaml)")
+    p.add_argument("--ckpt-dir", type=Path, default=None)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--stop-after", type=int, default=None, help="stop at this step (the schedule still spans --steps); rerun to continue")
+    p.add_argument("--export", type=Path, default=None, help="write checkpoint, record and curve here at the end")
+
+
+def _scale(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="videoseal,chunkyseal")
+    p.add_argument("--runs", type=int, default=3, help="timed latency rounds per file (one ChunkySeal image is ~10 s)")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--resume", action="store_true", help="keep stages a previous (interrupted) run already measured")
+
+
+def _kernel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--runs", type=int, default=200)
+
+
+def _sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--counts", default="4,8,16,32,96", help="numbers of calibration inputs to try")
+
+
+VAR_Q, VAR_P = _variants("to quantize"), _variants("to ship")
+COMMANDS: dict[str, Spec] = {
+    "convert": ("load + export + tflite + verify fp32 of a part (make convert)", [COMMON, MODEL], _none, "convert"),
+    "load": ("checkpoint + card -> strictly loaded part, its description", [COMMON, MODEL], _brief, "stage"),
+    "inspect": ("checkpoint report: parameters, statistics, flagged tensors", [COMMON, MODEL], _brief, "stage"),
+    "export": ("torch.export program and ONNX of a part", [COMMON, MODEL], _brief, "stage"),
+    "tflite": ("FP32 .tflite of a part", [COMMON, MODEL], _brief, "stage"),
+    "verify": ("compare a .tflite with PyTorch on held-out photos", [COMMON, MODEL], _verify, "stage"),
+    "quantize": (
+        "the part's quantized variants from its FP32 file, each verified (make quantize)",
+        [COMMON, MODEL, VAR_Q],
+        _quantize,
+        "quantize",
+    ),
+    "embedder": ("the card's embedder: load, FP32, verify, quantize (make embedder)", [COMMON, MODEL, VAR_Q], _quantize, "embedder"),
+    "bench": ("latency, size and peak RSS of every file of the model's parts", [COMMON, MODEL], _bench, "bench"),
+    "summary": ("one table of a part's files and their verification", [COMMON, MODEL], _summary, "summary"),
+    "package": ("deployment bundle of both parts with golden vectors (make package)", [COMMON, MODEL, VAR_P], _package, "package"),
+    "demo": ("embed, convert, quantize and decode with the tiny pair (make demo)", [COMMON], _demo, "demo"),
+    "robustness": ("the demo's images after common edits, every decoder", [COMMON], _demo, "robustness"),
+    "train-tiny": ("train the default tiny pair on this CPU", [COMMON], _train, "train_tiny"),
+    "bench-scale": ("every stage at full size, wall time and peak RSS", [COMMON], _scale, "bench_scale"),
+    "kernel-bench": ("one pointwise layer, float vs INT8", [COMMON], _kernel, "kernel_bench"),
+    "calib-sweep": ("INT8 agreement against the number of calibration inputs", [COMMON, MODEL], _sweep, "calib_sweep"),
+    "calibration-manifest": ("rewrite calibration_data/manifest.json", [], _none, "calibration_manifest"),
 }
 
 
-def usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = ["usage: videoseal-litert [--debug] <command> [options]   (videoseal-litert <command> --help)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {text}" for name, (_, _, text) in COMMANDS.items()]
-    lines += [
-        "",
-        f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error. Exit codes: 0 ok, 2 named error, 3 bug, 130 SIGINT, 143 SIGTERM.",
-    ]
-    return "\n".join(lines)
+def build_parser() -> Parser:
+    p = Parser(
+        prog="videoseal-litert",
+        description="VideoSeal-family watermark extractors and embedders from PyTorch to verified, quantized LiteRT.",
+        epilog=f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error. Exit codes: 0 ok, 2 named error, 3 bug, 130 SIGINT, 143 SIGTERM.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
+    for name, (text, parents, extra, _) in COMMANDS.items():
+        extra(sub.add_parser(name, help=text, description=text, parents=parents))
+    return p
+
+
+# ---- handlers: thin layers over the stage functions -------------------------------------------------
+
+
+def _opts(a: argparse.Namespace) -> Any:
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
+
+    return RunOptions(
+        spec=resolve(a.model),
+        out=a.out,
+        ckpt=a.ckpt,
+        random_init=a.random_init,
+        allow_zero_weights=a.allow_zero_weights,
+        allow_nonfinite_weights=a.allow_nonfinite_weights,
+        images=a.images,
+        threads=a.threads,
+        force=a.force,
+    )
+
+
+def _logged(log_path: Path, body: Callable[[Path | None], None]) -> None:
+    from videoseal_litert.convert.console import captured
+
+    with captured(log_path) as path:
+        body(path)
+
+
+def _run_stages(
+    a: argparse.Namespace,
+    opts: Any,
+    calls: list[Callable[[], Any]],
+    entries: tuple[tuple[str, str], ...] = (),
+    summarize: bool | None = None,
+) -> None:
+    """One stage: its table (first line with --brief). Several (or ``summarize``): their tables to the log,
+    one summary of ``entries``' files on the terminal."""
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.convert.stages import artifact_summary
+
+    log = logging.getLogger("videoseal_litert.cli")
+    t0 = time.time()
+
+    summarize = len(calls) > 1 if summarize is None else summarize
+
+    def body(log_path: Path | None) -> None:
+        title = f"{a.command} {opts.spec.name}"
+        for fn in calls:
+            table = fn().table()
+            if summarize:
+                log.info("%s", table)
+                title = table.split("\n", 1)[0] if len(calls) == 1 else title
+            else:
+                say(table.split("\n", 1)[0] if getattr(a, "brief", False) else table)
+        if summarize and entries:
+            summary, _ = artifact_summary(opts.model_dir.path, entries, time.time() - t0, title)
+            say(summary + (f"\nlog: {log_path}" if log_path else ""))
+
+    _logged(opts.model_dir.path / "logs" / f"{a.command}{'' if a.part in (None, 'extractor') else '-' + a.part}.log", body)
+
+
+def cmd_stage(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert import stages as st
+    from videoseal_litert.convert.parts import make_part
+
+    opts = _opts(a)
+    part = make_part(opts, a.part or "extractor")
+    fn = {
+        "load": lambda: st.stage_load(opts, part),
+        "inspect": lambda: st.stage_inspect(opts, part),
+        "export": lambda: st.stage_export(opts, part),
+        "tflite": lambda: st.stage_tflite(opts, part),
+        "verify": lambda: st.stage_verify(opts, part, a.variant),
+    }[a.command]
+    _run_stages(a, opts, [fn])
+
+
+def cmd_convert(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert import stages as st
+    from videoseal_litert.convert.parts import make_part
+
+    opts = _opts(a)
+    part = make_part(opts, a.part or "extractor")
+    calls = [lambda f=f: f(opts, part) for f in (st.stage_load, st.stage_export, st.stage_tflite, st.stage_verify)]
+    _run_stages(a, opts, calls, ((part.name, "fp32"),))
+
+
+def _quantize_calls(a: argparse.Namespace, opts: Any, part: Any, variants: tuple[str, ...] | None) -> list[Callable[[], Any]]:
+    from videoseal_litert.quantize.stage import stage_quantize
+
+    return [lambda: stage_quantize(opts, part, a.calib, a.io == "int8", variants)]
+
+
+def cmd_quantize(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.runtime.variants import default_variants, parse
+
+    opts = _opts(a)
+    part = make_part(opts, a.part or "extractor")
+    variants = parse(a.variants, part.name)
+    shown = variants if variants is not None else default_variants(opts.spec, part.name)
+    _run_stages(a, opts, _quantize_calls(a, opts, part, variants), tuple((part.name, v) for v in shown), summarize=True)
+
+
+def cmd_embedder(a: argparse.Namespace) -> None:
+    """``make embedder``: the embedder part through the same stages as the extractor (load, tflite, verify, quantize)."""
+    from videoseal_litert.convert import stages as st
+    from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.runtime.variants import default_variants, parse
+
+    opts = _opts(a)
+    part = make_part(opts, "embedder")
+    asked = parse(a.variants, part.name)
+    quantized = tuple(v for v in (asked if asked is not None else default_variants(opts.spec, part.name)) if v != "fp32")
+    from videoseal_litert.quantize.stage import check_quantizable
+
+    check_quantizable(part, quantized)  # before the FP32 conversion, not after it
+    calls = [lambda f=f: f(opts, part) for f in (st.stage_load, st.stage_tflite, st.stage_verify)]
+    if quantized:
+        calls += _quantize_calls(a, opts, part, quantized)
+    _run_stages(a, opts, calls, tuple((part.name, v) for v in ("fp32", *quantized)), summarize=True)
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    """Every part of the model that has its fp32 file (``--part`` picks one when given explicitly)."""
+    from videoseal_litert.convert.parts import make_part, parts_of
+    from videoseal_litert.convert.stages import stage_bench
+
+    opts = _opts(a)
+    threads = tuple(int(t) for t in a.bench_threads.split(",")) if a.bench_threads else None
+    parts = [make_part(opts, a.part)] if a.part else parts_of(opts)
+    parts = [p for p in parts if (opts.model_dir / p.file("fp32")).exists()] or parts[:1]  # the first names what is missing
+    _run_stages(a, opts, [lambda p=p: stage_bench(opts, p, a.runs, a.warmup, threads) for p in parts], summarize=False)
+
+
+def cmd_summary(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.convert.stages import artifact_summary
+    from videoseal_litert.models.errors import VerificationError
+
+    opts = _opts(a)
+    part = make_part(opts, a.part or "extractor")
+    table, ok = artifact_summary(
+        opts.model_dir.path, tuple((part.name, v) for v in a.variant.split(",")), None, f"{part.name} {opts.spec.name}"
+    )
+    say(table + f"\nlogs: {opts.model_dir.path / 'logs'}")
+    if not ok:
+        raise VerificationError(f"{table.splitlines()[-1]} (see the table above)")
+
+
+def cmd_package(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.package.bundle import build_bundle
+    from videoseal_litert.runtime.variants import parse
+
+    opts = _opts(a)
+    emb = () if a.embedder_variants in ("none", "") else parse(a.embedder_variants, "embedder")
+
+    def body(_: Path | None) -> None:
+        summary = build_bundle(opts, parse(a.variants, "extractor"), a.dist, a.reverify, a.golden, emb)
+        say(summary.table() + "\nPASSED: every file in the bundle passed its verification")
+
+    _logged(opts.model_dir.path / "logs" / "package.log", body)
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from videoseal_litert.demo.watermark import run_demo, run_robustness
+
+    fn = run_demo if a.command == "demo" else run_robustness
+    _logged(
+        a.out / "demo" / "logs" / f"{'watermark' if a.command == 'demo' else 'robustness'}.log",
+        lambda _: fn(a.out, a.images, a.ckpt, a.threads),
+    )
+
+
+def cmd_robustness(a: argparse.Namespace) -> None:
+    cmd_demo(a)
+
+
+def cmd_train_tiny(a: argparse.Namespace) -> None:
+    import json
+
+    from videoseal_litert.demo.train_tiny import train
+
+    if a.size % 32:
+        raise UsageError(f"--size {a.size} is not a multiple of 32 (the tile and the extractor's stride)")
+    record = train(a)
+    print(json.dumps(record["heldout_metrics_256"]))
+
+
+def cmd_bench_scale(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.bench_scale import bench_scale
+
+    bench_scale([m.strip() for m in a.models.split(",")], a.out, a.threads, a.runs, a.force, a.resume)
+
+
+def cmd_kernel_bench(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.quantize.kernel_bench import kernel_bench
+
+    def body(_: Path | None) -> None:
+        r = kernel_bench(a.out, a.tokens, a.dim, a.runs)
+        say(f"kernel-bench: {r['layer']} on {r['machine']}")
+        for t, med in r["median_ms_by_threads"].items():
+            say(f"  {t} thread(s): " + ", ".join(f"{k} {v}" for k, v in med.items()))
+        say(f"report: {a.out / 'kernel_bench.json'}")
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    _logged(a.out / "logs" / "kernel-bench.log", body)
+
+
+def cmd_calib_sweep(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.quantize.calib_sweep import calib_sweep
+
+    opts = _opts(a)
+    part = make_part(opts, a.part or "extractor")
+
+    def body(_: Path | None) -> None:
+        r = calib_sweep(part, [int(c) for c in a.counts.split(",")])
+        for row in r["rows"]:
+            say(f"  {row['calibration_inputs']} inputs: {part.one_line({**row, 'floors': {}})}")
+        say(f"report: {opts.model_dir.path / (part.prefix + 'calib-sweep.md')}")
+
+    _logged(opts.model_dir.path / "logs" / "calib-sweep.log", body)
+
+
+def cmd_calibration_manifest(a: argparse.Namespace) -> None:
+    from videoseal_litert.calibration_data.build import write_manifest
+
+    write_manifest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,19 +424,26 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in argv:
         argv.remove("--debug")
         os.environ[DEBUG_ENV] = "1"
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    parser = build_parser()
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        parser.print_help()
         return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        return run_main(lambda: _unknown(name))
-    module, prefix, _ = COMMANDS[name]
-    return run_main(lambda: importlib.import_module(module).main([*prefix, *rest]))
 
+    def body() -> None:
+        try:
+            a = parser.parse_args(argv)
+        except SystemExit as e:  # --help of a command
+            if e.code in (0, None):
+                return
+            raise
+        if not hasattr(a, "part"):
+            a.part = None
+        a.argv = argv[1:]  # as typed, for records that name the command (train-tiny)
+        handler = COMMANDS[a.command][3]
+        globals()[f"cmd_{handler}"](a)
 
-def _unknown(name: str) -> int:
-    print(usage(), file=sys.stderr)
-    raise UsageError(f"unknown command {name!r}")
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference runner for a VideoSeal-family watermark extractor bundle. Needs only ai-edge-litert, numpy, pillow.
+"""Reference runner for a VideoSeal-family watermark extractor bundle. Needs ai-edge-litert, numpy, pillow and litert_runner.py.
 
     python run_extractor.py MODEL.tflite IMAGE.png     # mask logit and the decoded bits (hex)
     python run_extractor.py MODEL.tflite --info        # the description embedded in the file
@@ -23,22 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-METADATA_NAME = "videoseal_extractor"
+try:  # inside the videoseal_litert package
+    from .litert_runner import LiteRTRunner, read_metadata
+except ImportError:  # a bundle: the runner ships beside this script
+    from litert_runner import LiteRTRunner, read_metadata
+
 HERE = Path(__file__).resolve().parent
-
-
-def read_metadata(path: str | Path) -> dict | None:
-    """The JSON description embedded in the .tflite under METADATA_NAME, or None."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    buf = Path(path).read_bytes()
-    model = schema.Model.GetRootAs(buf, 0)
-    for i in range(model.MetadataLength()):
-        m = model.Metadata(i)
-        if m.Name() is not None and m.Name().decode() == METADATA_NAME:
-            data = model.Buffers(m.Buffer()).DataAsNumpy()
-            return json.loads(bytes(data).decode("utf-8"))
-    return None
 
 
 def load_image(path: str | Path, size: int = 256) -> np.ndarray:
@@ -51,36 +41,18 @@ def load_image(path: str | Path, size: int = 256) -> np.ndarray:
 
 
 class Extractor:
-    def __init__(self, model_path: str | Path, num_threads: int = 2) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    """``extractor(image (1, S, S, 3))`` -> (mask logit, bit logits (nbits,))."""
 
-        self.it = Interpreter(model_path=str(model_path), num_threads=num_threads)
-        self.it.allocate_tensors()
-        self.inp = self.it.get_input_details()[0]
-        outs = self.it.get_output_details()
-        # The output names of models.families.OUTPUT_NAMES, spelled here: this file runs without the project.
-        self.mask = next(o for o in outs if "mask_logit" in o["name"])
-        self.bits = next(o for o in outs if "bit_logits" in o["name"])
+    def __init__(self, model_path: str | Path, num_threads: int = 2) -> None:
+        self.runner = LiteRTRunner(model_path, num_threads)
 
     @property
     def size(self) -> int:
-        return int(self.inp["shape"][1])
+        return self.runner.input_shapes["image"][1]
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        if self.inp["dtype"] != np.float32:
-            scale, zp = self.inp["quantization"]
-            info = np.iinfo(self.inp["dtype"])
-            x = np.clip(np.round(x / scale + zp), info.min, info.max).astype(self.inp["dtype"])
-        self.it.set_tensor(self.inp["index"], x)
-        self.it.invoke()
-        return float(self._get(self.mask).reshape(-1)[0]), self._get(self.bits).reshape(-1)
-
-    def _get(self, d: dict) -> np.ndarray:
-        y = self.it.get_tensor(d["index"])
-        if d["dtype"] != np.float32:
-            scale, zp = d["quantization"]
-            y = (y.astype(np.float32) - zp) * scale
-        return y.astype(np.float32)
+        out = self.runner({"image": x})
+        return float(out["mask_logit"].reshape(-1)[0]), out["bit_logits"].reshape(-1)
 
 
 def bits_hex(bit_logits: np.ndarray) -> str:

@@ -1,3 +1,0 @@
-from videoseal_litert.convert.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""What one run of a stage was asked to do (the command line's choices), and the fingerprint of what the code is.
+
+Image sets, watermarking and references are the parts' business (``convert/parts.py``); how a file
+is run is the opener's (``runtime/runners.py``): these options only carry the user's choices.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videoseal_litert.convert.artifacts import ModelDir, tool_versions
+from videoseal_litert.convert.load import sha256_file
+from videoseal_litert.models.registry import ModelSpec
+from videoseal_litert.runtime.runners import Opener, open_runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every folder of the installed package: a stage may import any of them.
+CODE_DIRS = ("videoseal_litert", "models", "calibration_data", "runtime", "convert", "quantize", "package", "demo")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Hash of all the project's code and the versions of the tools it drives: a change to either reruns the stages."""
+    h = hashlib.sha256()
+    for sub in CODE_DIRS:
+        for p in sorted((ROOT / sub).rglob("*.py")):
+            h.update(p.relative_to(ROOT).as_posix().encode())
+            h.update(p.read_bytes())
+    h.update(json.dumps(tool_versions(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class RunOptions:
+    """What the user chose on the command line (make variables)."""
+
+    spec: ModelSpec
+    out: Path
+    ckpt: Path | None = None
+    random_init: bool = False
+    allow_zero_weights: bool = False
+    allow_nonfinite_weights: bool = False
+    images: Path | None = None
+    threads: int = 2
+    force: bool = False
+    # Quantize a model in parts of at most this many float bytes (automatic above 2 GB); set small
+    # to exercise the large-model path on a mini.
+    max_part_bytes: int | None = None
+    # How files are run for verification, calibration checks and the benchmark (the runner seam).
+    opener: Opener = open_runner
+
+    @functools.cached_property
+    def model_dir(self) -> ModelDir:
+        return ModelDir(self.out, self.spec.name)
+
+    def checkpoint_path(self) -> Path | None:
+        if self.random_init:
+            return None
+        return self.ckpt or self.spec.default_checkpoint()
+
+    def inputs(self) -> dict[str, Any]:
+        """Fingerprint of what determines the model: card, weights, code."""
+        ckpt = self.checkpoint_path()
+        return {
+            "card_sha256": sha256_file(self.spec.card_path),
+            "checkpoint_sha256": sha256_file(ckpt) if ckpt and ckpt.is_file() else None,
+            "random_init": self.random_init,
+            "code": code_fingerprint(),
+        }

@@ -1,0 +1,204 @@
+"""The variants table: every file kind the pipeline writes, one row each (as ultralytics' ``export_formats()``).
+
+A row says what a variant is for every stage: the recipe that makes it from the float file (an
+ai-edge-quantizer configuration; ``None`` for ``fp32``, which the converter writes), whether it needs
+calibration, its input/output dtype, where it sits in the benchmark, which parts (extractor,
+embedder) it applies to, its default floors per part (a model's spec may tighten them:
+``models/registry.py``), whether a bundle ships it by default, and whether the accuracy-driven
+fallback may keep ops float to reach its floors. Adding a variant is one row and, unless an
+existing recipe fits, one recipe function; every stage reads this table.
+
+Which ops a recipe touches is the family's ``QuantPolicy`` (``models/families.py``), with its reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from videoseal_litert.models.errors import UsageError
+from videoseal_litert.models.families import QuantPolicy
+from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR, EmbedderFloors, ExtractorFloors, Floors
+from videoseal_litert.models.registry import ModelSpec
+
+# recipe(quantizer, policy, io_int8): configures an ``ai_edge_quantizer.Quantizer`` in place.
+Recipe = Callable[[Any, QuantPolicy, bool], None]
+
+
+def _ops():
+    from ai_edge_quantizer import qtyping
+
+    return qtyping.TFLOperationName
+
+
+def recipe_fp16(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
+    """float16 weights everywhere, float32 compute."""
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    q.add_weight_only_config(".*", _ops().ALL_SUPPORTED, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+
+
+def recipe_dynamic(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
+    """Dynamic-range int8 weights for the policy's ``dynamic`` ops (float activations); ``weight_only``
+    ops int8 weights with float compute (XNNPACK does not take a hybrid depthwise conv)."""
+    ops = _ops()
+    for op in policy.dynamic:
+        q.add_dynamic_config(".*", ops[op], num_bits=8)
+    for op in policy.weight_only:
+        q.add_weight_only_config(".*", ops[op], num_bits=8)
+
+
+def recipe_static(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
+    """Static int8 (per-channel weights, calibrated activations) for the policy's ``static`` ops, the ones
+    XNNPACK runs fast in int8; ``weight_only`` ops as in ``recipe_dynamic``; the rest float. Float
+    input and output unless ``io_int8``."""
+    ops = _ops()
+    for op in policy.static:
+        q.add_static_config(".*", ops[op], activation_num_bits=8, weight_num_bits=8)
+    for op in policy.weight_only:
+        q.add_weight_only_config(".*", ops[op], num_bits=8)
+    if io_int8:
+        for op in (ops.INPUT, ops.OUTPUT):
+            q.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
+
+
+def recipe_full_integer(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
+    """Every op integer with int8 input and output, for NPU/DSP delegates (no CPU speed goal)."""
+    from ai_edge_quantizer import recipe
+
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    recipe: Recipe | None  # None: the float file itself (the tflite stage writes it)
+    needs_calibration: bool
+    io_dtype: str  # the file's input and output dtype
+    bench_order: int
+    parts: tuple[str, ...]
+    floors: Mapping[str, Floors] = field(default_factory=dict)  # default floors, per part
+    ships: bool = False  # in a bundle unless VARIANTS= says otherwise
+    fallback: bool = False  # the accuracy-driven fallback may keep ops float to reach the floors
+    summary: str = ""
+
+    def file(self, prefix: str) -> str:
+        return f"{prefix}{self.name}.tflite"
+
+
+# Default floors, set from measurement (docs/measurements.md). Random weights give extractor logits
+# near zero, so agreement is weak evidence there and SQNR carries the check; random U-Nets amplify
+# quantization error, so the embedder floors are loose. A trained model's spec tightens them.
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "fp32",
+            None,
+            needs_calibration=False,
+            io_dtype="float32",
+            bench_order=0,
+            parts=(EXTRACTOR, EMBEDDER),
+            floors={
+                EXTRACTOR: ExtractorFloors(max_abs_logit_diff=1e-4, min_mask_agreement=1.0, min_bit_agreement=1.0),
+                EMBEDDER: EmbedderFloors(max_abs_pixel_diff=1e-4, min_decode_agreement=1.0),
+            },
+            ships=True,
+            summary="float32, the converter's output",
+        ),
+        Variant(
+            "fp16",
+            recipe_fp16,
+            needs_calibration=False,
+            io_dtype="float32",
+            bench_order=1,
+            parts=(EXTRACTOR, EMBEDDER),
+            floors={
+                EXTRACTOR: ExtractorFloors(min_mask_agreement=1.0, min_bit_agreement=0.999, min_sqnr_db=50.0),
+                EMBEDDER: EmbedderFloors(min_psnr_vs_pytorch_db=55.0, min_decode_agreement=0.99),
+            },
+            ships=True,
+            summary="float16 weights, float32 compute",
+        ),
+        Variant(
+            "int8-dynamic",
+            recipe_dynamic,
+            needs_calibration=False,
+            io_dtype="float32",
+            bench_order=2,
+            parts=(EXTRACTOR,),
+            floors={EXTRACTOR: ExtractorFloors(min_mask_agreement=0.9, min_bit_agreement=0.98, min_sqnr_db=25.0)},
+            summary="dynamic-range int8 weights, float activations",
+        ),
+        Variant(
+            "int8",
+            recipe_static,
+            needs_calibration=True,
+            io_dtype="float32",
+            bench_order=3,
+            parts=(EXTRACTOR, EMBEDDER),
+            floors={
+                EXTRACTOR: ExtractorFloors(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=17.0),
+                EMBEDDER: EmbedderFloors(min_psnr_vs_pytorch_db=25.0, min_decode_agreement=0.97),
+            },
+            ships=True,
+            fallback=True,
+            summary="static int8 on the family's fast ops, calibrated; the rest float",
+        ),
+        Variant(
+            "int8-full",
+            recipe_full_integer,
+            needs_calibration=True,
+            io_dtype="int8",
+            bench_order=4,
+            parts=(EXTRACTOR,),
+            floors={EXTRACTOR: ExtractorFloors(min_mask_agreement=0.85, min_bit_agreement=0.95, min_sqnr_db=14.0)},
+            summary="every op integer, int8 input and output (NPU/DSP delegates)",
+        ),
+    )
+}
+
+
+def variant(name: str, part: str | None = None) -> Variant:
+    """The row named ``name`` (applying to ``part`` when given), or UsageError with the known names."""
+    v = VARIANTS.get(name)
+    if v is None:
+        raise UsageError(f"unknown variant {name!r}; choose from {', '.join(names(part))}")
+    if part is not None and part not in v.parts:
+        raise UsageError(f"variant {name!r} does not apply to the {part}; for the {part}: {', '.join(names(part))}")
+    return v
+
+
+def names(part: str | None = None) -> list[str]:
+    """Variant names in benchmark order (those applying to ``part`` when given)."""
+    rows = sorted(VARIANTS.values(), key=lambda v: v.bench_order)
+    return [v.name for v in rows if part is None or part in v.parts]
+
+
+def quantized(part: str) -> tuple[str, ...]:
+    """Every variant of ``part`` made from the float file (all but fp32), in benchmark order."""
+    return tuple(n for n in names(part) if VARIANTS[n].recipe is not None)
+
+
+def floors_for(spec: ModelSpec, part: str, name: str) -> Floors:
+    """A model's floors for one file: its spec's own, else this table's default for the part."""
+    own = spec.floors.get(part, {}).get(name)
+    return own if own is not None else variant(name, part).floors[part]
+
+
+def default_variants(spec: ModelSpec, part: str) -> tuple[str, ...]:
+    """The quantized variants ``make quantize`` writes for ``part`` of this model by default."""
+    return tuple(spec.variants.get(part, quantized(part)))
+
+
+def parse(spec: str | None, part: str) -> tuple[str, ...] | None:
+    """A comma-separated list from the command line, each checked against the table; None when not given."""
+    if spec is None:
+        return None
+    chosen = tuple(dict.fromkeys(v.strip() for v in spec.split(",") if v.strip()))
+    if not chosen:
+        raise UsageError(f"no variant given; choose from {', '.join(names(part))}")
+    for n in chosen:
+        variant(n, part)
+    return chosen

@@ -1,0 +1,78 @@
+"""The variants table: every row complete, and a new variant is one row that every stage picks up."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import cli
+from videoseal_litert.models.parts import FLOORS_TYPE, PART_NAMES
+from videoseal_litert.models.registry import REGISTRY
+from videoseal_litert.runtime.variants import VARIANTS, Variant, names, variant
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_variant_has_floors_for_every_part_it_applies_to(name):
+    v = VARIANTS[name]
+    assert v.parts and set(v.parts) <= set(PART_NAMES)
+    for part in v.parts:
+        assert isinstance(v.floors.get(part), FLOORS_TYPE[part]), f"{name} applies to the {part} but has no {FLOORS_TYPE[part].__name__}"
+    assert v.io_dtype in ("float32", "int8") and (v.recipe is None) == (name == "fp32")
+
+
+def test_bench_order_is_a_total_order():
+    orders = [v.bench_order for v in VARIANTS.values()]
+    assert len(set(orders)) == len(orders) and names()[0] == "fp32"
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
+def test_spec_floors_name_known_variants_of_the_right_part(spec):
+    for part, floors in spec.floors.items():
+        for name, f in floors.items():
+            assert part in variant(name).parts and isinstance(f, FLOORS_TYPE[part]), (spec.name, part, name)
+
+
+def test_unknown_variant_is_a_named_error():
+    from videoseal_litert.models.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown variant 'int9'; choose from fp32, fp16"):
+        variant("int9")
+    with pytest.raises(UsageError, match="does not apply to the embedder"):
+        variant("int8-full", "embedder")
+
+
+def recipe_int8_weights(q, policy, io_int8):
+    """A variant the project does not have: int8 weights for the family's static ops, float compute."""
+    from ai_edge_quantizer import qtyping
+
+    for op in policy.static:
+        q.add_weight_only_config(".*", qtyping.TFLOperationName[op], num_bits=8)
+
+
+def test_a_new_variant_is_one_row(pipeline, tmp_path, monkeypatch):
+    """Register a row (and its recipe): quantize writes and verifies it against the row's floors, the
+    benchmark times it and a bundle ships it, with no other change."""
+    from videoseal_litert.models.parts import EXTRACTOR, ExtractorFloors
+
+    row = Variant(
+        "int8-weights",
+        recipe_int8_weights,
+        needs_calibration=False,
+        io_dtype="float32",
+        bench_order=9,
+        parts=(EXTRACTOR,),
+        floors={EXTRACTOR: ExtractorFloors(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=20.0)},
+    )
+    monkeypatch.setitem(VARIANTS, row.name, row)
+    out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
+    card = pipeline.card("videoseal_1.0-mini")
+    assert cli("quantize", "--model", card, "--out", out, "--variants", "int8-weights") == 0
+    rep = json.loads((d / "verify-int8-weights.json").read_text())
+    assert rep["passed"] and rep["floors"]["min_sqnr_db"] == 20.0 and rep["sqnr_db"] >= 20.0
+    assert (d / "int8-weights.tflite").stat().st_size < 0.35 * (d / "fp32.tflite").stat().st_size
+    assert cli("bench", "--model", card, "--out", out, "--runs", "1", "--warmup", "0", "--bench-threads", "1") == 0
+    assert "int8-weights" in json.loads((d / "bench.json").read_text())["latency"]["1"]
+    assert cli("package", "--model", card, "--out", out, "--dist", tmp_path / "dist", "--variants", "int8-weights") == 0
+    golden = json.loads((tmp_path / "dist" / "videoseal_1.0-mini" / "golden" / "golden.json").read_text())
+    assert list(golden["variants"]) == ["int8-weights"]
