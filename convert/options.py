@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ from videoseal_litert.models.registry import ModelSpec
 from videoseal_litert.runtime.runners import Opener, open_runner
 
 ROOT = Path(__file__).resolve().parent.parent
+THREADS_ENV = "VIDEOSEAL_THREADS"
+
+
+def default_threads() -> int:
+    """CPU threads when none are given: ``VIDEOSEAL_THREADS``, else 2 (this project's machines have 2 cores)."""
+    return int(os.environ.get(THREADS_ENV, "2"))
 
 # Every folder of the installed package: a stage may import any of them.
 CODE_DIRS = ("videoseal_litert", "models", "calibration_data", "runtime", "convert", "quantize", "package", "demo")
@@ -47,7 +54,7 @@ class RunOptions:
     allow_zero_weights: bool = False
     allow_nonfinite_weights: bool = False
     images: Path | None = None
-    threads: int = 2
+    threads: int = field(default_factory=default_threads)
     force: bool = False
     # Quantize a model in parts of at most this many float bytes (automatic above 2 GB); set small
     # to exercise the large-model path on a mini.

@@ -1,18 +1,27 @@
-"""Shared fixtures: the reference vectors, and each mini converted (and quantized) once per test session.
+"""Shared fixtures: the reference vectors, and each mini converted (and quantized) once per test run.
 
 Converting a mini is most of what a test costs, so ``pipeline`` converts each mini at most once per
-session into one folder, through the command line as a user would; tests that only read reuse it,
+run into one folder, through the command line as a user would; tests that only read reuse it,
 tests that change files work on ``pipeline.copy(...)``. The demo also runs once, in a fresh process
 as a user would type it (``demo_run``): its terminal output, reports and artifacts serve every test
 that needs them.
+
+``make test`` runs the tests in two worker processes (pytest-xdist), one CPU thread each (two
+processes of two threads each on two cores slow each other several times over). The workers share
+the converted minis and the demo: the first to need one builds it under a file lock, the other waits
+and reuses it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +30,33 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("VIDEOSEAL_REFERENCE", ROOT.parent / "shared" / "reference"))
 MINIS = ("videoseal_1.0-mini", "chunkyseal-mini", "videoseal_0.0-mini")
 EMBEDDER_MINIS = ("videoseal_1.0-embedder-mini", "pixelseal-embedder-mini", "chunkyseal-embedder-mini", "videoseal_0.0-embedder-mini")
+
+
+def pytest_configure(config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["VIDEOSEAL_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"  # children inherit it
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder every worker of this run sees (the run's base temp; a worker's own is one level down)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (waiting for another worker that holds it)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +84,15 @@ class Pipeline:
         return self.reference / f"{name}.yaml"
 
     def _once(self, key: tuple[str, ...], *args: str) -> None:
-        if key not in self.done:
-            assert cli(*args) == 0, f"{' '.join(args)} failed"
-            self.done.add(key)
+        """Run a command once per test run, whichever worker asks first (a marker file says it is done)."""
+        if key in self.done:
+            return
+        marker = self.root / (".done-" + "-".join(key).replace("/", "_"))
+        with locked(self.root / f".lock-{key[0]}"):  # one lock per model folder: workers build different minis at once
+            if not marker.exists():
+                assert cli(*args) == 0, f"{' '.join(map(str, args))} failed"
+                marker.touch()
+        self.done.add(key)
 
     def converted(self, name: str) -> Path:
         """``make convert`` of an extractor mini: its artifact folder."""
@@ -73,27 +115,34 @@ class Pipeline:
         return self.root / name
 
     def copy(self, model_dir: Path, dest: Path) -> tuple[Path, Path]:
-        """A private copy of a model folder: (its OUT, the copied model folder)."""
-        shutil.copytree(model_dir, dest / model_dir.name)
+        """A private copy of a model folder: (its OUT, the copied model folder). Taken under the lock, so
+        never in the middle of another worker's stage."""
+        with locked(self.root / f".lock-{model_dir.name}"):
+            shutil.copytree(model_dir, dest / model_dir.name)
         return dest, dest / model_dir.name
 
 
 @pytest.fixture(scope="session")
 def pipeline(reference, tmp_path_factory) -> Pipeline:
-    return Pipeline(tmp_path_factory.mktemp("pipeline"), reference)
+    return Pipeline(shared_dir(tmp_path_factory, "pipeline"), reference)
 
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> tuple[Path, int, list[str]]:
-    """``videoseal-litert demo`` in a fresh process and a fresh OUT: (OUT, exit code, terminal lines)."""
-    out = tmp_path_factory.mktemp("demo") / "artifacts"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIDEOSEAL_VERBOSE", "VIDEOSEAL_DEBUG")}
-    r = subprocess.run(
-        [sys.executable, "-m", "videoseal_litert", "demo", "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        timeout=900,
-    )
-    return out, r.returncode, [ln for ln in r.stdout.splitlines() if ln.strip()]
+    """``videoseal-litert demo`` in a fresh process and a fresh OUT, once per run: (OUT, exit code, terminal lines)."""
+    root = shared_dir(tmp_path_factory, "demo")
+    out, result = root / "artifacts", root / "terminal.json"
+    with locked(root / ".lock"):
+        if not result.exists():
+            env = {k: v for k, v in os.environ.items() if k not in ("VIDEOSEAL_VERBOSE", "VIDEOSEAL_DEBUG")}
+            r = subprocess.run(
+                [sys.executable, "-m", "videoseal_litert", "demo", "--out", str(out)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                text=True,
+                timeout=900,
+            )
+            result.write_text(json.dumps({"rc": r.returncode, "lines": [ln for ln in r.stdout.splitlines() if ln.strip()]}))
+    saved = json.loads(result.read_text())
+    return out, saved["rc"], saved["lines"]

@@ -194,10 +194,10 @@ def test_odd_images_are_handled_or_rejected_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("sequential", [False, True])
-def test_bench_reports_every_variant_and_stage_costs(pipeline, monkeypatch, sequential, capsys):
+def test_bench_reports_every_variant_and_stage_costs(pipeline, tmp_path, monkeypatch, sequential, capsys):
     import videoseal_litert.convert.bench as cb
 
-    d = pipeline.quantized("videoseal_1.0-mini")
+    out, d = pipeline.copy(pipeline.quantized("videoseal_1.0-mini"), tmp_path)
     if sequential:  # the mode ChunkySeal takes: files one after another, PyTorch first and freed
         monkeypatch.setattr(cb, "INTERLEAVE_BUDGET_BYTES", 0)
     assert (

@@ -37,7 +37,8 @@ class Parser(argparse.ArgumentParser):
 def _common() -> argparse.ArgumentParser:
     p = Parser(add_help=False)
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact directory (make OUT=)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and the interpreter")
+    threads = int(os.environ.get("VIDEOSEAL_THREADS", "2"))  # convert.options.THREADS_ENV (not imported here: it needs torch)
+    p.add_argument("--threads", type=int, default=threads, help=f"CPU threads for PyTorch and the interpreter (default {threads}; VIDEOSEAL_THREADS)")
     return p
 
 
@@ -440,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(a, "part"):
             a.part = None
         a.argv = argv[1:]  # as typed, for records that name the command (train-tiny)
+        if hasattr(a, "threads"):  # --threads holds for PyTorch as for the interpreter
+            import torch
+
+            torch.set_num_threads(a.threads)
         handler = COMMANDS[a.command][3]
         globals()[f"cmd_{handler}"](a)
 
