@@ -53,8 +53,10 @@ TRAIN_ARGS ?=
 train-tiny: setup
 	$(CLI) train-tiny --ckpt-dir $(TRAIN_DIR) --export $(TRAIN_DIR)/export --threads $(THREADS) $(TRAIN_ARGS)
 
+# Two worker processes (pytest-xdist, one CPU thread each; they share the converted minis).
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-full: setup
 	$(PY) -m pytest -q -m fullsize
