@@ -76,7 +76,12 @@ def bench_model(model: str, out: Path, threads: int, runs: int, force: bool, res
         "gflops_256": gflops,
         "fp32_size_bytes": quant["fp32_size_bytes"],
         "variants": {
-            v: {k: r[k] for k in ("size_ratio_to_fp32", "passed", "bit_agreement", "sqnr_db")} for v, r in quant["variants"].items()
+            v: {
+                "size_ratio_to_fp32": r["size_ratio_to_fp32"],
+                "passed": r["passed"],
+                **{k: (r["verification"] or {}).get(k) for k in ("bit_agreement", "sqnr_db")},
+            }
+            for v, r in quant["variants"].items()
         },
         "fp32_latency_ms": bench["latency"][str(threads)]["fp32"]["median_ms"],
         "stages": stages,

@@ -151,67 +151,6 @@ def show_tail(log_path: Path, n: int = TAIL_LINES) -> None:
         print(f"--- full log: {log_path} ---", file=sys.stderr, flush=True)
 
 
-def artifact_summary(model_dir: Path, variants: Iterable[str], elapsed_s: float | None, title: str) -> tuple[str, bool]:
-    """One table: each variant's file, size, verification against its floor and report; then PASSED
-    or the gates that failed. Read from the files the stages wrote (``verify-<variant>.json``)."""
-    import json
-
-    rows, failed = [], []
-    for v in variants:
-        f = model_dir / f"{v}.tflite"
-        rep_path = model_dir / f"verify-{v}.json"
-        if not f.exists():
-            rows.append((f.name, "-", "missing", "-"))
-            failed.append(f"{v}: no file")
-            continue
-        if not rep_path.exists():
-            rows.append((f.name, f"{f.stat().st_size / 1e6:.1f} MB", "not verified", "-"))
-            failed.append(f"{v}: not verified")
-            continue
-        r = json.loads(rep_path.read_text())
-        t = r.get("thresholds", {})
-        if "psnr_vs_pytorch_db" in r:  # an embedder's report (convert/embedder.py)
-            check = f"max diff {r['max_abs_pixel_diff']:.1e}" + (
-                f" (floor {t['max_abs_pixel_diff']:g})" if t.get("max_abs_pixel_diff") else ""
-            )
-            check += f", PSNR vs PyTorch {r['psnr_vs_pytorch_db']:.1f} dB" + (
-                f" (floor {t['min_psnr_vs_pytorch_db']:.0f})" if t.get("min_psnr_vs_pytorch_db") else ""
-            )
-            if r.get("decoding"):
-                check += f", decoded bits {r['decoding']['bit_agreement_tflite_vs_pytorch_embedded']:.2%} as PyTorch's"
-            rows.append(
-                (
-                    f.name,
-                    f"{f.stat().st_size / 1e6:.1f} MB",
-                    ("pass  " if r["passed"] else "FAIL  ") + check,
-                    str(rep_path.with_suffix(".md")),
-                )
-            )
-            if not r["passed"]:
-                failed.append(f"{v}: " + "; ".join(r.get("failures", [])))
-            continue
-        check = f"bits {r['bit_agreement']:.2%} (floor {t.get('min_bit_agreement', 0):.1%})"
-        if r.get("sqnr_db") is not None:
-            check += f", SQNR {r['sqnr_db']:.1f} dB" + (f" (floor {t['min_sqnr_db']:.0f})" if t.get("min_sqnr_db") is not None else "")
-        elif r.get("max_abs_logit_diff") is not None:
-            check += f", max diff {r['max_abs_logit_diff']:.1e}"
-        rows.append(
-            (f.name, f"{f.stat().st_size / 1e6:.1f} MB", ("pass  " if r["passed"] else "FAIL  ") + check, str(rep_path.with_suffix(".md")))
-        )
-        if not r["passed"]:
-            failed.append(f"{v}: " + "; ".join(r.get("failures", [])))
-    head = ("artifact", "size", "verification against its floor", "report")
-    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(4)]
-    lines = [
-        title + (f" ({elapsed_s:.0f} s)" if elapsed_s is not None else ""),
-        "  " + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
-    ]
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    lines = [ln.rstrip() for ln in lines]
-    lines.append("PASSED" if not failed else "FAILED: " + " | ".join(failed))
-    return "\n".join(lines), not failed
-
-
 @contextlib.contextmanager
 def working(desc: str) -> Iterator[None]:
     """For one long call with no count to show (a conversion, one quantizer call): elapsed time,

@@ -4,7 +4,7 @@ A demo and test fixture for the conversion pipeline, not a production watermarke
 why it is built so are described in ``models/tiny.py``; the extractor is the registry's ``tiny``
 card (ConvNeXt-V2 + the official pixel decoder, 48 bits).
 
-The recipe (every lever measured on this project's 2-core machine; figures in the README):
+The recipe (every lever measured on this project's 2-core machine; figures in docs/tiny-pair.md):
 
 - **Grid-aligned tiles.** The embedder's 32-pixel tile is anchored at the image corner, on the
   extractor's stride-32 grid. With a random offset instead, the bit loss stayed at chance (0.693)

@@ -81,7 +81,7 @@ class Terminated(BaseException):  # noqa: N818 - the signal's name, like Keyboar
     """Raised in the main thread by SIGTERM, so that ``finally`` blocks remove temporary files."""
 
 
-# Exit codes of every command (README, "When something goes wrong").
+# Exit codes of every command (docs/errors.md).
 EXIT_OK = 0
 EXIT_NAMED_ERROR = 2
 EXIT_INTERNAL_ERROR = 3

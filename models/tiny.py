@@ -11,7 +11,7 @@ A demo and test fixture for the conversion pipeline (trained on 2 CPU cores by
   ``max_frequency`` cycles per tile, no DC), normalised to unit RMS, and repeated over the image
   from its top-left corner. The residual does not depend on the image, only on the message.
 
-Why this design (measured, ``demo/train_tiny.py`` and the README): the extractor ends in a global
+Why this design (measured, ``demo/train_tiny.py`` and docs/tiny-pair.md): the extractor ends in a global
 mean, so it cannot read a pattern at an arbitrary offset except through texture statistics, and
 training from scratch sits at chance for thousands of steps. With the tile period T = 32 equal to
 the extractor's total stride (stem 4 x three 2x downsamplings) and the pattern anchored at the

@@ -227,7 +227,7 @@ class MsgProcessor(nn.Module):
     """Official ``binary+concat`` message processor: bit k selects row 2k + bit of ``msg_embeddings``;
     the rows are summed, repeated over the latent grid and concatenated after the latents.
 
-    ``deploy()`` switches to the converter-friendly form (TOOLCHAIN.md: the lookup and repeat fail in
+    ``deploy()`` switches to the converter-friendly form (docs/toolchain.md: the lookup and repeat fail in
     litert-torch): ``sum_k E[2k] + bits @ (E[2k+1] - E[2k])`` as one fully-connected layer on float
     bits, and the repeat as a product with ones.
     """
@@ -479,7 +479,7 @@ class DeployUNetEmbedder(nn.Module):
 
 
 # Static INT8 for the U-Net's convolutions and the message FC; JND's POW has no INT8 kernel and its
-# heatmap, the blend and the clamp decide the pixels, so they stay float (TOOLCHAIN.md).
+# heatmap, the blend and the clamp decide the pixels, so they stay float (docs/toolchain.md).
 UNET_QUANT = QuantPolicy(
     static=("CONV_2D", "FULLY_CONNECTED"),
     dynamic=("CONV_2D", "FULLY_CONNECTED"),

@@ -1,5 +1,5 @@
 """Every kind of bad input a user can give, through the command line: one named error, its exit code,
-no traceback, and an OUT that holds no partial artifact afterwards (README, "When something goes wrong").
+no traceback, and an OUT that holds no partial artifact afterwards (docs/errors.md).
 
 The interrupted-stage cases run a real stage in a child process and kill it while it writes its
 artifact (``VIDEOSEAL_TEST_HOLD_WRITE_S`` holds the written temporary file open to a rename).
@@ -89,6 +89,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["verify", "quantize", "bench"])
 def test_truncated_tflite_is_refused_by_every_consumer(converted, mini_card, tmp_path, capsys, command):
     out, md = copy_of(converted, tmp_path)

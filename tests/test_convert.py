@@ -13,6 +13,7 @@ from tests.conftest import MINIS, cli
 from videoseal_litert.runtime.runners import open_runner
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mini", MINIS)
 def test_tflite_and_onnx_reproduce_official_logits(mini, pipeline, reference):
     d = pipeline.converted(mini)
@@ -69,6 +70,7 @@ def random_mini(reference, tmp_path_factory):
     return out / "videoseal_1.0-mini"
 
 
+@pytest.mark.slow
 def test_random_init_is_recorded_everywhere(random_mini):
     d = random_mini
     for f in ("model.json", "verify-fp32.json", "export.json"):

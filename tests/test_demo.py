@@ -27,6 +27,7 @@ def demo(demo_run):
     return out, json.loads((out / "demo" / "demo.json").read_text())
 
 
+@pytest.mark.slow
 def test_demo_decodes_real_watermarks_as_pytorch_does(demo):
     out, saved = demo
     assert saved["random_init"] is False and saved["passed"] is True and saved["rejected"] == []
@@ -42,6 +43,7 @@ def test_demo_decodes_real_watermarks_as_pytorch_does(demo):
     assert (out / "tiny" / "int8.tflite").is_file() and (out / "tiny" / "int8-dynamic.tflite").is_file()
 
 
+@pytest.mark.slow
 def test_robustness_table_has_every_decoder(demo):
     out, _ = demo
     r = run_robustness(out)

@@ -20,7 +20,7 @@ from videoseal_litert.models.unet import JND, ChanRMSNorm, MsgProcessor, Waterma
 from videoseal_litert.runtime.route import jnd_heatmap, resize_aa
 from videoseal_litert.runtime.run_embedder import Embedder
 
-# The reference README's float32 tolerances for a faithful implementation.
+# The float32 tolerances of ../shared/reference/README.md (the reference vectors' own notes) for a faithful implementation.
 WM_TOL, RES_MAX_TOL, RES_MEAN_TOL = 1e-5, 1e-3, 1e-5
 
 
@@ -39,7 +39,7 @@ def test_official_watermarked_and_residual(mini):
         wm = m(imgs, msgs).numpy()
     assert np.abs(wm - z["watermarked"]).max() <= WM_TOL, name
     assert np.abs(res - z["residual"]).max() <= RES_MAX_TOL and np.abs(res - z["residual"]).mean() <= RES_MEAN_TOL, name
-    # The watermark is there: a wrong message or no residual would be far off (README: >= 0.03).
+    # The watermark is there: a wrong message or no residual would be far off (the reference notes: >= 0.03).
     assert np.abs(z["watermarked"] - z["images"]).max() > 100 * WM_TOL
 
 
@@ -138,6 +138,7 @@ def test_full_size_embedders_have_the_official_layout(reference):
 # ---- make embedder end to end ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_embedder_files_and_contract(pipeline):
     d = pipeline.embedder("videoseal_1.0-embedder-mini")
     for v in ("fp32", "fp16", "int8"):
@@ -203,6 +204,7 @@ def test_fp32_file_reproduces_official_watermarked(pipeline, reference):
     assert np.abs(got - z["watermarked_odd"][0].transpose(1, 2, 0)).max() <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pixelseal-embedder-mini", "chunkyseal-embedder-mini", "videoseal_0.0-embedder-mini"])
 def test_every_family_converts_to_the_official_output(name, pipeline, reference):
     d = pipeline.embedder(name, "fp32")
@@ -214,6 +216,7 @@ def test_every_family_converts_to_the_official_output(name, pipeline, reference)
     assert np.abs(got - z["watermarked_odd"][0].transpose(1, 2, 0)).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_tiny_pair_decodes_tflite_embedded_images_as_pytorch(demo_run):
     """The demo's embedder files (fp32, int8), decoded by the pair's extractor as PyTorch-embedded images are."""
     out, rc, _ = demo_run

@@ -60,13 +60,13 @@ def test_every_registered_model_has_floors_for_each_file_it_makes(spec):
 
 
 def test_chunkyseal_proportional_dims():
-    # TOOLCHAIN.md: base dims [128, 256, 512, 1024] scaled by sqrt(1024/128) with int() truncation.
+    # docs/toolchain.md: base dims [128, 256, 512, 1024] scaled by sqrt(1024/128) with int() truncation.
     assert resolve("chunkyseal").card.config.dims == (362, 724, 1448, 2896)
     assert resolve("chunkyseal").card.config.stem_stride == 2
 
 
 def test_chunkyseal_flops_match_published_estimate():
-    # TOOLCHAIN.md: about 1.2 T arithmetic ops per 256x256 image.
+    # docs/toolchain.md: about 1.2 T arithmetic ops per 256x256 image.
     assert count_flops(resolve("chunkyseal").card.config) == pytest.approx(1.2e12, rel=0.1)
 
 

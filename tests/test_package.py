@@ -29,6 +29,7 @@ def built(pipeline, tmp_path_factory):
     return RunOptions(spec=resolve(str(pipeline.card(MINI))), out=out), dist, dist / MINI
 
 
+@pytest.mark.slow
 def test_manifest_accounts_for_every_file(built):
     _, _, b = built
     manifest = json.loads((b / "manifest.json").read_text())
@@ -118,6 +119,7 @@ def test_bundle_names_no_path_of_the_machine_that_built_it(built, reference):
     assert model["description"].startswith("user card videoseal_1.0-mini.yaml (sha256 ")
 
 
+@pytest.mark.slow
 def test_runner_selftest_in_a_torch_free_venv(built, tmp_path):
     """The bundle's runner needs only ai-edge-litert, numpy and pillow: prove it in a venv without torch."""
     _, _, b = built

@@ -34,6 +34,7 @@ def part_files(reference, tmp_path_factory):
     return part, convert_parts(parts, 256, tmp), tmp
 
 
+@pytest.mark.slow
 def test_fp32_parts_joined_equal_pytorch(part_files, reference):
     part, paths, tmp = part_files
     ref_module = part.load().module
@@ -61,6 +62,7 @@ def test_merge_refuses_mismatched_seam(part_files, tmp_path):
     assert not (tmp_path / "bad.tflite").exists()
 
 
+@pytest.mark.slow
 def test_partitioned_quantize_passes_its_floors(pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.converted(MINI), tmp_path)
     spec = dataclasses.replace(resolve(str(pipeline.card(MINI))), calibration_images=16, verify_images=4)

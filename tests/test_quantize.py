@@ -23,6 +23,7 @@ from videoseal_litert.runtime.runners import open_runner
 from videoseal_litert.runtime.variants import quantized
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mini", MINIS)
 def test_every_variant_verified_against_its_floors(mini, pipeline):
     d = pipeline.quantized(mini)
@@ -77,6 +78,7 @@ def test_tightened_floor_fails_the_gate(pipeline, tmp_path):
         stage_quantize(opts, ExtractorPart(opts), variants=("int8-dynamic",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mini", ["videoseal_1.0-mini", "videoseal_0.0-mini"])  # one per family: the policy decides the ranked ops
 def test_fallback_keeps_ops_float_and_records_them(mini, pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.quantized(mini), tmp_path)
@@ -96,6 +98,7 @@ def test_fallback_keeps_ops_float_and_records_them(mini, pipeline, tmp_path):
     assert r["verification"]["sqnr_db"] >= base + 3.0
 
 
+@pytest.mark.slow
 def test_io_int8_records_scales_and_runs(pipeline, tmp_path):
     """IO=int8: integer input and outputs, scale and zero point recorded in quantize.json.
 

@@ -66,8 +66,9 @@ def test_window_partition_pads_and_round_trips():
     assert torch.equal(window_unpartition(w, 8, pad_hw, (13, 10)), x)
 
 
+@pytest.mark.slow
 def test_dynamic_int8_batch_matmul_fails_on_the_official_form_and_not_on_the_deploy_form(tmp_path):
-    """Regression guard (TOOLCHAIN.md): the official einsum puts the constant relative-position table on
+    """Regression guard (docs/toolchain.md): the official einsum puts the constant relative-position table on
     the left of BATCH_MATMUL; a dynamic-range recipe quantizes it and the kernel refuses an int8 left
     operand with a float right one. The deploy form puts the constant on the right."""
     from ai_edge_litert.interpreter import Interpreter
@@ -113,6 +114,7 @@ def test_nonsense_vit_card_values_are_named(change, message, reference, tmp_path
         read_card(card)
 
 
+@pytest.mark.slow
 def test_vit_parts_joined_equal_the_official_logits(reference, tmp_path):
     """The large-model path on a ViT: the chain's seams carry NHWC token grids (no transposes)."""
     from videoseal_litert.quantize.partition import convert_parts, merge_parts, plan_parts

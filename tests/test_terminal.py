@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from videoseal_litert.cli import main
 
 # Patterns of what the converters, the quantizer and the libraries under them print (seen in this
@@ -18,6 +20,7 @@ THIRD_PARTY = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_demo_prints_one_screen_of_our_own_lines(demo_run):
     out, rc, lines = demo_run
     assert rc == 0, "\n".join(lines[-40:])

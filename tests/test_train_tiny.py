@@ -101,6 +101,7 @@ def runs(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_the_recipe_leaves_chance_within_250_steps(runs):
     # Held-out photos it never saw, at 256 px (the size it ships at, not the 64 px it trained on),
     # at the strength of step 250 (the anneal has barely begun).

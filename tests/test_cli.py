@@ -1,0 +1,47 @@
+"""One command-line parser: the same flags, spelled and checked the same, on every command that takes a model."""
+
+from __future__ import annotations
+
+import pytest
+
+from videoseal_litert.cli import COMMANDS, MODEL, build_parser
+from videoseal_litert.models.errors import UsageError
+
+MODEL_FLAGS = {"--model", "--part", "--ckpt", "--random-init", "--allow-zero-weights", "--allow-nonfinite-weights", "--images", "--force"}
+
+
+def model_commands() -> list[str]:
+    return [name for name, (_, parents, _, _) in COMMANDS.items() if MODEL in parents]
+
+
+def test_the_model_flags_are_one_set():
+    assert {s for a in MODEL._actions for s in a.option_strings} >= MODEL_FLAGS
+
+
+@pytest.mark.parametrize("command", model_commands())
+def test_every_model_command_takes_the_same_flags(command):
+    """`make quantize` after `make convert ALLOW_ZERO_WEIGHTS=1` once failed: quantize lacked the flag."""
+    a = build_parser().parse_args(
+        [command, "--model", "tiny", "--part", "extractor", "--ckpt", "c.pth", "--random-init", "--allow-zero-weights"]
+        + ["--allow-nonfinite-weights", "--images", "photos", "--force", "--out", "o", "--threads", "1"]
+    )
+    assert (a.model, a.part, str(a.ckpt), a.random_init, a.allow_zero_weights, a.allow_nonfinite_weights) == (
+        "tiny",
+        "extractor",
+        "c.pth",
+        True,
+        True,
+        True,
+    )
+    assert (str(a.images), a.force, str(a.out), a.threads) == ("photos", True, "o", 1)
+
+
+def test_commands_that_make_stages_need_a_model_and_the_main_ones_have_one():
+    assert {"convert", "load", "export", "tflite", "verify", "quantize", "embedder", "bench", "package", "calib-sweep"} <= set(model_commands())
+
+
+def test_a_bad_option_is_a_named_usage_error():
+    with pytest.raises(UsageError, match="--part: invalid choice: 'decoder'"):
+        build_parser().parse_args(["convert", "--model", "tiny", "--part", "decoder"])
+    with pytest.raises(UsageError, match="the following arguments are required: --model"):
+        build_parser().parse_args(["quantize"])
