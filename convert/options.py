@@ -27,6 +27,7 @@ def default_threads() -> int:
     """CPU threads when none are given: ``VIDEOSEAL_THREADS``, else 2 (this project's machines have 2 cores)."""
     return int(os.environ.get(THREADS_ENV, "2"))
 
+
 # Every folder of the installed package: a stage may import any of them.
 CODE_DIRS = ("videoseal_litert", "models", "calibration_data", "runtime", "convert", "quantize", "package", "demo")
 

@@ -40,11 +40,6 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Slow tests first (a stable sort): the longest jobs start while the other worker takes the short ones."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def shared_dir(tmp_path_factory, name: str) -> Path:
     """A folder every worker of this run sees (the run's base temp; a worker's own is one level down)."""
     base = tmp_path_factory.getbasetemp()

@@ -37,7 +37,9 @@ def test_every_model_command_takes_the_same_flags(command):
 
 
 def test_commands_that_make_stages_need_a_model_and_the_main_ones_have_one():
-    assert {"convert", "load", "export", "tflite", "verify", "quantize", "embedder", "bench", "package", "calib-sweep"} <= set(model_commands())
+    assert {"convert", "load", "export", "tflite", "verify", "quantize", "embedder", "bench", "package", "calib-sweep"} <= set(
+        model_commands()
+    )
 
 
 def test_a_bad_option_is_a_named_usage_error():

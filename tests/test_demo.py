@@ -8,6 +8,7 @@ import shutil
 import pytest
 from PIL import Image
 
+from tests.conftest import locked
 from videoseal_litert.calibration_data.photos import heldout_paths
 from videoseal_litert.demo.watermark import binomial_pvalue, run_demo, run_robustness
 from videoseal_litert.models.errors import VerificationError
@@ -20,11 +21,15 @@ def test_binomial_pvalue():
 
 
 @pytest.fixture(scope="module")
-def demo(demo_run):
-    """The session's demo run (a fresh process, as `make demo`): its OUT and its report."""
+def demo(demo_run, tmp_path_factory):
+    """The run's demo (a fresh process, as `make demo`): a private copy of its OUT (these tests run
+    stages on it, which the other test worker must not meet) and its report."""
     out, rc, lines = demo_run
     assert rc == 0, "\n".join(lines[-40:])
-    return out, json.loads((out / "demo" / "demo.json").read_text())
+    copy = tmp_path_factory.mktemp("demo-copy") / "artifacts"
+    with locked(out.parent / ".lock"):
+        shutil.copytree(out, copy)
+    return copy, json.loads((copy / "demo" / "demo.json").read_text())
 
 
 @pytest.mark.slow

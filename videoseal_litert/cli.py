@@ -38,7 +38,9 @@ def _common() -> argparse.ArgumentParser:
     p = Parser(add_help=False)
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact directory (make OUT=)")
     threads = int(os.environ.get("VIDEOSEAL_THREADS", "2"))  # convert.options.THREADS_ENV (not imported here: it needs torch)
-    p.add_argument("--threads", type=int, default=threads, help=f"CPU threads for PyTorch and the interpreter (default {threads}; VIDEOSEAL_THREADS)")
+    p.add_argument(
+        "--threads", type=int, default=threads, help=f"CPU threads for PyTorch and the interpreter (default {threads}; VIDEOSEAL_THREADS)"
+    )
     return p
 
 
