@@ -30,7 +30,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (pip's output: $(VENV)/pip.log)"
-	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q --no-compile -e '.[dev]' ) > $(VENV)/pip.log 2>&1 \
+	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' ) > $(VENV)/pip.log 2>&1 \
 		|| { tail -n 30 $(VENV)/pip.log; echo "error: SetupError: pip failed; full log: $(VENV)/pip.log"; exit 2; }
 	@touch $@
 

