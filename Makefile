@@ -30,8 +30,12 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (pip's output: $(VENV)/pip.log)"
-	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' ) > $(VENV)/pip.log 2>&1 \
+	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q --no-compile -e '.[dev]' ) > $(VENV)/pip.log 2>&1 \
 		|| { tail -n 30 $(VENV)/pip.log; echo "error: SetupError: pip failed; full log: $(VENV)/pip.log"; exit 2; }
+	@# Byte-compile once, on every core (pip does it on one): with PYTHONDONTWRITEBYTECODE set, as on this
+	@# project's machines, every process would otherwise recompile torch. transformers is never imported.
+	@# A few upstream example and test files are not valid Python 3.11 (pip skips them too): not an error.
+	@$(PY) -m compileall -q -j 0 -x '/(transformers|pip)/' $(VENV)/lib > $(VENV)/compile.log 2>&1 || true
 	@touch $@
 
 # The main job on the embedded default model (the trained tiny pair, models/tiny/): convert and

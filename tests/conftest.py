@@ -40,6 +40,15 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(1)
 
 
+# Files whose slow tests need no shared mini: collected first, so that one worker starts on them while
+# the other builds the first mini most other files need (instead of both waiting on its lock).
+INDEPENDENT_FIRST = ("test_train_tiny.py", "test_sam.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    items.sort(key=lambda item: item.path.name not in INDEPENDENT_FIRST)  # stable: the order within stays
+
+
 def shared_dir(tmp_path_factory, name: str) -> Path:
     """A folder every worker of this run sees (the run's base temp; a worker's own is one level down)."""
     base = tmp_path_factory.getbasetemp()
