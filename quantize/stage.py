@@ -128,7 +128,7 @@ def stage_quantize(
         path = md / part.file(v)
         keep: list[str] = []
         if not partitioned:
-            quantize_to(fp32, path, v, qsvs, keep, io_int8 and v == "int8", policy)
+            quantize_to(fp32, path, v, qsvs, keep, io_int8, policy)
         entry: dict[str, Any] = {"file": path.name}
         try:
             rep: dict[str, Any] | None = verify_file(part, v, path, inputs, ref)
@@ -200,7 +200,7 @@ def _fallback(
         n = 1
         for _ in range(MAX_FALLBACK_ROUNDS):
             keep = ranked[:n]
-            quantize_to(fp32, path, name, qsvs, keep, io_int8 and name == "int8", policy)
+            quantize_to(fp32, path, name, qsvs, keep, io_int8, policy)
             try:
                 rep = verify_file(part, name, path, inputs, ref)
                 log.info("%s passes with %d op(s) kept float: %s", name, len(keep), keep)

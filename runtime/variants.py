@@ -22,7 +22,8 @@ from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR, EmbedderFloors, ExtractorFloors, Floors
 from videoseal_litert.models.registry import ModelSpec
 
-# recipe(quantizer, policy, io_int8): configures an ``ai_edge_quantizer.Quantizer`` in place.
+# recipe(quantizer, policy, io_int8): configures an ``ai_edge_quantizer.Quantizer`` in place; ``io_int8``
+# (IO=int8) asks for integer input and output where the recipe can give them.
 Recipe = Callable[[Any, QuantPolicy, bool], None]
 
 
@@ -81,6 +82,9 @@ class Variant:
     floors: Mapping[str, Floors] = field(default_factory=dict)  # default floors, per part
     ships: bool = False  # in a bundle unless VARIANTS= says otherwise
     fallback: bool = False  # the accuracy-driven fallback may keep ops float to reach the floors
+    # The bundle's golden-vector tolerance per part, for float arithmetic (another CPU rounds float
+    # files to ~1e-5); None: integer arithmetic, about one output step (the bundle derives it).
+    golden_atol: Mapping[str, float] | None = None
     summary: str = ""
 
     def file(self, prefix: str) -> str:
@@ -105,6 +109,7 @@ VARIANTS: dict[str, Variant] = {
                 EMBEDDER: EmbedderFloors(max_abs_pixel_diff=1e-4, min_decode_agreement=1.0),
             },
             ships=True,
+            golden_atol={EXTRACTOR: 1e-3, EMBEDDER: 1e-4},
             summary="float32, the converter's output",
         ),
         Variant(
@@ -119,6 +124,7 @@ VARIANTS: dict[str, Variant] = {
                 EMBEDDER: EmbedderFloors(min_psnr_vs_pytorch_db=55.0, min_decode_agreement=0.99),
             },
             ships=True,
+            golden_atol={EXTRACTOR: 2e-3, EMBEDDER: 1e-3},
             summary="float16 weights, float32 compute",
         ),
         Variant(

@@ -19,6 +19,7 @@ def test_every_variant_has_floors_for_every_part_it_applies_to(name):
     for part in v.parts:
         assert isinstance(v.floors.get(part), FLOORS_TYPE[part]), f"{name} applies to the {part} but has no {FLOORS_TYPE[part].__name__}"
     assert v.io_dtype in ("float32", "int8") and (v.recipe is None) == (name == "fp32")
+    assert v.golden_atol is None or set(v.golden_atol) == set(v.parts)  # float arithmetic: a golden tolerance per part
 
 
 def test_bench_order_is_a_total_order():
