@@ -105,7 +105,6 @@ class Part(ABC):
     description_file: str  # written by its load stage
     program_file: str  # torch.export program
     onnx_file: str
-    floors_type: type
     summary_keys: tuple[str, ...]  # the figures of a verification report that quantize.json repeats
 
     def __init__(self, opts: RunOptions) -> None:
@@ -258,7 +257,6 @@ class ExtractorPart(Part):
     description_file = "model.json"
     program_file = "extractor.pt2"
     onnx_file = "model.onnx"
-    floors_type = ExtractorFloors
     summary_keys = ("max_abs_logit_diff", "mask_agreement", "bit_agreement", "sqnr_db", "floors")
 
     def __init__(self, opts: RunOptions) -> None:
@@ -432,7 +430,6 @@ class EmbedderPart(Part):
     description_file = "embedder.json"
     program_file = "embedder.pt2"
     onnx_file = "embedder.onnx"
-    floors_type = EmbedderFloors
     summary_keys = ("max_abs_pixel_diff", "psnr_vs_pytorch_db", "watermark_snr_db", "psnr_watermark_vs_cover_db", "decoding", "floors")
 
     def __init__(self, opts: RunOptions) -> None:

@@ -25,18 +25,15 @@ unit-RMS residual, ``scaling_w`` sets the PSNR (about ``-20 log10(scaling_w)`` d
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.errors import CardError
 from videoseal_litert.models.families import QuantPolicy
 
@@ -145,18 +142,6 @@ def embed(embedder: TileEmbedder, imgs: torch.Tensor, msgs: torch.Tensor) -> tor
     if (h, w) != (cfg.img_size, cfg.img_size):
         res = F.interpolate(res, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     return blend(imgs, res, cfg)
-
-
-MESSAGE_SEED = 0
-
-
-def seeded_embed_fn(embedder: TileEmbedder, seed: int = MESSAGE_SEED) -> Callable[[np.ndarray, int], np.ndarray]:
-    """``(pixels (1, 3, H, W), index) -> watermarked pixels``, the index's seeded message embedded."""
-
-    def fn(pixels: np.ndarray, index: int) -> np.ndarray:
-        return embed(embedder, torch.from_numpy(pixels), message_for(index, embedder.nbits, seed)).numpy()
-
-    return fn
 
 
 def embedder_description(cfg: EmbedderConfig) -> dict[str, Any]:

@@ -230,6 +230,7 @@ def _ship_part(
     for v in names:
         src, dst = md / part.file(v), stage / part.file(v)
         io = part.opts.opener(src, 2).io()
+        integer_io = io if io and any(d["dtype"] != "float32" for d in [*io["inputs"], *io["outputs"]]) else None
         embed_metadata(
             src,
             dst,
@@ -240,7 +241,7 @@ def _ship_part(
                 "nbits": part.nbits,
                 "random_init": desc["random_init"],
                 "contract": part.contract.describe(part.size, part.nbits, desc.get("route", {}).get("residual_channels")),
-                "integer_io": io if io and any(d["dtype"] != "float32" for d in [*io["inputs"], *io["outputs"]]) else None,
+                "integer_io": integer_io,
             },
         )
         golden[v] = writer(part, v, src, dst, images, stage)
@@ -250,7 +251,7 @@ def _ship_part(
             "size_bytes": dst.stat().st_size,
             "verified_sha256": rep["sha256"],
             "verification": {k: rep[k] for k in (*REPORT_KEYS, *part.summary_keys) if k in rep},
-            "integer_io": io if io and any(d["dtype"] != "float32" for d in [*io["inputs"], *io["outputs"]]) else None,
+            "integer_io": integer_io,
         }
         for ext in ("json", "md"):
             shutil.copy(md / f"{part.report(v)}.{ext}", stage / "reports")
