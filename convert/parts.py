@@ -154,9 +154,13 @@ class Part(ABC):
     def named(self, loaded: Loaded) -> nn.Module:
         """The deploy form with the contract's names (what export and the converter take); may change ``loaded.module`` in place."""
 
+    # The outputs verification compares with the reference (the embedder's residual is only the route's input).
+    checked_outputs: tuple[str, ...]
+
     @abstractmethod
-    def torch_runner(self, loaded: Loaded) -> TorchRunner:
-        """The official module behind the contract's names: the reference every file is compared with."""
+    def torch_runner(self, loaded: Loaded, outputs: tuple[str, ...] | None = None) -> TorchRunner:
+        """The official module behind the contract's names (``outputs`` of them, default all): the
+        reference every file is compared with."""
 
     @abstractmethod
     def describe(self, loaded: Loaded) -> dict[str, Any]:
@@ -207,7 +211,8 @@ class Part(ABC):
         """The PyTorch reference on ``inputs``; its module is freed before any file is loaded (at
         ChunkySeal size the two together would need over 8 GB)."""
         loaded = self.load()
-        out = run_all(self.torch_runner(loaded), progress(inputs.inputs, desc="PyTorch reference"), self.contract.output_names)
+        runner = self.torch_runner(loaded, self.checked_outputs)
+        out = run_all(runner, progress(inputs.inputs, desc="PyTorch reference"), self.checked_outputs)
         ref = Reference(out, loaded.random_init, self._reference_extras(loaded))
         del loaded
         gc.collect()
@@ -283,8 +288,10 @@ class ExtractorPart(Part):
     def named(self, loaded: Loaded) -> nn.Module:
         return NamedExtractor(DeployExtractor(loaded.family.deploy_form(loaded.module))).eval()
 
-    def torch_runner(self, loaded: Loaded) -> TorchRunner:
-        module = loaded.module.eval()
+    checked_outputs = EXTRACTOR_CONTRACT.output_names
+
+    def torch_runner(self, loaded: Loaded, outputs: tuple[str, ...] | None = None) -> TorchRunner:
+        module = loaded.module.eval()  # one pass gives both logits: ``outputs`` changes nothing
 
         def fn(image: torch.Tensor) -> dict[str, torch.Tensor]:
             logits = module(image.permute(0, 3, 1, 2))
@@ -330,7 +337,7 @@ class ExtractorPart(Part):
                 ckpt = self.opts.checkpoint_path()
                 embedder = EmbedderPart(self.opts)
                 if ckpt is not None and ckpt.is_file() and embedder.weights_in(ckpt):
-                    runner = embedder.torch_runner(embedder.load())
+                    runner = embedder.torch_runner(embedder.load(), ("watermarked",))
                     nbits = embedder.nbits
 
                     def mark(pixels: np.ndarray, index: int) -> np.ndarray:
@@ -459,12 +466,20 @@ class EmbedderPart(Part):
     def named(self, loaded: Loaded) -> nn.Module:
         return NamedEmbedder(loaded.family.deploy_form(loaded.module)).eval()
 
-    def torch_runner(self, loaded: Loaded) -> TorchRunner:
+    checked_outputs = ("watermarked",)
+
+    def torch_runner(self, loaded: Loaded, outputs: tuple[str, ...] | None = None) -> TorchRunner:
         module = loaded.module.eval()
+        wanted = set(outputs or self.contract.output_names)  # each output is a pass through the network: only those asked for
 
         def fn(image: torch.Tensor, message: torch.Tensor) -> dict[str, torch.Tensor]:
             imgs, msgs = image.permute(0, 3, 1, 2), message.round().long()
-            return {"watermarked": module(imgs, msgs).permute(0, 2, 3, 1), "residual": module.residual(imgs, msgs).permute(0, 2, 3, 1)}
+            out = {}
+            if "watermarked" in wanted:
+                out["watermarked"] = module(imgs, msgs).permute(0, 2, 3, 1)
+            if "residual" in wanted:
+                out["residual"] = module.residual(imgs, msgs).permute(0, 2, 3, 1)
+            return out
 
         return TorchRunner(fn, self.input_shapes(), f"PyTorch {loaded.spec.name} embedder")
 
@@ -525,7 +540,7 @@ class EmbedderPart(Part):
                 ckpt = self.opts.checkpoint_path()
                 if self.opts.random_init or (ckpt and ckpt.is_file() and any(k.startswith("detector.") for k in checkpoint_keys(ckpt))):
                     extractor = ExtractorPart(self.opts)
-                    self._decoder = extractor.torch_runner(extractor.load())
+                    self._decoder = extractor.torch_runner(extractor.load(), ("bit_logits",))
         return self._decoder  # type: ignore[return-value]
 
     def decode(self, images: np.ndarray) -> np.ndarray:
