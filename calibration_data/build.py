@@ -1,9 +1,8 @@
 """Deterministic calibration and held-out image sets from real photographs.
 
-Fixed rule, no randomness: each calibration photo gives square crops at three scales of its
-short side (1.0 centred; 0.75 and 0.5 at the centre and two opposite corners) and a horizontal
-flip of the full view, each resized to 256x256 as official ``detect()`` resizes (bilinear,
-antialias). Held-out photos give three views (full, centre crop 0.6, flip). Items are streamed,
+Fixed rule, no randomness: each photo of the pool's calibration split (``pool.py``) gives three
+square crops of its short side (1.0 centred, 0.75 top-left, 0.5 bottom-right), each resized to
+256x256 as official ``detect()`` resizes (bilinear, antialias). Held-out photos give three views (full, centre crop 0.6, flip). Items are streamed,
 one at a time, so memory stays flat in their number. ``manifest.json`` (committed) lists every
 calibration item with its source and the sha256 of its 256x256x3 uint8 pixels.
 """
@@ -27,13 +26,8 @@ log = logging.getLogger(__name__)
 MANIFEST = Path(__file__).resolve().parent / "manifest.json"
 CALIB_VIEWS: tuple[tuple[float, str], ...] = (
     (1.0, "center"),
-    (0.75, "center"),
     (0.75, "top-left"),
-    (0.75, "bottom-right"),
-    (0.5, "center"),
-    (0.5, "top-left"),
     (0.5, "bottom-right"),
-    (1.0, "center-flip"),
 )
 HELDOUT_VIEWS: tuple[tuple[float, str], ...] = ((0.0, "full"), (0.6, "center"), (0.0, "full-flip"))
 
@@ -106,6 +100,15 @@ def heldout_items(user_dir: Path | None = None, size: int = 256, tally: Tally | 
         yield from _items(heldout_paths(), HELDOUT_VIEWS, size, tally)
 
 
+def split_items(
+    split: str, size: int = 256, tally: Tally | None = None, views: tuple[tuple[float, str], ...] = ((0.0, "full"),)
+) -> Iterator[Item]:
+    """Every photo of one split of the pool in ``views`` (default: the full view), resized to ``size`` as detect() does, streamed."""
+    from videoseal_litert.calibration_data.pool import split_paths
+
+    yield from _items(split_paths(split), views, size, Tally() if tally is None else tally)
+
+
 WATERMARK_SUFFIX = "+wm"
 
 
@@ -130,8 +133,8 @@ def is_watermarked(name: str) -> bool:
 def build_manifest(size: int = 256) -> dict:
     items = [{"name": it.name, "source": it.source, "view": it.view, "sha256": it.sha256} for it in calibration_items(size=size)]
     return {
-        "rule": "per calibration photo: square crops of the short side at 1.0 (centre), 0.75 and 0.5 (centre, top-left, "
-        "bottom-right), and the full view flipped; each resized to 256x256 (bilinear, antialias) and rounded to uint8",
+        "rule": "per photo of the pool's calibration split: square crops of the short side at 1.0 (centre), 0.75 (top-left) "
+        "and 0.5 (bottom-right); each resized to 256x256 (bilinear, antialias) and rounded to uint8",
         "sha256_of": "the 256x256x3 uint8 pixels, C-order (channels, rows, columns)",
         "size": size,
         "heldout_photos": [p.name for p in heldout_paths()],

@@ -1,13 +1,16 @@
-"""Real photographs available offline, split once into calibration and held-out sets.
+"""Which real photographs each use reads: all from the photo pool (``pool.py``, split by photo).
 
-scikit-image ships a handful of real photographs. They are split here by photo (never by crop),
-so nothing a model is calibrated on is ever used to verify it. ``motorcycle_left`` and
-``motorcycle_right`` are a stereo pair of one scene and stay together in the held-out set.
+Calibration reads the pool's calibration split, the accuracy control its validation split, the
+demo its evaluation split. Stage verification reads seven photos of the evaluation split that
+scikit-image ships (so it needs no pool install): ``HELDOUT_PHOTOS``, three views each.
+``motorcycle_left`` and ``motorcycle_right`` are a stereo pair of one scene and stay together.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from videoseal_litert.calibration_data.pool import split_paths
 
 HELDOUT_PHOTOS: tuple[str, ...] = (
     "astronaut.png",
@@ -18,7 +21,8 @@ HELDOUT_PHOTOS: tuple[str, ...] = (
     "camera.png",
     "coins.png",
 )
-CALIBRATION_PHOTOS: tuple[str, ...] = (
+# The photos the tiny pair was trained on (``make train-tiny``): all in the calibration split.
+TRAINING_PHOTOS: tuple[str, ...] = (
     "chelsea.png",
     "hubble_deep_field.jpg",
     "ihc.png",
@@ -45,6 +49,18 @@ def heldout_paths() -> list[Path]:
     return [d / name for name in HELDOUT_PHOTOS]
 
 
-def calibration_photo_paths() -> list[Path]:
+def training_photo_paths() -> list[Path]:
     d = skimage_data_dir()
-    return [d / name for name in CALIBRATION_PHOTOS]
+    return [d / name for name in TRAINING_PHOTOS]
+
+
+def calibration_photo_paths() -> list[Path]:
+    return split_paths("calibration")
+
+
+def validation_photo_paths() -> list[Path]:
+    return split_paths("validation")
+
+
+def evaluation_photo_paths() -> list[Path]:
+    return split_paths("evaluation")

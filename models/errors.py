@@ -73,6 +73,10 @@ class CalibrationError(PipelineError):
     """No usable calibration image."""
 
 
+class PhotoPoolError(PipelineError):
+    """The photo pool is not installed, or a photo in it is not the one its manifest names."""
+
+
 class FileAccessError(PipelineError):
     """The operating system refused a read or write (permissions, disk full, a vanished file)."""
 

@@ -12,7 +12,8 @@ from PIL import Image
 from tests.conftest import MINIS, cli
 from videoseal_litert.calibration_data.build import MANIFEST, build_manifest, calibration_items, heldout_items
 from videoseal_litert.calibration_data.images import Tally, read_rgb
-from videoseal_litert.calibration_data.photos import CALIBRATION_PHOTOS, HELDOUT_PHOTOS
+from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS
+from videoseal_litert.calibration_data.pool import photos as pool_photos
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.models.errors import ImageError, VerificationError
@@ -21,6 +22,8 @@ from videoseal_litert.models.registry import resolve
 from videoseal_litert.quantize.stage import stage_quantize
 from videoseal_litert.runtime.runners import open_runner
 from videoseal_litert.runtime.variants import quantized
+
+CALIBRATION_PHOTOS = tuple(p["name"] for p in pool_photos("calibration"))
 
 
 @pytest.mark.slow
