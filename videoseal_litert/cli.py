@@ -91,6 +91,13 @@ def _summary(p: argparse.ArgumentParser) -> None:
 def _quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", type=Path, default=None, help="extra calibration images (added to the built-in set)")
     p.add_argument("--io", choices=("float", "int8"), default="float", help="int8: the int8 file takes and returns int8")
+    p.add_argument(
+        "--target-agreement",
+        type=float,
+        default=None,
+        help="accuracy control: keep the fewest op groups float until the extractor's INT8 bits agree with PyTorch's on this "
+        "fraction of the validation split (default 0.999 for a model with an embedder, else off; 0 turns it off)",
+    )
 
 
 def _bench(p: argparse.ArgumentParser) -> None:
@@ -173,6 +180,7 @@ COMMANDS: dict[str, Spec] = {
     "kernel-bench": ("one pointwise layer, float vs INT8", [COMMON], _kernel, "kernel_bench"),
     "calib-sweep": ("INT8 agreement against the number of calibration inputs", [COMMON, MODEL], _sweep, "calib_sweep"),
     "calibration-manifest": ("rewrite calibration_data/manifest.json", [], _none, "calibration_manifest"),
+    "photos": ("install the photo pool (calibration_data/pool.json) from its packages", [], _none, "photos"),
 }
 
 
@@ -277,7 +285,10 @@ def cmd_convert(a: argparse.Namespace) -> None:
 def _quantize_calls(a: argparse.Namespace, opts: Any, part: Any, variants: tuple[str, ...] | None) -> list[Callable[[], Any]]:
     from videoseal_litert.quantize.stage import stage_quantize
 
-    return [lambda: stage_quantize(opts, part, a.calib, a.io == "int8", variants)]
+    target = getattr(a, "target_agreement", None)
+    if target is not None and not 0.0 <= target <= 1.0:
+        raise UsageError(f"--target-agreement {target} is not a fraction in [0, 1]")
+    return [lambda: stage_quantize(opts, part, a.calib, a.io == "int8", variants, target)]
 
 
 def cmd_quantize(a: argparse.Namespace) -> None:
@@ -420,6 +431,17 @@ def cmd_calibration_manifest(a: argparse.Namespace) -> None:
     from videoseal_litert.calibration_data.build import write_manifest
 
     write_manifest()
+
+
+def cmd_photos(a: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from videoseal_litert.calibration_data import pool
+    from videoseal_litert.convert.console import say
+
+    dest = pool.install()
+    n = Counter(p["split"] for p in pool.photos())
+    say(f"photo pool: {sum(n.values())} photos in {dest} (" + ", ".join(f"{k} {n[k]}" for k in pool.SPLITS) + "), each checked by sha256")
 
 
 def main(argv: list[str] | None = None) -> int:
