@@ -23,7 +23,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup photos demo test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
+.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
@@ -47,7 +47,8 @@ photos: $(VENV)/.installed
 # The main job on the embedded default model (the trained tiny pair, models/tiny/): convert and
 # quantize both parts, watermark held-out photos (or IMAGES=dir, any size), decode with PyTorch, FP32
 # and INT8, the whole job on TFLite, false positives: $(OUT)/demo/demo.{json,md}. CKPT= a retrained pair.
-DEMO_ARGS = --out $(OUT) --threads $(THREADS) $(if $(IMAGES),--images $(IMAGES)) $(if $(CKPT),--ckpt $(CKPT))
+DEMO_ARGS = --out $(OUT) --threads $(THREADS) $(if $(IMAGES),--images $(IMAGES)) $(if $(CKPT),--ckpt $(CKPT)) \
+	$(if $(DEMO_MODEL),--model $(DEMO_MODEL)) $(if $(TARGET_AGREEMENT),--target-agreement $(TARGET_AGREEMENT))
 demo: setup
 	$(CLI) demo $(DEMO_ARGS)
 
@@ -62,6 +63,12 @@ TRAIN_DIR ?= runs/tiny
 TRAIN_ARGS ?=
 train-tiny: setup
 	$(CLI) train-tiny --ckpt-dir $(TRAIN_DIR) --export $(TRAIN_DIR)/export --threads $(THREADS) $(TRAIN_ARGS)
+
+# The released-size fixture: the VideoSeal 1.0 card's extractor (33 M parameters, 48 bits) trained on
+# this CPU to read the tiny embedder's watermark (at most 2 hours; resumable: rerun to continue).
+# Writes runs/fixture/export/ (not committed); `make demo DEMO_MODEL=fixture` evaluates it.
+train-fixture: setup
+	$(CLI) train-fixture --threads $(THREADS) $(TRAIN_ARGS)
 
 # Two worker processes (pytest-xdist, one CPU thread each; they share the converted minis).
 TEST_WORKERS ?= 2
@@ -92,12 +99,13 @@ convert: setup
 # calibration images; IO=int8 gives int8.tflite integer input and output.
 quantize: setup
 	$(CLI) quantize $(ARGS) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CALIB),--calib $(CALIB)) $(if $(IO),--io $(IO)) \
-		$(if $(TARGET_AGREEMENT),--target-agreement $(TARGET_AGREEMENT))
+		$(if $(TARGET_AGREEMENT),--target-agreement $(TARGET_AGREEMENT)) $(if $(TARGET_WATERMARK_SNR),--target-watermark-snr $(TARGET_WATERMARK_SNR))
 
 # The card's embedder through the same stages: load, tflite, verify, quantize (PART=embedder), files
 # embedder-<variant>.tflite; EMBEDDER_VARIANTS=fp32,int8 to choose (ChunkySeal: fp32 only, over 2 GB).
 embedder: setup
-	$(CLI) embedder $(ARGS) $(if $(EMBEDDER_VARIANTS),--variants $(EMBEDDER_VARIANTS)) $(if $(CALIB),--calib $(CALIB))
+	$(CLI) embedder $(ARGS) $(if $(EMBEDDER_VARIANTS),--variants $(EMBEDDER_VARIANTS)) $(if $(CALIB),--calib $(CALIB)) \
+		$(if $(TARGET_WATERMARK_SNR),--target-watermark-snr $(TARGET_WATERMARK_SNR))
 
 # Latency (1 and 2 threads, interleaved), size and peak RSS of every file of every part that has one.
 bench: setup

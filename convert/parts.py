@@ -27,7 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from videoseal_litert.calibration_data.build import Item, Tally, calibration_items, heldout_items, is_watermarked, watermarked_items
+from videoseal_litert.calibration_data.build import (
+    HELDOUT_VIEWS,
+    Item,
+    Tally,
+    calibration_items,
+    heldout_items,
+    is_watermarked,
+    split_items,
+    watermarked_items,
+)
 from videoseal_litert.convert.artifacts import tool_versions
 from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.load import Loaded, checkpoint_keys, load_embedder, load_extractor, sha256_file
@@ -53,6 +62,7 @@ log = logging.getLogger(__name__)
 
 # Seeds of the messages each use of the embedder draws (``message_for(index, nbits, seed)``).
 WATERMARK_SEED = 0  # the extractor's watermarked calibration and verification images
+VALIDATION_MESSAGE_SEED = 5  # the embedder's validation inputs (accuracy control)
 VERIFY_MESSAGE_SEED = 7  # the embedder's verification messages
 CALIBRATION_MESSAGE_SEED = 8  # the embedder's calibration messages
 ROUTE_TOLERANCE = 1e-4  # the odd-size route (host resize + JND + blend around the fp32 file) vs PyTorch
@@ -363,6 +373,14 @@ class ExtractorPart(Part):
     def calibration_inputs(self, calib_dir: Path | None, tally: Tally, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         return ({"image": nhwc(i.pixels)} for i in self.with_watermarks(self.calibration_items(calib_dir, tally, limit)))
 
+    def validation_set(self) -> InputSet:
+        """The photo pool's validation split (three views each, watermarked twins when the model has an
+        embedder): what the accuracy control chooses on; at most the spec's ``verify_images`` items."""
+        tally = Tally()
+        items = list(islice(split_items("validation", self.size, tally, HELDOUT_VIEWS), self.opts.spec.verify_images))
+        items = self.with_watermarks(items)
+        return InputSet([i.name for i in items], [{"image": nhwc(i.pixels)} for i in items], tally, [f"{i.name}:{i.sha256}" for i in items])
+
     # ---- verification -------------------------------------------------------------------------
 
     def figures(self, inputs: InputSet, ref: Reference, got: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -507,6 +525,17 @@ class EmbedderPart(Part):
         items, tally = self.heldout()
         inputs = [
             {"image": nhwc(it.pixels), "message": message_for(i, self.nbits, VERIFY_MESSAGE_SEED).float().numpy()}
+            for i, it in enumerate(items)
+        ]
+        return InputSet([i.name for i in items], inputs, tally, [f"{i.name}:{i.sha256}" for i in items])
+
+    def validation_set(self) -> InputSet:
+        """The photo pool's validation split (three views each) with seeded messages: what the accuracy
+        control chooses on; at most the spec's ``verify_images`` items."""
+        tally = Tally()
+        items = list(islice(split_items("validation", self.size, tally, HELDOUT_VIEWS), self.opts.spec.verify_images))
+        inputs = [
+            {"image": nhwc(it.pixels), "message": message_for(i, self.nbits, VALIDATION_MESSAGE_SEED).float().numpy()}
             for i, it in enumerate(items)
         ]
         return InputSet([i.name for i in items], inputs, tally, [f"{i.name}:{i.sha256}" for i in items])

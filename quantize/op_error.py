@@ -90,3 +90,96 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def watermark_signal_errors(
+    float_path: Path, quant_path: Path, pairs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]
+) -> list[dict[str, Any]]:
+    """Per op output: how well the quantized file carries the *watermark*, not the image.
+
+    For each (cover, watermarked) input pair the watermark's trace in a tensor is the difference of
+    the tensor on the two inputs; the float file's difference is the signal, the quantized file's
+    difference minus it the noise. Rows in graph order: ``watermark_sqnr_db`` (signal over noise,
+    summed over pairs) and ``watermark_to_content_db`` (the watermark's energy against the cover's in
+    the float tensor: where it is faint, an 8-bit grid sized for the content can bury it). Runs
+    LiteRT's builtin kernels with every tensor kept (XNNPACK keeps only its partitions' outputs)."""
+    from videoseal_litert.runtime.litert_runner import LiteRTRunner
+
+    runners = [LiteRTRunner(p, 1, use_xnnpack=False, keep_all_tensors=True) for p in (float_path, quant_path)]
+    op_of = runners[0].op_of_tensor()
+    acc: dict[str, np.ndarray] = {}
+    for cover, marked in pairs:
+        (fc, fm), (qc, qm) = [[(r(x), r.op_outputs())[1] for x in (cover, marked)] for r in runners]
+        for name in fc.keys() & qc.keys():
+            df = fm[name].astype(np.float64) - fc[name]
+            dq = qm[name].astype(np.float64) - qc[name]
+            a = acc.setdefault(name, np.zeros(3))
+            a += (np.sum(df**2), np.sum((dq - df) ** 2), np.sum(fc[name].astype(np.float64) ** 2))
+    order = {n: i for i, n in enumerate(fc)}
+    rows = []
+    for name in sorted(acc, key=order.get):
+        sig, noise, content = acc[name]
+        rows.append(
+            {
+                "tensor": name,
+                "op": op_of.get(name, "?"),
+                "watermark_sqnr_db": round(10 * math.log10(sig / noise), 2) if sig > 0 and noise > 0 else None,
+                "watermark_to_content_db": round(10 * math.log10(sig / content), 2) if sig > 0 and content > 0 else None,
+            }
+        )
+    return rows
+
+
+def first_losses(rows: list[dict[str, Any]], below_db: float = 20.0) -> list[dict[str, Any]]:
+    """The op outputs, in graph order, where the watermark's SQNR first falls below ``below_db``."""
+    return [r for r in rows if r["watermark_sqnr_db"] is not None and r["watermark_sqnr_db"] < below_db]
+
+
+def write_watermark_report(
+    rows: list[dict[str, Any]], flips: list[dict[str, Any]], out_dir: Path, stem: str, images: list[str], title: str
+) -> None:
+    """``<stem>.json`` / ``.md`` / ``.png`` (``stem``: ``watermark-error-<prefix><variant>``)."""
+    write_json(out_dir / f"{stem}.json", {"title": title, "pairs": images, "ops": rows, "flipped_bits": flips})
+    worst = sorted((r for r in rows if r["watermark_sqnr_db"] is not None), key=lambda r: r["watermark_sqnr_db"])[:15]
+    lines = [
+        f"# Where the watermark is lost: {title} vs fp32",
+        "",
+        f"On {len(images)} (cover, watermarked) pairs of held-out photos: each op output's watermark trace (the tensor on the "
+        "watermarked image minus on its cover) in the quantized file against the float file's. `wm SQNR`: that trace's "
+        "signal-to-quantization-noise ratio; `wm/content`: the trace's energy against the cover's in the float tensor. "
+        f"Plot in graph order: `{stem}.png`.",
+        "",
+        "Worst 15 op outputs:",
+        "",
+        "| op | tensor | wm SQNR (dB) | wm/content (dB) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['op']} | `{r['tensor']}` | {r['watermark_sqnr_db']:.1f} | {r['watermark_to_content_db']} |" for r in worst]
+    lines += ["", f"Bits that differ from PyTorch on the verification images ({len(flips)}):", ""]
+    if flips:
+        lines += ["| image | bit | PyTorch logit | quantized logit |", "|---|---|---|---|"]
+        lines += [f"| {f['image']} | {f['bit']} | {f['reference']:+.4f} | {f['quantized']:+.4f} |" for f in flips[:50]]
+    else:
+        lines.append("none.")
+    write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
+    _plot_graph_order(rows, out_dir / f"{stem}.png", title)
+
+
+def _plot_graph_order(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [i for i, r in enumerate(rows) if r["watermark_sqnr_db"] is not None]
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(xs, [rows[i]["watermark_sqnr_db"] for i in xs], ".-", lw=0.8, label="watermark SQNR, quantized vs float (dB)")
+    ax.plot(xs, [rows[i]["watermark_to_content_db"] for i in xs], ".", ms=3, color="tab:gray", label="watermark / content in float (dB)")
+    ax.set_xlabel("op output, graph order")
+    ax.set_ylabel("dB")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

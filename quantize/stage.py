@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.artifacts import atomic_path, machine_description, read_json, write_json
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 
 OP_ERROR_IMAGES = 4  # the validator's per-tensor metrics cost about 1.5 s per input on a 15 MB model
 MAX_FALLBACK_ROUNDS = 6
+DEFAULT_TARGET_AGREEMENT = 0.999
+DEFAULT_TARGET_WATERMARK_SNR_DB = 10.0
 CALIBRATION_MANIFEST = Path(__file__).resolve().parent.parent / "calibration_data" / "manifest.json"
 
 
@@ -75,7 +80,12 @@ def check_quantizable(part: Part, variants: tuple[str, ...]) -> None:
 
 @exclusive_stage
 def stage_quantize(
-    opts: RunOptions, part: Part, calib_dir: Path | None = None, io_int8: bool = False, variants: tuple[str, ...] | None = None
+    opts: RunOptions,
+    part: Part,
+    calib_dir: Path | None = None,
+    io_int8: bool = False,
+    variants: tuple[str, ...] | None = None,
+    target: float | None = None,
 ) -> StageSummary:
     md, t0 = opts.model_dir, time.time()
     variants = default_variants(opts.spec, part.name) if variants is None else variants
@@ -83,6 +93,8 @@ def stage_quantize(
         if variant(v, part.name).recipe is None:
             raise UsageError(f"{v} is written by the tflite stage (make convert / make embedder), not by quantize")
     check_quantizable(part, variants)
+    # The accuracy control's target for this part (None: the part's default; 0: off).
+    target = default_target(part) if target is None else (target or None)
     rec = part.record("quantize")
     summary_file = f"{part.prefix}quantize.json"
     fp32 = md.require(part.file("fp32"), part.make_target("fp32"))
@@ -100,6 +112,7 @@ def stage_quantize(
         "images": inputs.fingerprint,
         "calibration_images": opts.spec.calibration_images,
         "max_part_bytes": opts.max_part_bytes,
+        "control_target": target,
     }
     if is_current(opts, rec, fingerprint):
         return StageSummary(f"quantize {part.name}", opts.spec.name, True, _rows(read_json(md / summary_file)) + rejected)
@@ -122,20 +135,24 @@ def stage_quantize(
     ref = part.reference(inputs)
     results: dict[str, Any] = {}
     failures: list[str] = []
+    valref: dict[str, Any] = {}  # the validation set and its PyTorch reference, made once when the control needs them
     fp32_size = fp32.stat().st_size
     for v in progress(variants, desc=f"quantizing and verifying the {part.name}'s variants"):
         row = variant(v, part.name)
         path = md / part.file(v)
         keep: list[str] = []
+        entry: dict[str, Any] = {"file": path.name}
         if not partitioned:
             quantize_to(fp32, path, v, qsvs, keep, io_int8, policy)
-        entry: dict[str, Any] = {"file": path.name}
+            if target is not None and row.needs_calibration and row.fallback:
+                entry["accuracy_control"] = _control(part, fp32, path, v, qsvs, io_int8, policy, target, valref)
+                keep = list(entry["accuracy_control"]["kept_float_ops"])
         try:
             rep: dict[str, Any] | None = verify_file(part, v, path, inputs, ref)
         except VerificationError as e:
             rep = None
             if row.fallback and not partitioned:
-                rep, keep, entry["fallback"] = _fallback(part, fp32, path, v, qsvs, inputs, ref, io_int8, policy, str(e))
+                rep, keep, entry["fallback"] = _fallback(part, fp32, path, v, qsvs, inputs, ref, io_int8, policy, str(e), keep)
             if rep is None:
                 failures.append(str(e))
         if row.needs_calibration and not partitioned:
@@ -147,6 +164,8 @@ def stage_quantize(
                 inputs.names[: len(sample)],
                 f"{opts.spec.name} {part.name} {v}",
             )
+            if part.name == "extractor":
+                _watermark_report(part, fp32, path, v, inputs, ref)
         runner = opts.opener(path, opts.threads)
         deleg = runner.delegation() or {}
         entry.update(
@@ -154,7 +173,7 @@ def stage_quantize(
             size_ratio_to_fp32=round(path.stat().st_size / fp32_size, 4),
             passed=bool(rep and rep["passed"]),
             verification={k: rep.get(k) for k in part.summary_keys} if rep else None,
-            kept_float_by_fallback=keep,
+            kept_float_by_fallback=keep[len(entry.get("accuracy_control", {}).get("kept_float_ops", [])) :],
             xnnpack={k: deleg.get(k) for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
             io=runner.io(),
         )
@@ -176,6 +195,91 @@ def stage_quantize(
     return StageSummary(f"quantize {part.name}", opts.spec.name, False, _rows(summary) + rejected)
 
 
+def _watermark_report(part: Part, fp32: Path, path: Path, name: str, inputs: InputSet, ref: Reference) -> None:
+    """Where the watermark signal is lost (per op, on (cover, watermarked) pairs) and which bits flip,
+    with their PyTorch margins: ``watermark-error-<variant>.{json,md,png}``. Only for a model with an
+    embedder (without one there is no watermark to follow)."""
+    from videoseal_litert.calibration_data.build import is_watermarked
+    from videoseal_litert.quantize.op_error import watermark_signal_errors, write_watermark_report
+    from videoseal_litert.runtime.runners import run_all
+
+    marked = [i for i, n in enumerate(inputs.names) if is_watermarked(n)]
+    if not marked:
+        return
+    pairs_at = [i for i in marked if i > 0 and not is_watermarked(inputs.names[i - 1])][: OP_ERROR_IMAGES // 2 or 1]
+    rows = watermark_signal_errors(fp32, path, [(inputs.inputs[i - 1], inputs.inputs[i]) for i in pairs_at])
+    got = run_all(part.opts.opener(path, part.opts.threads), (inputs.inputs[i] for i in marked))["bit_logits"]
+    want = ref.outputs["bit_logits"][marked]
+    flips = [
+        {"image": inputs.names[marked[r]], "bit": int(b), "reference": float(want[r, b]), "quantized": float(got[r, b])}
+        for r, b in zip(*np.nonzero((got > 0) != (want > 0)), strict=True)
+    ]
+    flips.sort(key=lambda f: abs(f["reference"]))
+    write_watermark_report(
+        rows,
+        flips,
+        part.opts.model_dir.path,
+        f"watermark-error-{part.prefix}{name}",
+        [inputs.names[i - 1] for i in pairs_at],
+        f"{part.opts.spec.name} {part.name} {name}",
+    )
+
+
+def default_target(part: Part) -> float | None:
+    """The accuracy control's default target. Extractor: bit agreement 0.999 when its model has an
+    embedder (its bits are what users decode), off otherwise (``--target-agreement`` turns it on for
+    any model). Embedder: its INT8 error 10 dB below the watermark it writes."""
+    if part.name == "embedder":
+        return DEFAULT_TARGET_WATERMARK_SNR_DB
+    return DEFAULT_TARGET_AGREEMENT if part.watermarker() is not None else None  # type: ignore[attr-defined]
+
+
+def _control(
+    part: Part, fp32: Path, path: Path, name: str, qsvs: dict | None, io_int8: bool, policy: QuantPolicy, target: float, valref: dict
+) -> dict[str, Any]:
+    """Run the accuracy control on ``path`` (the all-INT8 file), write its report, return its summary."""
+    from videoseal_litert.quantize.control import control, task_metric, write_control_report
+    from videoseal_litert.runtime.runners import run_all
+
+    opts = part.opts
+    if not valref:
+        valset = part.validation_set()
+        say_rejected(valset.tally)
+        valref.update(valset=valset, ref=part.reference(valset))
+    valset, ref = valref["valset"], valref["ref"]
+    what, rows, metric = task_metric(part.name, valset, ref.outputs)
+
+    def measure(p: Path) -> Any:
+        return metric(run_all(opts.opener(p, opts.threads), (valset.inputs[i] for i in rows)))
+
+    all_int8 = path.with_name(f".{path.name}.all-int8.tmp")
+    shutil.copyfile(path, all_int8)
+    try:
+        res = control(
+            fp32,
+            path,
+            lambda out, keep: quantize_to(fp32, out, name, qsvs, keep, io_int8, policy),
+            measure,
+            what,
+            len(rows),
+            target,
+            policy.static,
+        )
+        cost = None
+        if res.kept_tensors:
+            med = interleaved_medians(opts, {"all-int8": all_int8, "controlled": path}, opts.threads)
+            cost = {
+                "size_ratio": round(path.stat().st_size / all_int8.stat().st_size, 4),
+                "latency_ratio": round(med["controlled"] / med["all-int8"], 3),
+                "latency_ms": med,
+                "latency_note": f"median of 10 interleaved runs at {opts.threads} thread(s) on {machine_description()}",
+            }
+        write_control_report(res, opts.model_dir.path, f"control-{part.prefix}{name}", f"{opts.spec.name} {part.name} {name}", cost)
+    finally:
+        all_int8.unlink(missing_ok=True)
+    return {**res.as_dict(), "kept_float_ops": res.kept_tensors, "cost": cost}
+
+
 def _fallback(
     part: Part,
     fp32: Path,
@@ -187,19 +291,21 @@ def _fallback(
     io_int8: bool,
     policy: QuantPolicy,
     first_error: str,
+    base: list[str],
 ) -> tuple[dict[str, Any] | None, list[str], dict[str, Any]]:
-    """Keep the worst ops float, doubling how many each round, until the file passes its floors."""
+    """Keep the worst ops float (besides ``base``, the accuracy control's), doubling how many each round,
+    until the file passes its floors."""
     opts = part.opts
     log.warning("%s missed its floors (%s); trying the accuracy-driven fallback", name, first_error)
     rows = op_errors(fp32, path, inputs.inputs[:OP_ERROR_IMAGES], opts.threads)
-    ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in policy.static]
+    ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in policy.static and r["tensor"] not in base]
     first = path.with_name(f".{path.name}.first-attempt.tmp")
     first.write_bytes(path.read_bytes())
     try:
         rep, keep = None, ranked[:1]
         n = 1
         for _ in range(MAX_FALLBACK_ROUNDS):
-            keep = ranked[:n]
+            keep = base + ranked[:n]
             quantize_to(fp32, path, name, qsvs, keep, io_int8, policy)
             try:
                 rep = verify_file(part, name, path, inputs, ref)
@@ -243,4 +349,15 @@ def _rows(s: dict[str, Any]) -> list[tuple[str, str]]:
                 + (f"  kept float {len(r['kept_float_by_fallback'])}" if r["kept_float_by_fallback"] else ""),
             )
         )
+        c = r.get("accuracy_control")
+        if c:
+            end = c["curve"][-1]["value"]
+            rows.append(
+                (
+                    f"{v} accuracy control",
+                    f"{'target met' if c['reached'] else 'TARGET MISSED'} ({c['target']:g}): validation {c['metric'].split(' on ')[0]} "
+                    f"{c['start']['value']:.4f} -> {end:.4f}, {len(c['kept_float_groups'])} group(s) "
+                    f"({len(c['kept_float_ops'])} ops) float",
+                )
+            )
     return rows

@@ -31,7 +31,7 @@ def _io_name(detail: dict[str, Any]) -> str:
 class LiteRTRunner:
     """One interpreter over one file; ``runner({"image": x, ...})`` returns ``{"mask_logit": ..., ...}``."""
 
-    def __init__(self, path: str | Path, num_threads: int = 2, use_xnnpack: bool = True) -> None:
+    def __init__(self, path: str | Path, num_threads: int = 2, use_xnnpack: bool = True, keep_all_tensors: bool = False) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.path = Path(path)
@@ -39,7 +39,12 @@ class LiteRTRunner:
             raise ModelFileError(f"{self.path} does not exist")
         resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads, experimental_op_resolver_type=resolver)
+            self.interpreter = Interpreter(
+                model_path=str(self.path),
+                num_threads=num_threads,
+                experimental_op_resolver_type=resolver,
+                experimental_preserve_all_tensors=keep_all_tensors,
+            )
             self.interpreter.allocate_tensors()
             signatures = self.interpreter.get_signature_list()
         except (ValueError, RuntimeError) as e:
@@ -53,6 +58,18 @@ class LiteRTRunner:
         else:
             self.inputs = {_io_name(d): d for d in self.interpreter.get_input_details()}
             self.outputs = {_io_name(d): d for d in self.interpreter.get_output_details()}
+
+    def op_outputs(self) -> dict[str, np.ndarray]:
+        """After a call: every op's output tensor by name, as float (integer tensors dequantized); needs
+        ``keep_all_tensors`` (and no XNNPACK, which keeps only its partitions' outputs)."""
+        names = {d["index"]: d for d in self.interpreter.get_tensor_details()}
+        out = {}
+        for o in self.interpreter._get_ops_details():
+            for t in o["outputs"]:
+                d = names.get(int(t))
+                if d is not None and np.dtype(d["dtype"]) in (np.float32, np.int8, np.int16, np.uint8):
+                    out[d["name"]] = dequantize(d, self.interpreter.get_tensor(int(t)))
+        return out
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -166,6 +166,20 @@ def test_embedder_files_and_contract(pipeline):
     assert (d / "op-error-embedder-int8.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
+def test_embedder_accuracy_control_puts_the_error_10db_below_the_watermark(pipeline):
+    """All-INT8 puts this mini's error about 4 dB below its watermark; the control keeps groups float, chosen on
+    the validation split, until it is 10 dB below; the held-out photos (never chosen on) show the same margin."""
+    d = pipeline.embedder("videoseal_1.0-embedder-mini")
+    c = json.loads((d / "embedder-quantize.json").read_text())["variants"]["int8"]["accuracy_control"]
+    assert c["target"] == 10.0 and c["reached"] and c["start"]["value"] < 10.0 <= c["curve"][-1]["value"]
+    assert len(c["kept_float_ops"]) > 0 and c["kept_float_groups"] == [p["added"] for p in c["curve"][1:]]
+    rep = json.loads((d / "verify-embedder-int8.json").read_text())
+    assert rep["watermark_snr_db"] >= 10.0  # on the held-out photos
+    assert c["cost"]["size_ratio"] < 1.5 and c["cost"]["latency_ratio"] > 0
+    assert (d / "control-embedder-int8.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_export_takes_the_embedder_part(pipeline, tmp_path, reference):
     """`make export PART=embedder`: the same export stage as the extractor's, on the embedder's names."""
     import onnxruntime as ort

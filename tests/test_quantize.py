@@ -105,16 +105,13 @@ def test_fallback_keeps_ops_float_and_records_them(mini, pipeline, tmp_path):
 def test_io_int8_records_scales_and_runs(pipeline, tmp_path):
     """IO=int8: integer input and outputs, scale and zero point recorded in quantize.json.
 
-    Known limitation measured here: on the random-weight mini the mask logit is calibrated to
-    about [-0.06, 0] and the held-out mask logits fall just above 0, so the int8 output clips
-    them to 0 and mask agreement misses its floor; the stage reports that by name and exits 2.
+    (Calibrated on the old pool, 8 of 12 photos grayscale, the mask logit's int8 output range missed the
+    held-out photos' mask logits and the mask floor failed; on the photo pool's calibration split it passes.)
     """
     out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
     rc = cli("quantize", "--model", pipeline.card("videoseal_1.0-mini"), "--out", out, "--io", "int8", "--variants", "int8")
     rep = json.loads((d / "verify-int8.json").read_text())
-    # The limitation above, as measured: the mask floor fails by name, the bits pass.
-    assert rc == 2 and rep["passed"] is False
-    assert [f for f in rep["failures"] if "mask" in f] and not [f for f in rep["failures"] if "bit" in f]
+    assert rc == 0 and rep["passed"] is True and rep["failures"] == []
     assert rep["bit_agreement"] >= 0.97
     io = json.loads((d / "quantize.json").read_text())["variants"]["int8"]["io"]
     assert io["inputs"][0]["dtype"] == "int8" and io["inputs"][0]["scale"] == pytest.approx(1 / 255, rel=0.05)

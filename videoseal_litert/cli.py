@@ -95,8 +95,15 @@ def _quantize(p: argparse.ArgumentParser) -> None:
         "--target-agreement",
         type=float,
         default=None,
-        help="accuracy control: keep the fewest op groups float until the extractor's INT8 bits agree with PyTorch's on this "
+        help="extractor accuracy control: keep the fewest op groups float until INT8 bits agree with PyTorch's on this "
         "fraction of the validation split (default 0.999 for a model with an embedder, else off; 0 turns it off)",
+    )
+    p.add_argument(
+        "--target-watermark-snr",
+        type=float,
+        default=None,
+        help="embedder accuracy control: keep the fewest op groups float until the INT8 error is this many dB below the "
+        "watermark on the validation split (default 10; 0 turns it off)",
     )
 
 
@@ -116,6 +123,8 @@ def _package(p: argparse.ArgumentParser) -> None:
 def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=Path, default=None, help="your photos, any size (default: the held-out photos)")
     p.add_argument("--ckpt", type=Path, default=None, help="a retrained pair (default: models/tiny/checkpoint.safetensors)")
+    p.add_argument("--model", default="tiny", help="the pair: tiny (default) or fixture (after make train-fixture)")
+    p.add_argument("--target-agreement", type=float, default=1.0, help="the INT8 extractor's accuracy control target (0: off, to compare)")
 
 
 def _train(p: argparse.ArgumentParser) -> None:
@@ -136,6 +145,22 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--stop-after", type=int, default=None, help="stop at this step (the schedule still spans --steps); rerun to continue")
     p.add_argument("--export", type=Path, default=None, help="write checkpoint, record and curve here at the end")
+
+
+def _fixture(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=6000, help="total steps (a resumed run continues to this)")
+    p.add_argument("--batch", type=int, default=12, help="watermarked images per step (plus a quarter as many unwatermarked)")
+    p.add_argument("--size", type=int, default=128, help="training crop size (a multiple of the tile size, 32)")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--aug-from", type=int, default=1000)
+    p.add_argument("--mask-weight", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-dir", type=Path, default=Path("runs/fixture"))
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--max-minutes", type=float, default=120.0, help="stop (resumable) after this much wall time")
+    p.add_argument("--export", type=Path, default=Path("runs/fixture/export"))
 
 
 def _scale(p: argparse.ArgumentParser) -> None:
@@ -176,6 +201,7 @@ COMMANDS: dict[str, Spec] = {
     "demo": ("embed, convert, quantize and decode with the tiny pair (make demo)", [COMMON], _demo, "demo"),
     "robustness": ("the demo's images after common edits, every decoder", [COMMON], _demo, "robustness"),
     "train-tiny": ("train the default tiny pair on this CPU", [COMMON], _train, "train_tiny"),
+    "train-fixture": ("train the released-size fixture extractor (VideoSeal 1.0 size) on this CPU", [COMMON], _fixture, "train_fixture"),
     "bench-scale": ("every stage at full size, wall time and peak RSS", [COMMON], _scale, "bench_scale"),
     "kernel-bench": ("one pointwise layer, float vs INT8", [COMMON], _kernel, "kernel_bench"),
     "calib-sweep": ("INT8 agreement against the number of calibration inputs", [COMMON, MODEL], _sweep, "calib_sweep"),
@@ -285,9 +311,14 @@ def cmd_convert(a: argparse.Namespace) -> None:
 def _quantize_calls(a: argparse.Namespace, opts: Any, part: Any, variants: tuple[str, ...] | None) -> list[Callable[[], Any]]:
     from videoseal_litert.quantize.stage import stage_quantize
 
-    target = getattr(a, "target_agreement", None)
-    if target is not None and not 0.0 <= target <= 1.0:
-        raise UsageError(f"--target-agreement {target} is not a fraction in [0, 1]")
+    if part.name == "extractor":
+        target = getattr(a, "target_agreement", None)
+        if target is not None and not 0.0 <= target <= 1.0:
+            raise UsageError(f"--target-agreement {target} is not a fraction in [0, 1]")
+    else:
+        target = getattr(a, "target_watermark_snr", None)
+        if target is not None and target < 0:
+            raise UsageError(f"--target-watermark-snr {target} is negative: give dB of INT8 error below the watermark, or 0 for off")
     return [lambda: stage_quantize(opts, part, a.calib, a.io == "int8", variants, target)]
 
 
@@ -370,7 +401,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     fn = run_demo if a.command == "demo" else run_robustness
     _logged(
         a.out / "demo" / "logs" / f"{'watermark' if a.command == 'demo' else 'robustness'}.log",
-        lambda _: fn(a.out, a.images, a.ckpt, a.threads),
+        lambda _: fn(a.out, a.images, a.ckpt, a.threads, a.model, a.target_agreement),
     )
 
 
@@ -387,6 +418,18 @@ def cmd_train_tiny(a: argparse.Namespace) -> None:
         raise UsageError(f"--size {a.size} is not a multiple of 32 (the tile and the extractor's stride)")
     record = train(a)
     print(json.dumps(record["heldout_metrics_256"]))
+
+
+def cmd_train_fixture(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.demo.train_fixture import train
+
+    r = train(a)
+    m = r["heldout_metrics_256"]
+    say(
+        f"fixture: {r['steps']} steps in {r['train_seconds'] / 60:.0f} min; held-out bits {m['bit_accuracy']:.2%} "
+        f"(JPEG 80 {m['bit_accuracy_jpeg80']:.2%}), PSNR {m['psnr_db']:.1f} dB; {a.export}"
+    )
 
 
 def cmd_bench_scale(a: argparse.Namespace) -> None:

@@ -1,0 +1,246 @@
+"""Accuracy-controlled quantization: the fewest op groups in float until a task target holds.
+
+The task metric is what a watermark user sees: the fraction of decoded bits (bit-logit signs) that a
+quantized extractor shares with the PyTorch reference, on the photo pool's **validation** split
+(watermarked images when the model has an embedder; its clean images otherwise). The evaluation
+split is never looked at here. As in NNCF's accuracy-aware post-training quantization:
+
+1. the all-INT8 file is measured; if it meets the target, nothing changes;
+2. the graph's ops are grouped by scope (its blocks: a ConvNeXt stage, a ViT block, the head), at the
+   deepest scope level that gives at most ``MAX_GROUPS`` groups holding a quantized op;
+3. each group is ranked by the metric of the file quantized with that group alone kept float (ties by
+   the bit logits' SQNR against PyTorch: a continuous measure where a small set shows no flip);
+4. groups are added in rank order, one at a time, each file measured, until the target holds. Every
+   step is one point of the agreement curve (``control-<variant>.png``).
+
+Float is the added precision here: on XNNPACK, 16-bit activations have no fast kernels (4.9x FP32 at
+full size, ``docs/toolchain.md``), while a float group costs little. The calibration statistics are
+computed once and reused by every candidate. ai-edge-quantizer has no accuracy-driven search of its
+own (its ``validate`` compares tensors, not a task metric), hence this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoseal_litert.convert.artifacts import atomic_path, write_json, write_text
+from videoseal_litert.convert.console import progress
+from videoseal_litert.convert.parts import sqnr_db
+from videoseal_litert.runtime.runners import open_runner
+
+log = logging.getLogger(__name__)
+
+MAX_GROUPS = 16
+
+
+def op_groups(float_path: Path, quantized_ops: tuple[str, ...], max_groups: int = MAX_GROUPS) -> dict[str, list[str]]:
+    """Scope prefix -> the output tensor names of every op under it, for the deepest scope level with at
+    most ``max_groups`` groups that hold an op of ``quantized_ops`` (groups without one are dropped:
+    keeping them float changes nothing)."""
+    op_of = open_runner(float_path).op_of_tensor()
+    scoped = {t: t.split(";", 1)[0].split("/") for t in op_of if ";" in t or "/" in t}
+    best: dict[str, list[str]] = {}
+    for depth in range(1, max((len(s) for s in scoped.values()), default=1) + 1):
+        groups: dict[str, list[str]] = defaultdict(list)
+        for t, s in scoped.items():
+            groups["/".join(s[:depth])].append(t)
+        useful = {g: ts for g, ts in groups.items() if any(op_of[t] in quantized_ops for t in ts)}
+        if len(useful) > max_groups:
+            break
+        best = dict(useful)
+    return best
+
+
+@dataclass
+class Measure:
+    """One file's task metric (``value``, compared with the target), a continuous tie-break (higher is
+    better), and how many outputs miss (bits that differ; 0 where the metric has no such count)."""
+
+    value: float
+    tiebreak: float | None
+    misses: int = 0
+
+
+def bit_metric(part_bits: np.ndarray, ref_bits: np.ndarray) -> Measure:
+    """Bit agreement with the reference's signs; tie-break: the bit logits' SQNR."""
+    agree = (part_bits > 0) == (ref_bits > 0)
+    return Measure(float(np.mean(agree)), sqnr_db(ref_bits, part_bits), int(np.sum(~agree)))
+
+
+def watermark_snr_metric(covers: np.ndarray, ref_marked: np.ndarray, got_marked: np.ndarray) -> Measure:
+    """The embedder's: the watermark (reference watermarked minus cover) against the file's error on
+    the watermarked image, in dB; "10 dB below the watermark" is a value of 10."""
+    sig = float(np.sum((ref_marked.astype(np.float64) - covers) ** 2))
+    noise = max(float(np.sum((got_marked.astype(np.float64) - ref_marked) ** 2)), 1e-30)
+    v = 10 * math.log10(sig / noise)
+    return Measure(v, v)
+
+
+def task_metric(part_name: str, valset: Any, ref_outputs: dict[str, np.ndarray]) -> tuple[str, list[int], Callable[[dict], Measure]]:
+    """A part's task metric on its validation set: (description, the inputs it counts, outputs -> Measure).
+
+    Extractor: bit agreement with PyTorch on the watermarked inputs (all inputs for a model without an
+    embedder). Embedder: the watermark's SNR against the file's error on ``watermarked``, in dB."""
+    if part_name == "extractor":
+        marked = [i for i, n in enumerate(valset.names) if n.endswith("+wm")]
+        rows = marked or list(range(len(valset.names)))
+        ref = ref_outputs["bit_logits"][rows]
+        what = "bit agreement with PyTorch on the validation split's " + ("watermarked inputs" if marked else "inputs")
+        return what, rows, lambda got: bit_metric(got["bit_logits"], ref)
+    covers = np.concatenate([x["image"] for x in valset.inputs])
+    want = ref_outputs["watermarked"]
+    rows = list(range(len(valset.names)))
+    return "watermark SNR against the file's error (dB)", rows, lambda got: watermark_snr_metric(covers, want, got["watermarked"])
+
+
+@dataclass
+class ControlResult:
+    target: float
+    metric: str
+    images: int
+    start: Measure
+    groups_considered: int
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)  # scope groups, in the order they were added
+    kept_tensors: list[str] = field(default_factory=list)
+    reached: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "metric": self.metric,
+            "validation_inputs": self.images,
+            "start": vars(self.start),
+            "groups_considered": self.groups_considered,
+            "ranking": self.ranking,
+            "curve": self.curve,
+            "kept_float_groups": self.kept_float,
+            "kept_float_ops": len(self.kept_tensors),
+            "reached": self.reached,
+        }
+
+
+def control(
+    float_path: Path,
+    out: Path,
+    quantize: Callable[[Path, list[str]], None],
+    measure: Callable[[Path], Measure],
+    metric: str,
+    images: int,
+    target: float,
+    quantized_ops: tuple[str, ...],
+) -> ControlResult:
+    """Write ``out`` (already the all-INT8 file) with the fewest op groups float that bring ``measure``
+    (the task metric of a file on the validation inputs) to ``target``. ``quantize(path, keep_tensors)``
+    writes one candidate with those op outputs float."""
+    start = measure(out)
+    res = ControlResult(target, metric, images, start, 0)
+    res.curve.append({"groups": 0, "ops": 0, "value": start.value, "tiebreak": start.tiebreak, "size_bytes": out.stat().st_size})
+    log.info("accuracy control: all-INT8 %s %.4f on %d validation inputs (target %.4f)", metric, start.value, images, target)
+    if start.value >= target:
+        res.reached = True
+        return res
+    groups = op_groups(float_path, quantized_ops)
+    res.groups_considered = len(groups)
+    cand = out.with_name(f".{out.name}.candidate.tmp")
+    try:
+        for g in progress(list(groups), desc="ranking op groups on the validation split"):
+            quantize(cand, groups[g])
+            m = measure(cand)
+            res.ranking.append({"group": g, "ops": len(groups[g]), "value": m.value, "tiebreak": m.tiebreak, "misses": m.misses})
+        res.ranking.sort(key=lambda r: (-r["value"], -(r["tiebreak"] if r["tiebreak"] is not None else math.inf)))
+        keep: list[str] = []
+        for r in res.ranking:
+            res.kept_float.append(r["group"])
+            keep += groups[r["group"]]
+            quantize(cand, keep)
+            m = measure(cand)
+            res.curve.append(
+                {
+                    "groups": len(res.kept_float),
+                    "ops": len(keep),
+                    "added": r["group"],
+                    "value": m.value,
+                    "tiebreak": m.tiebreak,
+                    "size_bytes": cand.stat().st_size,
+                }
+            )
+            log.info("accuracy control: + %s (%d ops float): %.4f", r["group"], len(keep), m.value)
+            if m.value >= target:
+                res.reached = True
+                break
+        res.kept_tensors = keep
+        with atomic_path(out) as tmp:
+            shutil.copyfile(cand, tmp)
+    finally:
+        cand.unlink(missing_ok=True)
+    return res
+
+
+def write_control_report(res: ControlResult, out_dir: Path, stem: str, title: str, cost: dict[str, Any] | None) -> None:
+    """``<stem>.json`` / ``.md`` / ``.png``: the target, the ranking, the curve, what was kept and its cost."""
+    d = {"title": title, **res.as_dict(), "cost": cost}
+    write_json(out_dir / f"{stem}.json", d)
+    lines = [
+        f"# Accuracy control: {title}",
+        "",
+        f"Target: {res.metric} >= {res.target:g} ({res.images} validation inputs; the evaluation split is never used here). "
+        f"All-INT8: {res.start.value:.4f}"
+        + (f" ({res.start.misses} bits differ). " if res.start.misses else ". ")
+        + (
+            "Target met by the all-INT8 file: nothing kept float."
+            if not res.kept_float and res.reached
+            else f"{'Reached' if res.reached else 'NOT reached'} with {len(res.kept_float)} group(s), {len(res.kept_tensors)} ops float."
+        ),
+        "",
+    ]
+    if res.curve[1:]:
+        lines += ["| step | group kept float | ops float | metric | tie-break (dB) | size (MB) |", "|---|---|---|---|---|---|"]
+        for c in res.curve:
+            s = "-" if c["tiebreak"] is None else f"{c['tiebreak']:.1f}"
+            lines.append(
+                f"| {c['groups']} | {c.get('added', '(all INT8)')} | {c['ops']} | {c['value']:.4f} | {s} | {c['size_bytes'] / 1e6:.3f} |"
+            )
+        lines += ["", "Ranking (each group alone float):", "", "| group | ops | metric | tie-break (dB) |", "|---|---|---|---|"]
+        for r in res.ranking:
+            s = "-" if r["tiebreak"] is None else f"{r['tiebreak']:.1f}"
+            lines.append(f"| {r['group']} | {r['ops']} | {r['value']:.4f} | {s} |")
+    if cost:
+        lines += [
+            "",
+            f"Cost: size {cost['size_ratio']:.3f}x the all-INT8 file; latency {cost['latency_ratio']:.3f}x ({cost['latency_note']}).",
+        ]
+    write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
+    _plot(res, out_dir / f"{stem}.png", title)
+
+
+def _plot(res: ControlResult, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [c["ops"] for c in res.curve]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(xs, [c["value"] for c in res.curve], "o-", label=f"validation: {res.metric}")
+    ax.axhline(res.target, color="tab:red", ls="--", lw=1, label=f"target {res.target:g}")
+    for c in res.curve[1:]:
+        ax.annotate(c["added"].rsplit("/", 1)[-1], (c["ops"], c["value"]), fontsize=7, rotation=30)
+    ax.set_xlabel("ops kept float")
+    ax.set_ylabel(res.metric.split(" (")[0], fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
