@@ -20,6 +20,8 @@ from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR, EmbedderFloors, E
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 SHIPPED_DIR = Path(__file__).resolve().parent / "tiny"
+# Written by `make train-fixture` (not committed: 133 MB).
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "runs" / "fixture" / "export"
 
 
 # The trained tiny pair's floors (the defaults for random weights are in runtime/variants.py). Extractor:
@@ -125,6 +127,16 @@ REGISTRY: tuple[ModelSpec, ...] = (
         "ConvNeXt-V2 extractor, 48 bits; a demo and test fixture, not a released VideoSeal model",
         released=False,
         floors=TINY_FLOORS,
+    ),
+    ModelSpec(
+        name="fixture",
+        aliases=("videoseal-fixture",),
+        card_path=CARDS_DIR / "fixture.yaml",
+        checkpoint_file="checkpoint.safetensors",
+        checkpoint_dir=FIXTURE_DIR,
+        description="the project's released-size fixture (make train-fixture): the VideoSeal 1.0 card's ConvNeXt-Tiny "
+        "extractor with 48 bits, trained on 2 CPU cores to read the tiny pair's watermark; the tiny embedder; not a released model",
+        released=False,
     ),
 )
 

@@ -1,0 +1,201 @@
+"""Train a released-size extractor to read the tiny pair's watermark: ``make train-fixture``.
+
+The ``fixture`` card (``models/cards/fixture.yaml``) is the VideoSeal 1.0 card's extractor, same code
+and size (ConvNeXt-Tiny encoder [3, 3, 9, 3] x [96, 192, 384, 768], the official pixel decoder; 33.2 M
+parameters) with 48 bits. It learns to read the watermark of the project's trained tiny embedder
+(``models/tiny/``), kept frozen: its 32-pixel tile matches this extractor's total stride of 32, the
+property that made the tiny pair learn in minutes on a CPU. A demo and test fixture: the evidence
+that INT8 holds on a trained network of the released size, not a production watermarker.
+
+The recipe is the tiny pair's (``train_tiny.py``: grid-aligned tiles, augmentations after
+``--aug-from``, a detection logit trained on unwatermarked images, warm-up then cosine learning rate),
+with the embedder frozen at the card's strength from the first step. Training photos: the photo pool's
+calibration split, shrunk once to a short side of 512 (crops are resized to 128 px anyway). Evaluated
+on the seven held-out photos at 256 px during training (recorded, never used to choose weights).
+
+Seeded and resumable (``--ckpt-dir`` holds ``state.pt``; a rerun continues to ``--steps``); stops at
+``--max-minutes`` of wall time and says so. ``--export DIR`` writes ``checkpoint.safetensors``
+(``detector.`` keys trained, ``embedder.`` keys the tiny pair's), ``training_record.json`` (command,
+machine, wall time, sha256) and ``learning_curve.png``. The weights (133 MB) are not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from videoseal_litert.demo import train_tiny as tt
+from videoseal_litert.models.cards import read_card
+from videoseal_litert.models.convnext import ConvnextExtractor
+from videoseal_litert.models.errors import UsageError
+from videoseal_litert.models.registry import CARDS_DIR, SHIPPED_DIR
+from videoseal_litert.models.tiny import TileEmbedder, read_embedder_config
+
+log = logging.getLogger(__name__)
+
+CARD = CARDS_DIR / "fixture.yaml"
+RECIPE_KEYS = ("batch", "size", "lr", "warmup", "aug_from", "mask_weight", "seed", "steps")
+
+
+def frozen_embedder(card: Path = CARD) -> TileEmbedder:
+    """The tiny pair's trained embedder (its ``embedder.`` keys, strictly), in eval mode, no gradients."""
+    from safetensors.torch import load_file
+
+    emb = TileEmbedder(read_embedder_config(card))
+    state = load_file(str(SHIPPED_DIR / "checkpoint.safetensors"))
+    emb.load_state_dict({k.removeprefix("embedder."): v for k, v in state.items() if k.startswith("embedder.")}, strict=True)
+    emb.eval()
+    for p in emb.parameters():
+        p.requires_grad_(False)
+    return emb
+
+
+def training_photos(short_side: int = 512) -> list[torch.Tensor]:
+    from videoseal_litert.calibration_data.images import read_rgb
+    from videoseal_litert.calibration_data.photos import calibration_photo_paths
+
+    out = []
+    for p in calibration_photo_paths():
+        x = torch.from_numpy(read_rgb(p))
+        h, w = x.shape[1:]
+        s = short_side / min(h, w)
+        if s < 1:
+            x = F.interpolate(x[None], size=(round(h * s), round(w * s)), mode="bilinear", align_corners=False, antialias=True)[0]
+        out.append(x.contiguous())
+    return out
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    embedder = frozen_embedder()
+    extractor = ConvnextExtractor(read_card(CARD).config)
+    strength = embedder.cfg.scaling_w
+    opt = torch.optim.AdamW(extractor.parameters(), lr=args.lr, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(args.seed)
+    recipe = {k: getattr(args, k) for k in RECIPE_KEYS}
+    step, elapsed, curve = 0, 0.0, []
+    ckpt = args.ckpt_dir / "state.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = json.loads(state["recipe"])
+        changed = {k: (saved.get(k), v) for k, v in recipe.items() if k != "steps" and saved.get(k) != v}
+        if changed:
+            raise UsageError(f"{ckpt} was trained with other settings {changed} (saved, now); use another --ckpt-dir or the same settings")
+        extractor.load_state_dict(state["extractor"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step, elapsed, curve = int(state["step"]), float(state["elapsed_s"]), json.loads(state["curve"])
+        log.info("resumed at step %d (%.0f s so far)", step, elapsed)
+    photos = training_photos()
+    heldout = tt.heldout_images(256)
+    n_clean = max(1, args.batch // 4)
+    t0, losses = time.time() - elapsed, []
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
+    stopped_early = False
+    while step < args.steps:
+        if deadline is not None and time.time() > deadline:
+            stopped_early = True
+            log.warning("stopping at step %d: --max-minutes %g reached (rerun to continue)", step, args.max_minutes)
+            break
+        extractor.train()
+        for g in opt.param_groups:
+            g["lr"] = tt.lr_at(step, args.steps, args.lr, args.warmup)
+        imgs = tt.sample_batch(photos, args.batch + n_clean, args.size, gen)
+        msgs = torch.randint(0, 2, (args.batch, embedder.nbits), generator=gen).float()
+        with torch.no_grad():
+            marked = (embedder.cfg.scaling_i * imgs[: args.batch] + strength * embedder(msgs, args.size, args.size)).clamp(0, 1)
+        seen = torch.cat([marked, imgs[args.batch :]])
+        if step >= args.aug_from:
+            seen = tt.random_augment(seen, gen)
+        pooled = extractor(seen)
+        is_marked = torch.cat([torch.ones(args.batch), torch.zeros(n_clean)])
+        loss_bits = F.binary_cross_entropy_with_logits(pooled[: args.batch, 1:], msgs)
+        loss = loss_bits + args.mask_weight * F.binary_cross_entropy_with_logits(pooled[:, 0], is_marked)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(extractor.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(float(loss_bits.detach()))
+        if step % args.eval_every == 0 or step == args.steps:
+            m = tt.evaluate(embedder, extractor, heldout)
+            curve.append({"step": step, "wall_s": round(time.time() - t0, 1), "train_bit_loss": float(np.mean(losses)), **m})
+            losses = []
+            log.info(
+                "step %d/%d  %.0f s  bit loss %.3f  held-out bits %.2f%% (JPEG80 %.2f%%)",
+                step,
+                args.steps,
+                curve[-1]["wall_s"],
+                curve[-1]["train_bit_loss"],
+                100 * m["bit_accuracy"],
+                100 * m["bit_accuracy_jpeg80"],
+            )
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_state(ckpt, extractor, opt, gen, step, time.time() - t0, curve, recipe)
+    save_state(ckpt, extractor, opt, gen, step, time.time() - t0, curve, recipe)
+    final = tt.evaluate(embedder, extractor, heldout)
+    record = {
+        "what": "the project's released-size fixture: the VideoSeal 1.0 card's extractor (48 bits) trained to read the tiny "
+        "pair's watermark (demo and test fixture, not a production watermarker)",
+        "command": "videoseal-litert train-fixture " + " ".join(args.argv),
+        "seed": args.seed,
+        "recipe": recipe,
+        "card": CARD.name,
+        "extractor_params": sum(p.numel() for p in extractor.parameters()),
+        "embedder": "the tiny pair's (models/tiny/checkpoint.safetensors), frozen",
+        "hardware": tt._hardware(args.threads),
+        "train_seconds": round(time.time() - t0, 1),
+        "steps": step,
+        "stopped_at_time_limit": stopped_early,
+        "heldout_metrics_256": final,
+        "learning_curve": curve,
+        "torch": torch.__version__,
+        "random_init": False,
+    }
+    log.info("held-out at 256 px: %s", final)
+    if args.export:
+        export(embedder, extractor, args.export, record)
+    return record
+
+
+def save_state(path: Path, extractor, opt, gen, step: int, elapsed: float, curve: list, recipe: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "extractor": extractor.state_dict(),
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+            "step": step,
+            "elapsed_s": elapsed,
+            "curve": json.dumps(curve),
+            "recipe": json.dumps(recipe),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def export(embedder: TileEmbedder, extractor: ConvnextExtractor, out: Path, record: dict[str, Any]) -> None:
+    import shutil
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tt.save_checkpoint(extractor.state_dict(), embedder.state_dict(), tmp / "checkpoint.safetensors")
+    record["checkpoint_sha256"] = hashlib.sha256((tmp / "checkpoint.safetensors").read_bytes()).hexdigest()
+    (tmp / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    tt.plot_curve(record, tmp / "learning_curve.png")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
