@@ -173,6 +173,8 @@ def checkpoint_file(spec: ModelSpec, ckpt: str | Path | None) -> Path:
     path = Path(ckpt) if ckpt else spec.default_checkpoint()
     if not path.is_file():
         where = f"\n  Download it from {spec.checkpoint_url} on a machine with internet," if spec.checkpoint_url else ""
+        if spec.checkpoint_hint:
+            where = f"\n  {spec.checkpoint_hint[0].upper()}{spec.checkpoint_hint[1:]},"
         raise CheckpointNotFoundError(
             f"checkpoint not found: {path}{where}\n  then place it at {path} or pass CKPT=<path>"
             "\n  (or RANDOM_INIT=1 to build with random weights, labelled as such)."

@@ -55,6 +55,8 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     checkpoint_file: str | None = None
     checkpoint_url: str | None = None
+    # How to get the checkpoint when it is not downloaded (a model the project trains itself).
+    checkpoint_hint: str | None = None
     # Where checkpoint_file is looked for when no CKPT is given (released ones: downloaded by the user).
     checkpoint_dir: Path = CHECKPOINTS_DIR
     description: str = ""
@@ -134,6 +136,7 @@ REGISTRY: tuple[ModelSpec, ...] = (
         card_path=CARDS_DIR / "fixture.yaml",
         checkpoint_file="checkpoint.safetensors",
         checkpoint_dir=FIXTURE_DIR,
+        checkpoint_hint="train it on this machine with `make train-fixture` (at most 2 hours on 2 cores; resumable)",
         description="the project's released-size fixture (make train-fixture): the VideoSeal 1.0 card's ConvNeXt-Tiny "
         "extractor with 48 bits, trained on 2 CPU cores to read the tiny pair's watermark; the tiny embedder; not a released model",
         released=False,

@@ -36,12 +36,24 @@ def test_full_size_layout_matches_official(spec, reference):
     assert spec.card.config.nbits == official["nbits"]
 
 
-@pytest.mark.parametrize("spec", [s for s in REGISTRY if not s.released], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in REGISTRY if not s.released and s.checkpoint_hint is None], ids=lambda s: s.name)
 def test_project_model_ships_a_checkpoint_that_loads_strictly(spec):
     # Not a released model: no official layout, so its committed checkpoint is the layout to match.
     loaded = load_extractor(spec)
     assert not loaded.random_init and loaded.checkpoint_path == str(spec.default_checkpoint())
     assert loaded.config.nbits == spec.card.config.nbits
+
+
+def test_a_trained_not_shipped_model_says_how_to_make_its_checkpoint(tmp_path):
+    """The released-size fixture's weights are not committed: loading it without them names `make train-fixture`."""
+    import dataclasses
+
+    from videoseal_litert.models.errors import CheckpointNotFoundError
+    from videoseal_litert.models.registry import resolve
+
+    spec = dataclasses.replace(resolve("fixture"), checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="make train-fixture"):
+        load_extractor(spec)
 
 
 @pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
