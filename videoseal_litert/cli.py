@@ -148,21 +148,21 @@ def _train(p: argparse.ArgumentParser) -> None:
 
 
 def _fixture(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=2000, help="total steps (a resumed run continues to this)")
-    p.add_argument("--batch", type=int, default=8, help="watermarked images per step (plus a quarter as many unwatermarked)")
-    p.add_argument("--size", type=int, default=128, help="training crop size (a multiple of the tile size, 32)")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--steps", type=int, default=1800, help="total steps (a resumed run continues to this)")
+    p.add_argument("--batch", type=int, default=12, help="watermarked images per step (plus a quarter as many unwatermarked)")
+    p.add_argument("--size", type=int, default=96, help="training crop size (a multiple of the tile size, 32)")
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--strength-start", type=float, default=0.05, help="scaling_w at step 0 (26 dB); annealed to the card's")
+    p.add_argument("--strength-start", type=float, default=0.08, help="scaling_w at step 0 (22 dB); annealed to the card's")
     p.add_argument("--anneal-frac", type=float, default=0.5)
-    p.add_argument("--aug-from", type=int, default=800)
+    p.add_argument("--aug-from", type=int, default=1200)
     p.add_argument("--dense-weight", type=float, default=1.0, help="weight of the per-location loss")
     p.add_argument("--mask-weight", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-dir", type=Path, default=Path("runs/fixture"))
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--max-minutes", type=float, default=110.0, help="stop (resumable) after this much wall time")
+    p.add_argument("--max-minutes", type=float, default=120.0, help="stop (resumable) after this much wall time")
     p.add_argument("--export", type=Path, default=Path("runs/fixture/export"))
 
 
