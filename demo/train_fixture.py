@@ -163,6 +163,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     save_state(ckpt, extractor, opt, gen, step, time.time() - t0, curve, recipe)
     final = tt.evaluate(embedder, extractor, heldout)
     record = {
+        "title": "fixture (VideoSeal 1.0-size extractor, tiny embedder frozen)",
         "what": "the project's released-size fixture: the VideoSeal 1.0 card's extractor (48 bits) trained to read the tiny "
         "pair's watermark (demo and test fixture, not a production watermarker)",
         "command": "videoseal-litert train-fixture " + " ".join(args.argv),

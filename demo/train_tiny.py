@@ -429,7 +429,7 @@ def plot_curve(record: dict[str, Any], path: Path) -> None:
     ax2.axhline(32, color="gray", lw=0.8, ls="--")
     ax2.set_xlabel("step")
     ax2.set_ylabel("PSNR (dB)")
-    fig.suptitle(f"tiny pair, {record['hardware']}", fontsize=8)
+    fig.suptitle(f"{record.get('title', 'tiny pair')}, {record['hardware']}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
