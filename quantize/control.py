@@ -187,9 +187,11 @@ def control(
     return res
 
 
-def write_control_report(res: ControlResult, out_dir: Path, stem: str, title: str, cost: dict[str, Any] | None) -> None:
+def write_control_report(
+    res: ControlResult, out_dir: Path, stem: str, title: str, cost: dict[str, Any] | None, random_init: bool = False
+) -> None:
     """``<stem>.json`` / ``.md`` / ``.png``: the target, the ranking, the curve, what was kept and its cost."""
-    d = {"title": title, **res.as_dict(), "cost": cost}
+    d = {"title": title, "random_init": random_init, **res.as_dict(), "cost": cost}
     write_json(out_dir / f"{stem}.json", d)
     lines = [
         f"# Accuracy control: {title}",

@@ -274,7 +274,8 @@ def _control(
                 "latency_ms": med,
                 "latency_note": f"median of 10 interleaved runs at {opts.threads} thread(s) on {machine_description()}",
             }
-        write_control_report(res, opts.model_dir.path, f"control-{part.prefix}{name}", f"{opts.spec.name} {part.name} {name}", cost)
+        title = f"{opts.spec.name} {part.name} {name}" + (" (RANDOM weights: not a fidelity figure)" if ref.random_init else "")
+        write_control_report(res, opts.model_dir.path, f"control-{part.prefix}{name}", title, cost, ref.random_init)
     finally:
         all_int8.unlink(missing_ok=True)
     return {**res.as_dict(), "kept_float_ops": res.kept_tensors, "cost": cost}

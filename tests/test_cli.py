@@ -47,3 +47,34 @@ def test_a_bad_option_is_a_named_usage_error():
         build_parser().parse_args(["convert", "--model", "tiny", "--part", "decoder"])
     with pytest.raises(UsageError, match="the following arguments are required: --model"):
         build_parser().parse_args(["quantize"])
+
+
+@pytest.mark.parametrize(
+    ("part", "flag", "value", "says"),
+    [
+        ("extractor", "--target-agreement", "1.5", "not a fraction"),
+        ("embedder", "--target-watermark-snr", "-3", "is negative"),
+    ],
+)
+def test_accuracy_control_targets_are_checked_before_any_work(part, flag, value, says, tmp_path):
+    from videoseal_litert.cli import main
+
+    assert main(["quantize", "--model", "tiny", "--part", part, "--out", str(tmp_path), flag, value]) == 2
+    assert not any(tmp_path.rglob("*.tflite"))
+
+
+def test_accuracy_control_target_reaches_the_stage(monkeypatch, tmp_path):
+    """`make quantize TARGET_AGREEMENT=0.999` on any model: the flag is the extractor stage's target."""
+    import argparse
+
+    from videoseal_litert import cli
+    from videoseal_litert.quantize import stage
+
+    seen = {}
+    monkeypatch.setattr(stage, "stage_quantize", lambda opts, part, calib, io, variants, target: seen.update(target=target))
+    a = build_parser().parse_args(["quantize", "--model", "videoseal", "--out", str(tmp_path), "--target-agreement", "0.999"])
+    assert isinstance(a, argparse.Namespace)
+    part = type("P", (), {"name": "extractor"})()
+    for call in cli._quantize_calls(a, None, part, ("int8",)):
+        call()
+    assert seen == {"target": 0.999}

@@ -181,6 +181,7 @@ def test_accuracy_control_on_the_trained_pair(demo, tmp_path):
     q = json.loads((out / "tiny" / "quantize.json").read_text())["variants"]["int8"]
     high = q["accuracy_control"]
     assert high["target"] == 1.0 and high["validation_inputs"] >= 40
+    assert json.loads((out / "tiny" / "control-int8.json").read_text())["random_init"] is False
     assert high["reached"] and high["curve"][-1]["value"] == 1.0
     assert high["start"]["value"] < 1.0  # all-INT8 missed it on the validation split: the control acted
     assert high["kept_float_groups"] == [c["added"] for c in high["curve"][1:]]
