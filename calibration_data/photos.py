@@ -56,11 +56,3 @@ def training_photo_paths() -> list[Path]:
 
 def calibration_photo_paths() -> list[Path]:
     return split_paths("calibration")
-
-
-def validation_photo_paths() -> list[Path]:
-    return split_paths("validation")
-
-
-def evaluation_photo_paths() -> list[Path]:
-    return split_paths("evaluation")

@@ -79,11 +79,6 @@ def split_paths(split: str, check: bool = False) -> list[Path]:
     return out
 
 
-def installed() -> bool:
-    d = pool_dir()
-    return all((d / p["name"]).is_file() for p in photos())
-
-
 def _pypi_file(entry: dict) -> Path:
     import importlib.util
 

@@ -254,6 +254,16 @@ class Part(ABC):
         """A verification report in one line, for summary tables."""
 
 
+def flipped_bits(names: list[str], rows: np.ndarray, ref: np.ndarray, got: np.ndarray, most: int = 50) -> list[dict[str, Any]]:
+    """Bits of ``rows`` whose sign differs from the reference's, smallest reference margin first (at most ``most``)."""
+    idx = np.flatnonzero(rows)
+    flips = [
+        {"image": names[idx[r]], "bit": int(b), "reference": float(ref[idx[r], b]), "quantized": float(got[idx[r], b])}
+        for r, b in zip(*np.nonzero((got[idx] > 0) != (ref[idx] > 0)), strict=True)
+    ]
+    return sorted(flips, key=lambda f: abs(f["reference"]))[:most]
+
+
 def _rejected(tally: Tally) -> str:
     return "; ".join(f"{f}: {w}" for f, w in tally.rejected) or "none found"
 
@@ -402,6 +412,7 @@ class ExtractorPart(Part):
             "bit_sqnr_db": sqnr_db(r[rows, 1:], g[rows, 1:]),
             "bit_rows": "watermarked images" if not rows.all() else "all images",
             "bit_agreement_unwatermarked": float(np.mean((r[~rows, 1:] > 0) == (g[~rows, 1:] > 0))) if (~rows).any() else None,
+            "flipped_bits": flipped_bits(inputs.names, rows, r[:, 1:], g[:, 1:]),
         }
 
     def check(self, f: dict[str, Any], t: ExtractorFloors) -> list[str]:

@@ -26,8 +26,6 @@ machine, wall time, sha256) and ``learning_curve.png``. The weights (133 MB) are
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -40,7 +38,6 @@ import torch.nn.functional as F
 from videoseal_litert.demo import train_tiny as tt
 from videoseal_litert.models.cards import read_card
 from videoseal_litert.models.convnext import ConvnextExtractor
-from videoseal_litert.models.errors import UsageError
 from videoseal_litert.models.registry import CARDS_DIR, SHIPPED_DIR
 from videoseal_litert.models.tiny import TileEmbedder, read_embedder_config
 
@@ -87,19 +84,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     opt = torch.optim.AdamW(extractor.parameters(), lr=args.lr, weight_decay=0.05)
     gen = torch.Generator().manual_seed(args.seed)
     recipe = {k: getattr(args, k) for k in RECIPE_KEYS}
-    step, elapsed, curve = 0, 0.0, []
     ckpt = args.ckpt_dir / "state.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        saved = json.loads(state["recipe"])
-        changed = {k: (saved.get(k), v) for k, v in recipe.items() if k != "steps" and saved.get(k) != v}
-        if changed:
-            raise UsageError(f"{ckpt} was trained with other settings {changed} (saved, now); use another --ckpt-dir or the same settings")
-        extractor.load_state_dict(state["extractor"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, elapsed, curve = int(state["step"]), float(state["elapsed_s"]), json.loads(state["curve"])
-        log.info("resumed at step %d (%.0f s so far)", step, elapsed)
+    step, elapsed, curve = tt.load_state(ckpt, {"extractor": extractor}, opt, gen, recipe)
     photos = training_photos()
     heldout = tt.heldout_images(256)
     n_clean = max(1, args.batch // 4)
@@ -159,8 +145,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 100 * m["bit_accuracy_jpeg80"],
             )
         if step % args.ckpt_every == 0 or step == args.steps:
-            save_state(ckpt, extractor, opt, gen, step, time.time() - t0, curve, recipe)
-    save_state(ckpt, extractor, opt, gen, step, time.time() - t0, curve, recipe)
+            tt.save_state(ckpt, {"extractor": extractor}, opt, gen, step, time.time() - t0, curve, recipe)
+    tt.save_state(ckpt, {"extractor": extractor}, opt, gen, step, time.time() - t0, curve, recipe)
     final = tt.evaluate(embedder, extractor, heldout)
     record = {
         "title": "fixture (VideoSeal 1.0-size extractor, tiny embedder frozen)",
@@ -183,38 +169,5 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
     log.info("held-out at 256 px: %s", final)
     if args.export:
-        export(embedder, extractor, args.export, record)
+        tt.export(embedder, extractor, args.export, record, with_sha256=True)
     return record
-
-
-def save_state(path: Path, extractor, opt, gen, step: int, elapsed: float, curve: list, recipe: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "extractor": extractor.state_dict(),
-            "optimizer": opt.state_dict(),
-            "generator": gen.get_state(),
-            "step": step,
-            "elapsed_s": elapsed,
-            "curve": json.dumps(curve),
-            "recipe": json.dumps(recipe),
-        },
-        tmp,
-    )
-    tmp.replace(path)
-
-
-def export(embedder: TileEmbedder, extractor: ConvnextExtractor, out: Path, record: dict[str, Any]) -> None:
-    import shutil
-
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tt.save_checkpoint(extractor.state_dict(), embedder.state_dict(), tmp / "checkpoint.safetensors")
-    record["checkpoint_sha256"] = hashlib.sha256((tmp / "checkpoint.safetensors").read_bytes()).hexdigest()
-    (tmp / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
-    tt.plot_curve(record, tmp / "learning_curve.png")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)

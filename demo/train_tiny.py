@@ -256,20 +256,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     params = list(embedder.parameters()) + list(extractor.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
-    step, elapsed, curve = 0, 0.0, []
     ckpt = args.ckpt_dir / "state.pt" if args.ckpt_dir else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        saved = json.loads(state["recipe"])
-        changed = {k: (saved.get(k), v) for k, v in _recipe(args).items() if k != "steps" and saved.get(k) != v}
-        if changed:
-            raise UsageError(f"{ckpt} was trained with other settings {changed} (saved, now); use another --ckpt-dir or the same settings")
-        embedder.load_state_dict(state["embedder"], strict=True)
-        extractor.load_state_dict(state["extractor"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, elapsed, curve = int(state["step"]), float(state["elapsed_s"]), json.loads(state["curve"])
-        log.info("resumed at step %d (%.0f s so far)", step, elapsed)
+    step, elapsed, curve = load_state(ckpt, {"embedder": embedder, "extractor": extractor}, opt, gen, _recipe(args))
     photos = training_photos()
     heldout = heldout_images(read_card(args.card).config.img_size)
     nbits, n_clean = embedder.nbits, max(1, args.batch // 4)
@@ -329,7 +317,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 m["psnr_db"],
             )
         if ckpt is not None and (step % args.ckpt_every == 0 or step == stop):
-            _save_state(ckpt, embedder, extractor, opt, gen, step, time.time() - t0, curve, _recipe(args))
+            save_state(ckpt, {"embedder": embedder, "extractor": extractor}, opt, gen, step, time.time() - t0, curve, _recipe(args))
     elapsed = time.time() - t0
     final = evaluate(embedder, extractor, heldout)
     log.info("held-out at the card's strength: %s", final)
@@ -356,12 +344,31 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
-def _save_state(path: Path, embedder, extractor, opt, gen, step: int, elapsed: float, curve: list, recipe: dict) -> None:
+def load_state(path: Path | None, modules: dict[str, torch.nn.Module], opt, gen, recipe: dict) -> tuple[int, float, list]:
+    """Resume from ``save_state``'s file when there is one (strictly; the same recipe but for ``steps``, else a
+    UsageError): (step, elapsed seconds, curve), or (0, 0.0, []) for a fresh run."""
+    if path is None or not path.exists():
+        return 0, 0.0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["recipe"])
+    changed = {k: (saved.get(k), v) for k, v in recipe.items() if k != "steps" and saved.get(k) != v}
+    if changed:
+        raise UsageError(f"{path} was trained with other settings {changed} (saved, now); use another --ckpt-dir or the same settings")
+    for name, m in modules.items():
+        m.load_state_dict(state[name], strict=True)
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    log.info("resumed at step %d (%.0f s so far)", step, elapsed)
+    return step, elapsed, json.loads(state["curve"])
+
+
+def save_state(path: Path, modules: dict[str, torch.nn.Module], opt, gen, step: int, elapsed: float, curve: list, recipe: dict) -> None:
+    """A resumable training state (the trained ``modules`` by name, optimiser, generator, step, curve), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     state = {
-        "embedder": embedder.state_dict(),
-        "extractor": extractor.state_dict(),
+        **{name: m.state_dict() for name, m in modules.items()},
         "optimizer": opt.state_dict(),
         "generator": gen.get_state(),
         "step": step,
@@ -389,12 +396,17 @@ def save_checkpoint(extractor_state: dict[str, torch.Tensor], embedder_state: di
     save_file(tensors, str(path), metadata={"videoseal_litert": "tiny pair (demo and test fixture); random_init: false"})
 
 
-def export(embedder: TileEmbedder, extractor: ConvnextExtractor, out: Path, record: dict[str, Any]) -> None:
-    """``checkpoint.safetensors`` (official key layout), the record and the curve, as one directory swap."""
+def export(embedder: TileEmbedder, extractor: ConvnextExtractor, out: Path, record: dict[str, Any], with_sha256: bool = False) -> None:
+    """``checkpoint.safetensors`` (official key layout), the record (``with_sha256``: with the checkpoint's
+    sha256) and the curve, as one directory swap."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_checkpoint(extractor.state_dict(), embedder.state_dict(), tmp / "checkpoint.safetensors")
+    if with_sha256:
+        import hashlib
+
+        record["checkpoint_sha256"] = hashlib.sha256((tmp / "checkpoint.safetensors").read_bytes()).hexdigest()
     (tmp / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_curve(record, tmp / "learning_curve.png")
     if out.exists():

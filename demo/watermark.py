@@ -220,6 +220,16 @@ def prepare_artifacts(
     return tables
 
 
+def prepared(out: Path, ckpt: Path | None, threads: int, model: str, target_agreement: float) -> RunOptions:
+    """The pair's options, with its files converted, quantized and verified (skipped when current; tables to the log)."""
+    from videoseal_litert.models.registry import resolve
+
+    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, threads=threads)
+    for t in prepare_artifacts(opts, target_agreement=target_agreement):
+        log.info("%s", t.table())
+    return opts
+
+
 def run_demo(
     out: Path,
     images: Path | None = None,
@@ -230,13 +240,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """The demo on ``model`` (a pair with both parts: ``tiny``, or ``fixture`` after ``make train-fixture``);
     ``target_agreement`` 0 quantizes the extractor without the accuracy control (for comparison)."""
-    from videoseal_litert.models.registry import resolve
-
     t0 = time.time()
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, threads=threads)
+    opts = prepared(out, ckpt, threads, model, target_agreement)
     md = opts.model_dir.path
-    for t in prepare_artifacts(opts, target_agreement=target_agreement):
-        log.info("%s", t.table())
     pair = load_pair(opts)
     tally = Tally()
     wm = watermark_images(pair, images, tally=tally)
@@ -479,11 +485,8 @@ def run_robustness(
     target_agreement: float = DEMO_TARGET_AGREEMENT,
 ) -> dict[str, Any]:
     """Bit accuracy under each attack for PyTorch, FP32, INT8 and INT8-dynamic (converts if needed)."""
-    from videoseal_litert.models.registry import resolve
-
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, threads=threads)
+    opts = prepared(out, ckpt, threads, model, target_agreement)
     md = opts.model_dir.path
-    prepare_artifacts(opts, target_agreement=target_agreement)
     pair = load_pair(opts)
     tally = Tally()
     wm = watermark_images(pair, images, tally=tally)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from videoseal_litert.calibration_data.build import is_watermarked
 from videoseal_litert.convert.artifacts import atomic_path, write_json, write_text
 from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.parts import sqnr_db
@@ -91,7 +92,7 @@ def task_metric(part_name: str, valset: Any, ref_outputs: dict[str, np.ndarray])
     Extractor: bit agreement with PyTorch on the watermarked inputs (all inputs for a model without an
     embedder). Embedder: the watermark's SNR against the file's error on ``watermarked``, in dB."""
     if part_name == "extractor":
-        marked = [i for i, n in enumerate(valset.names) if n.endswith("+wm")]
+        marked = [i for i, n in enumerate(valset.names) if is_watermarked(n)]
         rows = marked or list(range(len(valset.names)))
         ref = ref_outputs["bit_logits"][rows]
         what = "bit agreement with PyTorch on the validation split's " + ("watermarked inputs" if marked else "inputs")
@@ -114,6 +115,7 @@ class ControlResult:
     kept_float: list[str] = field(default_factory=list)  # scope groups, in the order they were added
     kept_tensors: list[str] = field(default_factory=list)
     reached: bool = False
+    cost: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -125,8 +127,9 @@ class ControlResult:
             "ranking": self.ranking,
             "curve": self.curve,
             "kept_float_groups": self.kept_float,
-            "kept_float_ops": len(self.kept_tensors),
+            "kept_float_ops": self.kept_tensors,
             "reached": self.reached,
+            "cost": self.cost,
         }
 
 
@@ -139,10 +142,12 @@ def control(
     images: int,
     target: float,
     quantized_ops: tuple[str, ...],
+    cost: Callable[[Path, Path], dict[str, Any]] | None = None,
 ) -> ControlResult:
     """Write ``out`` (already the all-INT8 file) with the fewest op groups float that bring ``measure``
     (the task metric of a file on the validation inputs) to ``target``. ``quantize(path, keep_tensors)``
-    writes one candidate with those op outputs float."""
+    writes one candidate with those op outputs float; ``cost(all_int8, controlled)`` measures what the
+    kept groups cost, while ``out`` still holds the all-INT8 file."""
     start = measure(out)
     res = ControlResult(target, metric, images, start, 0)
     res.curve.append({"groups": 0, "ops": 0, "value": start.value, "tiebreak": start.tiebreak, "size_bytes": out.stat().st_size})
@@ -180,6 +185,8 @@ def control(
                 res.reached = True
                 break
         res.kept_tensors = keep
+        if cost is not None:
+            res.cost = cost(out, cand)
         with atomic_path(out) as tmp:
             shutil.copyfile(cand, tmp)
     finally:
@@ -187,11 +194,10 @@ def control(
     return res
 
 
-def write_control_report(
-    res: ControlResult, out_dir: Path, stem: str, title: str, cost: dict[str, Any] | None, random_init: bool = False
-) -> None:
+def write_control_report(res: ControlResult, out_dir: Path, stem: str, title: str, random_init: bool = False) -> None:
     """``<stem>.json`` / ``.md`` / ``.png``: the target, the ranking, the curve, what was kept and its cost."""
-    d = {"title": title, "random_init": random_init, **res.as_dict(), "cost": cost}
+    d = {"title": title, "random_init": random_init, **res.as_dict()}
+    cost = res.cost
     write_json(out_dir / f"{stem}.json", d)
     lines = [
         f"# Accuracy control: {title}",

@@ -130,11 +130,6 @@ def watermark_signal_errors(
     return rows
 
 
-def first_losses(rows: list[dict[str, Any]], below_db: float = 20.0) -> list[dict[str, Any]]:
-    """The op outputs, in graph order, where the watermark's SQNR first falls below ``below_db``."""
-    return [r for r in rows if r["watermark_sqnr_db"] is not None and r["watermark_sqnr_db"] < below_db]
-
-
 def write_watermark_report(
     rows: list[dict[str, Any]], flips: list[dict[str, Any]], out_dir: Path, stem: str, images: list[str], title: str
 ) -> None:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.artifacts import atomic_path, machine_description, read_json, write_json
@@ -140,19 +137,20 @@ def stage_quantize(
     for v in progress(variants, desc=f"quantizing and verifying the {part.name}'s variants"):
         row = variant(v, part.name)
         path = md / part.file(v)
-        keep: list[str] = []
+        controlled: list[str] = []  # op outputs the accuracy control kept float
+        fallback: list[str] = []  # and the fallback, on top of them
         entry: dict[str, Any] = {"file": path.name}
         if not partitioned:
-            quantize_to(fp32, path, v, qsvs, keep, io_int8, policy)
+            quantize_to(fp32, path, v, qsvs, controlled, io_int8, policy)
             if target is not None and row.needs_calibration and row.fallback:
                 entry["accuracy_control"] = _control(part, fp32, path, v, qsvs, io_int8, policy, target, valref)
-                keep = list(entry["accuracy_control"]["kept_float_ops"])
+                controlled = entry["accuracy_control"]["kept_float_ops"]
         try:
             rep: dict[str, Any] | None = verify_file(part, v, path, inputs, ref)
         except VerificationError as e:
             rep = None
             if row.fallback and not partitioned:
-                rep, keep, entry["fallback"] = _fallback(part, fp32, path, v, qsvs, inputs, ref, io_int8, policy, str(e), keep)
+                rep, fallback, entry["fallback"] = _fallback(part, fp32, path, v, qsvs, inputs, ref, io_int8, policy, str(e), controlled)
             if rep is None:
                 failures.append(str(e))
         if row.needs_calibration and not partitioned:
@@ -165,7 +163,7 @@ def stage_quantize(
                 f"{opts.spec.name} {part.name} {v}",
             )
             if part.name == "extractor":
-                _watermark_report(part, fp32, path, v, inputs, ref)
+                _watermark_report(part, fp32, path, v, inputs)
         runner = opts.opener(path, opts.threads)
         deleg = runner.delegation() or {}
         entry.update(
@@ -173,7 +171,7 @@ def stage_quantize(
             size_ratio_to_fp32=round(path.stat().st_size / fp32_size, 4),
             passed=bool(rep and rep["passed"]),
             verification={k: rep.get(k) for k in part.summary_keys} if rep else None,
-            kept_float_by_fallback=keep[len(entry.get("accuracy_control", {}).get("kept_float_ops", [])) :],
+            kept_float_by_fallback=fallback,
             xnnpack={k: deleg.get(k) for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
             io=runner.io(),
         )
@@ -195,29 +193,21 @@ def stage_quantize(
     return StageSummary(f"quantize {part.name}", opts.spec.name, False, _rows(summary) + rejected)
 
 
-def _watermark_report(part: Part, fp32: Path, path: Path, name: str, inputs: InputSet, ref: Reference) -> None:
+def _watermark_report(part: Part, fp32: Path, path: Path, name: str, inputs: InputSet) -> None:
     """Where the watermark signal is lost (per op, on (cover, watermarked) pairs) and which bits flip,
-    with their PyTorch margins: ``watermark-error-<variant>.{json,md,png}``. Only for a model with an
-    embedder (without one there is no watermark to follow)."""
+    with their PyTorch margins (from the file's verification report): ``watermark-error-<variant>.{json,md,png}``.
+    Only for a model with an embedder (without one there is no watermark to follow)."""
     from videoseal_litert.calibration_data.build import is_watermarked
     from videoseal_litert.quantize.op_error import watermark_signal_errors, write_watermark_report
-    from videoseal_litert.runtime.runners import run_all
 
     marked = [i for i, n in enumerate(inputs.names) if is_watermarked(n)]
     if not marked:
         return
     pairs_at = [i for i in marked if i > 0 and not is_watermarked(inputs.names[i - 1])][: OP_ERROR_IMAGES // 2 or 1]
     rows = watermark_signal_errors(fp32, path, [(inputs.inputs[i - 1], inputs.inputs[i]) for i in pairs_at])
-    got = run_all(part.opts.opener(path, part.opts.threads), (inputs.inputs[i] for i in marked))["bit_logits"]
-    want = ref.outputs["bit_logits"][marked]
-    flips = [
-        {"image": inputs.names[marked[r]], "bit": int(b), "reference": float(want[r, b]), "quantized": float(got[r, b])}
-        for r, b in zip(*np.nonzero((got > 0) != (want > 0)), strict=True)
-    ]
-    flips.sort(key=lambda f: abs(f["reference"]))
     write_watermark_report(
         rows,
-        flips,
+        read_json(path.parent / f"{part.report(name)}.json")["flipped_bits"],
         part.opts.model_dir.path,
         f"watermark-error-{part.prefix}{name}",
         [inputs.names[i - 1] for i in pairs_at],
@@ -252,33 +242,35 @@ def _control(
     def measure(p: Path) -> Any:
         return metric(run_all(opts.opener(p, opts.threads), (valset.inputs[i] for i in rows)))
 
-    all_int8 = path.with_name(f".{path.name}.all-int8.tmp")
-    shutil.copyfile(path, all_int8)
-    try:
-        res = control(
-            fp32,
-            path,
-            lambda out, keep: quantize_to(fp32, out, name, qsvs, keep, io_int8, policy),
-            measure,
-            what,
-            len(rows),
-            target,
-            policy.static,
-        )
-        cost = None
-        if res.kept_tensors:
-            med = interleaved_medians(opts, {"all-int8": all_int8, "controlled": path}, opts.threads)
-            cost = {
-                "size_ratio": round(path.stat().st_size / all_int8.stat().st_size, 4),
-                "latency_ratio": round(med["controlled"] / med["all-int8"], 3),
-                "latency_ms": med,
-                "latency_note": f"median of 10 interleaved runs at {opts.threads} thread(s) on {machine_description()}",
-            }
-        title = f"{opts.spec.name} {part.name} {name}" + (" (RANDOM weights: not a fidelity figure)" if ref.random_init else "")
-        write_control_report(res, opts.model_dir.path, f"control-{part.prefix}{name}", title, cost, ref.random_init)
-    finally:
-        all_int8.unlink(missing_ok=True)
-    return {**res.as_dict(), "kept_float_ops": res.kept_tensors, "cost": cost}
+    def cost(all_int8: Path, controlled: Path) -> dict[str, Any]:
+        med, note = _interleaved(opts, {"all-int8": all_int8, "controlled": controlled})
+        return {
+            "size_ratio": round(controlled.stat().st_size / all_int8.stat().st_size, 4),
+            "latency_ratio": round(med["controlled"] / med["all-int8"], 3),
+            "latency_ms": med,
+            "latency_note": note,
+        }
+
+    res = control(
+        fp32,
+        path,
+        lambda out, keep: quantize_to(fp32, out, name, qsvs, keep, io_int8, policy),
+        measure,
+        what,
+        len(rows),
+        target,
+        policy.static,
+        cost,
+    )
+    title = f"{opts.spec.name} {part.name} {name}" + (" (RANDOM weights: not a fidelity figure)" if ref.random_init else "")
+    write_control_report(res, opts.model_dir.path, f"control-{part.prefix}{name}", title, ref.random_init)
+    return res.as_dict()
+
+
+def _interleaved(opts: RunOptions, files: dict[str, Path]) -> tuple[dict[str, float], str]:
+    """Median latency of each file, timed interleaved in one run, and the note that says how and where."""
+    med = interleaved_medians(opts, files, opts.threads)
+    return med, f"median of 10 interleaved runs at {opts.threads} thread(s) on {machine_description()}"
 
 
 def _fallback(
@@ -306,8 +298,8 @@ def _fallback(
         rep, keep = None, ranked[:1]
         n = 1
         for _ in range(MAX_FALLBACK_ROUNDS):
-            keep = base + ranked[:n]
-            quantize_to(fp32, path, name, qsvs, keep, io_int8, policy)
+            keep = ranked[:n]
+            quantize_to(fp32, path, name, qsvs, base + keep, io_int8, policy)
             try:
                 rep = verify_file(part, name, path, inputs, ref)
                 log.info("%s passes with %d op(s) kept float: %s", name, len(keep), keep)
@@ -322,12 +314,12 @@ def _fallback(
             "size_bytes_before": first.stat().st_size,
             "size_bytes_after": path.stat().st_size,
         }
-        med = interleaved_medians(opts, {"before": first, "after": path}, opts.threads)
+        med, note = _interleaved(opts, {"before": first, "after": path})
         cost.update(
             latency_ms_before=med["before"],
             latency_ms_after=med["after"],
             latency_ratio_after_to_before=round(med["after"] / med["before"], 3),
-            latency_note=f"median of 10 interleaved runs at {opts.threads} thread(s) on {machine_description()}",
+            latency_note=note,
         )
         log.info("fallback cost: %s", cost)
     finally:
