@@ -23,7 +23,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench package robustness train-tiny calibration-manifest lint clean
+.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package robustness train-tiny calibration-manifest lint clean
 
 setup: $(VENV)/.installed
 
@@ -121,15 +121,31 @@ bench-scale: setup
 
 # Deployment bundle in $(DIST)/<model>/: verified .tflite files of both parts with embedded metadata,
 # model.json, golden vectors, reports, the torch-free runners, manifest.json. VARIANTS= and
-# EMBEDDER_VARIANTS= choose (default: fp32, fp16, int8 where written); REVERIFY=1 re-verifies changed files.
+# EMBEDDER_VARIANTS= choose (default: fp32, fp16, int8 where written); REVERIFY=1 re-verifies changed files;
+# ARM=1 (or ARM=cortex-a53,max) also runs the bundle's self-tests on emulated ARM64 CPUs (see arm-check).
 DIST ?= dist
 package: setup
 	$(CLI) package $(ARGS) --dist $(DIST) $(if $(VARIANTS),--variants $(VARIANTS)) \
-		$(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS)) $(if $(call yes,$(REVERIFY)),--reverify)
+		$(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS)) $(if $(call yes,$(REVERIFY)),--reverify) \
+		$(if $(ARM),--arm $(if $(call yes,$(ARM)),all,$(ARM)))
 
 # One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
 kernel-bench: setup
 	$(CLI) kernel-bench --out $(OUT)
+
+# Every verified file of MODEL (both parts) on ARM64 XNNPACK kernels under QEMU: cortex-a53 (NEON),
+# neoverse-n1 (dot product), neoverse-v1 (i8mm), max (SME), against x86 and PyTorch: $(OUT)/<model>/arm64.{json,md}.
+# ARM_FILES=fp32,int8,embedder-int8 and ARM_CPUS=cortex-a53,max choose; TRACE=1 finds the ops where a file
+# first differs from x86 (per tensor, one input). The emulator, an aarch64 Python
+# and its wheels are set up once into .cache/arm64 (about 85 MB downloaded, 200 MB unpacked).
+arm-check: setup
+	$(CLI) arm-check $(ARGS) $(if $(ARM_FILES),--files $(ARM_FILES)) $(if $(ARM_CPUS),--cpus $(ARM_CPUS)) \
+		$(if $(call yes,$(TRACE)),--trace)
+
+# Where a part's time goes per op group (float and INT8, by removal) and which more ops could run
+# integer without missing the accuracy target: $(OUT)/<model>/op-cost.{json,md}. Not in `make test`.
+op-cost: setup
+	$(CLI) op-cost $(ARGS) $(if $(RUNS),--runs $(RUNS)) $(if $(OPS),--ops $(OPS))
 
 # Rewrite calibration_data/manifest.json from the fixed rule (commit the result).
 calibration-manifest: setup

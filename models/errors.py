@@ -81,6 +81,14 @@ class FileAccessError(PipelineError):
     """The operating system refused a read or write (permissions, disk full, a vanished file)."""
 
 
+class ArmSetupError(PipelineError):
+    """The ARM64 emulation set-up (QEMU, aarch64 Python sysroot, aarch64 wheels) could not be made or is broken."""
+
+
+class ArmRunError(PipelineError):
+    """A file did not run under ARM64 emulation (the emulator or the aarch64 interpreter failed)."""
+
+
 class Terminated(BaseException):  # noqa: N818 - the signal's name, like KeyboardInterrupt
     """Raised in the main thread by SIGTERM, so that ``finally`` blocks remove temporary files."""
 

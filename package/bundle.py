@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from videoseal_litert.calibration_data.build import heldout_items, to_uint8
-from videoseal_litert.convert.artifacts import read_json, tool_versions, write_json, write_text
+from videoseal_litert.convert.artifacts import machine_description, read_json, tool_versions, write_json, write_text
 from videoseal_litert.convert.console import say
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
@@ -278,6 +278,7 @@ def build_bundle(
     reverify: bool = False,
     golden: int = 3,
     embedder_variants: tuple[str, ...] | None = None,
+    arm_cpus: tuple[str, ...] = (),
 ) -> StageSummary:
     md = opts.model_dir
     if opts.spec.card.extractor_config is None:
@@ -333,6 +334,16 @@ def build_bundle(
             "git_commit": git_commit(),
             "files": {str(p.relative_to(stage)): sha256_file(p) for p in files},
         }
+        write_json(stage / "manifest.json", manifest)
+        # Where the golden vectors were checked: here (they were computed here) and, with --arm, by the
+        # bundle's own self-tests under each emulated ARM64 CPU (runtime/arm.py); not a file of the list.
+        checked = [{"cpu": machine_description(), "kernels": "x86-64 XNNPACK (golden vectors computed here)", "passed": True}]
+        if arm_cpus:
+            from videoseal_litert.runtime.arm import bundle_selftests
+
+            scripts = ["run_extractor.py"] + (["run_embedder.py"] if "embedder" in shipped else [])
+            checked += bundle_selftests(stage, arm_cpus, scripts)
+        manifest["golden_checked_on"] = checked
         write_json(stage / "manifest.json", manifest)
         if final.exists():
             old = final.with_name(f".{final.name}.old")

@@ -4,8 +4,9 @@ A runner opens one model and maps named inputs to named outputs (the part's cont
 ``models/parts.py``), and reports how its ops were delegated when that means something. Two
 implementations here: :func:`open_runner` (a ``.tflite`` in this process on LiteRT's CPU kernels)
 and :class:`TorchRunner` (the PyTorch reference, the official module behind the same names).
-Another interpreter, another CPU architecture or ONNX Runtime is one more class with these methods
-and one more opener; the stages take an opener and never build an interpreter themselves.
+Another interpreter, another CPU architecture (``runtime/arm.py``: ARM64 kernels under emulation) or
+ONNX Runtime is one more class with these methods and one more opener; the stages take an opener and
+never build an interpreter themselves.
 """
 
 from __future__ import annotations
@@ -86,10 +87,14 @@ class TorchRunner:
 
 
 def run_all(runner: Runner, inputs: Iterable[Inputs], names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Each (batch-of-one) input through ``runner``; each output's single row stacked, (N, *shape[1:]), by name."""
+    """Each (batch-of-one) input through ``runner``; each output's single row stacked, (N, *shape[1:]), by name.
+
+    A runner with ``run_many`` (one process for a whole batch: the ARM64 runner, ``runtime/arm.py``) gets
+    every input at once."""
     rows: dict[str, list[np.ndarray]] = {}
-    for x in inputs:
-        out = runner(x)
+    many = getattr(runner, "run_many", None)
+    outs = many(list(inputs)) if many is not None else map(runner, inputs)
+    for out in outs:
         for k in names or out:
             rows.setdefault(k, []).append(out[k][0])
     return {k: np.stack(v) for k, v in rows.items()}

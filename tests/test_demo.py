@@ -218,3 +218,43 @@ def test_watermark_error_report_follows_the_watermark(demo):
     assert float(np.median([r["watermark_to_content_db"] for r in front])) < -10
     assert isinstance(rep["flipped_bits"], list)
     assert (out / "tiny" / "watermark-error-int8.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tiny_pair_on_arm64(demo, tmp_path):
+    """The trained tiny pair's FP32 and INT8 extractor and INT8 embedder on the four emulated ARM64 CPU
+    models decode every bit and the mask as on x86 (the gate for a trained model), and its bundle's
+    torch-free self-tests pass under the aarch64 Python; a changed bundle fails there by name."""
+    from tests.conftest import cli
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.errors import ArmRunError
+    from videoseal_litert.models.registry import resolve
+    from videoseal_litert.package.bundle import build_bundle
+    from videoseal_litert.runtime.arm import CPU_MODELS, bundle_selftests
+
+    out, _ = demo
+    assert cli("arm-check", "--model", "tiny", "--out", out, "--files", "fp32,int8,embedder-int8") == 0
+    r = json.loads((out / "tiny" / "arm64.json").read_text())
+    assert r["passed"] is True and r["random_init"] is False and r["failures"] == []
+    ex, em = r["parts"]["extractor"]["files"], r["parts"]["embedder"]["files"]
+    assert set(ex) == {"fp32.tflite", "int8.tflite"} and set(em) == {"embedder-int8.tflite"}
+    for per in (*ex.values(), *em.values()):
+        assert set(per) == set(CPU_MODELS)
+    for f in (*ex["fp32.tflite"].values(), *ex["int8.tflite"].values()):
+        assert f["bits_flipped_vs_x86"] == 0 and f["mask_agreement_with_x86"] == 1.0
+    for f in ex["fp32.tflite"].values():
+        assert f["max_abs_diff_bit_logits"] < 1e-3  # float kernels differ in summation order only
+    for f in em["embedder-int8.tflite"].values():
+        assert f["within_pixel_floor"] in (True, None)
+    assert (out / "tiny" / "arm64.md").read_text().count("| int8.tflite |") >= 4
+
+    opts = RunOptions(spec=resolve("tiny"), out=out)
+    build_bundle(opts, ("int8",), tmp_path / "dist", embedder_variants=("int8",), arm_cpus=("neoverse-n1",))
+    b = tmp_path / "dist" / "tiny"
+    checked = json.loads((b / "manifest.json").read_text())["golden_checked_on"]
+    assert [c["cpu"].split(" (")[0] for c in checked][1:] == ["ARM64 neoverse-n1"] and "x86" in checked[0]["kernels"]
+    golden = b / "golden" / "golden.json"
+    g = json.loads(golden.read_text())
+    g["variants"]["int8"]["vectors"][0]["bit_logits"][0] += 5.0
+    golden.write_text(json.dumps(g))
+    with pytest.raises(ArmRunError, match="run_extractor.py --selftest on emulated cortex-a53"):
+        bundle_selftests(b, ("cortex-a53",), ("run_extractor.py",))

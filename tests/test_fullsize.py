@@ -65,3 +65,21 @@ def test_chunkyseal_embedder_is_fp32_only_and_says_why(tmp_path, capsys):
     code = main(["embedder", "--model", "chunkyseal", "--out", str(tmp_path), "--random-init", "--variants", "fp32,int8"])
     assert code == 2 and "only fp32 is available for it" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.tflite"))  # refused before any conversion
+
+
+def test_videoseal_int8_on_arm64(tmp_path):
+    """`make arm-check MODEL=videoseal RANDOM_INIT=1` for the INT8 files: random weights, so a bit may
+    differ from x86 only as a near-flip (its x86 |logit| within the ARM-x86 difference of the other
+    bits), on every emulated CPU model; the trace names the ops where ARM and x86 part ways."""
+    out = str(tmp_path)
+    assert main(["convert", "--model", "videoseal", "--out", out, "--random-init"]) == 0
+    assert main(["quantize", "--model", "videoseal", "--out", out, "--random-init", "--variants", "int8,int8-dynamic"]) == 0
+    args = ["arm-check", "--model", "videoseal", "--out", out, "--random-init", "--files", "int8,int8-dynamic", "--inputs", "2", "--trace"]
+    assert main(args) == 0
+    r = json.loads((tmp_path / resolve("videoseal").name / "arm64.json").read_text())
+    assert r["passed"] and r["random_init"] is True
+    files = r["parts"]["extractor"]["files"]
+    assert set(files) == {"int8.tflite", "int8-dynamic.tflite"}
+    for per in files.values():
+        assert set(per) == {"cortex-a53", "neoverse-n1", "neoverse-v1", "max"}
+        assert all(f["unexplained_flips"] == [] for f in per.values())

