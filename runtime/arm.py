@@ -224,10 +224,16 @@ def ensure_toolchain(cache: Path | None = None) -> Toolchain:
         for deb in sys_debs:
             _run(["dpkg-deb", "-x", str(deb), str(work / "sysroot")], f"unpacking {deb.name}", cache)
         tc = Toolchain(work)
-        for other in (work / "qemu" / "usr" / "bin").glob("*"):
-            if other.name != "qemu-aarch64":  # the package holds every target (about 450 MB); one is needed
-                other.unlink()
-        shutil.rmtree(work / "qemu" / "usr" / "share", ignore_errors=True)
+        # The package holds every target (about 450 MB) and binfmt links to them; one binary is needed.
+        keep = work / "qemu-aarch64"
+        if tc.qemu.is_file():
+            os.replace(tc.qemu, keep)
+        shutil.rmtree(work / "qemu")
+        tc.qemu.parent.mkdir(parents=True)
+        if keep.is_file():
+            os.replace(keep, tc.qemu)
+        for docs in ("doc", "man", "lintian"):  # documentation (and its dangling links) is not needed
+            shutil.rmtree(tc.sysroot / "usr" / "share" / docs, ignore_errors=True)
         if not tc.qemu.is_file():
             raise ArmSetupError(
                 f"ARM64 set-up: {qemu_debs[0].name if qemu_debs else 'qemu-user'} has no usr/bin/qemu-aarch64; " + RETRY.format(cache=cache)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = shutil.ignore_patterns(".git", ".venv", "artifacts", "dist", "runs", "build", "*.egg-info", "__pycache__", ".*_cache")
+SKIP = shutil.ignore_patterns(".git", ".venv", "artifacts", "dist", "runs", "build", "*.egg-info", "__pycache__", ".*_cache", ".cache")
 
 
 @pytest.fixture(scope="module")
