@@ -177,9 +177,12 @@ class ConvnextFamily(Family):
         static=("CONV_2D", "FULLY_CONNECTED"),
         dynamic=("CONV_2D", "FULLY_CONNECTED"),
         weight_only=("DEPTHWISE_CONV_2D",),
+        int4=("FULLY_CONNECTED",),
         why="XNNPACK has no INT8 kernel for the LayerNorm/GRN arithmetic (DIV, SQRT, RSQRT, SQUARED_DIFFERENCE) "
         "or GELU, and INT8 7x7 depthwise is slower than float on AVX2 without VNNI: the 1x1 convs (as "
-        "FULLY_CONNECTED) and the strided convs run INT8, the rest float, in one XNNPACK partition",
+        "FULLY_CONNECTED) and the strided convs run INT8, the rest float, in one XNNPACK partition. 4-bit: the "
+        "pointwise layers (FULLY_CONNECTED, XNNPACK's blockwise/channelwise 4-bit GEMMs); XNNPACK does not take a "
+        "4-bit CONV_2D (measured: left on the builtin kernels), so the strided convs keep 8 bits",
     )
 
     def parse_card(self, params: dict[str, Any], nbits: int, img_size: int, where: str) -> ConvnextConfig:

@@ -64,7 +64,8 @@ class QuantPolicy:
 
     ``static``: integer weights and calibrated integer activations (``int8``; the ops the accuracy-
     driven fallback may return to float). ``dynamic``: dynamic-range quantization (``int8-dynamic``).
-    ``weight_only``: integer weights, float compute, in both. Which recipe uses which list is the
+    ``weight_only``: integer weights, float compute, in both. ``int4``: 4-bit weights (``int4``,
+    ``int4-mixed``). Which recipe uses which list is the
     variants table's business (``runtime/variants.py``); ``int8-full`` quantizes every op.
     """
 
@@ -72,6 +73,9 @@ class QuantPolicy:
     dynamic: tuple[str, ...]
     weight_only: tuple[str, ...] = ()
     why: str = ""
+    # 4-bit weights with dynamic int8 activations (``int4``, ``int4-mixed``): the ops whose 4-bit
+    # kernels XNNPACK runs; the rest of ``dynamic`` gets 8-bit weights in those files.
+    int4: tuple[str, ...] = ()
 
 
 class Family(ABC):

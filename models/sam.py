@@ -324,6 +324,7 @@ class SamFamily(Family):
         static=("CONV_2D", "FULLY_CONNECTED"),
         dynamic=("CONV_2D", "FULLY_CONNECTED"),
         weight_only=(),
+        int4=("FULLY_CONNECTED",),
         why="measured at full size (random weights, 21 held-out views; AVX-512 VNNI CPU, 1/2 threads): INT8 for the "
         "linear layers (qkv, proj, MLP) and the patch/neck/decoder convs only: bits 98.76%, 25.2 dB, one XNNPACK "
         "partition, 0.37x/0.39x of FP32. Adding the attention matmuls: 97.27%, 20.5 dB, 24 partitions, "

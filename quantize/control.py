@@ -194,45 +194,48 @@ def control(
     return res
 
 
-def write_control_report(res: ControlResult, out_dir: Path, stem: str, title: str, random_init: bool = False) -> None:
-    """``<stem>.json`` / ``.md`` / ``.png``: the target, the ranking, the curve, what was kept and its cost."""
-    d = {"title": title, "random_init": random_init, **res.as_dict()}
+def write_control_report(
+    res: ControlResult, out_dir: Path, stem: str, title: str, random_init: bool = False, base: str = "INT8", more: str = "float"
+) -> None:
+    """``<stem>.json`` / ``.md`` / ``.png``: the target, the ranking, the curve, what was kept and its cost.
+    ``base``: what the file starts as ("INT8", "INT4"); ``more``: the precision the control adds ("float", "8-bit")."""
+    d = {"title": title, "random_init": random_init, "starts_as": base, "added_precision": more, **res.as_dict()}
     cost = res.cost
     write_json(out_dir / f"{stem}.json", d)
     lines = [
         f"# Accuracy control: {title}",
         "",
         f"Target: {res.metric} >= {res.target:g} ({res.images} validation inputs; the evaluation split is never used here). "
-        f"All-INT8: {res.start.value:.4f}"
+        f"All-{base}: {res.start.value:.4f}"
         + (f" ({res.start.misses} bits differ). " if res.start.misses else ". ")
         + (
-            "Target met by the all-INT8 file: nothing kept float."
+            f"Target met by the all-{base} file: nothing kept {more}."
             if not res.kept_float and res.reached
-            else f"{'Reached' if res.reached else 'NOT reached'} with {len(res.kept_float)} group(s), {len(res.kept_tensors)} ops float."
+            else f"{'Reached' if res.reached else 'NOT reached'} with {len(res.kept_float)} group(s), {len(res.kept_tensors)} ops {more}."
         ),
         "",
     ]
     if res.curve[1:]:
-        lines += ["| step | group kept float | ops float | metric | tie-break (dB) | size (MB) |", "|---|---|---|---|---|---|"]
+        lines += [f"| step | group kept {more} | ops {more} | metric | tie-break (dB) | size (MB) |", "|---|---|---|---|---|---|"]
         for c in res.curve:
             s = "-" if c["tiebreak"] is None else f"{c['tiebreak']:.1f}"
             lines.append(
-                f"| {c['groups']} | {c.get('added', '(all INT8)')} | {c['ops']} | {c['value']:.4f} | {s} | {c['size_bytes'] / 1e6:.3f} |"
+                f"| {c['groups']} | {c.get('added', f'(all {base})')} | {c['ops']} | {c['value']:.4f} | {s} | {c['size_bytes'] / 1e6:.3f} |"
             )
-        lines += ["", "Ranking (each group alone float):", "", "| group | ops | metric | tie-break (dB) |", "|---|---|---|---|"]
+        lines += ["", f"Ranking (each group alone {more}):", "", "| group | ops | metric | tie-break (dB) |", "|---|---|---|---|"]
         for r in res.ranking:
             s = "-" if r["tiebreak"] is None else f"{r['tiebreak']:.1f}"
             lines.append(f"| {r['group']} | {r['ops']} | {r['value']:.4f} | {s} |")
     if cost:
         lines += [
             "",
-            f"Cost: size {cost['size_ratio']:.3f}x the all-INT8 file; latency {cost['latency_ratio']:.3f}x ({cost['latency_note']}).",
+            f"Cost: size {cost['size_ratio']:.3f}x the all-{base} file; latency {cost['latency_ratio']:.3f}x ({cost['latency_note']}).",
         ]
     write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
-    _plot(res, out_dir / f"{stem}.png", title)
+    _plot(res, out_dir / f"{stem}.png", title, more)
 
 
-def _plot(res: ControlResult, path: Path, title: str) -> None:
+def _plot(res: ControlResult, path: Path, title: str, more: str = "float") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,7 +247,7 @@ def _plot(res: ControlResult, path: Path, title: str) -> None:
     ax.axhline(res.target, color="tab:red", ls="--", lw=1, label=f"target {res.target:g}")
     for c in res.curve[1:]:
         ax.annotate(c["added"].rsplit("/", 1)[-1], (c["ops"], c["value"]), fontsize=7, rotation=30)
-    ax.set_xlabel("ops kept float")
+    ax.set_xlabel(f"ops kept {more}")
     ax.set_ylabel(res.metric.split(" (")[0], fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower right")

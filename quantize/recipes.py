@@ -1,8 +1,8 @@
 """Build an ai-edge-quantizer ``Quantizer`` for one row of the variants table (``runtime/variants.py``).
 
 The table's recipe function configures it with the family's ``QuantPolicy``; ``keep_float`` names
-op output tensors (regexes matched with ``re.search``, as the quantizer does) that must stay float:
-the accuracy-driven fallback adds to it. Also here: a workaround for a quantizer bug on large
+op output tensors that get more precision than the recipe gives them: float, or 8-bit weights for a
+4-bit row (its ``controlled``); the accuracy control and the fallback add to it. Also here: a workaround for a quantizer bug on large
 per-channel convolution weights.
 """
 
@@ -71,11 +71,15 @@ def build_quantizer(float_path: str, name: str, policy: QuantPolicy | None = Non
         raise UsageError(f"variant {name!r} is the converter's float output, not made by quantization")
     q = quantizer.Quantizer(float_path)
     row.recipe(q, policy or QuantPolicy(static=(), dynamic=()), io_int8)
+    policy = policy or QuantPolicy(static=(), dynamic=())
     for pattern in keep_float:
         # ai-edge-quantizer matches the op scope: its output tensor names joined and ended with ";".
-        q.update_quantization_recipe(
-            f"^{re.escape(pattern)};$", qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE
-        )
+        scope = f"^{re.escape(pattern)};$"
+        if row.controlled == "int8":  # more precision for a 4-bit row: 8-bit weights
+            for op in policy.int4:
+                q.add_dynamic_config(scope, qtyping.TFLOperationName[op], num_bits=8)
+        else:
+            q.update_quantization_recipe(scope, qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
     return q
 
 

@@ -142,7 +142,7 @@ def stage_quantize(
         entry: dict[str, Any] = {"file": path.name}
         if not partitioned:
             quantize_to(fp32, path, v, qsvs, controlled, io_int8, policy)
-            if target is not None and row.needs_calibration and row.fallback:
+            if target is not None and row.controlled is not None:
                 entry["accuracy_control"] = _control(part, fp32, path, v, qsvs, io_int8, policy, target, valref)
                 controlled = entry["accuracy_control"]["kept_float_ops"]
         try:
@@ -259,11 +259,20 @@ def _control(
         what,
         len(rows),
         target,
-        policy.static,
+        policy.int4 if variant(name).controlled == "int8" else policy.static,  # the ops a group must hold to be ranked
         cost,
     )
     title = f"{opts.spec.name} {part.name} {name}" + (" (RANDOM weights: not a fidelity figure)" if ref.random_init else "")
-    write_control_report(res, opts.model_dir.path, f"control-{part.prefix}{name}", title, ref.random_init)
+    four = variant(name).controlled == "int8"
+    write_control_report(
+        res,
+        opts.model_dir.path,
+        f"control-{part.prefix}{name}",
+        title,
+        ref.random_init,
+        "INT4" if four else "INT8",
+        "8-bit" if four else "float",
+    )
     return res.as_dict()
 
 

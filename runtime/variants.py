@@ -13,6 +13,7 @@ Which ops a recipe touches is the family's ``QuantPolicy`` (``models/families.py
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,52 @@ def recipe_static(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
             q.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
 
 
+INT4_BLOCK = 32  # XNNPACK's blockwise 4-bit GEMM; a layer whose input width is not a multiple uses per-channel scales
+INT4_BLOCKWISE_OPS = ("FULLY_CONNECTED",)  # ai-edge-quantizer 0.10 has blockwise 4-bit for these only (CONV_2D: per channel)
+
+
+def weighted_ops(q: Any, op: str) -> list[tuple[str, int]]:
+    """(output tensor name, input width) of every ``op`` in the quantizer's float model, from its flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = q._float_model  # ai-edge-quantizer has no public accessor for the parsed model
+    code = getattr(schema.BuiltinOperator, op)
+    out = []
+    for sg in model.subgraphs:
+        for o in sg.operators:
+            c = model.operatorCodes[o.opcodeIndex]
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == code and len(o.inputs) > 1 and o.inputs[1] >= 0:
+                name = sg.tensors[o.outputs[0]].name
+                out.append((name.decode() if isinstance(name, bytes) else name, int(sg.tensors[o.inputs[1]].shape[-1])))
+    return out
+
+
+def recipe_int4(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
+    """4-bit weights with dynamic int8 activations for each of the policy's ``int4`` ops: blockwise (32
+    input channels per scale) where the op has a blockwise kernel and its input width is a multiple of
+    32, per output channel otherwise; 8 bits for a layer of odd input width (XNNPACK packs two 4-bit
+    weights per byte along the input and leaves such a layer on the builtin kernels: measured on
+    chunkyseal-mini's widths 45 and 181). The rest of the ``dynamic`` ops 8-bit, ``weight_only`` ops
+    8-bit weights with float compute. One config per op, so none overrides another."""
+    from ai_edge_quantizer import qtyping
+
+    ops, gran = _ops(), qtyping.QuantGranularity
+    for op in policy.dynamic:
+        if op not in policy.int4:
+            q.add_dynamic_config(".*", ops[op], num_bits=8)
+    for op in policy.int4:
+        for name, width in weighted_ops(q, op):
+            scope = f"^{re.escape(name)};$"
+            if width % 2:
+                q.add_dynamic_config(scope, ops[op], num_bits=8)
+            elif op in INT4_BLOCKWISE_OPS and width % INT4_BLOCK == 0:
+                q.add_dynamic_config(scope, ops[op], num_bits=4, granularity=gran.BLOCKWISE_32)
+            else:
+                q.add_dynamic_config(scope, ops[op], num_bits=4, granularity=gran.CHANNELWISE)
+    for op in policy.weight_only:
+        q.add_weight_only_config(".*", ops[op], num_bits=8)
+
+
 def recipe_full_integer(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
     """Every op integer with int8 input and output, for NPU/DSP delegates (no CPU speed goal)."""
     from ai_edge_quantizer import recipe
@@ -82,6 +129,10 @@ class Variant:
     floors: Mapping[str, Floors] = field(default_factory=dict)  # default floors, per part
     ships: bool = False  # in a bundle unless VARIANTS= says otherwise
     fallback: bool = False  # the accuracy-driven fallback may keep ops float to reach the floors
+    # The accuracy control (quantize/control.py) may give op groups more precision to reach its target:
+    # "float" (no quantization) or "int8" (8-bit weights instead of 4); None: no control.
+    controlled: str | None = None
+    default: bool = True  # written by `make quantize` unless VARIANTS= (or the model's spec) says otherwise
     # The bundle's golden-vector tolerance per part, for float arithmetic (another CPU rounds float
     # files to ~1e-5); None: integer arithmetic, about one output step (the bundle derives it).
     golden_atol: Mapping[str, float] | None = None
@@ -150,6 +201,7 @@ VARIANTS: dict[str, Variant] = {
             },
             ships=True,
             fallback=True,
+            controlled="float",
             summary="static int8 on the family's fast ops, calibrated; the rest float",
         ),
         Variant(
@@ -161,6 +213,29 @@ VARIANTS: dict[str, Variant] = {
             parts=(EXTRACTOR,),
             floors={EXTRACTOR: ExtractorFloors(min_mask_agreement=0.85, min_bit_agreement=0.95, min_sqnr_db=14.0)},
             summary="every op integer, int8 input and output (NPU/DSP delegates)",
+        ),
+        Variant(
+            "int4",
+            recipe_int4,
+            needs_calibration=False,
+            io_dtype="float32",
+            bench_order=5,
+            parts=(EXTRACTOR,),
+            floors={EXTRACTOR: ExtractorFloors(min_mask_agreement=0.85, min_bit_agreement=0.9, min_sqnr_db=10.0)},
+            default=False,
+            summary="4-bit weights (blockwise 32) for the pointwise layers, dynamic int8 activations; 8-bit elsewhere",
+        ),
+        Variant(
+            "int4-mixed",
+            recipe_int4,
+            needs_calibration=False,
+            io_dtype="float32",
+            bench_order=6,
+            parts=(EXTRACTOR,),
+            floors={EXTRACTOR: ExtractorFloors(min_mask_agreement=0.85, min_bit_agreement=0.9, min_sqnr_db=10.0)},
+            controlled="int8",
+            default=False,
+            summary="int4 where the accuracy control allows, 8-bit weights for the op groups it needs",
         ),
     )
 }
@@ -183,8 +258,9 @@ def names(part: str | None = None) -> list[str]:
 
 
 def quantized(part: str) -> tuple[str, ...]:
-    """Every variant of ``part`` made from the float file (all but fp32), in benchmark order."""
-    return tuple(n for n in names(part) if VARIANTS[n].recipe is not None)
+    """The variants of ``part`` made from the float file by default (all but fp32 and the opt-in
+    rows), in benchmark order."""
+    return tuple(n for n in names(part) if VARIANTS[n].recipe is not None and VARIANTS[n].default)
 
 
 def floors_for(spec: ModelSpec, part: str, name: str) -> Floors:

@@ -67,10 +67,16 @@ def test_partitioned_quantize_passes_its_floors(pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.converted(MINI), tmp_path)
     spec = dataclasses.replace(resolve(str(pipeline.card(MINI))), calibration_images=16, verify_images=4)
     opts = RunOptions(spec=spec, out=out, max_part_bytes=PART_BYTES)
-    stage_quantize(opts, ExtractorPart(opts), variants=("int8", "int8-full"))
+    stage_quantize(opts, ExtractorPart(opts), variants=("int8", "int8-full", "int4"))
     q = json.loads((d / "quantize.json").read_text())
     assert q["partitioned"]["num_parts"] == 4 and q["calibration"]["used"] == 16
-    assert set(q["partitioned"]["peak_rss_mb_after"]) == {"convert_parts", "calibrate", "quantize_int8", "quantize_int8-full"}
+    assert set(q["partitioned"]["peak_rss_mb_after"]) == {
+        "convert_parts",
+        "calibrate",
+        "quantize_int8",
+        "quantize_int8-full",
+        "quantize_int4",
+    }
     int8, full = q["variants"]["int8"], q["variants"]["int8-full"]
     assert int8["passed"] and full["passed"]
     assert int8["xnnpack"]["num_not_delegated"] == 0
@@ -79,6 +85,10 @@ def test_partitioned_quantize_passes_its_floors(pipeline, tmp_path):
     assert json.loads((d / "verify-int8.json").read_text())["num_images"] == 4
     for v in ("int8", "int8-full"):
         assert q["variants"][v]["size_ratio_to_fp32"] < 0.3
+    # int4 through the same parts: 4-bit pointwise weights, so smaller than int8's 8-bit ones.
+    int4 = q["variants"]["int4"]
+    assert int4["passed"] and int4["xnnpack"]["num_not_delegated"] == 0
+    assert int4["size_ratio_to_fp32"] < int8["size_ratio_to_fp32"]
 
 
 def test_short_names_keep_classes_that_tell_list_items_apart():
