@@ -16,8 +16,9 @@ Gates (a miss is a ``VerificationError`` after the reports are written): a bit m
 only where its x86 |logit| is within the ARM-x86 difference measured on the bits that did not flip
 (a flipped bit moved by at least its own |logit|, so its own difference explains nothing); on a trained
 model (not random weights) every bit of a watermarked input and every mask must equal x86's (the bits
-of a clean photo carry no message: there they follow the first rule, and the report lists them); an
-embedder file must keep its pixel floor.
+of a clean photo carry no message: there they follow the first rule, and the report lists them; a
+model without embedder weights has no watermarked input, so only the first rule and the mask apply);
+an embedder file must keep its pixel floor.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ def near_flips(names_: list[str], x86: np.ndarray, arm: np.ndarray, diff: float,
 
 def extractor_figures(inputs: InputSet, ref: dict, x86: dict, arm: dict, steps: float | None) -> dict[str, Any]:
     bx, ba, bp = x86["bit_logits"], arm["bit_logits"], ref["bit_logits"]
-    # Agreement with PyTorch counts the watermarked inputs (a clean image's bits are noise), all without an embedder.
-    marked = [i for i, n in enumerate(inputs.names) if is_watermarked(n)] or list(range(len(inputs.names)))
+    # Agreement with PyTorch counts the watermarked inputs (a clean image's bits are noise), all without an
+    # embedder; the trained-model gate counts watermarked inputs only (none: no bit carries a message).
+    wm = [i for i, n in enumerate(inputs.names) if is_watermarked(n)]
+    marked = wm or list(range(len(inputs.names)))
     mx, ma = x86["mask_logit"].reshape(len(bx), -1), arm["mask_logit"].reshape(len(bx), -1)
     bit_diff = float(np.max(np.abs(bx - ba)))
     mask_diff = float(np.max(np.abs(mx - ma)))
@@ -118,7 +121,8 @@ def extractor_figures(inputs: InputSet, ref: dict, x86: dict, arm: dict, steps: 
         "output_step": steps,
         "bit_agreement_with_x86": float(np.mean(~flips)),
         "bits_flipped_vs_x86": int(np.sum(flips)),
-        "bits_flipped_on_watermarked": int(np.sum(flips[marked])),
+        "watermarked_inputs": len(wm),
+        "bits_flipped_on_watermarked": int(np.sum(flips[wm])) if wm else 0,
         "mask_agreement_with_x86": float(np.mean((mx > 0) == (ma > 0))),
         "bit_agreement_with_pytorch": float(np.mean((ba[marked] > 0) == (bp[marked] > 0))),
         "x86_bit_agreement_with_pytorch": float(np.mean((bx[marked] > 0) == (bp[marked] > 0))),
