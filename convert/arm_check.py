@@ -33,7 +33,7 @@ import numpy as np
 
 from videoseal_litert.calibration_data.build import is_watermarked
 from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
-from videoseal_litert.convert.console import progress
+from videoseal_litert.convert.console import progress, working
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import InputSet, Part, parts_of, psnr_db
 from videoseal_litert.models.errors import ArtifactMissingError, UsageError, VerificationError
@@ -249,7 +249,10 @@ def arm_check(
     unknown = [c for c in cpus if c not in CPU_MODELS]
     if unknown:
         raise UsageError(f"unknown ARM64 CPU model(s) {', '.join(unknown)}; choose from {', '.join(CPU_MODELS)}")
-    tc = toolchain or ensure_toolchain()
+    if toolchain is None:
+        with working("setting up ARM64 emulation (once per machine: QEMU, an aarch64 Python, its wheels)"):
+            toolchain = ensure_toolchain()
+    tc = toolchain
     md, t0 = opts.model_dir, time.time()
     report: dict[str, Any] = {
         "model_id": opts.spec.name,

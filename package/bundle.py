@@ -30,7 +30,7 @@ from PIL import Image
 
 from videoseal_litert.calibration_data.build import heldout_items, to_uint8
 from videoseal_litert.convert.artifacts import machine_description, read_json, tool_versions, write_json, write_text
-from videoseal_litert.convert.console import say
+from videoseal_litert.convert.console import say, working
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, Part
@@ -339,10 +339,13 @@ def build_bundle(
         # bundle's own self-tests under each emulated ARM64 CPU (runtime/arm.py); not a file of the list.
         checked = [{"cpu": machine_description(), "kernels": "x86-64 XNNPACK (golden vectors computed here)", "passed": True}]
         if arm_cpus:
-            from videoseal_litert.runtime.arm import bundle_selftests
+            from videoseal_litert.runtime.arm import bundle_selftests, ensure_toolchain
 
+            with working("setting up ARM64 emulation (once per machine)"):
+                tc = ensure_toolchain()
             scripts = ["run_extractor.py"] + (["run_embedder.py"] if "embedder" in shipped else [])
-            checked += bundle_selftests(stage, arm_cpus, scripts)
+            with working(f"the bundle's self-tests on {len(arm_cpus)} emulated ARM64 CPU(s)"):
+                checked += bundle_selftests(stage, arm_cpus, scripts, tc)
         manifest["golden_checked_on"] = checked
         write_json(stage / "manifest.json", manifest)
         if final.exists():
