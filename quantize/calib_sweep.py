@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.verify import run_file
-from videoseal_litert.quantize.calibrate import calibrate, pin_input_ranges
-from videoseal_litert.quantize.recipes import calibration_quantizer
+from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.stage import quantize_to
 
 
@@ -33,8 +31,7 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
         out = Path(d) / part.file("int8")
         for n in counts:
             t0 = time.time()
-            qsvs, used = calibrate(calibration_quantizer(str(fp32)), part.calibration_inputs(None, Tally(), limit=n), opts.threads)
-            qsvs = pin_input_ranges(fp32, qsvs, part.contract)
+            qsvs, used = calibrate_part(part, fp32, limit=n)
             cal_s = time.time() - t0
             quantize_to(fp32, out, "int8", qsvs, [], False, part.family.quant)
             figures = part.figures(inputs, ref, run_file(part, out, inputs, opts.threads, opts.opener))

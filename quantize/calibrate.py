@@ -12,12 +12,15 @@ import logging
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.console import progress
 from videoseal_litert.models.errors import CalibrationError
 from videoseal_litert.models.parts import Contract
+from videoseal_litert.quantize.recipes import calibration_quantizer
 from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,15 @@ def calibrate(quantizer, stream: Iterable[dict[str, np.ndarray]], threads: int =
     if not done:
         raise CalibrationError("no usable calibration image: every source was rejected or empty (see the rejected files above)")
     return result, done
+
+
+def calibrate_part(
+    part: Any, fp32: Path, calib_dir: Path | None = None, tally: Tally | None = None, limit: int | None = None
+) -> tuple[dict, int]:
+    """A part's calibration statistics on its float file (its calibration set, plus ``calib_dir``; at most
+    ``limit`` images), inputs pinned to their declared ranges; and how many inputs went through."""
+    qsvs, used = calibrate(calibration_quantizer(str(fp32)), part.calibration_inputs(calib_dir, tally or Tally(), limit), part.opts.threads)
+    return pin_input_ranges(fp32, qsvs, part.contract), used
 
 
 def pin_input_ranges(float_path: Path, qsvs: dict, contract: Contract) -> dict:

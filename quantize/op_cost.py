@@ -29,22 +29,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
-from videoseal_litert.convert.bench import time_interleaved
+from videoseal_litert.convert.bench import interleaved_medians
 from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.tflite import convert_fp32
 from videoseal_litert.models.families import QuantPolicy
-from videoseal_litert.quantize.calibrate import calibrate, pin_input_ranges
+from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.control import task_metric
-from videoseal_litert.quantize.recipes import calibration_quantizer
 from videoseal_litert.quantize.stage import quantize_to
-from videoseal_litert.runtime.rss import sample
 from videoseal_litert.runtime.runners import run_all
 
 log = logging.getLogger(__name__)
@@ -102,17 +98,6 @@ def without(named: nn.Module, names: list[str]) -> nn.Module:
     return m
 
 
-def _calibrated(part: Part, fp32: Path, n: int | None) -> dict:
-    qsvs, _ = calibrate(calibration_quantizer(str(fp32)), part.calibration_inputs(None, Tally(), limit=n), part.opts.threads)
-    return pin_input_ranges(fp32, qsvs, part.contract)
-
-
-def _medians(part: Part, files: dict[str, Path], threads: int, runs: int) -> dict[str, float]:
-    runners = {k: part.opts.opener(p, threads) for k, p in files.items()}
-    x = sample(next(iter(runners.values())).input_shapes)
-    return {k: round(float(np.median(v)), 3) for k, v in time_interleaved(runners, x, runs, warmup=2).items()}
-
-
 def candidate_ops(fp32: Path, policy: QuantPolicy, opener: Any) -> list[str]:
     """Compute op types of the float graph that the policy's static ops leave float, most frequent first."""
     from ai_edge_quantizer import qtyping
@@ -141,9 +126,9 @@ def op_cost(part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 10, candi
         ints = {}
         for kind, path in progress(list(floats.items()), desc="quantizing them (int8 recipe)"):
             ints[kind] = tmp / f"int8-{path.name}"
-            quantize_to(path, ints[kind], "int8", _calibrated(part, path, TIMING_CALIBRATION_INPUTS), [], False, policy)
+            quantize_to(path, ints[kind], "int8", calibrate_part(part, path, limit=TIMING_CALIBRATION_INPUTS)[0], [], False, policy)
         files = {f"fp32:{k}": p for k, p in floats.items()} | {f"int8:{k}": p for k, p in ints.items()}
-        timing = {str(t): _medians(part, files, t, runs) for t in threads}
+        timing = {str(t): interleaved_medians(opts, files, t, runs) for t in threads}
         removal = _removal_rows(groups, timing)
         cand_rows = _candidates(part, fp32, policy, tmp, candidates, threads[-1], runs)
     report = {
@@ -202,7 +187,7 @@ def _candidates(part: Part, fp32: Path, policy: QuantPolicy, tmp: Path, only: li
     valset = part.validation_set()
     ref = part.reference(valset)
     what, rows, metric = task_metric(part.name, valset, ref.outputs)
-    qsvs = _calibrated(part, fp32, None)
+    qsvs = calibrate_part(part, fp32)[0]
     ops = only if only is not None else candidate_ops(fp32, policy, opts.opener)
     files = {"fp32": fp32}
     trials = {"int8": policy} | {
@@ -228,7 +213,7 @@ def _candidates(part: Part, fp32: Path, policy: QuantPolicy, tmp: Path, only: li
                 "size_bytes": path.stat().st_size,
             }
         )
-    med = _medians(part, files, threads, runs)
+    med = interleaved_medians(opts, files, threads, runs)
     for r in out_rows:
         r["latency_ratio_to_fp32"] = round(med[r["variant"]] / med["fp32"], 3)
         r["latency_ratio_to_int8"] = round(med[r["variant"]] / med["int8"], 3)

@@ -69,9 +69,9 @@ def build_quantizer(float_path: str, name: str, policy: QuantPolicy | None = Non
     row = variant(name)
     if row.recipe is None:
         raise UsageError(f"variant {name!r} is the converter's float output, not made by quantization")
-    q = quantizer.Quantizer(float_path)
-    row.recipe(q, policy or QuantPolicy(static=(), dynamic=()), io_int8)
     policy = policy or QuantPolicy(static=(), dynamic=())
+    q = quantizer.Quantizer(float_path)
+    row.recipe(q, policy, io_int8)
     for pattern in keep_float:
         # ai-edge-quantizer matches the op scope: its output tensor names joined and ended with ";".
         scope = f"^{re.escape(pattern)};$"

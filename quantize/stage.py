@@ -28,10 +28,10 @@ from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT
 from videoseal_litert.convert.verify import verify_file
 from videoseal_litert.models.errors import UsageError, VerificationError
 from videoseal_litert.models.families import QuantPolicy
-from videoseal_litert.quantize.calibrate import calibrate, pin_input_ranges
+from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.op_error import op_errors, write_op_report
 from videoseal_litert.quantize.partition import quantize_partitioned
-from videoseal_litert.quantize.recipes import build_quantizer, calibration_quantizer
+from videoseal_litert.quantize.recipes import build_quantizer
 from videoseal_litert.runtime.variants import default_variants, floors_for, variant
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def stage_quantize(
         parts_info = quantize_partitioned(opts, part, variants, calib_dir, calib)
     elif any(variant(v).needs_calibration for v in variants):
         log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
-        qsvs, calib.used = calibrate(calibration_quantizer(str(fp32)), part.calibration_inputs(calib_dir, calib), opts.threads)
-        qsvs = pin_input_ranges(fp32, qsvs, part.contract)
+        qsvs, calib.used = calibrate_part(part, fp32, calib_dir, calib)
     rejected += say_rejected(calib)
     # The PyTorch reference once for all variants; its module is freed before any file is opened.
     ref = part.reference(inputs)
@@ -227,11 +226,12 @@ def default_target(part: Part) -> float | None:
 def _control(
     part: Part, fp32: Path, path: Path, name: str, qsvs: dict | None, io_int8: bool, policy: QuantPolicy, target: float, valref: dict
 ) -> dict[str, Any]:
-    """Run the accuracy control on ``path`` (the all-INT8 file), write its report, return its summary."""
+    """Run the accuracy control on ``path`` (the variant's file as its recipe wrote it), write its report, return its summary."""
     from videoseal_litert.quantize.control import control, task_metric, write_control_report
     from videoseal_litert.runtime.runners import run_all
 
     opts = part.opts
+    four = variant(name).controlled == "int8"  # a 4-bit row: groups get 8-bit weights, not float
     if not valref:
         valset = part.validation_set()
         say_rejected(valset.tally)
@@ -259,11 +259,10 @@ def _control(
         what,
         len(rows),
         target,
-        policy.int4 if variant(name).controlled == "int8" else policy.static,  # the ops a group must hold to be ranked
+        policy.int4 if four else policy.static,  # the ops a group must hold to be ranked
         cost,
     )
     title = f"{opts.spec.name} {part.name} {name}" + (" (RANDOM weights: not a fidelity figure)" if ref.random_init else "")
-    four = variant(name).controlled == "int8"
     write_control_report(
         res,
         opts.model_dir.path,
