@@ -54,6 +54,8 @@ from videoseal_litert.models.parts import (
     ExtractorFloors,
     NamedEmbedder,
     NamedExtractor,
+    UnitChain,
+    extractor_chain,
 )
 from videoseal_litert.runtime.route import embed as route_embed
 from videoseal_litert.runtime.runners import Runner, TorchRunner, run_all
@@ -163,6 +165,25 @@ class Part(ABC):
     @abstractmethod
     def named(self, loaded: Loaded) -> nn.Module:
         """The deploy form with the contract's names (what export and the converter take); may change ``loaded.module`` in place."""
+
+    # Float weight bytes of the pieces this part is cut into when it is converted or quantized in
+    # pieces (``convert/split.py``).
+    piece_bytes: int = 1_000_000_000
+
+    # Float weight bytes above which the tflite stage converts this part in pieces (None: never; the
+    # extractor's single lightweight conversion stays within 8 GB at ChunkySeal size).
+    pieces_above_bytes: int | None = None
+
+    def in_pieces(self, opts: RunOptions) -> bool:
+        """True when the tflite stage converts this part in pieces: over its threshold, or asked (``max_part_bytes``)."""
+        if self.pieces_above_bytes is None:
+            return False
+        return opts.max_part_bytes is not None or self.float_bytes() > self.pieces_above_bytes
+
+    @abstractmethod
+    def units(self, loaded: Loaded) -> UnitChain:
+        """The deploy form as units joined by named tensors (changes ``loaded.module`` in place);
+        UsageError when the family cannot be cut."""
 
     # The outputs verification compares with the reference (the embedder's residual is only the route's input).
     checked_outputs: tuple[str, ...]
@@ -294,6 +315,10 @@ class ExtractorPart(Part):
     @property
     def config(self) -> Any:
         return self.opts.spec.card.config
+
+    def units(self, loaded: Loaded) -> UnitChain:
+        fam = loaded.family
+        return extractor_chain(fam.units(fam.deploy_form(loaded.module)), fam.chain_layout, fam.activation_factor)
 
     @property
     def family(self) -> Any:
@@ -475,9 +500,21 @@ class EmbedderPart(Part):
     def make_target(self, variant: str) -> str:
         return "embedder"
 
+    # A 1 B-parameter U-Net is converted while the rest of it is still in memory: smaller pieces keep
+    # each conversion's peak under the 8 GB budget (ChunkySeal: 4.1 GB of float weights).
+    piece_bytes = 520_000_000
+    # litert-torch converts ChunkySeal's U-Net in one piece at 12.9 GB peak RSS.
+    pieces_above_bytes = 2_000_000_000
+
     @property
     def config(self) -> Any:
         return self.opts.spec.card.embedder
+
+    def units(self, loaded: Loaded) -> UnitChain:
+        cut = getattr(loaded.family, "units", None)
+        if cut is None:
+            raise UsageError(f"the {loaded.family.name} embedder family cannot be converted in pieces (it has no units)")
+        return cut(loaded.family.deploy_form(loaded.module))
 
     @property
     def family(self) -> Any:

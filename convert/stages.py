@@ -164,6 +164,7 @@ def stage_export(opts: RunOptions, part: Part) -> StageSummary:
 @exclusive_stage
 def stage_tflite(opts: RunOptions, part: Part) -> StageSummary:
     """The part's named deploy form -> ``<prefix>fp32.tflite`` with litert-torch."""
+    from videoseal_litert.convert.split import convert_in_pieces
     from videoseal_litert.convert.tflite import convert_fp32
 
     md, inputs, t0, rec = opts.model_dir, opts.inputs(), time.time(), part.record("tflite")
@@ -172,10 +173,13 @@ def stage_tflite(opts: RunOptions, part: Part) -> StageSummary:
     md.require(part.description_file, part.make_target("fp32"))
     if is_current(opts, rec, inputs):
         return StageSummary(title, opts.spec.name, True, stage_rows(opts, rec))
-    named = part.named(part.load())
-    convert_fp32(named, part.sample_inputs(), md / out)
-    del named
-    gc.collect()
+    if part.in_pieces(opts):
+        convert_in_pieces(opts, part, md / out)
+    else:
+        named = part.named(part.load())
+        convert_fp32(named, part.sample_inputs(), md / out)
+        del named
+        gc.collect()
     md.record(rec, inputs, [out], t0)
     return StageSummary(title, opts.spec.name, False, [(out, mb(md / out))] + stage_rows(opts, rec))
 

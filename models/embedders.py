@@ -28,6 +28,7 @@ from torch import nn
 
 from videoseal_litert.models.errors import UnsupportedModelError
 from videoseal_litert.models.families import QuantPolicy
+from videoseal_litert.models.parts import UnitChain
 
 
 class EmbedderConfig(Protocol):
@@ -59,6 +60,11 @@ class EmbedderFamily(ABC):
     @abstractmethod
     def owns(self, key: str) -> bool:
         """True for a checkpoint key that belongs to this embedder."""
+
+    def units(self, deploy: nn.Module) -> UnitChain | None:
+        """The deploy form as units joined by named tensors, for converting a model too big for one
+        file in pieces (``convert/split.py``); None: this family is not cut."""
+        return None
 
     @abstractmethod
     def route(self, cfg: EmbedderConfig) -> dict[str, Any]:

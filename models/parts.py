@@ -152,3 +152,63 @@ class EmbedderFloors:
 
 Floors = ExtractorFloors | EmbedderFloors
 FLOORS_TYPE = {EXTRACTOR: ExtractorFloors, EMBEDDER: EmbedderFloors}
+
+
+# ---- units: a part as steps joined by named tensors (for converting and quantizing in pieces) ------
+
+
+@dataclass
+class Unit:
+    """One step of a part: ``module(*tensors named inputs)`` returns the tensors named ``outputs`` (a
+    tensor, or a tuple in that order). Names are the contract's for the part's own inputs and outputs,
+    the family's for the tensors between units (a U-Net's skips are read by a unit far from the one
+    that wrote them)."""
+
+    module: nn.Module
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.module.parameters())
+
+
+@dataclass
+class UnitChain:
+    """A part's units in order. ``nchw``: the tensor names whose PyTorch form is NCHW; a file holds
+    every 4-D tensor NHWC, so a piece permutes those at its edges. ``activation_factor(unit)``: about
+    how many times its outputs' bytes calibration keeps while running the unit."""
+
+    units: list[Unit]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    nchw: frozenset[str]
+    activation_factor: Any = None
+
+    def factor(self, unit: Unit) -> int:
+        return 4 if self.activation_factor is None else int(self.activation_factor(unit.module))
+
+
+class _Prepare(nn.Module):
+    """The extractor's preprocessing: images in [0, 1] -> ``x * 2 - 1``."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image * 2.0 - 1.0
+
+
+class _SplitLogits(nn.Module):
+    """(1, 1 + nbits) -> the contract's two outputs."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[:, :1], x[:, 1:]
+
+
+def extractor_chain(chain: list[nn.Module], chain_layout: str, activation_factor: Any = None) -> UnitChain:
+    """The extractor as units from its family's chain (``Family.units``: the first takes ``x * 2 - 1``
+    NCHW, the last returns the (1, 1 + nbits) logits, the others map a ``chain_layout`` tensor on)."""
+    image = EXTRACTOR_CONTRACT.input_names[0]
+    names = [f"x{k}" for k in range(len(chain))]
+    units = [Unit(_Prepare(), (image,), (names[0],))]
+    units += [Unit(m, (names[k],), (names[k + 1] if k + 1 < len(chain) else "logits",)) for k, m in enumerate(chain)]
+    units.append(Unit(_SplitLogits(), ("logits",), EXTRACTOR_CONTRACT.output_names))
+    nchw = {image, names[0]} | (set(names[1:]) if chain_layout == "NCHW" else set())
+    return UnitChain(units, EXTRACTOR_CONTRACT.input_names, EXTRACTOR_CONTRACT.output_names, frozenset(nchw), activation_factor)

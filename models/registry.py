@@ -106,10 +106,10 @@ REGISTRY: tuple[ModelSpec, ...] = (
         description="ChunkySeal: ConvNeXt-Chunky extractor, 1024 bits",
         verify_images=4,
         calibration_images=16,
-        # INT8 and FP16 are the extractor's deliverables at this size; int8-full and int8-dynamic on
-        # request. The embedder's float file is 4.1 GB: ai-edge-quantizer cannot read a file over 2 GB,
-        # and its FP16 weights (2.05 GB) would not fit one flatbuffer; FP32 only (docs/embedders.md).
-        variants={EXTRACTOR: ("int8", "fp16"), EMBEDDER: ()},
+        # INT8 and FP16 are the extractor's deliverables at this size; int8-full, int8-dynamic and the
+        # INT4 rows on request. The embedder (4.1 GB of float weights) is converted and quantized in
+        # pieces joined by named tensors (docs/large-models.md): FP16 and INT8 by default.
+        variants={EXTRACTOR: ("int8", "fp16"), EMBEDDER: ("fp16", "int8")},
     ),
     ModelSpec(
         name="videoseal_0.0",

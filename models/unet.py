@@ -29,6 +29,7 @@ from torch import nn
 from videoseal_litert.models.common import LayerNorm2d, ReflectionPad2d
 from videoseal_litert.models.errors import CardError, UnsupportedModelError
 from videoseal_litert.models.families import QuantPolicy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.parts import EMBEDDER_CONTRACT, Unit, UnitChain
 
 INTERPOLATION = {"mode": "bilinear", "align_corners": False, "antialias": True}  # Wam.embed's default
 
@@ -478,6 +479,73 @@ class DeployUNetEmbedder(nn.Module):
         return wm.permute(0, 2, 3, 1), res.permute(0, 2, 3, 1)
 
 
+class _Stem(nn.Module):
+    """image (NCHW, [0, 1]) -> Y or RGB -> ``2x - 1`` -> ``inc``: the first skip."""
+
+    def __init__(self, deploy: DeployUNetEmbedder) -> None:
+        super().__init__()
+        self.luma = deploy.luma
+        self.inc = deploy.model.embedder.unet.inc
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.luma(image) if self.luma is not None else image
+        return self.inc(x * 2 - 1)
+
+
+class _Up(nn.Module):
+    """One decoder level: the previous level and its skip, scaled, concatenated, through the ``UBlock``."""
+
+    def __init__(self, up: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.up, self.scale = up, scale
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.cat((x, skip * self.scale), dim=1))
+
+
+class _Finish(nn.Module):
+    """``outc``, tanh, then attenuation and blend with the image: (watermarked, residual), NCHW."""
+
+    def __init__(self, deploy: DeployUNetEmbedder) -> None:
+        super().__init__()
+        m = deploy.model  # not held: a piece owns only its own weights
+        self.outc, self.attenuation, self.cfg = m.embedder.unet.outc, m.attenuation, m.cfg
+        self.last_tanh = m.embedder.unet.last_tanh
+
+    # The official steps, on this module's own attenuation and card values.
+    attenuate = WatermarkEmbedder.attenuate
+    blend = WatermarkEmbedder.blend
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        res = self.outc(x)
+        res = torch.tanh(res) if self.last_tanh else res
+        return self.blend(image, self.attenuate(image, res)), res
+
+
+def unet_units(deploy: DeployUNetEmbedder) -> UnitChain:
+    """The deploy-form embedder as units joined by named tensors: stem, each down level, the message
+    at the bottleneck, each bottleneck block, each up level (reading its skip), finish.
+    Every 4-D tensor is NCHW in PyTorch (NHWC in the files)."""
+    unet = deploy.model.embedder.unet
+    image, message = EMBEDDER_CONTRACT.input_names
+    levels = len(unet.downs)
+    units = [Unit(_Stem(deploy), (image,), ("h0",))]
+    units += [Unit(d, (f"h{i}",), (f"h{i + 1}",)) for i, d in enumerate(unet.downs)]
+    units.append(Unit(unet.msg_processor, (f"h{levels}", message), ("b0",)))
+    blocks = list(unet.bottleneck.model)
+    units += [Unit(b, (f"b{j}",), (f"b{j + 1}",)) for j, b in enumerate(blocks)]
+    x = f"b{len(blocks)}"
+    # The official skips: the bottleneck's input, then each down level's output from the deepest up
+    # (the message-concatenated tensor replaced h<levels> in the official list; h0 is never read).
+    skips = ["b0", *[f"h{levels - i}" for i in range(1, len(unet.ups))]]
+    for i, (u, skip) in enumerate(zip(unet.ups, skips, strict=True)):
+        units.append(Unit(_Up(u, unet.connect_scale), (x, skip), (f"u{i}",)))
+        x = f"u{i}"
+    units.append(Unit(_Finish(deploy), (x, image), EMBEDDER_CONTRACT.output_names))
+    four_d = {n for u in units for n in (*u.inputs, *u.outputs)} - {message}
+    return UnitChain(units, EMBEDDER_CONTRACT.input_names, EMBEDDER_CONTRACT.output_names, frozenset(four_d))
+
+
 # Static INT8 for the U-Net's convolutions and the message FC; JND's POW has no INT8 kernel and its
 # heatmap, the blend and the clamp decide the pixels, so they stay float (docs/toolchain.md).
 UNET_QUANT = QuantPolicy(
@@ -524,6 +592,9 @@ class UNetFamily:
 
     def owns(self, key: str) -> bool:
         return key.startswith(self.prefixes)
+
+    def units(self, deploy: DeployUNetEmbedder) -> UnitChain:
+        return unet_units(deploy)
 
     def route(self, cfg: UNetEmbedderConfig) -> dict[str, Any]:
         return route_description(cfg.img_size, cfg.scaling_w, cfg.scaling_i, cfg.attenuation, "Y" if cfg.yuv else "RGB")

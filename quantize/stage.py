@@ -65,13 +65,13 @@ def dir_fingerprint(folder: Path | None) -> str | None:
 
 
 def check_quantizable(part: Part, variants: tuple[str, ...]) -> None:
-    """Refuse up front what cannot be quantized: a part other than the extractor (which alone can be cut
-    into parts) whose float weights exceed the 2 GB flatbuffer limit."""
-    if variants and part.name != "extractor" and part.float_bytes() >= FLATBUFFER_LIMIT:
+    """Refuse up front what cannot be quantized: a part over the 2 GB flatbuffer limit (which
+    ai-edge-quantizer cannot read) whose family cannot be cut into pieces."""
+    if variants and part.float_bytes() >= FLATBUFFER_LIMIT and getattr(part.family, "units", None) is None:
         raise UsageError(
             f"the {part.opts.spec.name} {part.name} has {part.float_bytes() / 1e9:.1f} GB of float weights: its FP32 file is over the "
-            "2 GB flatbuffer limit, which ai-edge-quantizer cannot read, and only the extractor can be quantized in parts; "
-            "only fp32 is available for it"
+            f"2 GB flatbuffer limit, which ai-edge-quantizer cannot read, and the {part.family.name} family cannot be cut into "
+            "pieces; only fp32 is available for it"
         )
 
 

@@ -1,4 +1,5 @@
-"""The large-model path (ChunkySeal over 2 GB) exercised on chunkyseal-mini with small parts."""
+"""The large-model path (ChunkySeal over 2 GB) exercised on the minis with small pieces: the extractor's
+chain (chunkyseal-mini) and the U-Net embedder with its skips (chunkyseal-embedder-mini)."""
 
 from __future__ import annotations
 
@@ -11,27 +12,30 @@ import torch
 
 from tests.conftest import cli
 from videoseal_litert.convert.options import RunOptions
-from videoseal_litert.convert.parts import ExtractorPart
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+from videoseal_litert.convert.split import MergeError, convert_pieces, join, plan, write_model
+from videoseal_litert.convert.stages import stage_tflite
 from videoseal_litert.convert.tflite import short_name
 from videoseal_litert.models.registry import resolve
-from videoseal_litert.quantize.partition import MergeError, convert_parts, merge_parts, plan_parts
 from videoseal_litert.quantize.stage import stage_quantize
 from videoseal_litert.runtime.runners import open_runner
 
 MINI = "chunkyseal-mini"
-PART_BYTES = 5_000_000  # chunkyseal-mini has 15.5 MB of float weights: four parts
+PART_BYTES = 5_000_000  # chunkyseal-mini has 15.5 MB of float weights: four pieces
+EMB_MINI = "chunkyseal-embedder-mini"
+EMB_PIECE_BYTES = 300_000  # chunkyseal-embedder-mini's U-Net (2.1 MB) in seven pieces, skips crossing three of them
+OUTS = ("mask_logit", "bit_logits")
 
 
 @pytest.fixture(scope="module")
 def part_files(reference, tmp_path_factory):
-    """chunkyseal-mini's deploy form cut into float parts and converted, once for the module."""
+    """chunkyseal-mini's deploy form cut into float pieces and converted, once for the module."""
     tmp = tmp_path_factory.mktemp("parts")
     part = ExtractorPart(RunOptions(spec=resolve(str(reference / f"{MINI}.yaml")), out=tmp))
-    loaded = part.load()
-    parts = plan_parts(part.family, part.family.deploy_form(loaded.module), PART_BYTES)
-    assert len(parts) == 4 and parts[0].first and parts[-1].last
-    assert all(sum(p.numel() * 4 for p in q.parameters()) <= PART_BYTES for q in parts[:-1])
-    return part, convert_parts(parts, 256, tmp), tmp
+    pieces = plan(part.units(part.load()), PART_BYTES)
+    assert len(pieces) == 4 and pieces[0].inputs == ("image",) and pieces[-1].outputs == OUTS
+    assert all(p.weight_bytes() <= PART_BYTES for p in pieces[:-1])
+    return part, convert_pieces(pieces, part.sample_inputs(), tmp), tmp
 
 
 @pytest.mark.slow
@@ -39,7 +43,7 @@ def test_fp32_parts_joined_equal_pytorch(part_files, reference):
     part, paths, tmp = part_files
     ref_module = part.load().module
     merged = tmp / "merged.tflite"
-    merge_parts(paths, merged)
+    join(paths, merged, ("image",), OUTS)
     data = np.load(reference / f"{MINI}.npz")
     x = data["images"][:2]
     runner = open_runner(merged)
@@ -52,14 +56,99 @@ def test_fp32_parts_joined_equal_pytorch(part_files, reference):
         assert np.abs(ref - data["logits"][i : i + 1]).max() <= 1e-4  # the official logits, independently
 
 
-def test_merge_refuses_mismatched_seam(part_files, tmp_path):
-    """Parts that do not chain are refused by name: two outputs into one input, or a shape mismatch."""
+def test_join_refuses_pieces_that_do_not_chain(part_files, tmp_path):
+    """Pieces whose names do not connect are refused by name, and nothing is written."""
     _, paths, _ = part_files
-    with pytest.raises(MergeError, match="part 0 must have one output to feed part 1"):
-        merge_parts([paths[-1], paths[1]], tmp_path / "bad.tflite")
-    with pytest.raises(MergeError, match="seam before part 1: shape"):
-        merge_parts([paths[0], paths[2]], tmp_path / "bad.tflite")
+    with pytest.raises(MergeError, match=r"piece 0 reads \['x\d+'\], which are not model inputs"):
+        join([paths[-1], paths[1]], tmp_path / "bad.tflite", ("image",), OUTS)
+    with pytest.raises(MergeError, match=r"piece 1 reads 'x\d+', which no earlier piece writes"):
+        join([paths[0], paths[2]], tmp_path / "bad.tflite", ("image",), OUTS)
+    with pytest.raises(MergeError, match=r"no piece reads or writes \['mask_logit', 'bit_logits'\]"):
+        join(paths[:2], tmp_path / "bad.tflite", ("image",), OUTS)
     assert not (tmp_path / "bad.tflite").exists()
+
+
+@pytest.fixture(scope="module")
+def embedder_pieces(reference, tmp_path_factory):
+    """chunkyseal-embedder-mini's U-Net in float pieces, joined once for the module."""
+    tmp = tmp_path_factory.mktemp("unet-pieces")
+    part = EmbedderPart(RunOptions(spec=resolve(str(reference / f"{EMB_MINI}.yaml")), out=tmp))
+    pieces = plan(part.units(part.load()), EMB_PIECE_BYTES)
+    paths = convert_pieces(pieces, part.sample_inputs(), tmp)
+    joined = tmp / "joined.tflite"
+    join(paths, joined, ("image", "message"), ("watermarked", "residual"))
+    return pieces, joined
+
+
+def test_unet_pieces_carry_the_skips_by_name(embedder_pieces):
+    """The U-Net's skips are read pieces after they are written: the join wires them by name."""
+    pieces, _ = embedder_pieces
+    assert len(pieces) == 7 and pieces[0].inputs == ("image",) and pieces[-1].outputs == ("watermarked", "residual")
+    written = {n: k for k, p in enumerate(pieces) for n in p.outputs}
+    far = [(n, written[n], k) for k, p in enumerate(pieces) for n in p.inputs if n in written and k - written[n] >= 3]
+    assert far, "no skip crosses a piece"
+    assert any("message" in p.inputs for p in pieces[1:]) and "image" in pieces[-1].inputs  # model inputs read late
+
+
+@pytest.mark.slow
+def test_unet_joined_from_pieces_equals_the_single_file(embedder_pieces, pipeline, reference):
+    """The joined file against the embedder converted in one piece (`make embedder`), and against the
+    official vectors, on the reference's images and messages."""
+    _, joined = embedder_pieces
+    single = open_runner(pipeline.embedder(EMB_MINI, "fp32") / "embedder-fp32.tflite")
+    pieces = open_runner(joined)
+    z = np.load(reference / f"{EMB_MINI}.npz")
+    for img, msg, want in zip(z["images"], z["msgs"], z["watermarked"], strict=True):
+        feed = {"image": img.transpose(1, 2, 0)[None].copy(), "message": msg[None].astype(np.float32)}
+        a, b = pieces(feed), single(feed)
+        assert np.abs(a["watermarked"] - b["watermarked"]).max() <= 1e-5
+        assert np.abs(a["residual"] - b["residual"]).max() <= 1e-3  # the reference's residual tolerance
+        assert np.abs(a["watermarked"][0] - want.transpose(1, 2, 0)).max() <= 1e-4
+
+
+def test_weights_after_the_flatbuffer_load_and_run_the_same(embedder_pieces, tmp_path):
+    """The large-model layout (weights after the flatbuffer, by offset), forced on a small file."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    _, joined = embedder_pieces
+    out = tmp_path / "external.tflite"
+    write_model(flatbuffer_utils.read_model(str(joined)), out, external_above=0)
+    raw = out.read_bytes()
+    model = schema.Model.GetRootAs(raw, 0)
+    offsets = [model.Buffers(i).Offset() for i in range(model.BuffersLength()) if model.Buffers(i).Size() >= 1024]
+    assert offsets and all(o % 16 == 0 and o > 0 for o in offsets) and model.Buffers(0).DataLength() == 0
+    ext, small = open_runner(out), open_runner(joined)
+    feed = {n: np.full(shape, 0.4 if n == "image" else 1.0, np.float32) for n, shape in small.input_shapes.items()}
+    a, b = ext(feed), small(feed)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
+    """`make embedder` on a mini forced to split: the fp32 file joined from pieces, fp16 and int8
+    quantized piece by piece and joined, each verified against PyTorch like any embedder file."""
+    out, d = pipeline.copy(pipeline.embedder(EMB_MINI, "fp32"), tmp_path)
+    spec = resolve(str(pipeline.card(EMB_MINI)))
+    images = pipeline.reference / f"{EMB_MINI}-images"
+    opts = RunOptions(spec=spec, out=out, max_part_bytes=EMB_PIECE_BYTES, images=images)
+    part = EmbedderPart(opts)
+    (d / "embedder-fp32.tflite").unlink()
+    stage_tflite(opts, part)
+    assert cli("verify", "--model", pipeline.card(EMB_MINI), "--out", out, "--part", "embedder", "--images", images) == 0
+    fp32 = json.loads((d / "verify-embedder-fp32.json").read_text())
+    assert fp32["passed"] and fp32["max_abs_pixel_diff"] <= 1e-4
+    stage_quantize(opts, part, variants=("fp16", "int8"), target=0)
+    q = json.loads((d / "embedder-quantize.json").read_text())
+    assert q["partitioned"]["num_parts"] == 7 and q["calibration"]["used"] > 0
+    # What XNNPACK leaves to the builtin kernels is what it leaves in the file converted in one piece
+    # (the message grid's BROADCAST_TO, JND's LESS_EQUAL/SELECT/POW, the clamp): joining adds nothing.
+    single = open_runner(pipeline.embedder(EMB_MINI, "fp32") / "embedder-fp32.tflite").delegation()
+    for v in ("fp16", "int8"):
+        assert q["variants"][v]["passed"], q["variants"][v]
+        got = q["variants"][v]["xnnpack"]
+        assert [x["op"] for x in got["not_delegated"]] == [x["op"] for x in single["not_delegated"]]
+    assert q["variants"]["int8"]["size_ratio_to_fp32"] < 0.35
 
 
 @pytest.mark.slow

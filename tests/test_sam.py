@@ -117,15 +117,15 @@ def test_nonsense_vit_card_values_are_named(change, message, reference, tmp_path
 @pytest.mark.slow
 def test_vit_parts_joined_equal_the_official_logits(reference, tmp_path):
     """The large-model path on a ViT: the chain's seams carry NHWC token grids (no transposes)."""
-    from videoseal_litert.quantize.partition import convert_parts, merge_parts, plan_parts
+    from videoseal_litert.convert.split import convert_pieces, join, plan
     from videoseal_litert.runtime.runners import open_runner
 
     part = ExtractorPart(RunOptions(spec=resolve(str(reference / "videoseal_0.0-mini.yaml")), out=tmp_path))
     assert part.family.name == "sam" and part.family.chain_layout == "NHWC"
-    parts = plan_parts(part.family, part.family.deploy_form(part.load().module), 800_000)
-    assert len(parts) >= 3 and parts[0].first and parts[-1].last and not parts[1].nchw
+    pieces = plan(part.units(part.load()), 800_000)
+    assert len(pieces) >= 3 and not pieces[1].nchw & set(pieces[1].inputs)  # token grids cross as they are
     merged = tmp_path / "merged.tflite"
-    merge_parts(convert_parts(parts, 256, tmp_path), merged)
+    join(convert_pieces(pieces, part.sample_inputs(), tmp_path), merged, ("image",), ("mask_logit", "bit_logits"))
     data = np.load(reference / "videoseal_0.0-mini.npz")
     runner = open_runner(merged)
     for img, ref in zip(data["images"][:2], data["logits"][:2], strict=True):
