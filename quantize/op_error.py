@@ -49,8 +49,12 @@ def op_errors(float_path: Path, quant_path: Path, inputs: list[dict[str, np.ndar
                 "sqnr_db": round(10 * math.log10(snr), 3) if snr > 0 else None,
             }
         )
-    rows.sort(key=lambda r: (r["sqnr_db"] is None, r["sqnr_db"] if r["sqnr_db"] is not None else 0.0))
-    return rows
+    return rank(rows)
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Worst SQNR first; tensors without one (equal in both files) last."""
+    return sorted(rows, key=lambda r: (r["sqnr_db"] is None, r["sqnr_db"] if r["sqnr_db"] is not None else 0.0))
 
 
 def write_op_report(rows: list[dict[str, Any]], out_dir: Path, stem: str, images: list[str], title: str, top: int = 30) -> None:

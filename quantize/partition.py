@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,15 +97,73 @@ def _mode():
     return calibration_mode()
 
 
-def quantize_partitioned(opts, part, variants: tuple[str, ...], calib_dir: Path | None, tally: Tally) -> dict:
-    """Write the part's ``<prefix><variant>.tflite`` for each variant via pieces; return a record of the
-    pieces. ``tally`` counts the calibration inputs (``used``) and names every rejected file."""
+class PieceSource:
+    """What the quantize stage quantizes from when the part is in pieces: the float piece files and
+    their calibration. ``quantize`` writes a joined variant, ``op_errors`` the per-op error of one for
+    the whole model; op names are the joined file's (``piece<k>/<name in piece k>``), so the
+    fallback can keep an op of any piece float."""
+
+    def __init__(self, part, paths: list[Path], qsvs: list, record: dict, work: Path, threads: int) -> None:
+        self.part, self.paths, self.qsvs, self.record, self.work, self.threads = part, paths, qsvs, record, work, threads
+        self._quantized: dict[Path, list[Path]] = {}  # a joined file -> its quantized pieces (for op_errors)
+        self._feeds: dict[int, list[list[dict[str, np.ndarray]]]] = {}
+
+    def quantize(self, out: Path, name: str, keep_float: list[str]) -> None:
+        """``out``: every piece quantized as ``name`` (ops in ``keep_float`` left float), joined."""
+        from videoseal_litert.quantize.recipes import build_quantizer
+
+        qpaths = []
+        for k, p in enumerate(progress(self.paths, desc=f"quantizing {name} piece by piece")):
+            keep = [n.split("/", 1)[1] for n in keep_float if n.startswith(f"piece{k}/")]
+            q = build_quantizer(str(p), name, self.part.family.quant, keep)
+            res = q.quantize(self.qsvs[k] if q.need_calibration else None, enable_progress_report=False)
+            qp = self.work / f"piece{k}-{name}.tflite"
+            qp.write_bytes(res.quantized_model)
+            qpaths.append(qp)
+            del q, res
+            gc.collect()
+        join(qpaths, out, self.part.contract.input_names, self.part.contract.output_names)
+        self._quantized[out] = qpaths
+        self.record.setdefault("peak_rss_mb_after", {})[f"quantize_{name}"] = round(hwm_mb())
+        log.info("  %s joined; peak RSS so far %.0f MB", name, hwm_mb())
+
+    def feeds(self, inputs: list[dict[str, np.ndarray]]) -> list[list[dict[str, np.ndarray]]]:
+        """Each piece's float inputs for ``inputs`` (the part's inputs), through the float pieces in order."""
+        key = id(inputs)
+        if key not in self._feeds:
+            pools = [dict(x) for x in inputs]
+            per_piece = []
+            for p in self.paths:
+                runner = open_runner(p, self.threads)
+                names = tuple(runner.input_shapes)
+                per_piece.append([{n: pool[n] for n in names} for pool in pools])
+                for pool in pools:
+                    pool.update(runner({n: pool[n] for n in names}))
+                del runner
+            self._feeds[key] = per_piece
+        return self._feeds[key]
+
+    def op_errors(self, quantized: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict]:
+        """Per-op error of a joined file from :meth:`quantize`: each piece against its float piece on
+        that piece's float inputs, merged and ranked for the whole model."""
+        from videoseal_litert.quantize.op_error import op_errors, rank
+
+        rows = []
+        for k, (fp, qp, feed) in enumerate(zip(self.paths, self._quantized[quantized], self.feeds(inputs), strict=True)):
+            rows += [{**r, "tensor": f"piece{k}/{r['tensor']}"} for r in op_errors(fp, qp, feed, self.threads)]
+        return rank(rows)
+
+
+@contextmanager
+def quantize_partitioned(opts, part, variants: tuple[str, ...], calib_dir: Path | None, tally: Tally) -> Iterator[PieceSource]:
+    """The part cut into float pieces and calibrated piece by piece (for the variants that need it),
+    as a :class:`PieceSource`; the pieces are removed on exit. ``tally`` counts the calibration
+    inputs (``used``) and names every rejected file."""
     from videoseal_litert.quantize.calibrate import pin_input_ranges
-    from videoseal_litert.quantize.recipes import build_quantizer, calibration_quantizer
+    from videoseal_litert.quantize.recipes import calibration_quantizer
     from videoseal_litert.runtime.variants import variant
 
-    md = opts.model_dir
-    work = scratch_dir(md.path)
+    work = scratch_dir(opts.model_dir.path)
     try:
         paths, record = float_pieces(opts, part, work)
         phases = record["peak_rss_mb_after"] = {"convert_parts": round(hwm_mb())}
@@ -118,21 +177,6 @@ def quantize_partitioned(opts, part, variants: tuple[str, ...], calib_dir: Path 
             # The part's own inputs keep their declared ranges in whichever piece reads them.
             qsvs = [pin_input_ranges(p, q, part.contract) for p, q in zip(paths, cal.qsvs, strict=True)]
             phases["calibrate"] = round(hwm_mb())
-        for v in variants:
-            qpaths = []
-            for k, p in enumerate(progress(paths, desc=f"quantizing {v} piece by piece")):
-                q = build_quantizer(str(p), v, part.family.quant)
-                res = q.quantize(qsvs[k] if q.need_calibration else None, enable_progress_report=False)
-                qp = work / f"piece{k}-{v}.tflite"
-                qp.write_bytes(res.quantized_model)
-                qpaths.append(qp)
-                del q, res
-                gc.collect()
-            join(qpaths, md / part.file(v), part.contract.input_names, part.contract.output_names)
-            for qp in qpaths:
-                qp.unlink()
-            phases[f"quantize_{v}"] = round(hwm_mb())
-            log.info("  %s joined; peak RSS so far %.0f MB", v, phases[f"quantize_{v}"])
-        return record
+        yield PieceSource(part, paths, qsvs, record, work, opts.threads)
     finally:
         remove(work)

@@ -9,10 +9,11 @@ flatbuffer limit is quantized in parts (``partition.py``; the extractor's unit c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from videoseal_litert.models.errors import UsageError, VerificationError
 from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.op_error import op_errors, write_op_report
-from videoseal_litert.quantize.partition import quantize_partitioned
+from videoseal_litert.quantize.partition import PieceSource, quantize_partitioned
 from videoseal_litert.quantize.recipes import build_quantizer
 from videoseal_litert.runtime.variants import default_variants, floors_for, variant
 
@@ -50,6 +51,23 @@ def quantize_to(fp32: Path, out: Path, name: str, qsvs: dict | None, keep_float:
         result = q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False)
     with atomic_path(out) as tmp:
         tmp.write_bytes(result.quantized_model)
+
+
+@dataclass
+class FileSource:
+    """What the quantize stage quantizes from for a part in one float file (``PieceSource``: in pieces)."""
+
+    fp32: Path
+    qsvs: dict | None
+    io_int8: bool
+    policy: QuantPolicy
+    threads: int
+
+    def quantize(self, out: Path, name: str, keep_float: list[str]) -> None:
+        quantize_to(self.fp32, out, name, self.qsvs, keep_float, self.io_int8, self.policy)
+
+    def op_errors(self, quantized: Path, inputs: list[dict]) -> list[dict[str, Any]]:
+        return op_errors(self.fp32, quantized, inputs, self.threads)
 
 
 def dir_fingerprint(folder: Path | None) -> str | None:
@@ -118,63 +136,68 @@ def stage_quantize(
     partitioned = opts.max_part_bytes is not None or fp32.stat().st_size >= FLATBUFFER_LIMIT
     if io_int8 and partitioned:
         raise UsageError("IO=int8 is not available for models quantized in parts (over 2 GB); use int8-full for integer IO")
-    policy = part.family.quant
-    calib = Tally()
-    qsvs, parts_info = None, None
-    if partitioned:
-        parts_info = quantize_partitioned(opts, part, variants, calib_dir, calib)
-    elif any(variant(v).needs_calibration for v in variants):
-        log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
-        qsvs, calib.used = calibrate_part(part, fp32, calib_dir, calib)
-    rejected += say_rejected(calib)
-    # The PyTorch reference once for all variants; its module is freed before any file is opened.
-    ref = part.reference(inputs)
-    results: dict[str, Any] = {}
-    failures: list[str] = []
-    valref: dict[str, Any] = {}  # the validation set and its PyTorch reference, made once when the control needs them
-    fp32_size = fp32.stat().st_size
-    for v in progress(variants, desc=f"quantizing and verifying the {part.name}'s variants"):
-        row = variant(v, part.name)
-        path = md / part.file(v)
-        controlled: list[str] = []  # op outputs the accuracy control kept float
-        fallback: list[str] = []  # and the fallback, on top of them
-        entry: dict[str, Any] = {"file": path.name}
-        if not partitioned:
-            quantize_to(fp32, path, v, qsvs, controlled, io_int8, policy)
-            if target is not None and row.controlled is not None:
-                entry["accuracy_control"] = _control(part, fp32, path, v, qsvs, io_int8, policy, target, valref)
-                controlled = entry["accuracy_control"]["kept_float_ops"]
-        try:
-            rep: dict[str, Any] | None = verify_file(part, v, path, inputs, ref)
-        except VerificationError as e:
-            rep = None
-            if row.fallback and not partitioned:
-                rep, fallback, entry["fallback"] = _fallback(part, fp32, path, v, qsvs, inputs, ref, io_int8, policy, str(e), controlled)
-            if rep is None:
-                failures.append(str(e))
-        if row.needs_calibration and not partitioned:
-            sample = inputs.inputs[:OP_ERROR_IMAGES]
-            write_op_report(
-                op_errors(fp32, path, sample, opts.threads),
-                md.path,
-                f"op-error-{part.prefix}{v}",
-                inputs.names[: len(sample)],
-                f"{opts.spec.name} {part.name} {v}",
+    with contextlib.ExitStack() as stack:  # the pieces, when quantizing in pieces, until every variant is written
+        policy = part.family.quant
+        calib = Tally()
+        qsvs, parts_info = None, None
+        source: FileSource | PieceSource
+        if partitioned:
+            source = stack.enter_context(quantize_partitioned(opts, part, variants, calib_dir, calib))
+            parts_info = source.record
+        else:
+            if any(variant(v).needs_calibration for v in variants):
+                log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
+                qsvs, calib.used = calibrate_part(part, fp32, calib_dir, calib)
+            source = FileSource(fp32, qsvs, io_int8, policy, opts.threads)
+        rejected += say_rejected(calib)
+        # The PyTorch reference once for all variants; its module is freed before any file is opened.
+        ref = part.reference(inputs)
+        results: dict[str, Any] = {}
+        failures: list[str] = []
+        valref: dict[str, Any] = {}  # the validation set and its PyTorch reference, made once when the control needs them
+        fp32_size = fp32.stat().st_size
+        for v in progress(variants, desc=f"quantizing and verifying the {part.name}'s variants"):
+            row = variant(v, part.name)
+            path = md / part.file(v)
+            controlled: list[str] = []  # op outputs the accuracy control kept float
+            fallback: list[str] = []  # and the fallback, on top of them
+            entry: dict[str, Any] = {"file": path.name}
+            source.quantize(path, v, controlled)
+            if not partitioned:
+                if target is not None and row.controlled is not None:
+                    entry["accuracy_control"] = _control(part, fp32, path, v, qsvs, io_int8, policy, target, valref)
+                    controlled = entry["accuracy_control"]["kept_float_ops"]
+            try:
+                rep: dict[str, Any] | None = verify_file(part, v, path, inputs, ref)
+            except VerificationError as e:
+                rep = None
+                if row.fallback:
+                    rep, fallback, entry["fallback"] = _fallback(part, source, path, v, inputs, ref, str(e), controlled)
+                if rep is None:
+                    failures.append(str(e))
+            if row.needs_calibration:
+                sample = inputs.inputs[:OP_ERROR_IMAGES]
+                write_op_report(
+                    source.op_errors(path, sample),
+                    md.path,
+                    f"op-error-{part.prefix}{v}",
+                    inputs.names[: len(sample)],
+                    f"{opts.spec.name} {part.name} {v}",
+                )
+                if part.name == "extractor" and not partitioned:  # builtin kernels, every tensor kept: one file under 2 GB
+                    _watermark_report(part, fp32, path, v, inputs)
+            runner = opts.opener(path, opts.threads)
+            deleg = runner.delegation() or {}
+            entry.update(
+                size_bytes=path.stat().st_size,
+                size_ratio_to_fp32=round(path.stat().st_size / fp32_size, 4),
+                passed=bool(rep and rep["passed"]),
+                verification={k: rep.get(k) for k in part.summary_keys} if rep else None,
+                kept_float_by_fallback=fallback,
+                xnnpack={k: deleg.get(k) for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
+                io=runner.io(),
             )
-            if part.name == "extractor":
-                _watermark_report(part, fp32, path, v, inputs)
-        runner = opts.opener(path, opts.threads)
-        deleg = runner.delegation() or {}
-        entry.update(
-            size_bytes=path.stat().st_size,
-            size_ratio_to_fp32=round(path.stat().st_size / fp32_size, 4),
-            passed=bool(rep and rep["passed"]),
-            verification={k: rep.get(k) for k in part.summary_keys} if rep else None,
-            kept_float_by_fallback=fallback,
-            xnnpack={k: deleg.get(k) for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
-            io=runner.io(),
-        )
-        results[v] = entry
+            results[v] = entry
     summary = {
         "model_id": opts.spec.name,
         "part": part.name,
@@ -283,23 +306,21 @@ def _interleaved(opts: RunOptions, files: dict[str, Path]) -> tuple[dict[str, fl
 
 def _fallback(
     part: Part,
-    fp32: Path,
+    source: FileSource | PieceSource,
     path: Path,
     name: str,
-    qsvs: dict | None,
     inputs: InputSet,
     ref: Reference,
-    io_int8: bool,
-    policy: QuantPolicy,
     first_error: str,
     base: list[str],
 ) -> tuple[dict[str, Any] | None, list[str], dict[str, Any]]:
     """Keep the worst ops float (besides ``base``, the accuracy control's), doubling how many each round,
-    until the file passes its floors."""
+    until the file passes its floors. In pieces, an op of any piece can be kept (names ``piece<k>/...``)."""
     opts = part.opts
     log.warning("%s missed its floors (%s); trying the accuracy-driven fallback", name, first_error)
-    rows = op_errors(fp32, path, inputs.inputs[:OP_ERROR_IMAGES], opts.threads)
-    ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in policy.static and r["tensor"] not in base]
+    rows = source.op_errors(path, inputs.inputs[:OP_ERROR_IMAGES])
+    static = part.family.quant.static
+    ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in static and r["tensor"] not in base]
     first = path.with_name(f".{path.name}.first-attempt.tmp")
     first.write_bytes(path.read_bytes())
     try:
@@ -307,7 +328,7 @@ def _fallback(
         n = 1
         for _ in range(MAX_FALLBACK_ROUNDS):
             keep = ranked[:n]
-            quantize_to(fp32, path, name, qsvs, base + keep, io_int8, policy)
+            source.quantize(path, name, base + keep)
             try:
                 rep = verify_file(part, name, path, inputs, ref)
                 log.info("%s passes with %d op(s) kept float: %s", name, len(keep), keep)

@@ -16,6 +16,7 @@ from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.split import MergeError, convert_pieces, join, plan, write_model
 from videoseal_litert.convert.stages import stage_tflite
 from videoseal_litert.convert.tflite import short_name
+from videoseal_litert.models.parts import EmbedderFloors
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.quantize.stage import stage_quantize
 from videoseal_litert.runtime.runners import open_runner
@@ -149,6 +150,21 @@ def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
         got = q["variants"][v]["xnnpack"]
         assert [x["op"] for x in got["not_delegated"]] == [x["op"] for x in single["not_delegated"]]
     assert q["variants"]["int8"]["size_ratio_to_fp32"] < 0.35
+    # The per-op error of the whole joined model: every piece's ops, under the joined file's names, worst first.
+    ops = json.loads((d / "op-error-embedder-int8.json").read_text())["ops"]
+    assert {r["tensor"].split("/", 1)[0] for r in ops} == {f"piece{k}" for k in range(7)}
+    sq = [r["sqnr_db"] for r in ops if r["sqnr_db"] is not None]
+    assert sq == sorted(sq)
+    # The fallback on the same pieces: a floor the recipe misses (measured PSNR + 3 dB) is reached by
+    # keeping the worst ops float, in whichever piece they are.
+    psnr = q["variants"]["int8"]["verification"]["psnr_vs_pytorch_db"]
+    tight = EmbedderFloors(min_psnr_vs_pytorch_db=psnr + 3.0, min_decode_agreement=0.97)
+    opts = dataclasses.replace(opts, spec=dataclasses.replace(spec, floors={"embedder": {"int8": tight}}), force=True)
+    stage_quantize(opts, EmbedderPart(opts), variants=("int8",), target=0)
+    r = json.loads((d / "embedder-quantize.json").read_text())["variants"]["int8"]
+    assert r["passed"] and r["kept_float_by_fallback"] and r["verification"]["psnr_vs_pytorch_db"] >= psnr + 3.0
+    assert all(n.startswith("piece") and n.split("/", 1)[1] for n in r["kept_float_by_fallback"])
+    assert r["fallback"]["size_bytes_after"] > r["fallback"]["size_bytes_before"]
 
 
 @pytest.mark.slow
