@@ -24,8 +24,10 @@ from videoseal_litert.convert.artifacts import machine_description, read_json, t
 from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import Part
+from videoseal_litert.convert.ship import render as render_ship
+from videoseal_litert.convert.ship import ship_section
 from videoseal_litert.runtime.rss import sample
-from videoseal_litert.runtime.runners import Runner
+from videoseal_litert.runtime.runners import Runner, kernels
 from videoseal_litert.runtime.variants import names
 
 log = logging.getLogger(__name__)
@@ -107,8 +109,12 @@ def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs:
     fp32_size = files["fp32"].stat().st_size
     sizes = {v: {"bytes": p.stat().st_size, "ratio_to_fp32": round(p.stat().st_size / fp32_size, 4)} for v, p in files.items()}
     rss = {v: peak_rss_subprocess(p, max(threads), runs=1 if sequential else min(3, runs)) for v, p in files.items()}
+    ran_on = {}
+    for v, p in files.items():  # one at a time: a large file's runner is not held beside another
+        ran_on[v] = kernels(opts.opener(p, 1))
+        gc.collect()
     stages = {k: {"wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb")} for k, r in md.stages().items()}
-    return {
+    report = {
         "model_id": desc["model_id"],
         "part": part.name,
         "random_init": desc["random_init"],
@@ -123,10 +129,13 @@ def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs:
         "latency": results,
         "size": sizes,
         "peak_rss_mb": rss,
+        "kernels": ran_on,
         "stages": stages,
         "note": "CPU latencies are from this machine (see machine); phones with int8 dot-product instructions differ. "
         "Compare ratios within one run, not absolute times across runs.",
     }
+    report["ship"] = ship_section(md.path, part, report)
+    return report
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -152,6 +161,10 @@ def render_markdown(r: dict[str, Any]) -> str:
                 + (f"{size['bytes'] / 1e6:.1f} | {size['ratio_to_fp32']:.3f} | {r['peak_rss_mb'][v]:.0f} |" if size else "- | - | - |")
             )
         lines.append("")
+    if r.get("ship"):
+        lines += render_ship(r["ship"], f"{r['model_id']} {r['part']}" + (" (RANDOM weights)" if r["random_init"] else ""))
+    if r.get("kernels"):
+        lines += ["Kernels: " + "; ".join(f"{v}: {k}" for v, k in r["kernels"].items()), ""]
     if r.get("stages"):
         lines += [
             "## Pipeline stages (wall time and peak RSS of each stage's own run)",

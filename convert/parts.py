@@ -67,7 +67,8 @@ WATERMARK_SEED = 0  # the extractor's watermarked calibration and verification i
 VALIDATION_MESSAGE_SEED = 5  # the embedder's validation inputs (accuracy control)
 VERIFY_MESSAGE_SEED = 7  # the embedder's verification messages
 CALIBRATION_MESSAGE_SEED = 8  # the embedder's calibration messages
-ROUTE_TOLERANCE = 1e-4  # the odd-size route (host resize + JND + blend around the fp32 file) vs PyTorch
+ROUTE_TOLERANCE = 1e-4
+KEEP_DECODER_BYTES = 1_000_000_000  # an embedder's decoder (its model's extractor) above this is loaded per use  # the odd-size route (host resize + JND + blend around the fp32 file) vs PyTorch
 
 
 def nhwc(pixels: np.ndarray) -> np.ndarray:
@@ -496,6 +497,7 @@ class EmbedderPart(Part):
     def __init__(self, opts: RunOptions) -> None:
         super().__init__(opts)
         self._decoder: TorchRunner | None | bool = False  # False: not looked for yet
+        self._decoder_bytes = 0
 
     def make_target(self, variant: str) -> str:
         return "embedder"
@@ -618,7 +620,15 @@ class EmbedderPart(Part):
                 if self.opts.random_init or (ckpt and ckpt.is_file() and any(k.startswith("detector.") for k in checkpoint_keys(ckpt))):
                     extractor = ExtractorPart(self.opts)
                     self._decoder = extractor.torch_runner(extractor.load(), ("bit_logits",))
+                    self._decoder_bytes = extractor.float_bytes()
         return self._decoder  # type: ignore[return-value]
+
+    def release_decoder(self) -> None:
+        """Free a large decoder (ChunkySeal's 3.1 GB extractor) between uses, so it is never held
+        beside an opened file; a small one stays for the next file."""
+        if self._decoder not in (None, False) and self._decoder_bytes > KEEP_DECODER_BYTES:
+            self._decoder = False
+            gc.collect()
 
     def decode(self, images: np.ndarray) -> np.ndarray:
         runner = self.decoder()
@@ -652,6 +662,7 @@ class EmbedderPart(Part):
                 "bit_accuracy_pytorch_embedded": float(np.mean((ref_dec > 0) == (messages > 0.5))),
                 "bit_accuracy_tflite_embedded": float(np.mean((dec > 0) == (messages > 0.5))),
             }
+            self.release_decoder()
         return f
 
     def check(self, f: dict[str, Any], t: EmbedderFloors) -> list[str]:

@@ -297,7 +297,8 @@ DEFAULT_PART_ACT_BYTES = 2_000_000_000
 def hwm_mb() -> float:
     """This process's peak RSS so far (VmHWM), MB; logged after each phase to show where the peak is."""
     try:
-        line = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+        with open("/proc/self/status") as f:
+            line = next(ln for ln in f if ln.startswith("VmHWM:"))
         return int(line.split()[1]) / 1024.0
     except (OSError, StopIteration):
         return float("nan")

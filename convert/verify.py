@@ -21,7 +21,7 @@ from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.parts import InputSet, Part, Reference
 from videoseal_litert.models.errors import VerificationError
-from videoseal_litert.runtime.runners import Runner, run_all
+from videoseal_litert.runtime.runners import Runner, kernels, run_all
 from videoseal_litert.runtime.variants import floors_for
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,23 @@ def check_io(part: Part, runner: Runner, path: Path) -> None:
 
 def run_file(part: Part, path: Path, inputs: InputSet, threads: int, opener: Any) -> dict[str, np.ndarray]:
     """The file's outputs on every input, (N, ...) by name, checked for names and shapes."""
+    return _run(part, path, inputs, threads, opener)[0]
+
+
+def _run(part: Part, path: Path, inputs: InputSet, threads: int, opener: Any) -> tuple[dict[str, np.ndarray], str]:
     runner = opener(path, threads)
     check_io(part, runner, path)
     got = run_all(runner, progress(inputs.inputs, desc=f"running {path.name}"))
     missing = sorted(set(part.contract.output_names) - set(got))
     if missing:
         raise VerificationError(f"{path}: no output named {', '.join(missing)}; outputs: {sorted(got)}")
-    return got
+    return got, kernels(runner)
 
 
 def verify_file(part: Part, variant: str, path: Path, inputs: InputSet, ref: Reference) -> dict[str, Any]:
     """Verify one file of ``part``, write its JSON and Markdown reports, raise if it misses a floor."""
     opts = part.opts
-    got = run_file(part, path, inputs, opts.threads, opts.opener)
+    got, ran_on = _run(part, path, inputs, opts.threads, opts.opener)
     for name, want in ref.outputs.items():
         if got[name].shape != want.shape:
             raise VerificationError(f"{path}: output {name!r} has shape {got[name].shape[1:]}, PyTorch's {want.shape[1:]}")
@@ -71,6 +75,7 @@ def verify_file(part: Part, variant: str, path: Path, inputs: InputSet, ref: Ref
         "file": path.name,
         "sha256": sha256_file(path),
         "runner": opts.opener.__name__ if hasattr(opts.opener, "__name__") else type(opts.opener).__name__,
+        "kernels": ran_on,
         "num_images": len(inputs.names),
         "images": inputs.names,
         "rejected": inputs.tally.as_dict()["rejected"],
@@ -106,6 +111,7 @@ def render_markdown(part: Part, r: dict[str, Any]) -> str:
         f"# Verification: {r['model_id']} {part.name} / {r['variant']}\n\n"
         f"{status}\n\n"
         f"`{r['file']}` against the PyTorch {part.name} ({weights}) on {r['num_images']} held-out images "
-        f"({', '.join(r['images'])}), 256x256 views resized as official `detect()` does; {r['num_threads']} threads on {r['machine']}.{rejected}\n\n"
+        f"({', '.join(r['images'])}), 256x256 views resized as official `detect()` does; {r['num_threads']} threads on {r['machine']}, "
+        f"{r.get('kernels', 'XNNPACK')}.{rejected}\n\n"
         f"{render_table(part, r)}\n"
     )

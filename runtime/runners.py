@@ -52,14 +52,35 @@ class LiteRT(LiteRTRunner):
         return f"LiteRT {self.path.name}"
 
 
-def open_runner(path: str | Path, num_threads: int = 2, use_xnnpack: bool = True) -> LiteRT:
-    """The in-process LiteRT runner of ``path``, or ArtifactCorruptError naming the file and what redoes it."""
+# XNNPACK copies a file's float weights into its own packed layout, so a float file holds about twice
+# its size once opened (8.5 GB for ChunkySeal's 4.1 GB FP32 embedder, measured). Files over this size
+# (only FP32 files of ChunkySeal, which no phone loads) run on LiteRT's builtin kernels, which read the
+# weights where they lie; every report that times or checks such a file says which kernels ran it.
+BUILTIN_ABOVE_BYTES = 2**31
+
+
+def open_runner(path: str | Path, num_threads: int = 2, use_xnnpack: bool | None = None) -> LiteRT:
+    """The in-process LiteRT runner of ``path`` (XNNPACK unless the file is over
+    :data:`BUILTIN_ABOVE_BYTES`, or as ``use_xnnpack`` says), or ArtifactCorruptError naming the file
+    and what redoes it."""
+    if use_xnnpack is None:
+        use_xnnpack = not (Path(path).is_file() and Path(path).stat().st_size > BUILTIN_ABOVE_BYTES)
     try:
         return LiteRT(path, num_threads, use_xnnpack)
     except ModelFileError as e:
         raise ArtifactCorruptError(
             f"{e}; truncated or corrupted? Rerun the stage that writes it (`make convert` or `make quantize`)"
         ) from e
+
+
+def kernels(runner: Runner) -> str:
+    """Which CPU kernels ran the file: XNNPACK (with how many ops left to the builtin ones) or builtin only."""
+    d = runner.delegation()
+    if d is None:
+        return runner.label
+    if not d.get("num_partitions"):
+        return "LiteRT builtin kernels (no XNNPACK: the file is over 2 GB, runtime/runners.py)"
+    return f"XNNPACK ({d['num_partitions']} partition(s), {d['num_not_delegated']} op(s) on builtin kernels)"
 
 
 class TorchRunner:

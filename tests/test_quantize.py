@@ -232,6 +232,12 @@ def test_bench_reports_every_variant_and_stage_costs(pipeline, tmp_path, monkeyp
     assert {"tflite", "quantize"} <= set(r["stages"]) and r["stages"]["quantize"]["peak_rss_mb"] > 0
     assert "RANDOM" not in (d / "bench.md").read_text() and "Pipeline stages" in (d / "bench.md").read_text()
     assert "1 thr int8" in capsys.readouterr().out
+    # The "which file do I ship" table: every file once, a pick (or a named none) for each target.
+    ship = r["ship"]
+    assert [x["variant"] for x in ship["rows"]] == list(r["size"]) and len(ship["recommended"]) == 3
+    assert all(x["agreement"] == json.loads((d / f"verify-{x['variant']}.json").read_text())["bit_agreement"] for x in ship["rows"])
+    assert all(p["variant"] is None or p["variant"] in r["size"] for p in ship["recommended"])
+    assert "Which file do I ship" in (d / "bench.md").read_text() and set(r["kernels"]) == set(r["size"])
 
 
 def test_large_conv_weight_quantizes_by_slices():
