@@ -200,6 +200,11 @@ def join(paths: list[Path], out: Path, inputs: tuple[str, ...], outputs: tuple[s
             t.buffer = buf_map[t.buffer]
             t_map[t_idx] = len(sg.tensors)
             sg.tensors.append(t)
+        for t_idx, t in enumerate(psg.tensors):  # blockwise 4-bit weights name their scales' tensor
+            details = None if t.quantization is None else t.quantization.details
+            if t_idx not in p_in.values() and hasattr(details, "scales"):
+                details.scales = t_map[details.scales] if details.scales >= 0 else details.scales
+                details.zeroPoints = t_map[details.zeroPoints] if details.zeroPoints >= 0 else details.zeroPoints
         for name, idx in p_in.items():
             if name not in pool:  # a model input first read here (the embedder's image, by its last piece)
                 pool[name] = model_inputs[name] = t_map[idx]

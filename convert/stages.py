@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from videoseal_litert.convert.artifacts import machine_description, peak_rss_mb, read_json, write_json, write_text
+from videoseal_litert.convert.artifacts import machine_description, peak_rss_mb, read_json, release_memory, write_json, write_text
 from videoseal_litert.convert.console import say
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
@@ -37,8 +37,11 @@ def exclusive_stage(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def run(opts: RunOptions, *args: Any, **kwargs: Any) -> T:
-        with opts.model_dir.exclusive(fn.__name__):
-            return fn(opts, *args, **kwargs)
+        try:
+            with opts.model_dir.exclusive(fn.__name__):
+                return fn(opts, *args, **kwargs)
+        finally:
+            release_memory()
 
     return run
 

@@ -215,3 +215,44 @@ def test_converted_file_has_short_names_and_named_io(pipeline, tmp_path):
     assert len(set(names)) == len(names)
     sig = it.get_signature_runner()
     assert set(sig.get_input_details()) == {"image"} and set(sig.get_output_details()) == {"mask_logit", "bit_logits"}
+
+
+def test_join_keeps_blockwise_int4_scales(tmp_path):
+    """A blockwise 4-bit weight names its scales by tensor index (``BlockwiseQuantization.scales``):
+    the join must renumber it with the piece's tensors, or XNNPACK reads another tensor as the scales
+    (it crashed on ChunkySeal's joined int4 extractor). Two pieces of 64-wide linear layers, int4
+    (blockwise 32), joined: the same outputs as running the two piece files one after the other."""
+    import litert_torch
+    from torch import nn
+
+    from videoseal_litert.models.convnext import FAMILY
+    from videoseal_litert.quantize.recipes import build_quantizer
+
+    class Fc(nn.Module):
+        def __init__(self, a: str, b: str) -> None:
+            super().__init__()
+            self.a, self.b = a, b
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, **kw: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {self.b: torch.relu(self.fc(kw[self.a]))}
+
+    torch.manual_seed(0)
+    paths = []
+    for k, (a, b) in enumerate((("image", "x1"), ("x1", "bit_logits"))):
+        f = tmp_path / f"p{k}.tflite"
+        litert_torch.convert(Fc(a, b).eval(), sample_kwargs={a: torch.rand(1, 8, 64)}).export(str(f))
+        q = build_quantizer(str(f), "int4", FAMILY.quant).quantize(None, enable_progress_report=False)
+        (tmp_path / f"q{k}.tflite").write_bytes(q.quantized_model)
+        paths.append(tmp_path / f"q{k}.tflite")
+    joined = tmp_path / "joined.tflite"
+    join(paths, joined, ("image",), ("bit_logits",))
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    blockwise = [t for t in flatbuffer_utils.read_model(str(joined)).subgraphs[0].tensors if t.type == 17]
+    assert len(blockwise) == 2 and all(t.quantization.details.blockSize == 32 for t in blockwise)
+    x = np.random.default_rng(0).random((1, 8, 64), dtype=np.float32)
+    first, second = open_runner(paths[0]), open_runner(paths[1])
+    want = second({"x1": first({"image": x})["x1"]})["bit_logits"]
+    got = open_runner(joined)({"image": x})["bit_logits"]
+    assert np.array_equal(got, want)
