@@ -102,7 +102,7 @@ quantize: setup
 		$(if $(TARGET_AGREEMENT),--target-agreement $(TARGET_AGREEMENT)) $(if $(TARGET_WATERMARK_SNR),--target-watermark-snr $(TARGET_WATERMARK_SNR))
 
 # The card's embedder through the same stages: load, tflite, verify, quantize (PART=embedder), files
-# embedder-<variant>.tflite; EMBEDDER_VARIANTS=fp32,int8 to choose (ChunkySeal: fp32 only, over 2 GB).
+# embedder-<variant>.tflite; EMBEDDER_VARIANTS=fp32,int8 to choose (ChunkySeal: in pieces, docs/large-models.md).
 embedder: setup
 	$(CLI) embedder $(ARGS) $(if $(EMBEDDER_VARIANTS),--variants $(EMBEDDER_VARIANTS)) $(if $(CALIB),--calib $(CALIB)) \
 		$(if $(TARGET_WATERMARK_SNR),--target-watermark-snr $(TARGET_WATERMARK_SNR))

@@ -106,10 +106,11 @@ REGISTRY: tuple[ModelSpec, ...] = (
         description="ChunkySeal: ConvNeXt-Chunky extractor, 1024 bits",
         verify_images=4,
         calibration_images=16,
-        # INT8 and FP16 are the extractor's deliverables at this size; int8-full, int8-dynamic and the
-        # INT4 rows on request. The embedder (4.1 GB of float weights) is converted and quantized in
-        # pieces joined by named tensors (docs/large-models.md): FP16 and INT8 by default.
-        variants={EXTRACTOR: ("int8", "fp16"), EMBEDDER: ("fp16", "int8")},
+        # INT8, FP16 and INT4 (the file under 0.15x FP32 a phone can hold) are the extractor's
+        # deliverables at this size; int8-full, int8-dynamic and int4-mixed on request. The embedder
+        # (4.1 GB of float weights) is converted and quantized in pieces joined by named tensors
+        # (docs/large-models.md): FP16 and INT8 by default.
+        variants={EXTRACTOR: ("int8", "fp16", "int4"), EMBEDDER: ("fp16", "int8")},
     ),
     ModelSpec(
         name="videoseal_0.0",

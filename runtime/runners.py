@@ -52,21 +52,8 @@ class LiteRT(LiteRTRunner):
         return f"LiteRT {self.path.name}"
 
 
-# XNNPACK copies a file's float weights into its own packed layout, so a float file holds about twice
-# its size once opened (measured: ChunkySeal's 3.1 GB FP32 extractor 6.4 GB, its 4.1 GB FP32 embedder
-# 8.5 GB; on the builtin kernels 3.7 GB and about 4.3 GB, three times slower). Files over this size
-# (ChunkySeal's FP32 embedder, which no phone loads) run on LiteRT's builtin kernels, which read the
-# weights where they lie, so that checking them stays within an 8 GB machine; every report that times
-# or checks a file says which kernels ran it.
-BUILTIN_ABOVE_BYTES = 3_500_000_000
-
-
-def open_runner(path: str | Path, num_threads: int = 2, use_xnnpack: bool | None = None) -> LiteRT:
-    """The in-process LiteRT runner of ``path`` (XNNPACK unless the file is over
-    :data:`BUILTIN_ABOVE_BYTES`, or as ``use_xnnpack`` says), or ArtifactCorruptError naming the file
-    and what redoes it."""
-    if use_xnnpack is None:
-        use_xnnpack = not (Path(path).is_file() and Path(path).stat().st_size > BUILTIN_ABOVE_BYTES)
+def open_runner(path: str | Path, num_threads: int = 2, use_xnnpack: bool = True) -> LiteRT:
+    """The in-process LiteRT runner of ``path``, or ArtifactCorruptError naming the file and what redoes it."""
     try:
         return LiteRT(path, num_threads, use_xnnpack)
     except ModelFileError as e:
@@ -81,7 +68,7 @@ def kernels(runner: Runner) -> str:
     if d is None:
         return runner.label
     if not d.get("num_partitions"):
-        return "LiteRT builtin kernels (no XNNPACK: the file is over BUILTIN_ABOVE_BYTES, runtime/runners.py)"
+        return "LiteRT builtin kernels"
     return f"XNNPACK ({d['num_partitions']} partition(s), {d['num_not_delegated']} op(s) on builtin kernels)"
 
 
