@@ -79,8 +79,8 @@ def _costs(chain: UnitChain, sample: dict[str, torch.Tensor]) -> list[tuple[int,
 def plan(chain: UnitChain, max_bytes: int, max_act_bytes: int | None = None, sample: dict[str, torch.Tensor] | None = None) -> list[Piece]:
     """Greedy cut of ``chain`` into pieces of at most ``max_bytes`` float weights and ``max_act_bytes``
     estimated calibration intermediates (``sample``: the part's inputs as the file takes them, to
-    measure those). A unit
-    over a budget is a piece alone; a unit without weights joins the piece being filled."""
+    measure those). A unit over a budget is a piece alone; a unit without weights joins the piece
+    being filled."""
     costs = _costs(chain, sample) if max_act_bytes and sample is not None else [(u.weight_bytes(), 0) for u in chain.units]
     groups: list[list[Unit]] = [[]]
     w = a = 0
@@ -315,7 +315,7 @@ def float_pieces(opts, part, work: Path) -> tuple[list[Path], dict]:
     max_bytes = opts.max_part_bytes or part.piece_bytes
     loaded = part.load()
     chain = part.units(loaded)
-    sample = {k: v for k, v in part.sample_inputs().items()}
+    sample = part.sample_inputs()
     pieces = plan(chain, max_bytes, DEFAULT_PART_ACT_BYTES, sample)
     del loaded
     record = {

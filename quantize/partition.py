@@ -24,6 +24,8 @@ from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.split import float_pieces, hwm_mb, join, remove, scratch_dir
 from videoseal_litert.models.errors import CalibrationError
+from videoseal_litert.quantize.calibrate import calibration_mode, pin_input_ranges
+from videoseal_litert.quantize.recipes import build_quantizer, calibration_quantizer
 from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def calibrate_pieces(
         res = None
         for i in range(0, len(spilled), chunk):
             feed = {"serving_default": [{n: np.load(f[n]) for n in ins} for f in spilled[i : i + chunk]]}
-            res = q.calibrate(feed, previous_calibration_result=res, num_threads=threads, mode=_mode())
+            res = q.calibrate(feed, previous_calibration_result=res, num_threads=threads, mode=calibration_mode())
         cal.qsvs.append(res)
         del q
         gc.collect()
@@ -91,12 +93,6 @@ def calibrate_pieces(
     return cal
 
 
-def _mode():
-    from videoseal_litert.quantize.calibrate import calibration_mode
-
-    return calibration_mode()
-
-
 class PieceSource:
     """What the quantize stage quantizes from when the part is in pieces: the float piece files and
     their calibration. ``quantize`` writes a joined variant, ``op_errors`` the per-op error of one for
@@ -110,8 +106,6 @@ class PieceSource:
 
     def quantize(self, out: Path, name: str, keep_float: list[str]) -> None:
         """``out``: every piece quantized as ``name`` (ops in ``keep_float`` left float), joined."""
-        from videoseal_litert.quantize.recipes import build_quantizer
-
         qpaths = []
         for k, p in enumerate(progress(self.paths, desc=f"quantizing {name} piece by piece")):
             keep = [n.split("/", 1)[1] for n in keep_float if n.startswith(f"piece{k}/")]
@@ -124,7 +118,7 @@ class PieceSource:
             gc.collect()
         join(qpaths, out, self.part.contract.input_names, self.part.contract.output_names)
         self._quantized[out] = qpaths
-        self.record.setdefault("peak_rss_mb_after", {})[f"quantize_{name}"] = round(hwm_mb())
+        self.record["peak_rss_mb_after"][f"quantize_{name}"] = round(hwm_mb())
         log.info("  %s joined; peak RSS so far %.0f MB", name, hwm_mb())
 
     def feeds(self, inputs: list[dict[str, np.ndarray]]) -> list[list[dict[str, np.ndarray]]]:
@@ -159,8 +153,6 @@ def quantize_partitioned(opts, part, variants: tuple[str, ...], calib_dir: Path 
     """The part cut into float pieces and calibrated piece by piece (for the variants that need it),
     as a :class:`PieceSource`; the pieces are removed on exit. ``tally`` counts the calibration
     inputs (``used``) and names every rejected file."""
-    from videoseal_litert.quantize.calibrate import pin_input_ranges
-    from videoseal_litert.quantize.recipes import calibration_quantizer
     from videoseal_litert.runtime.variants import variant
 
     work = scratch_dir(opts.model_dir.path)
