@@ -23,14 +23,16 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package robustness train-tiny calibration-manifest lint clean
+.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate robustness train-tiny calibration-manifest lint clean
 
+# dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines).
+EXTRAS ?= dev,scale
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml calibration_data/pool.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setting up $(VENV) (pip's output: $(VENV)/pip.log)"
-	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q --no-compile -e '.[dev]' ) > $(VENV)/pip.log 2>&1 \
+	@( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q --no-compile -e '.[$(EXTRAS)]' ) > $(VENV)/pip.log 2>&1 \
 		|| { tail -n 30 $(VENV)/pip.log; echo "error: SetupError: pip failed; full log: $(VENV)/pip.log"; exit 2; }
 	@# Byte-compile once, on every core (pip does it on one): with PYTHONDONTWRITEBYTECODE set, as on this
 	@# project's machines, every process would otherwise recompile torch. transformers is never imported.
@@ -52,10 +54,23 @@ DEMO_ARGS = --out $(OUT) --threads $(THREADS) $(if $(IMAGES),--images $(IMAGES))
 demo: setup
 	$(CLI) demo $(DEMO_ARGS)
 
-# The demo's images after JPEG 80/50, resize 0.5, crop 0.5, brightness, blur: PyTorch, FP32, INT8,
-# INT8-dynamic side by side in $(OUT)/demo/robustness.{json,md,png}.
+# The official attack suite (videoseal get_validation_augs) over any images (IMAGES= a folder, a glob or
+# a text file of paths): embed with seeded messages, attack, decode with every variant; rows as Parquet
+# and the per-attack table and plot in $(OUT)/<model>/evaluate/. ATTACKS=quick|robustness|jpeg,crop_0.71,
+# VARIANTS=pytorch,fp32,int8,embedder-int8,<file>.tflite, ENGINE=ray (RAY_ADDRESS= a cluster) needs '.[scale]'.
+EVAL_MODEL ?= $(if $(filter command line,$(origin MODEL)),$(MODEL),tiny)
+EVAL_ARGS = --out $(OUT) --threads $(THREADS) --model $(EVAL_MODEL) $(if $(IMAGES),--images '$(IMAGES)') \
+	$(if $(ATTACKS),--attacks $(ATTACKS)) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CKPT),--ckpt $(CKPT)) \
+	$(if $(MESSAGES_PER_IMAGE),--messages-per-image $(MESSAGES_PER_IMAGE)) $(if $(SEED),--seed $(SEED)) \
+	$(if $(ENGINE),--engine $(ENGINE)) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) \
+	$(if $(EVAL_DIR),--eval-dir $(EVAL_DIR)) $(if $(call yes,$(RANDOM_INIT)),--random-init) $(if $(call yes,$(FORCE)),--force)
+evaluate: setup
+	$(CLI) evaluate $(EVAL_ARGS)
+
+# evaluate's preset: the demo pair's photos after JPEG 80/50, resize 0.5, crop 0.5, brightness 1.5 and
+# blur, decoded by PyTorch, FP32, INT8 and INT8-dynamic side by side.
 robustness: setup
-	$(CLI) robustness $(DEMO_ARGS)
+	$(CLI) robustness $(EVAL_ARGS)
 
 # Train the tiny pair on this machine's CPU (about 20 minutes on 2 cores; resumable: rerun to
 # continue). Writes $(TRAIN_DIR)/export/; `make demo CKPT=$(TRAIN_DIR)/export/checkpoint.safetensors` uses it.

@@ -19,13 +19,12 @@ tiny pair (registry model ``tiny``, ``models/tiny/checkpoint.safetensors``; ``--
 5. writes ``demo/demo.json`` and ``demo/demo.md`` and prints one summary table; exits non-zero
    when a gate is missed.
 
-``videoseal-litert robustness`` decodes the same images after JPEG 80/50, resize 0.5, centre crop 0.5,
-brightness 1.5 and blur with PyTorch, FP32, INT8 and INT8-dynamic: ``robustness.{json,md,png}``.
+``make robustness`` is a preset of ``videoseal-litert evaluate`` (``evaluate/``): the attacks it has
+always shown, on the same photos, decoded by PyTorch, FP32, INT8 and INT8-dynamic.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -35,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.calibration_data.images import Tally
@@ -438,113 +436,3 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {shown} | {g['gate']} | {'pass' if g['passed'] else 'FAIL'} |")
     lines += ["", "PASSED" if r["passed"] else "FAILED", ""]
     return "\n".join(lines)
-
-
-# ---- robustness ---------------------------------------------------------------------------------
-
-
-def jpeg_nhwc(x: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray((x * 255).round().astype(np.uint8)).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buf), dtype=np.float32) / 255.0
-
-
-def _torch_aug(fn):
-    def apply(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-        with torch.no_grad():
-            return to_8bit(fn(t))[0].transpose(1, 2, 0)
-
-    return apply
-
-
-def augmentations() -> dict[str, Any]:
-    """Each attack on one NHWC image (H, W, 3); results are 8-bit like a stored image."""
-    from videoseal_litert.demo.train_tiny import center_crop, gaussian_blur, resize
-
-    return {
-        "identity": lambda x: x,
-        "jpeg_80": lambda x: jpeg_nhwc(x, 80),
-        "jpeg_50": lambda x: jpeg_nhwc(x, 50),
-        "resize_0.5": _torch_aug(lambda t: resize(t, 0.5)),
-        "crop_0.5": _torch_aug(lambda t: center_crop(t, 0.5)),
-        "brightness_1.5": _torch_aug(lambda t: (t * 1.5).clamp(0, 1)),
-        "blur_sigma1": _torch_aug(lambda t: gaussian_blur(t, 1.0)),
-    }
-
-
-ROBUST_DECODERS = ("pytorch", "fp32", "int8", "int8-dynamic")
-
-
-def run_robustness(
-    out: Path,
-    images: Path | None = None,
-    ckpt: Path | None = None,
-    threads: int = 2,
-    model: str = DEMO_MODEL,
-    target_agreement: float = DEMO_TARGET_AGREEMENT,
-) -> dict[str, Any]:
-    """Bit accuracy under each attack for PyTorch, FP32, INT8 and INT8-dynamic (converts if needed)."""
-    opts = prepared(out, ckpt, threads, model, target_agreement)
-    md = opts.model_dir.path
-    pair = load_pair(opts)
-    tally = Tally()
-    wm = watermark_images(pair, images, tally=tally)
-    say_rejected(tally)
-    files = {v: md / f"{v}.tflite" for v in ROBUST_DECODERS[1:]}
-    rows = {}
-    for aug, fn in augmentations().items():
-        logits = decode(pair, files, np.stack([fn(x) for x in wm.marked]), threads)
-        rows[aug] = {k: float(np.mean((v[:, 1:] > 0) == wm.messages)) for k, v in logits.items()}
-        for k in ("int8", "int8-dynamic"):
-            rows[aug][f"{k}_minus_pytorch_pp"] = round(100 * (rows[aug][k] - rows[aug]["pytorch"]), 3)
-            rows[aug][f"{k}_agreement_with_pytorch"] = float(np.mean((logits[k][:, 1:] > 0) == (logits["pytorch"][:, 1:] > 0)))
-    report = {
-        "model_id": pair.spec.name,
-        "random_init": False,
-        "num_images": len(wm.names),
-        "nbits": int(wm.messages.shape[1]),
-        "bit_accuracy": rows,
-        "machine": machine_description(),
-    }
-    dd = out / "demo"
-    write_json(dd / "robustness.json", report)
-    lines = [
-        "| attack | PyTorch | FP32 | INT8 | INT8-dynamic | INT8 - PyTorch (pp) | INT8-dynamic - PyTorch (pp) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {a} | {r['pytorch']:.2%} | {r['fp32']:.2%} | {r['int8']:.2%} | {r['int8-dynamic']:.2%} "
-        f"| {r['int8_minus_pytorch_pp']:+.2f} | {r['int8-dynamic_minus_pytorch_pp']:+.2f} |"
-        for a, r in rows.items()
-    ]
-    head = f"# Robustness: bit accuracy against the true messages\n\n{len(wm.names)} watermarked held-out images, {report['nbits']} bits; {report['machine']}.\n\n"
-    write_text(dd / "robustness.md", head + "\n".join(lines) + "\n")
-    _plot(rows, dd / "robustness.png")
-    say("\n".join(lines))
-    return report
-
-
-def _plot(rows: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from videoseal_litert.convert.artifacts import atomic_path
-
-    augs = list(rows)
-    xs = np.arange(len(augs))
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    w = 0.2
-    for i, k in enumerate(ROBUST_DECODERS):
-        ax.bar(xs + (i - 1.5) * w, [rows[a][k] for a in augs], w, label=k)
-    ax.set_xticks(xs, augs, rotation=20)
-    ax.set_ylabel("bit accuracy")
-    ax.set_ylim(0.4, 1.0)
-    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
-    ax.legend(ncol=4, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

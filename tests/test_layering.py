@@ -1,6 +1,6 @@
 """One-way layering of the project's folders: each imports only the layers below it, none imports a private name of another.
 
-models <- calibration_data <- runtime <- convert <- quantize <- package <- demo <- the command line
+models <- calibration_data <- runtime <- convert <- quantize <- package <- demo <- evaluate <- the command line
 (``videoseal_litert/``). Read from the source (every ``import videoseal_litert.<folder>``, at any
 indentation), so a lazy import inside a function counts too.
 """
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("models", "calibration_data", "runtime", "convert", "quantize", "package", "demo", "videoseal_litert")
+LAYERS = ("models", "calibration_data", "runtime", "convert", "quantize", "package", "demo", "evaluate", "videoseal_litert")
 IMPORT = re.compile(r"^\s*(?:from|import)\s+videoseal_litert\.(\w+)(?:\.(\w+))?(?:\s+import\s+\(?([^\n]*))?", re.M)
 
 

@@ -132,6 +132,39 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-agreement", type=float, default=1.0, help="the INT8 extractor's accuracy control target (0: off, to compare)")
 
 
+ROBUSTNESS_VARIANTS = "pytorch,fp32,int8,int8-dynamic"
+
+
+def _evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
+    p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: the model's)")
+    p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
+    p.add_argument(
+        "--images",
+        default=None,
+        help="a folder, a glob ('photos/*.jpg') or a text file of paths (default: the photo pool's evaluation split)",
+    )
+    p.add_argument(
+        "--attacks",
+        default=None,
+        help="official (default: the official image suite), quick, robustness, or a comma list (jpeg, jpeg_40, resize_0.5)",
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="pytorch (both parts), extractor variants, embedder-<variant>, .tflite paths (default pytorch,fp32,int8)",
+    )
+    p.add_argument("--messages-per-image", type=int, default=1, help="seeded random messages per image")
+    p.add_argument("--seed", type=int, default=0, help="seed of the messages and the attacks' random draws")
+    p.add_argument("--engine", default="local", help="local (in-process, default) or ray")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default RAY_ADDRESS, else a local one)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="ray: actors per pool at most (default: the cluster's CPUs / (pools x threads))"
+    )
+    p.add_argument("--eval-dir", type=Path, default=None, help="where rows and summary go (default OUT/<model>/evaluate)")
+    p.add_argument("--force", action="store_true", help="start the evaluation folder afresh (default: resume)")
+
+
 def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=8000, help="total steps (a resumed run continues to this)")
     p.add_argument("--batch", type=int, default=32, help="watermarked images per step (plus a quarter as many unwatermarked)")
@@ -227,7 +260,13 @@ COMMANDS: dict[str, Spec] = {
     "summary": ("one table of a part's files and their verification", [COMMON, MODEL], _summary, "summary"),
     "package": ("deployment bundle of both parts with golden vectors (make package)", [COMMON, MODEL, VAR_P], _package, "package"),
     "demo": ("embed, convert, quantize and decode with the tiny pair (make demo)", [COMMON], _demo, "demo"),
-    "robustness": ("the demo's images after common edits, every decoder", [COMMON], _demo, "robustness"),
+    "evaluate": (
+        "the official attack suite over any images: rows, per-attack table and plot (make evaluate)",
+        [COMMON],
+        _evaluate,
+        "evaluate",
+    ),
+    "robustness": ("evaluate's preset: the common edits, PyTorch, FP32, INT8 and INT8-dynamic", [COMMON], _evaluate, "evaluate"),
     "train-tiny": ("train the default tiny pair on this CPU", [COMMON], _train, "train_tiny"),
     "train-fixture": ("train the released-size fixture extractor (VideoSeal 1.0 size) on this CPU", [COMMON], _fixture, "train_fixture"),
     "bench-scale": ("every stage at full size, wall time and peak RSS", [COMMON], _scale, "bench_scale"),
@@ -439,17 +478,40 @@ def cmd_package(a: argparse.Namespace) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    from videoseal_litert.demo.watermark import run_demo, run_robustness
+    from videoseal_litert.demo.watermark import run_demo
 
-    fn = run_demo if a.command == "demo" else run_robustness
     _logged(
-        a.out / "demo" / "logs" / f"{'watermark' if a.command == 'demo' else 'robustness'}.log",
-        lambda _: fn(a.out, a.images, a.ckpt, a.threads, a.model, a.target_agreement),
+        a.out / "demo" / "logs" / "watermark.log",
+        lambda _: run_demo(a.out, a.images, a.ckpt, a.threads, a.model, a.target_agreement),
     )
 
 
-def cmd_robustness(a: argparse.Namespace) -> None:
-    cmd_demo(a)
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from videoseal_litert.evaluate.run import run_evaluate
+
+    if a.command == "robustness":  # the preset: the attacks `make robustness` has always shown
+        a.attacks, a.variants = a.attacks or "robustness", a.variants or ROBUSTNESS_VARIANTS
+    _logged(
+        a.out / a.model / "logs" / f"{a.command}.log",
+        lambda _: run_evaluate(
+            a.model,
+            a.out,
+            images=a.images,
+            attacks=a.attacks,
+            variants=a.variants,
+            messages_per_image=a.messages_per_image,
+            seed=a.seed,
+            engine=a.engine,
+            ray_address=a.ray_address,
+            workers=a.workers,
+            ckpt=a.ckpt,
+            random_init=a.random_init,
+            threads=a.threads,
+            eval_dir=a.eval_dir,
+            force=a.force,
+            kill_once=os.environ.get("VIDEOSEAL_EVAL_KILL_ONCE") or None,
+        ),
+    )
 
 
 def cmd_train_tiny(a: argparse.Namespace) -> None:

@@ -1,0 +1,1 @@
+"""Evaluation at any scale: the official attack suite over any image collection, in-process or on Ray."""

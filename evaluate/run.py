@@ -1,0 +1,200 @@
+"""``videoseal-litert evaluate`` (``make evaluate``): the official attack suite over any image collection.
+
+Chooses the files, converts what is missing (the pipeline's own stages, skipped when current), lists
+the images, runs an engine (``engines.py``), and writes the summary (``summary.py``) beside the rows::
+
+    <out>/<model>/evaluate/            (or --eval-dir)
+        run.json                       what determines the rows, the engine's timing, the machine
+        rows/*.parquet                 one row per image x message x embedder x attack x variant
+        summary.json, summary.md, summary.png
+
+A second run with the same settings resumes (images whose rows are there are skipped); other
+settings in the same folder are a named error unless ``--force`` (which starts the folder afresh).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
+from videoseal_litert.convert.console import progress, say
+from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+from videoseal_litert.evaluate import engines, summary
+from videoseal_litert.evaluate.attacks import resolve_attacks
+from videoseal_litert.evaluate.core import PYTORCH, EvalConfig, label
+from videoseal_litert.models.errors import UsageError
+from videoseal_litert.models.registry import resolve
+from videoseal_litert.runtime.variants import names as variant_names
+
+DEFAULT_VARIANTS = "pytorch,fp32,int8"
+MESSAGES_PER_IMAGE = 1
+SEED = 0
+
+
+def choose(opts: RunOptions, spec: str | None) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, tuple[str, str]]]:
+    """(embedders, decoders, registry files to make) from ``pytorch,fp32,int8,embedder-int8,path.tflite``:
+    ``pytorch`` is the PyTorch embedder and extractor, ``embedder-<v>`` and ``<v>`` the model's files,
+    a path a file of your own (an ``embedder*.tflite`` name embeds). No embedder named: PyTorch's."""
+    md = opts.model_dir.path
+    emb: list[str] = []
+    dec: list[str] = []
+    make: dict[str, tuple[str, str]] = {}
+    for tok in (t.strip() for t in (spec or DEFAULT_VARIANTS).split(",")):
+        if not tok:
+            continue
+        if tok == PYTORCH:
+            emb.append(PYTORCH)
+            dec.append(PYTORCH)
+        elif tok.endswith(".tflite"):
+            p = Path(tok)
+            if not p.is_file():
+                raise UsageError(f"variant file not found: {tok}")
+            (emb if p.name.startswith("embedder") else dec).append(str(p.resolve()))
+        elif tok.startswith("embedder-") and tok.removeprefix("embedder-") in variant_names("embedder"):
+            emb.append(str(md / tok) + ".tflite")
+            make[emb[-1]] = ("embedder", tok.removeprefix("embedder-"))
+        elif tok in variant_names("extractor"):
+            dec.append(str(md / tok) + ".tflite")
+            make[dec[-1]] = ("extractor", tok)
+        else:
+            raise UsageError(
+                f"unknown variant {tok!r}: pytorch, an extractor variant ({', '.join(variant_names('extractor'))}), "
+                f"embedder-<variant> ({', '.join(variant_names('embedder'))}) or a .tflite path"
+            )
+    if not dec:
+        raise UsageError("no extractor to decode with: name pytorch, an extractor variant or an extractor .tflite")
+    for what, xs in (("embedder", emb), ("extractor", dec)):
+        labels = [label(x) for x in xs]
+        if len(set(labels)) != len(labels):
+            raise UsageError(f"two {what} variants with the same name: {', '.join(labels)}")
+    return tuple(dict.fromkeys(emb or [PYTORCH])), tuple(dict.fromkeys(dec)), make
+
+
+def prepare(opts: RunOptions, make: dict[str, tuple[str, str]]) -> None:
+    """Write the model's files the run names and does not find, with the pipeline's stages (skipped when current)."""
+    from videoseal_litert.convert.stages import stage_load, stage_tflite, stage_verify
+    from videoseal_litert.quantize.stage import stage_quantize
+
+    wanted: dict[str, list[str]] = {}
+    for path, (part, v) in make.items():
+        if not Path(path).is_file():
+            wanted.setdefault(part, []).append(v)
+    for part_name, vs in wanted.items():
+        part = EmbedderPart(opts) if part_name == "embedder" else ExtractorPart(opts)
+        say(f"evaluate: writing the {part_name}'s {', '.join(vs)} file(s) first (the pipeline's stages)")
+        stage_load(opts, part)
+        stage_tflite(opts, part)
+        stage_verify(opts, part, "fp32")
+        q = tuple(v for v in vs if v != "fp32")
+        if q:
+            stage_quantize(opts, part, variants=q)
+
+
+def run_evaluate(
+    model: str,
+    out: Path,
+    images: str | None = None,
+    attacks: str | None = None,
+    variants: str | None = None,
+    messages_per_image: int = MESSAGES_PER_IMAGE,
+    seed: int = SEED,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    ckpt: Path | None = None,
+    random_init: bool = False,
+    threads: int = 2,
+    eval_dir: Path | None = None,
+    force: bool = False,
+    kill_once: str | None = None,
+) -> dict[str, Any]:
+    t0 = time.time()
+    if engine not in engines.ENGINES:
+        raise UsageError(f"unknown engine {engine!r}: {', '.join(engines.ENGINES)}")
+    if engine == "ray":
+        engines.import_ray()  # the named error before any work
+    if messages_per_image < 1:
+        raise UsageError(f"--messages-per-image {messages_per_image}: at least 1")
+    attack_list = resolve_attacks(attacks)
+    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, threads=threads)
+    emb, dec, make = choose(opts, variants)
+    if images:
+        paths = engines.list_inputs(images)
+    else:
+        from videoseal_litert.calibration_data.pool import split_paths
+
+        paths = [str(p) for p in split_paths("evaluation")]
+    prepare(opts, make)
+    cfg = EvalConfig(
+        model=model,
+        out=str(out),
+        ckpt=str(ckpt) if ckpt else None,
+        random_init=random_init,
+        attacks=attacks or "official",
+        embedders=emb,
+        decoders=dec,
+        messages_per_image=messages_per_image,
+        seed=seed,
+        threads=threads,
+        kill_once=kill_once,
+    )
+    ed = eval_dir or (opts.model_dir.path / "evaluate")
+    rows_dir = ed / "rows"
+    record = json.loads(
+        json.dumps({**cfg.record(), "images": str(images or "the photo pool's evaluation split"), "num_images": len(paths)})
+    )
+    run_file = ed / "run.json"
+    if force and ed.exists():
+        shutil.rmtree(ed)
+    if run_file.is_file():
+        old = read_json(run_file)
+        if {k: old.get(k) for k in record} != record:
+            diff = ", ".join(k for k in record if old.get(k) != record[k])
+            raise UsageError(f"{ed} holds rows of other settings ({diff}); FORCE=1 (--force) starts it afresh, or choose --eval-dir")
+    write_json(run_file, {**record, "random_weights": random_init})
+    say(
+        f"evaluate: {len(paths)} image(s) x {messages_per_image} message(s) x {len(emb)} embedder(s) x {len(attack_list)} attack(s) "
+        f"x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {engine}" + (" (RANDOM weights)" if random_init else "")
+    )
+    if engine == "local":
+        timing = engines.run_local(cfg, paths, rows_dir, progress)
+    else:
+        timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers)
+    table = engines.read_rows(rows_dir)
+    s = summary.summarize(table, [label(d) for d in dec])
+    s.update(
+        {
+            "model": model,
+            "random_weights": random_init,
+            "engine": engine,
+            "timing": timing,
+            "attacks": [a.name for a in attack_list],
+            "machine": machine_description(),
+            "wall_s": round(time.time() - t0, 1),
+        }
+    )
+    write_json(ed / "run.json", {**record, "random_weights": random_init, "timing": timing, "machine": s["machine"]})
+    head = (
+        f"# Evaluation: {model}{' (RANDOM weights)' if random_init else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
+        f"Images: {record['images']}; {messages_per_image} seeded message(s) per image (seed {seed}); embedders: "
+        f"{', '.join(label(e) for e in emb)}; decoders: {', '.join(label(d) for d in dec)}; engine {engine}; {s['machine']}. "
+        f"{s['rows']} rows in {rows_dir}."
+    )
+    write_json(ed / "summary.json", s)
+    write_text(ed / "summary.md", summary.render(s, head))
+    summary.plot(s, ed / "summary.png")
+    say(summary.family_table(s))
+    if s["errors"]:
+        say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
+    ips = timing.get("images_per_s")
+    say(
+        f"evaluate: {timing['images']} image(s) in {timing['wall_s']:.0f} s"
+        + (f" ({ips:.3f} images/s)" if ips else "")
+        + f"; report: {ed / 'summary.md'}"
+    )
+    return s
