@@ -23,7 +23,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate robustness train-tiny calibration-manifest lint clean
+.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines).
 EXTRAS ?= dev,scale
@@ -59,13 +59,18 @@ demo: setup
 # and the per-attack table and plot in $(OUT)/<model>/evaluate/. ATTACKS=quick|robustness|jpeg,crop_0.71,
 # VARIANTS=pytorch,fp32,int8,embedder-int8,<file>.tflite, ENGINE=ray (RAY_ADDRESS= a cluster) needs '.[scale]'.
 EVAL_MODEL ?= $(if $(filter command line,$(origin MODEL)),$(MODEL),tiny)
-EVAL_ARGS = --out $(OUT) --threads $(THREADS) --model $(EVAL_MODEL) $(if $(IMAGES),--images '$(IMAGES)') \
+EVAL_COMMON = --out $(OUT) --threads $(THREADS) --model $(EVAL_MODEL) $(if $(IMAGES),--images '$(IMAGES)') \
 	$(if $(ATTACKS),--attacks $(ATTACKS)) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CKPT),--ckpt $(CKPT)) \
 	$(if $(MESSAGES_PER_IMAGE),--messages-per-image $(MESSAGES_PER_IMAGE)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(ENGINE),--engine $(ENGINE)) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(EVAL_DIR),--eval-dir $(EVAL_DIR)) $(if $(call yes,$(RANDOM_INIT)),--random-init) $(if $(call yes,$(FORCE)),--force)
+	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(call yes,$(RANDOM_INIT)),--random-init)
+EVAL_ARGS = $(EVAL_COMMON) $(if $(ENGINE),--engine $(ENGINE)) $(if $(EVAL_DIR),--eval-dir $(EVAL_DIR)) $(if $(call yes,$(FORCE)),--force)
 evaluate: setup
 	$(CLI) evaluate $(EVAL_ARGS)
+
+# Both engines on the same images, one after the other (rows must be identical): images/s measured on
+# this machine and a cluster projected, $(OUT)/<model>/evaluate-scale/scale.{json,md} (docs/scale.md).
+evaluate-scale: setup
+	$(CLI) evaluate-scale $(EVAL_COMMON)
 
 # evaluate's preset: the demo pair's photos after JPEG 80/50, resize 0.5, crop 0.5, brightness 1.5 and
 # blur, decoded by PyTorch, FP32, INT8 and INT8-dynamic side by side.

@@ -266,6 +266,7 @@ COMMANDS: dict[str, Spec] = {
         _evaluate,
         "evaluate",
     ),
+    "evaluate-scale": ("evaluate on both engines: images/s measured here, a cluster projected", [COMMON], _evaluate, "evaluate_scale"),
     "robustness": ("evaluate's preset: the common edits, PyTorch, FP32, INT8 and INT8-dynamic", [COMMON], _evaluate, "evaluate"),
     "train-tiny": ("train the default tiny pair on this CPU", [COMMON], _train, "train_tiny"),
     "train-fixture": ("train the released-size fixture extractor (VideoSeal 1.0 size) on this CPU", [COMMON], _fixture, "train_fixture"),
@@ -510,6 +511,28 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
             eval_dir=a.eval_dir,
             force=a.force,
             kill_once=os.environ.get("VIDEOSEAL_EVAL_KILL_ONCE") or None,
+        ),
+    )
+
+
+def cmd_evaluate_scale(a: argparse.Namespace) -> None:
+    from videoseal_litert.evaluate.scale import run_scale
+
+    _logged(
+        a.out / a.model / "logs" / "evaluate-scale.log",
+        lambda _: run_scale(
+            a.model,
+            a.out,
+            a.images,
+            a.attacks,
+            a.variants,
+            a.threads,
+            messages_per_image=a.messages_per_image,
+            seed=a.seed,
+            ckpt=a.ckpt,
+            random_init=a.random_init,
+            workers=a.workers,
+            ray_address=a.ray_address,
         ),
     )
 
