@@ -492,6 +492,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     if a.command == "robustness":  # the preset: the attacks `make robustness` has always shown
         a.attacks, a.variants = a.attacks or "robustness", a.variants or ROBUSTNESS_VARIANTS
+        a.eval_dir = a.eval_dir or a.out / a.model / "robustness"
     _logged(
         a.out / a.model / "logs" / f"{a.command}.log",
         lambda _: run_evaluate(
