@@ -19,9 +19,11 @@ seed give identical tables from either engine.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ import numpy as np
 
 from videoseal_litert.calibration_data.images import IMAGE_SUFFIXES
 from videoseal_litert.convert.artifacts import atomic_path
+from videoseal_litert.convert.console import PLAIN_EVERY_S, err_stream
 from videoseal_litert.evaluate.core import PYTORCH, SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, to_rows
 from videoseal_litert.models.errors import ImageError, UsageError
 
@@ -194,7 +197,37 @@ def start_ray(address: str | None, cpus: int) -> tuple[Any, bool]:
 RETRY = {"max_restarts": -1, "max_task_retries": -1}
 
 
-def run_ray(cfg: EvalConfig, paths: list[str], rows_dir: Path, address: str | None, workers: int | None) -> dict[str, Any]:
+@contextlib.contextmanager
+def _watch(rows_dir: Path, before: set[str], expected: int) -> Iterator[None]:
+    """Our progress while Ray Data writes (its own bars are off): rows in the new files every PLAIN_EVERY_S seconds."""
+    import pyarrow.parquet as pq
+
+    stop, t0 = threading.Event(), time.time()
+
+    def count() -> int:
+        n = 0
+        for f in rows_dir.glob("*.parquet"):
+            if f.name not in before:
+                with contextlib.suppress(Exception):  # a file Ray is still writing
+                    n += pq.ParquetFile(f).metadata.num_rows
+        return n
+
+    def loop() -> None:
+        while not stop.wait(PLAIN_EVERY_S):
+            print(f"  evaluate (ray): {count()} of about {expected} rows written ({time.time() - t0:.0f} s)", file=err_stream(), flush=True)
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join()
+
+
+def run_ray(
+    cfg: EvalConfig, paths: list[str], rows_dir: Path, address: str | None, workers: int | None, expected_rows: int = 0
+) -> dict[str, Any]:
     """The same functions on Ray Data: one actor pool per stage, rows by Ray Data's Parquet writer."""
     rows_dir.mkdir(parents=True, exist_ok=True)
     done = done_images(rows_dir)
@@ -224,7 +257,9 @@ def run_ray(cfg: EvalConfig, paths: list[str], rows_dir: Path, address: str | No
                 **RETRY,
             )
         ds = ds.map_batches(to_rows, fn_kwargs={"variants": cfg.decoders}, batch_size=None, batch_format="numpy", num_cpus=0.25)
-        ds.write_parquet(str(rows_dir))
+        before = {f.name for f in rows_dir.glob("*.parquet")}
+        with _watch(rows_dir, before, expected_rows):
+            ds.write_parquet(str(rows_dir))
         wall = time.time() - t0
         import pyarrow.parquet as pq
 

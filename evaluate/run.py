@@ -164,7 +164,8 @@ def run_evaluate(
     if engine == "local":
         timing = engines.run_local(cfg, paths, rows_dir, progress)
     else:
-        timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers)
+        per_image = messages_per_image * len(emb) * len(attack_list) * len(dec)
+        timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers, expected_rows=len(paths) * per_image)
     table = engines.read_rows(rows_dir)
     s = summary.summarize(table, [label(d) for d in dec])
     s.update(
