@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO, TypeVar
 
@@ -152,9 +152,10 @@ def show_tail(log_path: Path, n: int = TAIL_LINES) -> None:
 
 
 @contextlib.contextmanager
-def working(desc: str) -> Iterator[None]:
-    """For one long call with no count to show (a conversion, one quantizer call): elapsed time,
-    as a bar on a terminal or a plain line every PLAIN_EVERY_S seconds otherwise."""
+def working(desc: str, detail: Callable[[], str] | None = None) -> Iterator[None]:
+    """For one long call with no count to show (a conversion, one quantizer call): elapsed time (and
+    ``detail()``, e.g. rows written so far), as a bar on a terminal or a plain line every PLAIN_EVERY_S
+    seconds otherwise."""
     import threading
 
     stream, t0, done = err_stream(), time.time(), threading.Event()
@@ -162,10 +163,11 @@ def working(desc: str) -> Iterator[None]:
 
     def tick() -> None:
         while not done.wait(1.0 if tty else PLAIN_EVERY_S):
+            more = f", {detail()}" if detail else ""
             if tty:
-                print(f"\r  {desc}: {time.time() - t0:.0f} s", end="", file=stream, flush=True)
+                print(f"\r  {desc}: {time.time() - t0:.0f} s{more}", end="", file=stream, flush=True)
             else:
-                print(f"  {desc}: {time.time() - t0:.0f} s so far", file=stream, flush=True)
+                print(f"  {desc}: {time.time() - t0:.0f} s so far{more}", file=stream, flush=True)
 
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()

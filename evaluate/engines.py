@@ -23,7 +23,6 @@ import contextlib
 import glob
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from videoseal_litert.calibration_data.images import IMAGE_SUFFIXES
 from videoseal_litert.convert.artifacts import atomic_path
-from videoseal_litert.convert.console import PLAIN_EVERY_S, err_stream
+from videoseal_litert.convert.console import working
 from videoseal_litert.evaluate.core import PYTORCH, SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, to_rows
 from videoseal_litert.models.errors import ImageError, UsageError
 
@@ -197,32 +196,19 @@ def start_ray(address: str | None, cpus: int) -> tuple[Any, bool]:
 RETRY = {"max_restarts": -1, "max_task_retries": -1}
 
 
-@contextlib.contextmanager
-def _watch(rows_dir: Path, before: set[str], expected: int) -> Iterator[None]:
-    """Our progress while Ray Data writes (its own bars are off): rows in the new files every PLAIN_EVERY_S seconds."""
+def _rows_written(rows_dir: Path, before: set[str], expected: int) -> Callable[[], str]:
+    """How many rows Ray Data has written to new files so far (for ``working``'s progress line)."""
     import pyarrow.parquet as pq
 
-    stop, t0 = threading.Event(), time.time()
-
-    def count() -> int:
+    def count() -> str:
         n = 0
         for f in rows_dir.glob("*.parquet"):
             if f.name not in before:
                 with contextlib.suppress(Exception):  # a file Ray is still writing
                     n += pq.ParquetFile(f).metadata.num_rows
-        return n
+        return f"{n} of about {expected} rows written"
 
-    def loop() -> None:
-        while not stop.wait(PLAIN_EVERY_S):
-            print(f"  evaluate (ray): {count()} of about {expected} rows written ({time.time() - t0:.0f} s)", file=err_stream(), flush=True)
-
-    th = threading.Thread(target=loop, daemon=True)
-    th.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        th.join()
+    return count
 
 
 def run_ray(
@@ -258,7 +244,7 @@ def run_ray(
             )
         ds = ds.map_batches(to_rows, fn_kwargs={"variants": cfg.decoders}, batch_size=None, batch_format="numpy", num_cpus=0.25)
         before = {f.name for f in rows_dir.glob("*.parquet")}
-        with _watch(rows_dir, before, expected_rows):
+        with working("evaluate (ray)", _rows_written(rows_dir, before, expected_rows)):
             ds.write_parquet(str(rows_dir))
         wall = time.time() - t0
         import pyarrow.parquet as pq

@@ -493,49 +493,23 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if a.command == "robustness":  # the preset: the attacks `make robustness` has always shown
         a.attacks, a.variants = a.attacks or "robustness", a.variants or ROBUSTNESS_VARIANTS
         a.eval_dir = a.eval_dir or a.out / a.model / "robustness"
+    kw = _evaluate_kwargs(a)
     _logged(
         a.out / a.model / "logs" / f"{a.command}.log",
-        lambda _: run_evaluate(
-            a.model,
-            a.out,
-            images=a.images,
-            attacks=a.attacks,
-            variants=a.variants,
-            messages_per_image=a.messages_per_image,
-            seed=a.seed,
-            engine=a.engine,
-            ray_address=a.ray_address,
-            workers=a.workers,
-            ckpt=a.ckpt,
-            random_init=a.random_init,
-            threads=a.threads,
-            eval_dir=a.eval_dir,
-            force=a.force,
-            kill_once=os.environ.get("VIDEOSEAL_EVAL_KILL_ONCE") or None,
-        ),
+        lambda _: run_evaluate(a.model, a.out, engine=a.engine, eval_dir=a.eval_dir, force=a.force, **kw),
     )
+
+
+def _evaluate_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    """The options evaluate and evaluate-scale share (VIDEOSEAL_EVAL_KILL_ONCE: the fault tests' hook)."""
+    keys = ("images", "attacks", "variants", "messages_per_image", "seed", "ray_address", "workers", "ckpt", "random_init", "threads")
+    return {k: getattr(a, k) for k in keys} | {"kill_once": os.environ.get("VIDEOSEAL_EVAL_KILL_ONCE") or None}
 
 
 def cmd_evaluate_scale(a: argparse.Namespace) -> None:
     from videoseal_litert.evaluate.scale import run_scale
 
-    _logged(
-        a.out / a.model / "logs" / "evaluate-scale.log",
-        lambda _: run_scale(
-            a.model,
-            a.out,
-            a.images,
-            a.attacks,
-            a.variants,
-            a.threads,
-            messages_per_image=a.messages_per_image,
-            seed=a.seed,
-            ckpt=a.ckpt,
-            random_init=a.random_init,
-            workers=a.workers,
-            ray_address=a.ray_address,
-        ),
-    )
+    _logged(a.out / a.model / "logs" / "evaluate-scale.log", lambda _: run_scale(a.model, a.out, **_evaluate_kwargs(a)))
 
 
 def cmd_train_tiny(a: argparse.Namespace) -> None:
