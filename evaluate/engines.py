@@ -14,7 +14,7 @@ seed give identical tables from either engine.
   threads), and Ray Data's Parquet writer writes the rows. Actors are restarted and their tasks
   retried when a worker dies (``max_restarts``/``max_task_retries``), so the rows of every image
   come out exactly once. ``RAY_ADDRESS`` (or ``--ray-address``) joins an existing cluster; otherwise a
-  local one is started. Ray's own logging goes to the log file, not the terminal.
+  local one is started. Ray's own logging, its workers' included (``log_to_driver``), goes to the log file.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def start_ray(address: str | None, cpus: int) -> tuple[Any, bool]:
     if ray.is_initialized():
         return ray, False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    kw: dict[str, Any] = {"log_to_driver": True, "logging_level": logging.WARNING, "include_dashboard": False}
     if address:
         ray.init(address=address, **kw)
     else:
