@@ -259,9 +259,18 @@ def test_interrupted_local_run_resumes_without_duplicates(setup_eval, local_run,
     s = _evaluate(setup_eval, "resumed")
     assert s["timing"]["resumed_past"] == len(set(partial.column("image_index").to_pylist()))
     _same(_rows(setup_eval, "resumed"), _rows(setup_eval, "local"))
-    # Other settings in the same folder are refused, not mixed in.
+    # Other settings in the same folder are refused, not mixed in: another seed, or another file under the same name.
     with pytest.raises(UsageError, match="other settings"):
         _evaluate(setup_eval, "resumed", seed=1)
+    # ... or the same settings over other bytes: the record holds each file's sha256 (a re-quantized
+    # int8.tflite under the same name); here the record is made to say fp32.tflite had other bytes.
+    run_json = setup_eval[0] / "resumed" / "run.json"
+    rec = json.loads(run_json.read_text())
+    assert len(rec["sha256"]["fp32"]) == 64
+    rec["sha256"]["fp32"] = "0" * 64
+    run_json.write_text(json.dumps(rec))
+    with pytest.raises(UsageError, match=r"other settings \(sha256\)"):
+        _evaluate(setup_eval, "resumed")
 
 
 @pytest.mark.slow
