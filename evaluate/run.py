@@ -22,6 +22,7 @@ from typing import Any
 
 from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
 from videoseal_litert.convert.console import progress, say
+from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.evaluate import engines, summary
@@ -145,9 +146,12 @@ def run_evaluate(
     )
     ed = eval_dir or (opts.model_dir.path / "evaluate")
     rows_dir = ed / "rows"
-    record = json.loads(
-        json.dumps({**cfg.record(), "images": str(images or "the photo pool's evaluation split"), "num_images": len(paths)})
-    )
+    # What the rows depend on beyond the options: the bytes of every file and of the checkpoint (a
+    # re-quantized int8.tflite under the same name must not resume into the old rows).
+    files = {label(f): sha256_file(f) for f in (*emb, *dec) if f != PYTORCH}
+    files["checkpoint"] = opts.inputs()["checkpoint_sha256"] if PYTORCH in (*emb, *dec) else None
+    record = {**cfg.record(), "images": str(images or "the photo pool's evaluation split"), "num_images": len(paths), "sha256": files}
+    record = json.loads(json.dumps(record))  # as run.json holds it (tuples as lists)
     run_file = ed / "run.json"
     if force and ed.exists():
         shutil.rmtree(ed)
