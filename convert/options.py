@@ -17,7 +17,7 @@ from typing import Any
 from videoseal_litert.convert.artifacts import ModelDir, tool_versions
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.models.registry import ModelSpec
-from videoseal_litert.runtime.runners import Opener, open_runner
+from videoseal_litert.runtime.runners import Opener, open_file
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS_ENV = "VIDEOSEAL_THREADS"
@@ -61,7 +61,7 @@ class RunOptions:
     # to exercise the large-model path on a mini.
     max_part_bytes: int | None = None
     # How files are run for verification, calibration checks and the benchmark (the runner seam).
-    opener: Opener = open_runner
+    opener: Opener = open_file
 
     @functools.cached_property
     def model_dir(self) -> ModelDir:

@@ -39,7 +39,7 @@ from videoseal_litert.evaluate.attacks import Attack, resolve_attacks
 from videoseal_litert.models.errors import ImageError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.runtime.route import embed
-from videoseal_litert.runtime.runners import Runner, open_runner
+from videoseal_litert.runtime.runners import Runner, open_file
 
 PYTORCH = "pytorch"
 Batch = dict[str, np.ndarray]
@@ -144,7 +144,7 @@ class Marker:
         self.nbits = part.nbits
         self.embedders: dict[str, Runner] = {}
         for e in cfg.embedders:
-            self.embedders[label(e)] = part.torch_runner(part.load()) if e == PYTORCH else open_runner(e, cfg.threads)
+            self.embedders[label(e)] = part.torch_runner(part.load()) if e == PYTORCH else open_file(e, cfg.threads)
         self.attacks: list[Attack] = resolve_attacks(cfg.attacks)
 
     def __call__(self, batch: Batch) -> Batch:
@@ -231,7 +231,7 @@ class Decoder:
             part = ExtractorPart(cfg.options())
             self.runner: Runner = part.torch_runner(part.load())
         else:
-            self.runner = open_runner(variant, cfg.threads)
+            self.runner = open_file(variant, cfg.threads)
 
     def __call__(self, batch: Batch) -> Batch:
         if self.cfg.kill_once:

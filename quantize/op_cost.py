@@ -41,7 +41,7 @@ from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.control import task_metric
 from videoseal_litert.quantize.stage import quantize_to
-from videoseal_litert.runtime.runners import run_all
+from videoseal_litert.runtime.runners import open_runner, run_all
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,13 @@ def without(named: nn.Module, names: list[str]) -> nn.Module:
     return m
 
 
-def candidate_ops(fp32: Path, policy: QuantPolicy, opener: Any) -> list[str]:
-    """Compute op types of the float graph that the policy's static ops leave float, most frequent first."""
+def candidate_ops(fp32: Path, policy: QuantPolicy, opener: Any = None) -> list[str]:
+    """Compute op types of the float graph that the policy's static ops leave float, most frequent first
+    (the op list needs the Interpreter runner's op details: ``open_runner`` unless another is given)."""
     from ai_edge_quantizer import qtyping
 
     known = qtyping.TFLOperationName.__members__  # what the quantizer can configure (not the DELEGATE node)
-    counts = Counter(opener(fp32).op_of_tensor().values())
+    counts = Counter((opener or open_runner)(fp32).op_of_tensor().values())
     return [op for op, _ in counts.most_common() if op in known and op not in STRUCTURAL and op not in policy.static]
 
 
@@ -188,7 +189,7 @@ def _candidates(part: Part, fp32: Path, policy: QuantPolicy, tmp: Path, only: li
     ref = part.reference(valset)
     what, rows, metric = task_metric(part.name, valset, ref.outputs)
     qsvs = calibrate_part(part, fp32)[0]
-    ops = only if only is not None else candidate_ops(fp32, policy, opts.opener)
+    ops = only if only is not None else candidate_ops(fp32, policy)
     files = {"fp32": fp32}
     trials = {"int8": policy} | {
         f"int8+{op}": QuantPolicy(static=(*policy.static, op), dynamic=(), weight_only=tuple(w for w in policy.weight_only if w != op))
