@@ -31,6 +31,7 @@ PLAIN_EVERY_S = 15.0
 
 _term_out: TextIO | None = None  # the terminal's stdout while capturing
 _term_err: TextIO | None = None  # the terminal's stderr while capturing
+_last_log: Path | None = None  # the last command's log file (for what native code prints at exit)
 
 
 def verbose() -> bool:
@@ -84,6 +85,8 @@ def captured(log_path: Path) -> Iterator[Path | None]:
         yield None
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    global _last_log
+    _last_log = log_path
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -139,6 +142,21 @@ def _terminal(stream: TextIO, fd: int, saved: int) -> tuple[TextIO, bool]:
     except (OSError, ValueError, io.UnsupportedOperation):
         pass
     return stream, False
+
+
+def exit_to_log() -> None:
+    """Once the command has said everything: what native code prints while the process shuts down
+    (LiteRT's CompiledModel destroys its accelerators at exit, one INFO line each) goes to the
+    command's log file too, not the terminal. Nothing changes with VERBOSE=1 or without a log."""
+    if verbose() or _last_log is None or _term_out is not None:
+        return
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(_last_log, os.O_WRONLY | os.O_APPEND)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
 
 
 def show_tail(log_path: Path, n: int = TAIL_LINES) -> None:

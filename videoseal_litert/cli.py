@@ -668,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
         handler = COMMANDS[a.command][3]
         globals()[f"cmd_{handler}"](a)
 
+    import atexit
+
+    from videoseal_litert.convert.console import exit_to_log
+
+    atexit.register(exit_to_log)  # at shutdown, after every line of ours: native code's last words go to the log
     return run_main(body)
 
 
