@@ -68,6 +68,7 @@ ROW_COLUMNS = (
     "width",
     "height",
     "error",
+    "random_weights",
 )
 SORT_KEYS = ("image_index", "message_index", "embedder", "attack_order", "variant")
 
@@ -202,11 +203,11 @@ class Marker:
                             psnr_db=psnr, width=w, height=h, error="",
                             pixels=resize_like_detect(y8, self.size)[0].numpy().transpose(1, 2, 0),
                         )  # fmt: skip
-        return _columns(cols, self.nbits, self.size)
+        return _columns(cols, self.nbits, self.size, self.cfg.random_init)  # every row says whether the weights were random
 
 
-def _columns(cols: dict[str, list[Any]], nbits: int, size: int) -> Batch:
-    out: Batch = {}
+def _columns(cols: dict[str, list[Any]], nbits: int, size: int, random_weights: bool) -> Batch:
+    out: Batch = {"random_weights": np.full(len(cols["image"]), random_weights, dtype=bool)}
     for k, v in cols.items():
         if k == "message":
             out[k] = np.stack(v).astype(np.uint8) if v else np.zeros((0, nbits), np.uint8)
@@ -307,6 +308,7 @@ def to_rows(batch: Batch, variants: tuple[str, ...]) -> Batch:
                 "width": int(batch["width"][i]),
                 "height": int(batch["height"][i]),
                 "error": err,
+                "random_weights": bool(batch["random_weights"][i]),
             }
             row.update(
                 zip(
@@ -323,7 +325,7 @@ def to_rows(batch: Batch, variants: tuple[str, ...]) -> Batch:
             out[k] = np.array(v, dtype=object)
         elif k in ("strength", "psnr_db", "bit_accuracy", "pvalue", "log10_pvalue", "mask_logit", "agreement_with_pytorch"):
             out[k] = np.array(v, dtype=np.float64)
-        elif k == "detected":
+        elif k in ("detected", "random_weights"):
             out[k] = np.array(v, dtype=bool)
         else:
             out[k] = np.array(v, dtype=np.int64)

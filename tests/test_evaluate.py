@@ -211,6 +211,7 @@ def test_local_rows_and_summary(setup_eval, local_run):
     assert t.num_rows == N_IMAGES * 2 * 3 * 3 + 1
     keys = list(zip(*(t.column(k).to_pylist() for k in ("image_index", "message_index", "embedder", "attack", "variant")), strict=True))
     assert len(set(keys)) == len(keys)
+    assert not any(t.column("random_weights").to_pylist())  # the shipped, trained pair: every row says so
     err = [r for r in t.to_pylist() if r["error"]]
     assert len(err) == 1 and err[0]["image"].endswith("zz-broken.jpg") and "not a readable image" in err[0]["error"]
     s = json.loads((root / "local" / "summary.json").read_text())
