@@ -13,6 +13,7 @@ import gc
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,14 +62,25 @@ def interleaved_medians(opts: RunOptions, paths: dict[str, Path], threads: int, 
     return {k: round(float(np.median(v)), 3) for k, v in time_interleaved(runners, x, runs, warmup).items()}
 
 
-def peak_rss_subprocess(path: Path, threads: int, runs: int = 3) -> float:
+def peak_rss_subprocess(path: Path, threads: int, runs: int = 3, cache: Path | None = None) -> float:
     out = subprocess.run(
-        [sys.executable, "-m", "videoseal_litert.runtime.rss", str(path), str(threads), str(runs)],
+        [sys.executable, "-m", "videoseal_litert.runtime.rss", str(path), str(threads), str(runs), *([str(cache)] if cache else [])],
         capture_output=True,
         text=True,
         check=True,
     )
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
+
+
+def peak_rss_weight_cache(path: Path, threads: int) -> float | None:
+    """Peak RSS with XNNPACK's weight cache (LiteRT CompiledModel): the larger of the first run, which
+    builds the cache, and a second one, which reuses it (an app pays both, on first and later launches);
+    None for a file the CompiledModel runner does not take (integer inputs or outputs)."""
+    with tempfile.TemporaryDirectory(prefix=".xnnpack-cache-", dir=path.parent) as d:
+        try:
+            return max(peak_rss_subprocess(path, threads, 1, Path(d) / "weights.bin") for _ in range(2))
+        except subprocess.CalledProcessError:
+            return None
 
 
 def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 20, warmup: int = 3) -> dict[str, Any]:
@@ -109,6 +121,7 @@ def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs:
     fp32_size = files["fp32"].stat().st_size
     sizes = {v: {"bytes": p.stat().st_size, "ratio_to_fp32": round(p.stat().st_size / fp32_size, 4)} for v, p in files.items()}
     rss = {v: peak_rss_subprocess(p, max(threads), runs=1 if sequential else min(3, runs)) for v, p in files.items()}
+    rss_cache = {v: peak_rss_weight_cache(p, max(threads)) for v, p in files.items()}
     ran_on = {}
     for v, p in files.items():  # one at a time: a large file's runner is not held beside another
         ran_on[v] = kernels(opts.opener(p, 1))
@@ -129,6 +142,7 @@ def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs:
         "latency": results,
         "size": sizes,
         "peak_rss_mb": rss,
+        "peak_rss_weight_cache_mb": rss_cache,
         "kernels": ran_on,
         "stages": stages,
         "note": "CPU latencies are from this machine (see machine); phones with int8 dot-product instructions differ. "

@@ -1,4 +1,8 @@
-"""``python -m videoseal_litert.runtime.rss FILE THREADS RUNS``: open a file, run it, print this process's peak RSS (MB).
+"""``python -m videoseal_litert.runtime.rss FILE THREADS RUNS [CACHE]``: open a file, run it, print this process's peak RSS (MB).
+
+With ``CACHE`` (a file path), the file runs through LiteRT's CompiledModel with XNNPACK's weight
+cache there (``runners.CompiledLiteRT``'s way): the cost an app pays when it enables the cache,
+which a second run with the same path reuses.
 
 Run in a fresh process by the benchmark, so the figure is the file's own: VmHWM (not getrusage:
 ru_maxrss survives fork+exec, so a child of a big process would report the parent's peak).
@@ -26,7 +30,12 @@ def peak_rss_mb() -> float:
 
 def main(argv: list[str]) -> int:
     path, threads, runs = argv[0], int(argv[1]), int(argv[2])
-    runner = LiteRTRunner(path, threads)
+    if len(argv) > 3:
+        from videoseal_litert.runtime.runners import CompiledLiteRT
+
+        runner = CompiledLiteRT(path, threads, cache=argv[3])
+    else:
+        runner = LiteRTRunner(path, threads)
     x = sample(runner.input_shapes)
     for _ in range(runs):
         runner(x)

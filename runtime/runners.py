@@ -68,7 +68,8 @@ class CompiledLiteRT:
     files have); reports get no delegation count for it (``delegation()`` is None, the label says how it ran).
     """
 
-    def __init__(self, path: str | Path, num_threads: int = 2) -> None:
+    def __init__(self, path: str | Path, num_threads: int = 2, cache: str | Path | None = None) -> None:
+        """``cache``: the weight cache file to build or reuse (kept); by default a private one, removed with the runner."""
         import shutil
         import tempfile
         import weakref
@@ -80,7 +81,8 @@ class CompiledLiteRT:
         self._dir = tempfile.mkdtemp(prefix=".xnnpack-cache-", dir=self.path.parent)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
         try:
-            cpu = CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=str(Path(self._dir) / "weights.bin"))
+            weights = str(cache) if cache else str(Path(self._dir) / "weights.bin")
+            cpu = CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=weights)
             self.model = CompiledModel.from_file(
                 str(self.path), options=Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu)
             )

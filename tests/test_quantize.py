@@ -229,6 +229,9 @@ def test_bench_reports_every_variant_and_stage_costs(pipeline, tmp_path, monkeyp
     # benchmark process's own peak, which holds PyTorch and every interpreter.
     assert all(v > 20 for v in r["peak_rss_mb"].values())
     assert r["peak_rss_mb"]["int8"] < r["peak_rss_mb"]["fp32"] + 1
+    # ... and with XNNPACK's weight cache for every float-I/O file (int8-full takes int8: not that runner).
+    wc = r["peak_rss_weight_cache_mb"]
+    assert set(wc) == set(r["size"]) and wc["int8-full"] is None and all(wc[v] > 20 for v in wc if v != "int8-full")
     assert {"tflite", "quantize"} <= set(r["stages"]) and r["stages"]["quantize"]["peak_rss_mb"] > 0
     assert "RANDOM" not in (d / "bench.md").read_text() and "Pipeline stages" in (d / "bench.md").read_text()
     assert "1 thr int8" in capsys.readouterr().out

@@ -53,3 +53,36 @@ def test_nothing_fits_a_budget_is_named_with_the_smallest():
     assert picks["flagship phone"]["variant"] == "int8" and picks["mid-range phone"]["variant"] == "int4"
     low = picks["low-RAM phone"]
     assert low["variant"] is None and "within 512 MB" in low["why"] and "int4 at 700 MB" in low["why"]
+
+
+def test_the_weight_cache_figure_counts_when_it_is_the_cheaper_way_to_load(tmp_path):
+    """ChunkySeal's INT8 embedder, measured: 2298 MB through the Interpreter, 1360 MB with XNNPACK's
+    weight cache (first launch). The cheaper figure is the load cost (an app can enable the cache), so
+    the file fits the 2 GB flagship budget and the pick says how it loads."""
+    from videoseal_litert.convert.ship import rows
+
+    class Part:
+        name = "extractor"
+
+        @staticmethod
+        def report(v):
+            return f"verify-{v}"
+
+        @staticmethod
+        def file(v):
+            return f"{v}.tflite"
+
+    bench = {
+        "latency": {"1": {"fp32": {"ratio_to_fp32": 1.0}, "int8": {"ratio_to_fp32": 0.2}}},
+        "size": {"fp32": {"bytes": 3_090_000_000, "ratio_to_fp32": 1.0}, "int8": {"bytes": 780_000_000, "ratio_to_fp32": 0.25}},
+        "peak_rss_mb": {"fp32": 8270.0, "int8": 2298.0},
+        "peak_rss_weight_cache_mb": {"fp32": 4520.0, "int8": 1360.0},
+    }
+    table = rows(tmp_path, Part, bench)  # no verification reports here: nothing verified yet
+    assert [(r["peak_rss_mb"], r["load_with"]) for r in table] == [(4520.0, "weight cache"), (1360.0, "weight cache")]
+    bench["peak_rss_weight_cache_mb"] = {"fp32": None, "int8": 2400.0}  # not taken, or not cheaper: the Interpreter's
+    assert [(r["peak_rss_mb"], r["load_with"]) for r in rows(tmp_path, Part, bench)] == [(8270.0, "interpreter"), (2298.0, "interpreter")]
+    for r in table:
+        r.update(verified=True, agreement=1.0, secondary_db=30.0)
+    picks = {p["target"]: p for p in recommend(table)}
+    assert picks["flagship phone"]["variant"] == "int8" and "with XNNPACK's weight cache" in picks["flagship phone"]["why"]
