@@ -43,7 +43,7 @@ def test_model_json_and_verify_report(pipeline):
     assert desc["outputs"][1]["shape"] == [1, nbits]
     assert "litert-torch" in desc["tool_versions"] and "torch" in desc["tool_versions"]
     rep = json.loads((d / "verify-fp32.json").read_text())
-    assert rep["part"] == "extractor" and rep["variant"] == "fp32" and rep["file"] == "fp32.tflite" and rep["runner"] == "open_runner"
+    assert rep["part"] == "extractor" and rep["variant"] == "fp32" and rep["file"] == "fp32.tflite" and rep["runner"] == "open_file"
     assert rep["passed"] and rep["num_images"] == 21 and rep["max_abs_logit_diff"] <= 1e-4 and rep["bit_agreement"] == 1.0
     assert rep["floors"]["max_abs_logit_diff"] == 1e-4 and rep["rejected"] == []
     assert "coffee:full" in rep["images"] and "coffee:full-flip" in rep["images"]
