@@ -98,10 +98,14 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]
 
 
-def rate(hits: np.ndarray) -> dict[str, Any]:
-    """A rate with its count and 95% Wilson interval."""
-    k, n = int(np.sum(hits)), int(np.size(hits))
+def rate_of(k: int, n: int) -> dict[str, Any]:
+    """The rate k/n with its count and 95% Wilson interval."""
     return {"rate": k / n if n else 0.0, "k": k, "n": n, "wilson95": wilson(k, n)}
+
+
+def rate(hits: np.ndarray) -> dict[str, Any]:
+    """The rate of true values in ``hits``, with its count and 95% Wilson interval."""
+    return rate_of(int(np.sum(hits)), int(np.size(hits)))
 
 
 def margin_buckets(ref: np.ndarray, got: np.ndarray) -> list[dict[str, Any]]:
@@ -114,9 +118,14 @@ def margin_buckets(ref: np.ndarray, got: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
+def binomial_tail(matches: int, n: int) -> int:
+    """2^n P(X >= matches) for X ~ Binomial(n, 1/2), exactly (an integer)."""
+    return sum(math.comb(n, k) for k in range(matches, n + 1))
+
+
 def binomial_pvalue(matches: int, n: int) -> float:
     """P(X >= matches) for X ~ Binomial(n, 1/2): the chance an unwatermarked image matches this well."""
-    return float(sum(math.comb(n, k) for k in range(matches, n + 1)) / 2**n)
+    return float(binomial_tail(matches, n) / 2**n)
 
 
 def to_8bit(x: torch.Tensor) -> np.ndarray:

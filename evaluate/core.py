@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.calibration_data.images import read_rgb, resize_like_detect
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
-from videoseal_litert.demo.watermark import psnr_db
+from videoseal_litert.demo.watermark import binomial_tail, psnr_db
 from videoseal_litert.evaluate.attacks import Attack, resolve_attacks
 from videoseal_litert.models.errors import ImageError
 from videoseal_litert.models.registry import resolve
@@ -264,7 +265,7 @@ def _kill_once(folder: Path, name: str) -> None:
 def pvalue(matches: int, n: int) -> tuple[float, float]:
     """P(X >= matches), X ~ Binomial(n, 1/2) (the official evaluation's p-value), and its log10 from
     exact integers (the p-value of 1024 matching bits, 2^-1024, is below the smallest float)."""
-    tail = sum(math.comb(n, k) for k in range(matches, n + 1))
+    tail = binomial_tail(matches, n)
     return tail / 2**n, math.log10(tail) - n * math.log10(2)
 
 
@@ -333,15 +334,19 @@ def to_rows(batch: Batch, variants: tuple[str, ...]) -> Batch:
 
 
 class Pipeline:
-    """Marker, every Decoder and to_rows in one process: what the local engine runs on each chunk."""
+    """Marker, every Decoder and to_rows in one process: what the local engine runs on each chunk;
+    ``seconds`` (when given) gathers each step's time by name (``mark``, ``decode:<variant>``)."""
 
     def __init__(self, cfg: EvalConfig) -> None:
         self.cfg = cfg
         self.marker = Marker(cfg)
         self.decoders = [Decoder(cfg, v) for v in cfg.decoders]
 
-    def __call__(self, batch: Batch) -> Batch:
-        b = self.marker(batch)
-        for d in self.decoders:
-            b = d(b)
-        return to_rows(b, self.cfg.decoders)
+    def __call__(self, batch: Batch, seconds: dict[str, float] | None = None) -> Batch:
+        steps = [("mark", self.marker), *((f"decode:{d.name}", d) for d in self.decoders)]
+        for name, step in steps:
+            t = time.time()
+            batch = step(batch)
+            if seconds is not None:
+                seconds[name] = seconds.get(name, 0.0) + time.time() - t
+        return to_rows(batch, self.cfg.decoders)

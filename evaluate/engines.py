@@ -33,7 +33,7 @@ import numpy as np
 from videoseal_litert.calibration_data.images import IMAGE_SUFFIXES
 from videoseal_litert.convert.artifacts import atomic_path
 from videoseal_litert.convert.console import working
-from videoseal_litert.evaluate.core import PYTORCH, SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, to_rows
+from videoseal_litert.evaluate.core import SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, label, to_rows
 from videoseal_litert.models.errors import ImageError, UsageError
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,13 @@ def read_rows(rows_dir: Path) -> Any:
 # ---- local -----------------------------------------------------------------------------------------
 
 
+def _todo(paths: list[str], rows_dir: Path) -> tuple[set[int], list[tuple[int, str]]]:
+    """(indices already in ``rows_dir``, the (index, path) pairs still to evaluate); creates the folder."""
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    done = done_images(rows_dir)
+    return done, [(i, p) for i, p in enumerate(paths) if i not in done]
+
+
 def _chunks(items: list[tuple[int, str]], n: int) -> Iterator[list[tuple[int, str]]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -120,24 +127,15 @@ def run_local(cfg: EvalConfig, paths: list[str], rows_dir: Path, progress: Calla
     """Chunks of images through one in-process pipeline; each chunk's rows a Parquet file (atomic)."""
     import pyarrow.parquet as pq
 
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    done = done_images(rows_dir)
-    todo = [(i, p) for i, p in enumerate(paths) if i not in done]
+    done, todo = _todo(paths, rows_dir)
     t0 = time.time()
     pipe = Pipeline(cfg)
     t_ready = time.time()
-    seconds = {"mark": 0.0, **{f"decode:{d.name}": 0.0 for d in pipe.decoders}}
+    seconds: dict[str, float] = {}
     rows = 0
     for chunk in progress(list(_chunks(todo, CHUNK_IMAGES)), desc="evaluate (local)"):
         batch = {"image": np.array([p for _, p in chunk], dtype=object), "image_index": np.array([i for i, _ in chunk], np.int64)}
-        t = time.time()
-        b = pipe.marker(batch)
-        seconds["mark"] += time.time() - t
-        for d in pipe.decoders:
-            t = time.time()
-            b = d(b)
-            seconds[f"decode:{d.name}"] += time.time() - t
-        out = to_rows(b, cfg.decoders)
+        out = pipe(batch, seconds)
         rows += len(out["image"])
         with atomic_path(rows_dir / f"local-{chunk[0][0]:09d}.parquet") as tmp:
             pq.write_table(_table(out), tmp)
@@ -215,9 +213,7 @@ def run_ray(
     cfg: EvalConfig, paths: list[str], rows_dir: Path, address: str | None, workers: int | None, expected_rows: int = 0
 ) -> dict[str, Any]:
     """The same functions on Ray Data: one actor pool per stage, rows by Ray Data's Parquet writer."""
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    done = done_images(rows_dir)
-    todo = [(i, p) for i, p in enumerate(paths) if i not in done]
+    done, todo = _todo(paths, rows_dir)
     pools = 1 + len(cfg.decoders)
     # A local cluster gets a logical CPU per actor when the machine has fewer (each actor still uses
     # ``threads`` OS threads; on this 2-core machine the pools share the cores).
@@ -258,7 +254,7 @@ def run_ray(
             "wall_s": round(wall, 2),
             "images_per_s": round(len(todo) / wall, 4) if wall > 0 else None,
             "cluster": {"address": address or os.environ.get("RAY_ADDRESS") or "local", "cpus": cpus, "workers_per_pool": n},
-            "pools": ["marker", *(("pytorch" if v == PYTORCH else Path(v).stem) for v in cfg.decoders)],
+            "pools": ["marker", *(label(v) for v in cfg.decoders)],
         }
     finally:
         if started:

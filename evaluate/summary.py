@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.convert.artifacts import atomic_path
-from videoseal_litert.demo.watermark import rate, wilson
+from videoseal_litert.demo.watermark import rate, rate_of
 
 PVALUE_DETECTION = 1e-3
 
@@ -48,18 +48,14 @@ def summarize(table: Any, variants: list[str] | None = None) -> dict[str, Any]:
             "strength": None if math.isnan(order[attack][2]) else order[attack][2],
             "variant": variant,
             "images": len(idx),
-            "bit_accuracy": _rate(k_bits, n_bits),
-            "agreement_with_pytorch": None if np.isnan(agree).any() else _rate(int(round(float(np.sum(agree * nbits)))), n_bits),
+            "bit_accuracy": rate_of(k_bits, n_bits),
+            "agreement_with_pytorch": None if np.isnan(agree).any() else rate_of(int(round(float(np.sum(agree * nbits)))), n_bits),
             "detected_mask": rate(np.array([d["detected"][i] for i in idx])),
             f"detected_p<{PVALUE_DETECTION:g}": rate(np.array([d["pvalue"][i] < PVALUE_DETECTION for i in idx])),
             "median_log10_pvalue": float(np.median([d["log10_pvalue"][i] for i in idx])),
         }
         out.append(entry)
     return {"rows": n, "images": len(set(d["image_index"])), "errors": [{"image": a, "error": b} for a, b in errors], "table": out}
-
-
-def _rate(k: int, n: int) -> dict[str, Any]:
-    return {"rate": k / n if n else 0.0, "k": k, "n": n, "wilson95": wilson(k, n)}
 
 
 def _pct(r: dict[str, Any] | None) -> str:

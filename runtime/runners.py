@@ -125,14 +125,16 @@ class CompiledLiteRT:
         self._cleanup()
 
 
+def _corrupt(e: ModelFileError) -> ArtifactCorruptError:
+    return ArtifactCorruptError(f"{e}; truncated or corrupted? Rerun the stage that writes it (`make convert` or `make quantize`)")
+
+
 def open_runner(path: str | Path, num_threads: int = 2, use_xnnpack: bool = True) -> LiteRT:
     """The in-process LiteRT Interpreter runner of ``path``, or ArtifactCorruptError naming the file and what redoes it."""
     try:
         return LiteRT(path, num_threads, use_xnnpack)
     except ModelFileError as e:
-        raise ArtifactCorruptError(
-            f"{e}; truncated or corrupted? Rerun the stage that writes it (`make convert` or `make quantize`)"
-        ) from e
+        raise _corrupt(e) from e
 
 
 def open_file(path: str | Path, num_threads: int = 2) -> Runner:
@@ -144,9 +146,7 @@ def open_file(path: str | Path, num_threads: int = 2) -> Runner:
     try:
         return CompiledLiteRT(p, num_threads)
     except ModelFileError as e:
-        raise ArtifactCorruptError(
-            f"{e}; truncated or corrupted? Rerun the stage that writes it (`make convert` or `make quantize`)"
-        ) from e
+        raise _corrupt(e) from e
 
 
 def kernels(runner: Runner) -> str:
