@@ -58,6 +58,36 @@ def test_per_op_error_report(pipeline):
     assert (d / "op-error-int8.png").read_bytes()[:4] == b"\x89PNG" and (d / "op-error-int8.md").exists()
 
 
+def test_op_errors_match_the_validator(pipeline):
+    """``op_errors`` (one file alive at a time, float op outputs kept as float16) gives what
+    ai-edge-quantizer's ``compare_model`` gives for the same files and inputs: the same op outputs
+    (inputs and weights set apart), each SNR under 40 dB within 0.05 dB (float16 keeps 11 bits: its
+    rounding noise sits near -65 dB, which moves a 40 dB figure by 0.01 dB), each above it above 40 dB (less the same 0.05) in ours."""
+    import math
+
+    from ai_edge_quantizer import model_validator
+    from ai_edge_quantizer.utils import validation_utils
+
+    from videoseal_litert.quantize.op_error import op_errors
+
+    d = pipeline.quantized("videoseal_1.0-mini")
+    rng = np.random.default_rng(0)
+    inputs = [{"image": rng.random((1, 256, 256, 3), dtype=np.float32)} for _ in range(2)]
+    ours = {r["tensor"]: r["sqnr_db"] for r in op_errors(d / "fp32.tflite", d / "int8.tflite", inputs)}
+    result = model_validator.compare_model(
+        (d / "fp32.tflite").read_bytes(),
+        (d / "int8.tflite").read_bytes(),
+        {"serving_default": inputs},
+        [validation_utils.ValidationErrorMetric.SNR],
+    )
+    sig = result.get_signature_comparison_result("serving_default")
+    theirs = {n: 10 * math.log10(m["snr"]) for n, m in {**sig.intermediate_tensors, **sig.output_tensors}.items() if m["snr"] > 0}
+    assert len(ours) > 20 and set(ours) == set(theirs) | {n for n, v in ours.items() if v is None}
+    low = [n for n in theirs if theirs[n] < 40]
+    assert len(low) > 10 and max(abs(ours[n] - theirs[n]) for n in low) < 0.05
+    assert all(ours[n] > 40 - 0.05 for n in theirs if n not in low)
+
+
 def test_quantize_reruns_without_reconverting(pipeline, tmp_path, capsys):
     out, d = pipeline.copy(pipeline.quantized("videoseal_1.0-mini"), tmp_path)
     card = pipeline.card("videoseal_1.0-mini")
