@@ -90,7 +90,7 @@ def weighted_ops(q: Any, op: str) -> list[tuple[str, int]]:
 
 
 def recipe_int4(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
-    """4-bit weights with dynamic int8 activations for each of the policy's ``int4`` ops: blockwise (32
+    """4-bit weights (OCTAV's clip) with dynamic int8 activations for each of the policy's ``int4`` ops: blockwise (32
     input channels per scale) where the op has a blockwise kernel and its input width is a multiple of
     32, per output channel otherwise; 8 bits for a layer of odd input width (XNNPACK packs two 4-bit
     weights per byte along the input and leaves such a layer on the builtin kernels: measured on
