@@ -67,9 +67,10 @@ def recipe_static(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
 
 INT4_BLOCK = 32  # XNNPACK's blockwise 4-bit GEMM; a layer whose input width is not a multiple uses per-channel scales
 INT4_BLOCKWISE_OPS = ("FULLY_CONNECTED",)  # ai-edge-quantizer 0.10 has blockwise 4-bit for these only (CONV_2D: per channel)
-# ai-edge-quantizer's OCTAV clipping (MSE-optimal clip per channel or block, arXiv 2206.06501) for the 4-bit
-# weights instead of min/max: weight SQNR per channel +0.2 to +2.1 dB on the tiny pair's trained pointwise
-# layers and +2.9 dB on ChunkySeal-size Gaussian ones, block32 +0.2 dB (docs/quantization.md).
+# ai-edge-quantizer's OCTAV clipping (MSE-optimal clip per channel, arXiv 2206.06501) for the per-channel
+# 4-bit weights instead of min/max, whose 16 levels a whole row's few tail weights stretch: per-channel
+# weight SQNR +2.9 dB on ChunkySeal-size Gaussian layers, +0.2 to +2.1 dB on the tiny pair's trained ones.
+# Blocks of 32 keep min/max: on the trained fixture (all blockwise) OCTAV cost 0.7 dB end to end (docs/quantization.md).
 INT4_ALGORITHM = "OCTAV"
 
 
@@ -90,9 +91,9 @@ def weighted_ops(q: Any, op: str) -> list[tuple[str, int]]:
 
 
 def recipe_int4(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
-    """4-bit weights (OCTAV's clip) with dynamic int8 activations for each of the policy's ``int4`` ops: blockwise (32
+    """4-bit weights with dynamic int8 activations for each of the policy's ``int4`` ops: blockwise (32
     input channels per scale) where the op has a blockwise kernel and its input width is a multiple of
-    32, per output channel otherwise; 8 bits for a layer of odd input width (XNNPACK packs two 4-bit
+    32, per output channel otherwise (OCTAV's clip); 8 bits for a layer of odd input width (XNNPACK packs two 4-bit
     weights per byte along the input and leaves such a layer on the builtin kernels: measured on
     chunkyseal-mini's widths 45 and 181). The rest of the ``dynamic`` ops 8-bit, ``weight_only`` ops
     8-bit weights with float compute. One config per op, so none overrides another."""
@@ -108,7 +109,7 @@ def recipe_int4(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
             if width % 2:
                 q.add_dynamic_config(scope, ops[op], num_bits=8)
             elif op in INT4_BLOCKWISE_OPS and width % INT4_BLOCK == 0:
-                q.add_dynamic_config(scope, ops[op], num_bits=4, granularity=gran.BLOCKWISE_32, algorithm_key=INT4_ALGORITHM)
+                q.add_dynamic_config(scope, ops[op], num_bits=4, granularity=gran.BLOCKWISE_32)
             else:
                 q.add_dynamic_config(scope, ops[op], num_bits=4, granularity=gran.CHANNELWISE, algorithm_key=INT4_ALGORITHM)
     for op in policy.weight_only:
