@@ -51,7 +51,8 @@ def op_errors(float_path: Path, quant_path: Path, inputs: list[dict[str, np.ndar
             if name in kept:
                 snrs.setdefault(name, []).append(float(snr_of(value, kept[name].astype(np.float32))))
         del kept
-    op_of = open_runner(float_path).op_of_tensor()
+    # Names only: no XNNPACK (it would pack the piece's weights again and label the outputs DELEGATE).
+    op_of = open_runner(float_path, use_xnnpack=False).op_of_tensor()
     rows = []
     for name, values in snrs.items():
         snr = float(np.mean(values)) if len(values) == len(inputs) else math.nan
