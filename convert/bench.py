@@ -27,6 +27,7 @@ from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.ship import render as render_ship
 from videoseal_litert.convert.ship import ship_section
+from videoseal_litert.convert.verify import failed_path, require_verified
 from videoseal_litert.runtime.rss import sample
 from videoseal_litert.runtime.runners import Runner, kernels
 from videoseal_litert.runtime.variants import names
@@ -83,9 +84,28 @@ def peak_rss_weight_cache(path: Path, threads: int) -> float | None:
             return None
 
 
-def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 20, warmup: int = 3) -> dict[str, Any]:
+def chosen_files(part: Part, allow_unverified: bool) -> dict[str, dict[str, Any]]:
+    """Every file of the part there (a failed one under its ``.failed.tflite`` name) and its verification
+    status; UnverifiedFileError for a failed, unverified or changed one unless ``allow_unverified``."""
+    md = part.opts.model_dir
+    out = {}
+    for v in names(part.name):
+        path = md / part.file(v)
+        if path.exists() or failed_path(path).exists():
+            status = require_verified(path, allow_unverified, "bench")
+            if status["status"] == "verified":
+                md.require(part.file(v), part.make_target(v))  # and the very file its stage wrote
+            out[v] = status
+    return out
+
+
+def bench(
+    opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 20, warmup: int = 3, allow_unverified: bool = False
+) -> dict[str, Any]:
     md = opts.model_dir
-    files = {v: md.require(part.file(v), part.make_target(v)) for v in names(part.name) if (md / part.file(v)).exists()}
+    md.require(part.file("fp32"), part.make_target("fp32"))
+    chosen = chosen_files(part, allow_unverified)
+    files = {v: Path(c["file"]) for v, c in chosen.items()}
     desc = read_json(md.require(part.description_file, part.make_target("fp32")))
     x = {k: v.numpy() for k, v in part.sample_inputs().items()}
     loaded = part.load()
@@ -144,6 +164,7 @@ def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs:
         "peak_rss_mb": rss,
         "peak_rss_weight_cache_mb": rss_cache,
         "kernels": ran_on,
+        "verification": {v: c["status"] for v, c in chosen.items()},
         "stages": stages,
         "note": "CPU latencies are from this machine (see machine); phones with int8 dot-product instructions differ. "
         "Compare ratios within one run, not absolute times across runs.",
@@ -161,6 +182,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         r["note"],
         "",
     ]
+    unverified = {v: st for v, st in r.get("verification", {}).items() if st != "verified"}
+    if unverified:
+        lines += ["**Benchmarked with --allow-unverified**: " + ", ".join(f"{v} ({st})" for v, st in unverified.items()) + ".", ""]
     for t, stats in r["latency"].items():
         lines += [
             f"## {t} thread(s)",

@@ -52,6 +52,9 @@ class RunOptions:
     out: Path
     ckpt: Path | None = None
     random_init: bool = False
+    # The checkpoint holds untrained (random) weights, as ../shared/reference's official-format minis do:
+    # loaded strictly as any checkpoint, labelled RANDOM in every artifact, judged by the random-weight band.
+    untrained: bool = False
     allow_zero_weights: bool = False
     allow_nonfinite_weights: bool = False
     images: Path | None = None
@@ -67,6 +70,11 @@ class RunOptions:
     def model_dir(self) -> ModelDir:
         return ModelDir(self.out, self.spec.name)
 
+    @property
+    def random_weights(self) -> bool:
+        """True when the weights are not trained: drawn (RANDOM_INIT) or declared so (UNTRAINED)."""
+        return self.random_init or self.untrained
+
     def checkpoint_path(self) -> Path | None:
         if self.random_init:
             return None
@@ -79,5 +87,6 @@ class RunOptions:
             "card_sha256": sha256_file(self.spec.card_path),
             "checkpoint_sha256": sha256_file(ckpt) if ckpt and ckpt.is_file() else None,
             "random_init": self.random_init,
+            "untrained": self.untrained,
             "code": code_fingerprint(),
         }

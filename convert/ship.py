@@ -6,7 +6,7 @@ to load and run in a fresh process) and its verification reports (bit agreement 
 an embedder, how the extractor decodes its images against PyTorch's). The choice is a rule over
 those measured figures, not a per-model list:
 
-- only files that passed their floors, and whose peak RSS fits the target's budget, are candidates;
+- only files that passed verification (the rule of docs/verification.md), and whose peak RSS fits the target's budget, are candidates;
 - a file must reach :data:`AGREEMENT_TARGET` (every bit as PyTorch, to one in a thousand);
 - flagship phone: the most faithful file on integer kernels (phones run int8 dot products;
   float files are the fallback when no integer file is faithful enough);

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import PARTS, Part
 from videoseal_litert.models.errors import UsageError
-from videoseal_litert.runtime.variants import floors_for, variant
+from videoseal_litert.runtime.variants import band_for, variant
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,6 +52,7 @@ class StageSummary:
     model_id: str
     skipped: bool
     rows: list[tuple[str, str]]
+    unverified: list[str] = field(default_factory=list)  # files used although not verified (--allow-unverified)
 
     def table(self) -> str:
         head = f"{self.stage} {self.model_id}: " + ("up to date, skipped" if self.skipped else "done")
@@ -189,7 +190,8 @@ def stage_tflite(opts: RunOptions, part: Part) -> StageSummary:
 
 @exclusive_stage
 def stage_verify(opts: RunOptions, part: Part, name: str = "fp32") -> StageSummary:
-    """Compare ``<prefix><variant>.tflite`` with PyTorch on held-out photos; raise on a missed floor."""
+    """Compare ``<prefix><variant>.tflite`` with PyTorch on held-out photos by the one rule; raise (and
+    keep the file as ``.failed.tflite``) when it fails."""
     from videoseal_litert.convert.verify import verify_file
 
     variant(name, part.name)
@@ -202,7 +204,7 @@ def stage_verify(opts: RunOptions, part: Part, name: str = "fp32") -> StageSumma
         "sha256": sha256_file(path),
         "images": inputs.fingerprint,
         "threads": opts.threads,
-        "floors": asdict(floors_for(opts.spec, part.name, name)),
+        "band": asdict(band_for(opts.spec, part.name, name, opts.random_weights)),
     }
     if is_current(opts, rec, fingerprint):
         return StageSummary(rec, opts.spec.name, True, verify_rows(part, read_json(md / f"{rec}.json")) + rejected + stage_rows(opts, rec))
@@ -225,14 +227,16 @@ def verify_rows(part: Part, r: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @exclusive_stage
-def stage_bench(opts: RunOptions, part: Part, runs: int = 20, warmup: int = 3, threads: tuple[int, ...] | None = None) -> StageSummary:
+def stage_bench(
+    opts: RunOptions, part: Part, runs: int = 20, warmup: int = 3, threads: tuple[int, ...] | None = None, allow_unverified: bool = False
+) -> StageSummary:
     """``<prefix>bench.json`` / ``.md``: PyTorch eager and every file of the part, 1 and 2 threads, interleaved."""
     from videoseal_litert.convert.bench import bench, write_bench
 
     md = opts.model_dir
     threads = threads or tuple(sorted({1, opts.threads}))
     md.require(part.file("fp32"), part.make_target("fp32"))
-    report = bench(opts, part, threads=threads, runs=runs, warmup=warmup)
+    report = bench(opts, part, threads=threads, runs=runs, warmup=warmup, allow_unverified=allow_unverified)
     write_bench(md.path, part, report)
     rows = []
     for t, stats in report["latency"].items():
@@ -244,18 +248,28 @@ def stage_bench(opts: RunOptions, part: Part, runs: int = 20, warmup: int = 3, t
                     f"{s['median_ms']:.1f} ms median ({s['ratio_to_fp32']:.2f}x fp32)" + (f", {size:.3f}x size" if size else ""),
                 )
             )
+    rows += [
+        (f"{part.prefix}{v}", f"benchmarked UNVERIFIED ({st}, --allow-unverified)")
+        for v, st in report["verification"].items()
+        if st != "verified"
+    ]
     return StageSummary(f"bench {part.name}", opts.spec.name, False, rows)
 
 
 def artifact_summary(model_dir: Path, entries: Iterable[tuple[str, str]], elapsed_s: float | None, title: str) -> tuple[str, bool]:
-    """One table: each (part, variant)'s file, size, verification against its floor and report; then
-    PASSED or the gates that failed. Read from the files the stages wrote (``verify-*.json``)."""
+    """One table: each (part, variant)'s file, size, verification by the rule and report; then PASSED or the
+    gates that failed. Read from the files the stages wrote (``verify-*.json``); a file that failed sits
+    under its ``.failed.tflite`` name."""
+    from videoseal_litert.convert.verify import failed_path
+
     rows, failed = [], []
     for part_name, v in entries:
         part = PARTS[part_name]
         f = model_dir / f"{part.prefix}{v}.tflite"
         rep_path = model_dir / f"verify-{part.prefix}{v}.json"
         label = f"{part.prefix}{v}"
+        if not f.exists() and failed_path(f).exists():
+            f = failed_path(f)
         if not f.exists():
             rows.append((f.name, "-", "missing", "-"))
             failed.append(f"{label}: no file")
@@ -275,7 +289,7 @@ def artifact_summary(model_dir: Path, entries: Iterable[tuple[str, str]], elapse
         )
         if not r["passed"]:
             failed.append(f"{label}: " + "; ".join(r.get("failures", [])))
-    head = ("artifact", "size", "verification against its floor", "report")
+    head = ("artifact", "size", "verification (the rule: docs/verification.md)", "report")
     widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(4)]
     lines = [
         title + (f" ({elapsed_s:.0f} s)" if elapsed_s is not None else ""),

@@ -2,8 +2,10 @@
 
 Checks names, then shapes, then values: the file's inputs and outputs must carry the part's
 contract names and shapes, then every output is compared with the reference on the part's input
-set, and the part's floors gate the figures (``convert/parts.py``). Writes
-``verify-<prefix><variant>.json`` and ``.md``; raises VerificationError when a floor is missed.
+set and judged by the one rule of ``models/gate.py`` under the variant's band. Writes
+``verify-<prefix><variant>.json`` and ``.md``; a file that fails is moved to ``<name>.failed.tflite``
+(it never sits under a shipping name) and VerificationError names why. ``require_verified`` is what
+every command that uses files (evaluate, arm-check, bench, package) asks before it does.
 The file is run by ``opts.opener`` (in-process LiteRT unless another runner is plugged in).
 """
 
@@ -16,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
+from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
 from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.parts import InputSet, Part, Reference
-from videoseal_litert.models.errors import VerificationError
+from videoseal_litert.models.errors import ArtifactMissingError, UnverifiedFileError, VerificationError
+from videoseal_litert.models.gate import BAND_SIGMAS, MAX_BAND_FLIP_FRACTION
 from videoseal_litert.runtime.runners import Runner, kernels, run_all
-from videoseal_litert.runtime.variants import floors_for
+from videoseal_litert.runtime.variants import band_for
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +56,45 @@ def _run(part: Part, path: Path, inputs: InputSet, threads: int, opener: Any) ->
     return got, kernels(runner)
 
 
+FAILED_SUFFIX = ".failed.tflite"
+
+
+def failed_path(path: Path) -> Path:
+    """Where a file that failed verification is kept: ``int8.tflite`` -> ``int8.failed.tflite``."""
+    return path.with_name(path.name.removesuffix(FAILED_SUFFIX).removesuffix(".tflite") + FAILED_SUFFIX)
+
+
+def report_path(path: Path) -> Path:
+    """A file's verification report (JSON), beside it: ``verify-<name>.json`` (a failed file's too)."""
+    return path.with_name(f"verify-{path.name.removesuffix(FAILED_SUFFIX).removesuffix('.tflite')}.json")
+
+
+def quarantine(part: Part, path: Path, report: dict[str, Any], reason: str | None = None) -> Path:
+    """Move a file that failed to its failed name, so it never sits under a shipping name, and write its
+    report saying so (``reason``: a failure found after verification, such as a missed target)."""
+    bad = failed_path(path)
+    if path.exists():
+        path.replace(bad)
+    report.update(file=bad.name, passed=False)
+    if reason:
+        report["failures"] = [*report.get("failures", []), reason]
+    write_json(report_path(path), report)
+    write_text(report_path(path).with_suffix(".md"), render_markdown(part, report))
+    return bad
+
+
 def verify_file(part: Part, variant: str, path: Path, inputs: InputSet, ref: Reference) -> dict[str, Any]:
-    """Verify one file of ``part``, write its JSON and Markdown reports, raise if it misses a floor."""
+    """Verify one file of ``part`` by the rule of ``models/gate.py``, write its JSON and Markdown reports, and
+    raise VerificationError if it fails; a failed file is moved to ``<name>.failed.tflite``."""
     opts = part.opts
     got, ran_on = _run(part, path, inputs, opts.threads, opts.opener)
     for name, want in ref.outputs.items():
         if got[name].shape != want.shape:
             raise VerificationError(f"{path}: output {name!r} has shape {got[name].shape[1:]}, PyTorch's {want.shape[1:]}")
-    figures = part.figures(inputs, ref, got)
+    band = band_for(opts.spec, part.name, variant, ref.random_init)
+    figures = part.figures(inputs, ref, got, band)
     del got
-    floors = floors_for(opts.spec, part.name, variant)
-    failures = part.check(figures, floors)
+    failures = figures.pop("failures")
     checks = part.extra_checks(variant, path, ref)
     failures += [
         f"{name}: " + ", ".join(f"{k} {v}" for k, v in c.items() if k != "passed") for name, c in checks.items() if not c["passed"]
@@ -82,36 +113,98 @@ def verify_file(part: Part, variant: str, path: Path, inputs: InputSet, ref: Ref
         **figures,
         "checks": checks,
         "random_init": ref.random_init,
-        "floors": asdict(floors),
+        "band": asdict(band),
         "passed": not failures,
         "failures": failures,
         "machine": machine_description(),
         "num_threads": opts.threads,
     }
     stem = part.report(variant)
+    if failures:
+        bad = quarantine(part, path, report)
+        raise VerificationError(
+            f"{opts.spec.name} {part.name} {variant} failed verification: " + "; ".join(failures) + f" (kept as {bad.name}; "
+            f"see {path.parent / stem}.md)"
+        )
+    failed_path(path).unlink(missing_ok=True)  # an earlier attempt's failed file is stale now
     write_json(path.parent / f"{stem}.json", report)
     write_text(path.parent / f"{stem}.md", render_markdown(part, report))
-    if failures:
-        raise VerificationError(
-            f"{opts.spec.name} {part.name} {variant} failed verification: " + "; ".join(failures) + f" (see {path.parent / stem}.md)"
-        )
     return report
 
 
+def verification_of(path: Path) -> tuple[str, dict[str, Any] | None]:
+    """("verified" | "failed" | "unverified" | "changed", its report): whether ``path`` passed verification as
+    the very bytes on disk."""
+    rep_file = report_path(path)
+    rep = read_json(rep_file) if rep_file.is_file() else None
+    if path.name.endswith(FAILED_SUFFIX) or (rep is not None and not rep.get("passed")):
+        return "failed", rep
+    if rep is None:
+        return "unverified", None
+    if rep.get("sha256") != sha256_file(path):
+        return "changed", rep
+    return "verified", rep
+
+
+def require_verified(path: Path, allow_unverified: bool, command: str) -> dict[str, Any]:
+    """The verification status of a file ``command`` is about to use: {"file", "status", "report"}.
+    UnverifiedFileError (naming the report and what to do) for a failed, unverified or changed file unless
+    ``allow_unverified``; a registry name whose file failed resolves to its ``.failed.tflite`` then."""
+    if not path.exists() and failed_path(path).exists():
+        path = failed_path(path)
+    if not path.exists():
+        raise ArtifactMissingError(f"{path} does not exist")
+    status, rep = verification_of(path)
+    if status != "verified" and not allow_unverified:
+        why = {
+            "failed": f"failed verification ({'; '.join((rep or {}).get('failures', [])[:3]) or 'see its report'})",
+            "unverified": "was never verified (no verify-*.json beside it)",
+            "changed": "changed since it was verified (its sha256 is not the verified one)",
+        }[status]
+        raise UnverifiedFileError(
+            f"{command}: {path} {why}; it uses verified files only. Report: {report_path(path).with_suffix('.md')}. "
+            f"Pass --allow-unverified (make ... ALLOW_UNVERIFIED=1) to use it anyway; the summary will say so"
+        )
+    return {"file": str(path), "status": status, "report": rep}
+
+
 def render_table(part: Part, r: dict[str, Any]) -> str:
-    rows = ["| figure | measured | floor |", "|---|---|---|"]
+    rows = ["| figure | measured | rule |", "|---|---|---|"]
     return "\n".join(rows + [f"| {a} | {b} | {c} |" for a, b, c in part.table(r)])
+
+
+def render_flips(r: dict[str, Any]) -> str:
+    """The flips each verdict found, clear-margin ones first (the ones that fail a file)."""
+    out = []
+    for kind, g in r.get("gate", {}).items():
+        for title, key in (
+            ("clear-margin flips (outside the noise band: each fails the file)", "clear_flip_list"),
+            ("flips inside the noise band", "band_flip_list"),
+        ):
+            flips = g.get(key) or []
+            if flips:
+                out += [
+                    f"\n{kind}: {title}, largest PyTorch margin first:\n",
+                    "| input | output | PyTorch | file | band |",
+                    "|---|---|---|---|---|",
+                    *[f"| {f['input']} | {f['output']} | {f['pytorch']:+.4g} | {f['file']:+.4g} | {f['band']:.3g} |" for f in flips[:20]],
+                ]
+    return "\n".join(out)
 
 
 def render_markdown(part: Part, r: dict[str, Any]) -> str:
     status = "PASSED" if r["passed"] else "FAILED: " + "; ".join(r["failures"])
     weights = "**RANDOM weights (not a trained model)**" if r["random_init"] else "checkpoint weights"
     rejected = f" Rejected: {', '.join(x['file'] + ' (' + x['why'] + ')' for x in r['rejected'])}." if r["rejected"] else ""
+    band = r["band"]
     return (
         f"# Verification: {r['model_id']} {part.name} / {r['variant']}\n\n"
         f"{status}\n\n"
         f"`{r['file']}` against the PyTorch {part.name} ({weights}) on {r['num_images']} held-out images "
         f"({', '.join(r['images'])}), 256x256 views resized as official `detect()` does; {r['num_threads']} threads on {r['machine']}, "
         f"{r.get('kernels', 'XNNPACK')}.{rejected}\n\n"
-        f"{render_table(part, r)}\n"
+        f"Rule (docs/verification.md): watermark SNR >= {band['min_snr_db']:g} dB ({band['source']}); no flip of an output whose "
+        f"PyTorch value lies outside {BAND_SIGMAS:g} x the file's noise on that input (capped at the band's noise); at most "
+        f"{MAX_BAND_FLIP_FRACTION:g} of the outputs inside that band may flip.\n\n"
+        f"{render_table(part, r)}\n{render_flips(r)}\n"
     )

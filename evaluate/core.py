@@ -90,6 +90,7 @@ class EvalConfig:
     messages_per_image: int
     seed: int
     threads: int
+    untrained: bool = False  # the checkpoint's weights are declared untrained (random)
     kill_once: str | None = None  # tests only: a folder; the first decoder call to find it empty kills its process
 
     def record(self) -> dict[str, Any]:
@@ -105,6 +106,7 @@ class EvalConfig:
             out=Path(self.out),
             ckpt=Path(self.ckpt) if self.ckpt else None,
             random_init=self.random_init,
+            untrained=self.untrained,
             threads=self.threads,
         )
 
@@ -204,7 +206,9 @@ class Marker:
                             psnr_db=psnr, width=w, height=h, error="",
                             pixels=resize_like_detect(y8, self.size)[0].numpy().transpose(1, 2, 0),
                         )  # fmt: skip
-        return _columns(cols, self.nbits, self.size, self.cfg.random_init)  # every row says whether the weights were random
+        return _columns(
+            cols, self.nbits, self.size, self.cfg.random_init or self.cfg.untrained
+        )  # every row says whether the weights were random
 
 
 def _columns(cols: dict[str, list[Any]], nbits: int, size: int, random_weights: bool) -> Batch:

@@ -25,6 +25,7 @@ from videoseal_litert.convert.console import progress, say
 from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+from videoseal_litert.convert.verify import failed_path, require_verified
 from videoseal_litert.evaluate import engines, summary
 from videoseal_litert.evaluate.attacks import resolve_attacks
 from videoseal_litert.evaluate.core import PYTORCH, EvalConfig, label
@@ -53,7 +54,7 @@ def choose(opts: RunOptions, spec: str | None) -> tuple[tuple[str, ...], tuple[s
             dec.append(PYTORCH)
         elif tok.endswith(".tflite"):
             p = Path(tok)
-            if not p.is_file():
+            if not p.is_file() and not failed_path(p).is_file():
                 raise UsageError(f"variant file not found: {tok}")
             (emb if p.name.startswith("embedder") else dec).append(str(p.resolve()))
         elif tok.startswith("embedder-") and tok.removeprefix("embedder-") in variant_names("embedder"):
@@ -83,7 +84,7 @@ def prepare(opts: RunOptions, make: dict[str, tuple[str, str]]) -> None:
 
     wanted: dict[str, list[str]] = {}
     for path, (part, v) in make.items():
-        if not Path(path).is_file():
+        if not Path(path).is_file() and not failed_path(Path(path)).is_file():  # a failed file is not made again: refused below
             wanted.setdefault(part, []).append(v)
     for part_name, vs in wanted.items():
         part = EmbedderPart(opts) if part_name == "embedder" else ExtractorPart(opts)
@@ -109,10 +110,12 @@ def run_evaluate(
     workers: int | None = None,
     ckpt: Path | None = None,
     random_init: bool = False,
+    untrained: bool = False,
     threads: int = 2,
     eval_dir: Path | None = None,
     force: bool = False,
     kill_once: str | None = None,
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     t0 = time.time()
     if engine not in engines.ENGINES:
@@ -122,7 +125,8 @@ def run_evaluate(
     if messages_per_image < 1:
         raise UsageError(f"--messages-per-image {messages_per_image}: at least 1")
     attack_list = resolve_attacks(attacks)
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, threads=threads)
+    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
+    random_weights = opts.random_weights
     emb, dec, make = choose(opts, variants)
     if images:
         paths = engines.list_inputs(images)
@@ -131,11 +135,17 @@ def run_evaluate(
 
         paths = [str(p) for p in split_paths("evaluation")]
     prepare(opts, make)
+    # Verified files only (a failed one resolves to its .failed.tflite name, labelled so in every row) unless allowed.
+    checked = {f: require_verified(Path(f), allow_unverified, "evaluate") for f in (*emb, *dec) if f != PYTORCH}
+    emb = tuple(checked[f]["file"] if f in checked else f for f in emb)
+    dec = tuple(checked[f]["file"] if f in checked else f for f in dec)
+    unverified = {label(c["file"]): c["status"] for c in checked.values() if c["status"] != "verified"}
     cfg = EvalConfig(
         model=model,
         out=str(out),
         ckpt=str(ckpt) if ckpt else None,
         random_init=random_init,
+        untrained=untrained,
         attacks=attacks or "official",
         embedders=emb,
         decoders=dec,
@@ -160,10 +170,10 @@ def run_evaluate(
         if {k: old.get(k) for k in record} != record:
             diff = ", ".join(k for k in record if old.get(k) != record[k])
             raise UsageError(f"{ed} holds rows of other settings ({diff}); FORCE=1 (--force) starts it afresh, or choose --eval-dir")
-    write_json(run_file, {**record, "random_weights": random_init})
+    write_json(run_file, {**record, "random_weights": random_weights})
     say(
         f"evaluate: {len(paths)} image(s) x {messages_per_image} message(s) x {len(emb)} embedder(s) x {len(attack_list)} attack(s) "
-        f"x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {engine}" + (" (RANDOM weights)" if random_init else "")
+        f"x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {engine}" + (" (RANDOM weights)" if random_weights else "")
     )
     if engine == "local":
         timing = engines.run_local(cfg, paths, rows_dir, progress)
@@ -175,20 +185,22 @@ def run_evaluate(
     s.update(
         {
             "model": model,
-            "random_weights": random_init,
+            "random_weights": random_weights,
             "engine": engine,
             "timing": timing,
             "attacks": [a.name for a in attack_list],
             "machine": machine_description(),
             "wall_s": round(time.time() - t0, 1),
+            "unverified_files": unverified,
         }
     )
-    write_json(ed / "run.json", {**record, "random_weights": random_init, "timing": timing, "machine": s["machine"]})
+    write_json(ed / "run.json", {**record, "random_weights": random_weights, "timing": timing, "machine": s["machine"]})
     head = (
-        f"# Evaluation: {model}{' (RANDOM weights)' if random_init else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
+        f"# Evaluation: {model}{' (RANDOM weights)' if random_weights else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
         f"Images: {record['images']}; {messages_per_image} seeded message(s) per image (seed {seed}); embedders: "
         f"{', '.join(label(e) for e in emb)}; decoders: {', '.join(label(d) for d in dec)}; engine {engine}; {s['machine']}. "
         f"{s['rows']} rows in {rows_dir}."
+        + (f" **Files used with --allow-unverified**: {', '.join(f'{k} ({v})' for k, v in unverified.items())}." if unverified else "")
     )
     write_json(ed / "summary.json", s)
     write_text(ed / "summary.md", summary.render(s, head))
@@ -197,6 +209,8 @@ def run_evaluate(
     if s["errors"]:
         say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
     ips = timing.get("images_per_s")
+    if unverified:
+        say(f"evaluate: UNVERIFIED files used (--allow-unverified): {', '.join(f'{k} ({v})' for k, v in unverified.items())}")
     say(
         f"evaluate: {timing['images']} image(s) in {timing['wall_s']:.0f} s"
         + (f" ({ips:.3f} images/s)" if ips else "")

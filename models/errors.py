@@ -45,6 +45,11 @@ class VerificationError(PipelineError):
     pass
 
 
+class UnverifiedFileError(PipelineError):
+    """A file that failed verification, was never verified, or changed since, given to a command that uses
+    verified files only (evaluate, arm-check, bench, package) without ``--allow-unverified``."""
+
+
 class ImageError(PipelineError):
     pass
 

@@ -1,8 +1,8 @@
 """A VideoSeal model has two parts, the extractor and the embedder, with the same shape for the pipeline.
 
 Each part here is its I/O contract (names, shapes, dtypes, ranges, meanings), the module with
-named inputs and outputs that every exported file holds, fixed sample inputs for tracing, and the
-floors a converted file must meet against PyTorch. The stages (``convert/parts.py``) add what needs
+named inputs and outputs that every exported file holds, and fixed sample inputs for tracing (what a
+converted file must meet against PyTorch is the rule of ``models/gate.py``). The stages (``convert/parts.py``) add what needs
 the pipeline: loading, reference outputs, calibration and verification inputs, figures.
 """
 
@@ -126,32 +126,6 @@ class NamedEmbedder(nn.Module):
     def forward(self, image: torch.Tensor, message: torch.Tensor) -> dict[str, torch.Tensor]:
         wm, res = self.deploy(image, message)
         return dict(zip(EMBEDDER_CONTRACT.output_names, (wm, res), strict=True))
-
-
-# ---- floors: what a converted file must meet against PyTorch -----------------------------------------
-
-
-@dataclass(frozen=True)
-class ExtractorFloors:
-    """Accuracy floors of one extractor file against PyTorch on held-out images."""
-
-    max_abs_logit_diff: float | None = None
-    min_mask_agreement: float = 1.0
-    min_bit_agreement: float = 1.0
-    min_sqnr_db: float | None = None
-
-
-@dataclass(frozen=True)
-class EmbedderFloors:
-    """Floors of one embedder file against PyTorch on held-out photos with seeded messages."""
-
-    max_abs_pixel_diff: float | None = None
-    min_psnr_vs_pytorch_db: float | None = None
-    min_decode_agreement: float = 1.0
-
-
-Floors = ExtractorFloors | EmbedderFloors
-FLOORS_TYPE = {EXTRACTOR: ExtractorFloors, EMBEDDER: EmbedderFloors}
 
 
 # ---- units: a part as steps joined by named tensors (for converting and quantizing in pieces) ------

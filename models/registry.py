@@ -15,35 +15,14 @@ from pathlib import Path
 
 from videoseal_litert.models.cards import Card, read_card
 from videoseal_litert.models.errors import UnknownModelError
-from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR, EmbedderFloors, ExtractorFloors, Floors
+from videoseal_litert.models.gate import Band
+from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 SHIPPED_DIR = Path(__file__).resolve().parent / "tiny"
 # Written by `make train-fixture` (not committed: 133 MB).
 FIXTURE_DIR = Path(__file__).resolve().parent.parent / "runs" / "fixture" / "export"
-
-
-# The trained tiny pair's floors (the defaults for random weights are in runtime/variants.py). Extractor:
-# verified on 21 held-out views plus their watermarked versions (bits compared on the watermarked
-# ones); measured 2026-11-23 (make quantize MODEL=tiny, 2-core x86): bit agreement 100% for every
-# variant, mask agreement 100%, SQNR fp16 70.6, int8-dynamic 42.0, int8 19.3, int8-full 18.5 dB. The
-# smallest watermarked |bit logit| is 3.3 (median 8.9); the tightest margin is the mask logit of an
-# unwatermarked photo (-1.7), hence one mask flip in 42 allowed for the static INT8 variants.
-# Embedder (2026-11-29, make embedder MODEL=tiny): FP16 109.8 dB, INT8 73.4 dB against PyTorch;
-# decoded bits identical for every file.
-TINY_FLOORS: dict[str, dict[str, Floors]] = {
-    EXTRACTOR: {
-        "fp16": ExtractorFloors(min_mask_agreement=1.0, min_bit_agreement=0.999, min_sqnr_db=60.0),
-        "int8-dynamic": ExtractorFloors(min_mask_agreement=1.0, min_bit_agreement=0.999, min_sqnr_db=35.0),
-        "int8": ExtractorFloors(min_mask_agreement=0.97, min_bit_agreement=0.999, min_sqnr_db=16.0),
-        "int8-full": ExtractorFloors(min_mask_agreement=0.97, min_bit_agreement=0.999, min_sqnr_db=15.0),
-    },
-    EMBEDDER: {
-        "fp16": EmbedderFloors(min_psnr_vs_pytorch_db=90.0, min_decode_agreement=1.0),
-        "int8": EmbedderFloors(min_psnr_vs_pytorch_db=60.0, min_decode_agreement=1.0),
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -64,8 +43,9 @@ class ModelSpec:
     released: bool = True
     input_layout: str = "NHWC"
     input_range: tuple[float, float] = (0.0, 1.0)
-    # Floors tighter than the variants table's defaults, by part and variant.
-    floors: Mapping[str, Mapping[str, Floors]] = field(default_factory=dict)
+    # Bands stricter than the variants table's (runtime/variants.py), by part and variant: a spec may
+    # tighten the rule's band for its files, never loosen it (models/gate.py, BandError).
+    bands: Mapping[str, Mapping[str, Band]] = field(default_factory=dict)
     # Quantized variants `make quantize` (and `make embedder`) write by default, by part; a part not
     # named here gets every quantized variant of the table that applies to it. VARIANTS= overrides.
     variants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -129,7 +109,6 @@ REGISTRY: tuple[ModelSpec, ...] = (
         description="the project's tiny watermark pair (trained on 2 CPU cores by demo/train_tiny.py): "
         "ConvNeXt-V2 extractor, 48 bits; a demo and test fixture, not a released VideoSeal model",
         released=False,
-        floors=TINY_FLOORS,
     ),
     ModelSpec(
         name="fixture",

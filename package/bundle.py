@@ -36,8 +36,9 @@ from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, Part
 from videoseal_litert.convert.stages import StageSummary, exclusive_stage
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
+from videoseal_litert.convert.verify import failed_path, report_path, verification_of
 from videoseal_litert.models.embedders import message_for
-from videoseal_litert.models.errors import PipelineError
+from videoseal_litert.models.errors import PipelineError, UnverifiedFileError
 from videoseal_litert.runtime.litert_runner import METADATA_NAME
 from videoseal_litert.runtime.route import embed as route_embed
 from videoseal_litert.runtime.run_extractor import bits_hex
@@ -58,38 +59,39 @@ class PackagingError(PipelineError):
     """A file cannot go into a bundle (unverified, failed, changed since verification, too big)."""
 
 
-def check_verified(part: Part, name: str, reverify: bool) -> dict[str, Any]:
-    """The passing verification report of the part's ``name`` file, for the very bytes on disk (or re-verified)."""
+def check_verified(part: Part, name: str, reverify: bool, allow_unverified: bool = False) -> tuple[Path, dict[str, Any]]:
+    """(the file to ship, its passing verification report) for the part's ``name``, for the very bytes on disk
+    (or re-verified). UnverifiedFileError for a failed, unverified or changed file unless ``allow_unverified``:
+    then the file ships under the name it has (``.failed.tflite`` for a failed one) and the bundle says so."""
     opts = part.opts
     md = opts.model_dir
     path = md / part.file(name)
     make = f"make {part.make_target(name)} MODEL={opts.spec.name}"
-    if not path.exists():
+    src = path if path.exists() or not failed_path(path).exists() else failed_path(path)
+    if not src.exists():
         raise PackagingError(f"{path} not found: run `{make}` first")
-    if path.stat().st_size >= FLATBUFFER_LIMIT:
+    if src.stat().st_size >= FLATBUFFER_LIMIT:
         raise PackagingError(
-            f"{path} is over 2 GB: its weights sit outside the flatbuffer, so no metadata can be embedded; package int8 or fp16"
+            f"{src} is over 2 GB: its weights sit outside the flatbuffer, so no metadata can be embedded; package int8 or fp16"
         )
-    rep_path = md / f"{part.report(name)}.json"
+    status, rep = verification_of(src)  # the verified bytes, not the recorded ones: REVERIFY=1 can accept a changed file
+    if status == "verified":
+        return src, rep  # type: ignore[return-value]
+    if reverify and status in ("unverified", "changed"):
+        return path, _reverify(part, name)
+    if allow_unverified:
+        return src, {**(rep or {"failures": ["never verified"]}), "passed": False, "sha256": sha256_file(src), "status": status}
     rerun = f"`make verify MODEL={opts.spec.name} PART={part.name} VARIANT={name}` (or `make package ... REVERIFY=1`)"
-    if not rep_path.exists():
-        if not reverify:
-            raise PackagingError(f"{path} was never verified: run {rerun}")
-        return _reverify(part, name)
-    rep = read_json(rep_path)
-    if not rep["passed"]:
-        raise PackagingError(
-            f"{path} failed verification ({'; '.join(rep['failures'])}); a bundle never holds an unverified model. "
-            f"See {rep_path.with_suffix('.md')}; rerun `{make}` after fixing the cause"
-        )
-    actual = sha256_file(path)  # the verified bytes, not the recorded ones: REVERIFY=1 can accept a changed file
-    if rep.get("sha256") != actual:
-        if not reverify:
-            raise PackagingError(
-                f"{path} changed after it was verified (sha256 {actual[:12]}... != verified {rep['sha256'][:12]}...): run {rerun}"
-            )
-        return _reverify(part, name)
-    return rep
+    why = {
+        "failed": f"failed verification ({'; '.join((rep or {}).get('failures', []))}); see {report_path(src).with_suffix('.md')}; "
+        f"rerun `{make}` after fixing the cause",
+        "unverified": f"was never verified: run {rerun}",
+        "changed": f"changed after it was verified (sha256 {sha256_file(src)[:12]}... != verified {(rep or {}).get('sha256', '')[:12]}...): run {rerun}",
+    }[status]
+    raise UnverifiedFileError(
+        f"{src.name if status == 'failed' else path} {why}. A bundle holds verified files only (--allow-unverified, "
+        "ALLOW_UNVERIFIED=1, ships it labelled as such)"
+    )
 
 
 def _reverify(part: Part, name: str) -> dict[str, Any]:
@@ -104,7 +106,7 @@ def _reverify(part: Part, name: str) -> dict[str, Any]:
 
 
 def to_ship(part: Part, asked: tuple[str, ...] | None) -> tuple[str, ...]:
-    """``asked``, or by default every ship-by-default variant of the part whose file is written and fits
+    """``asked``, or by default every ship-by-default variant of the part whose file is written (or failed) and fits
     one flatbuffer (a file over 2 GB cannot carry metadata: named on the terminal and left out)."""
     if asked is not None:
         for n in asked:
@@ -113,8 +115,9 @@ def to_ship(part: Part, asked: tuple[str, ...] | None) -> tuple[str, ...]:
     md, out = part.opts.model_dir, []
     for v in VARIANTS.values():
         path = md / part.file(v.name)
-        if not (v.ships and part.name in v.parts and path.exists()):
-            continue
+        if not (v.ships and part.name in v.parts and (path.exists() or failed_path(path).exists())):
+            continue  # a failed file is chosen too, and refused by check_verified: never dropped without a word
+        path = path if path.exists() else failed_path(path)
         if path.stat().st_size >= FLATBUFFER_LIMIT:
             say(f"  not shipped: {path.name} is over 2 GB (weights outside the flatbuffer; no metadata can be embedded)")
             continue
@@ -217,18 +220,20 @@ GOLDEN: dict[str, tuple[str, Callable[..., dict[str, Any]], tuple[str, ...]]] = 
     "extractor": ("golden/golden.json", _extractor_golden, ("run_extractor.py", "litert_runner.py")),
     "embedder": ("golden/embedder/golden.json", _embedder_golden, ("run_embedder.py", "litert_runner.py", "route.py")),
 }
-REPORT_KEYS = ("passed", "num_images", "floors", "checks")
+REPORT_KEYS = ("passed", "num_images", "band", "checks", "failures")
 
 
 def _ship_part(
-    part: Part, names: tuple[str, ...], reports: dict[str, dict], stage: Path, images: list, desc: dict[str, Any]
+    part: Part, names: tuple[str, ...], reports: dict[str, tuple[Path, dict]], stage: Path, images: list, desc: dict[str, Any]
 ) -> dict[str, Any]:
-    """The part's files (description as metadata), golden vectors, reports and runner files into ``stage``."""
+    """The part's files (description as metadata), golden vectors, reports and runner files into ``stage``;
+    a file shipped with --allow-unverified keeps the name it has (``.failed.tflite`` when it failed)."""
     md = part.opts.model_dir
     golden_file, writer, runtime_files = GOLDEN[part.name]
     shipped, golden = {}, {}
     for v in names:
-        src, dst = md / part.file(v), stage / part.file(v)
+        src, rep = reports[v]
+        dst = stage / src.name
         io = part.opts.opener(src, 2).io()
         integer_io = io if io and any(d["dtype"] != "float32" for d in [*io["inputs"], *io["outputs"]]) else None
         embed_metadata(
@@ -245,16 +250,18 @@ def _ship_part(
             },
         )
         golden[v] = writer(part, v, src, dst, images, stage)
-        rep = reports[v]
         shipped[v] = {
             "file": dst.name,
             "size_bytes": dst.stat().st_size,
-            "verified_sha256": rep["sha256"],
+            "verified_sha256": rep["sha256"] if rep.get("passed") else None,
             "verification": {k: rep[k] for k in (*REPORT_KEYS, *part.summary_keys) if k in rep},
             "integer_io": integer_io,
         }
+        if not rep.get("passed"):
+            shipped[v]["UNVERIFIED"] = f"{rep.get('status', 'failed')}: shipped with --allow-unverified"
         for ext in ("json", "md"):
-            shutil.copy(md / f"{part.report(v)}.{ext}", stage / "reports")
+            if (md / f"{part.report(v)}.{ext}").exists():
+                shutil.copy(md / f"{part.report(v)}.{ext}", stage / "reports")
     write_json(stage / golden_file, {"model_id": desc["model_id"], "nbits": part.nbits, "variants": golden})
     for f in runtime_files:
         shutil.copy(RUNTIME / f, stage / f)
@@ -279,6 +286,7 @@ def build_bundle(
     golden: int = 3,
     embedder_variants: tuple[str, ...] | None = None,
     arm_cpus: tuple[str, ...] = (),
+    allow_unverified: bool = False,
 ) -> StageSummary:
     md = opts.model_dir
     if opts.spec.card.extractor_config is None:
@@ -297,7 +305,8 @@ def build_bundle(
         raise PackagingError(
             f"no extractor file to ship in {md.path}: run `make convert MODEL={opts.spec.name}` (and `make quantize`) first"
         )
-    reports = {p: {v: check_verified(part, v, reverify) for v in names} for p, (part, names) in chosen.items()}
+    reports = {p: {v: check_verified(part, v, reverify, allow_unverified) for v in names} for p, (part, names) in chosen.items()}
+    unverified = [src.name for files in reports.values() for src, rep in files.values() if not rep.get("passed")]
     dist.mkdir(parents=True, exist_ok=True)
     final = dist / opts.spec.name
     stage = Path(tempfile.mkdtemp(prefix=f".{opts.spec.name}-", dir=dist))
@@ -308,6 +317,7 @@ def build_bundle(
         images = _golden_images(extractor, golden, stage / "golden")
         model = {k: desc[k] for k in ("model_id", "description", "nbits", "architecture", "num_params", "input", "outputs", "random_init")}
         model["decoding"] = "bit i = bit_logits[i] > 0; P(bit i = 1) = sigmoid(bit_logits[i]); hex packs bit 0 as the MSB of byte 0"
+        model["unverified_files"] = unverified
         shipped = {"extractor": _ship_part(extractor, chosen["extractor"][1], reports["extractor"], stage, images, desc)}
         model["variants"] = shipped["extractor"]
         if "embedder" in chosen:
@@ -328,6 +338,7 @@ def build_bundle(
         manifest = {
             "model_id": desc["model_id"],
             "random_init": desc["random_init"],
+            "unverified_files": unverified,
             "checkpoint_sha256": desc.get("checkpoint_sha256"),
             "calibration_manifest_sha256": sha256_file(ROOT / "calibration_data" / "manifest.json"),
             "tool_versions": tool_versions(),
@@ -364,16 +375,19 @@ def build_bundle(
         for p, files in shipped.items()
         for v, r in files.items()
     ]
+    rows += [(f, "UNVERIFIED: shipped with --allow-unverified") for f in unverified]
     rows += [
         ("golden vectors", f"{len(images)} images; " + ", ".join(f"{p}: {len(n)} files" for p, (_, n) in chosen.items())),
         ("files", str(len(manifest["files"]) + 1)),
         ("bundle", str(final)),
     ]
-    return StageSummary("package", opts.spec.name, False, rows)
+    return StageSummary("package", opts.spec.name, False, rows, unverified)
 
 
 def _readme(model: dict[str, Any]) -> str:
     warn = "**RANDOM WEIGHTS: this bundle exercises the pipeline; it is not a watermark extractor.**\n\n" if model["random_init"] else ""
+    if model.get("unverified_files"):
+        warn += f"**UNVERIFIED FILES (packaged with --allow-unverified): {', '.join(model['unverified_files'])}. Do not ship them.**\n\n"
     inp = model["input"]
     emb = model.get("embedder")
     emb_text = ""

@@ -18,6 +18,7 @@ from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.verify import run_file
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.stage import quantize_to
+from videoseal_litert.runtime.variants import band_for
 
 
 def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
@@ -26,6 +27,7 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
     fp32 = md.require(part.file("fp32"), part.make_target("fp32"))
     inputs = part.verification_set()
     ref = part.reference(inputs)
+    band = band_for(opts.spec, part.name, "int8", ref.random_init)
     rows = []
     with tempfile.TemporaryDirectory(dir=md.path) as d:
         out = Path(d) / part.file("int8")
@@ -34,12 +36,13 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
             qsvs, used = calibrate_part(part, fp32, limit=n)
             cal_s = time.time() - t0
             quantize_to(fp32, out, "int8", qsvs, [], False, part.family.quant)
-            figures = part.figures(inputs, ref, run_file(part, out, inputs, opts.threads, opts.opener))
+            figures = part.figures(inputs, ref, run_file(part, out, inputs, opts.threads, opts.opener), band)
             rows.append(
                 {
                     "calibration_inputs": used,
                     "calibration_seconds": round(cal_s, 1),
                     **{k: figures[k] for k in part.summary_keys if k in figures},
+                    "passed": not figures["failures"],
                 }
             )
     report = {
@@ -59,6 +62,6 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
         "| calibration inputs | calibration s | verification |",
         "|---|---|---|",
     ]
-    lines += [f"| {r['calibration_inputs']} | {r['calibration_seconds']} | {part.one_line({**r, 'floors': {}})} |" for r in rows]
+    lines += [f"| {r['calibration_inputs']} | {r['calibration_seconds']} | {part.one_line(r)} |" for r in rows]
     write_text(md / f"{part.prefix}calib-sweep.md", "\n".join(lines) + "\n")
     return report

@@ -1,10 +1,14 @@
 """Stage 5: a part's fp32 file -> its quantized variants (rows of ``runtime/variants.py``), each verified.
 
 Starts from the FP32 artifact (never re-converts). Calibration runs once, on the part's calibration
-inputs only; verification and the per-op error report use the disjoint held-out set. When a variant
-whose row allows the fallback misses its floors, the ops with the worst output SQNR are kept in
-float, as few as needed, and which and what it cost are recorded. A float file over the 2 GB
-flatbuffer limit is quantized in parts (``partition.py``; the extractor's unit chain).
+inputs only. Every automatic choice is made on the photo pool's validation split: the accuracy
+control (``control.py``) and, for a variant whose row allows it, the fallback (when the file fails
+the rule of ``models/gate.py`` there, the ops with the worst output SQNR are kept float, as few as
+needed, and which and what it cost are recorded). Then each file is verified on the held-out
+(evaluation) views, which choose nothing; a file that fails, or misses an accuracy target the user
+set, is kept as ``<name>.failed.tflite`` and fails the stage. A float file over the 2 GB flatbuffer
+limit is quantized in parts (``partition.py``), where the accuracy control does not run: int4-mixed
+and a user's target are refused there by name.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import InputSet, Part, Reference
 from videoseal_litert.convert.stages import StageSummary, exclusive_stage, is_current, say_rejected
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT
-from videoseal_litert.convert.verify import verify_file
+from videoseal_litert.convert.verify import failed_path, quarantine, run_file, verify_file
 from videoseal_litert.models.errors import UsageError, VerificationError
 from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.op_error import op_errors, write_op_report
 from videoseal_litert.quantize.partition import PieceSource, quantize_partitioned
 from videoseal_litert.quantize.recipes import build_quantizer
-from videoseal_litert.runtime.variants import default_variants, floors_for, variant
+from videoseal_litert.runtime.variants import band_for, default_variants, variant
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,7 @@ def stage_quantize(
 ) -> StageSummary:
     md, t0 = opts.model_dir, time.time()
     variants = default_variants(opts.spec, part.name) if variants is None else variants
+    target_is_gate = bool(target)  # set by the user (or the demo): a miss fails the stage
     for v in variants:
         if variant(v, part.name).recipe is None:
             raise UsageError(f"{v} is written by the tflite stage (make convert / make embedder), not by quantize")
@@ -124,11 +129,12 @@ def stage_quantize(
         "calib_dir_sha256": dir_fingerprint(calib_dir),
         "io_int8": io_int8,
         "variants": list(variants),
-        "floors": {v: asdict(floors_for(opts.spec, part.name, v)) for v in variants},
+        "bands": {v: asdict(band_for(opts.spec, part.name, v, opts.random_weights)) for v in variants},
         "images": inputs.fingerprint,
         "calibration_images": opts.spec.calibration_images,
         "max_part_bytes": opts.max_part_bytes,
         "control_target": target,
+        "control_target_is_gate": target_is_gate,
     }
     if is_current(opts, rec, fingerprint):
         return StageSummary(f"quantize {part.name}", opts.spec.name, True, _rows(read_json(md / summary_file)) + rejected)
@@ -137,6 +143,8 @@ def stage_quantize(
     partitioned = opts.max_part_bytes is not None or fp32.stat().st_size >= FLATBUFFER_LIMIT
     if io_int8 and partitioned:
         raise UsageError("IO=int8 is not available for models quantized in parts (over 2 GB); use int8-full for integer IO")
+    if partitioned:
+        refuse_control_in_pieces(part, variants, target_is_gate)
     with contextlib.ExitStack() as stack:  # the pieces, when quantizing in pieces, until every variant is written
         policy = part.family.quant
         calib = Tally()
@@ -164,36 +172,54 @@ def stage_quantize(
             fallback: list[str] = []  # and the fallback, on top of them
             entry: dict[str, Any] = {"file": path.name}
             source.quantize(path, v, controlled)
-            if not partitioned:
-                if target is not None and row.controlled is not None:
+            if target is not None and row.controlled is not None:
+                if partitioned:  # only the default target reaches here (refuse_control_in_pieces)
+                    entry["accuracy_control"] = {"not_run": CONTROL_IN_PIECES}
+                else:
                     entry["accuracy_control"] = _control(part, fp32, path, v, qsvs, io_int8, policy, target, valref)
                     controlled = entry["accuracy_control"]["kept_float_ops"]
+            if row.fallback:  # chosen on the validation split; the verification below is the exam
+                valset, vref = _validation(part, valref)
+                why = _failures_on(part, path, v, valset, vref)
+                if why:
+                    fallback, entry["fallback"] = _fallback(part, source, path, v, valset, vref, why, controlled)
             try:
                 rep: dict[str, Any] | None = verify_file(part, v, path, inputs, ref)
             except VerificationError as e:
                 rep = None
-                if row.fallback:
-                    rep, fallback, entry["fallback"] = _fallback(part, source, path, v, inputs, ref, str(e), controlled)
-                if rep is None:
-                    failures.append(str(e))
+                failures.append(str(e))
+            control = entry.get("accuracy_control") or {}
+            if rep is not None and target_is_gate and control.get("reached") is False:
+                miss = (
+                    f"{opts.spec.name} {part.name} {v}: accuracy target {target:g} missed ({control['metric']} "
+                    f"{control['curve'][-1]['value']:.4f} with {len(control['kept_float_groups'])} op group(s) kept float; see "
+                    f"control-{part.prefix}{v}.md)"
+                )
+                quarantine(part, path, rep, miss)
+                failures.append(miss)
+                rep = None
+            final = path if rep is not None else failed_path(path)
+            shown = rep if rep is not None else _failed_report(part, v, final)  # the figures a failed file was judged by
             if row.needs_calibration:
                 sample = inputs.inputs[:OP_ERROR_IMAGES]
                 write_op_report(
-                    source.op_errors(path, sample),
+                    source.op_errors(final, sample),
                     md.path,
                     f"op-error-{part.prefix}{v}",
                     inputs.names[: len(sample)],
                     f"{opts.spec.name} {part.name} {v}",
                 )
                 if part.name == "extractor" and not partitioned:  # builtin kernels, every tensor kept: one file under 2 GB
-                    _watermark_report(part, fp32, path, v, inputs)
-            runner = opts.opener(path, opts.threads)
+                    _watermark_report(part, fp32, final, v, inputs)
+            runner = opts.opener(final, opts.threads)
             deleg = runner.delegation() or {}
             entry.update(
-                size_bytes=path.stat().st_size,
-                size_ratio_to_fp32=round(path.stat().st_size / fp32_size, 4),
-                passed=bool(rep and rep["passed"]),
-                verification={k: rep.get(k) for k in part.summary_keys} if rep else None,
+                file=final.name,
+                size_bytes=final.stat().st_size,
+                size_ratio_to_fp32=round(final.stat().st_size / fp32_size, 4),
+                passed=rep is not None,
+                verification={k: shown.get(k) for k in part.summary_keys} if shown else None,
+                failures=(shown or {}).get("failures", []) if rep is None else [],
                 kept_float_by_fallback=fallback,
                 xnnpack={k: deleg.get(k) for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
                 io=runner.io(),
@@ -210,6 +236,7 @@ def stage_quantize(
         "calibration": calib.as_dict(),
         "fp32_size_bytes": fp32_size,
         "partitioned": parts_info,
+        "accuracy_control": CONTROL_IN_PIECES if partitioned and target is not None else None,
         "variants": results,
     }
     write_json(md / summary_file, summary)
@@ -242,6 +269,53 @@ def _watermark_report(part: Part, fp32: Path, path: Path, name: str, inputs: Inp
     )
 
 
+def _failed_report(part: Part, name: str, path: Path) -> dict[str, Any] | None:
+    """The verification report of a file that failed, when it judged these very bytes (None: it failed before a report)."""
+    report = path.parent / f"{part.report(name)}.json"
+    if not (path.is_file() and report.is_file()):
+        return None
+    rep = read_json(report)
+    return rep if rep.get("sha256") == sha256_file(path) else None
+
+
+CONTROL_IN_PIECES = (
+    "not run: the part is quantized in pieces (over 2 GB), where the accuracy control is not implemented (docs/large-models.md)"
+)
+
+
+def refuse_control_in_pieces(part: Part, variants: tuple[str, ...], target_is_gate: bool) -> None:
+    """A part quantized in pieces has no accuracy control: a variant that is the control's output
+    (int4-mixed) or a target the user set is a named refusal, not a silent no-op."""
+    mixed = [v for v in variants if variant(v).controlled == "int8"]
+    if mixed:
+        raise UsageError(
+            f"{', '.join(mixed)}: the accuracy control that makes it does not run on a part quantized in pieces (the "
+            f"{part.opts.spec.name} {part.name}'s FP32 file is over 2 GB, or MAX_PART_BYTES was given); quantize int4 instead"
+        )
+    if target_is_gate:
+        raise UsageError(
+            f"an accuracy target was set, but the accuracy control does not run on a part quantized in pieces (the "
+            f"{part.opts.spec.name} {part.name}'s FP32 file is over 2 GB, or MAX_PART_BYTES was given): drop the target"
+        )
+
+
+def _validation(part: Part, valref: dict[str, Any]) -> tuple[InputSet, Reference]:
+    """The part's validation split and its PyTorch reference, made once per stage: what every automatic
+    choice (the fallback, the accuracy control) is made on; the evaluation split only reports."""
+    if not valref:
+        valset = part.validation_set()
+        say_rejected(valset.tally)
+        valref.update(valset=valset, ref=part.reference(valset))
+    return valref["valset"], valref["ref"]
+
+
+def _failures_on(part: Part, path: Path, name: str, inputs: InputSet, ref: Reference) -> list[str]:
+    """What the rule finds wrong with ``path`` on ``inputs`` (the validation split), without writing a report."""
+    opts = part.opts
+    got = run_file(part, path, inputs, opts.threads, opts.opener)
+    return part.figures(inputs, ref, got, band_for(opts.spec, part.name, name, ref.random_init))["failures"]
+
+
 def default_target(part: Part) -> float | None:
     """The accuracy control's default target. Extractor: bit agreement 0.999 when its model has an
     embedder (its bits are what users decode), off otherwise (``--target-agreement`` turns it on for
@@ -260,11 +334,7 @@ def _control(
 
     opts = part.opts
     four = variant(name).controlled == "int8"  # a 4-bit row: groups get 8-bit weights, not float
-    if not valref:
-        valset = part.validation_set()
-        say_rejected(valset.tally)
-        valref.update(valset=valset, ref=part.reference(valset))
-    valset, ref = valref["valset"], valref["ref"]
+    valset, ref = _validation(part, valref)
     what, rows, metric = task_metric(part.name, valset, ref.outputs)
 
     def measure(p: Path) -> Any:
@@ -314,37 +384,37 @@ def _fallback(
     source: FileSource | PieceSource,
     path: Path,
     name: str,
-    inputs: InputSet,
-    ref: Reference,
-    first_error: str,
+    valset: InputSet,
+    vref: Reference,
+    first_error: list[str],
     base: list[str],
-) -> tuple[dict[str, Any] | None, list[str], dict[str, Any]]:
+) -> tuple[list[str], dict[str, Any]]:
     """Keep the worst ops float (besides ``base``, the accuracy control's), doubling how many each round,
-    until the file passes its floors. In pieces, an op of any piece can be kept (names ``piece<k>/...``)."""
+    until the file passes the rule on the validation split: the ops are ranked, and each round judged, there,
+    never on the evaluation split. In pieces, an op of any piece can be kept (names ``piece<k>/...``)."""
     opts = part.opts
-    log.warning("%s missed its floors (%s); trying the accuracy-driven fallback", name, first_error)
-    rows = source.op_errors(path, inputs.inputs[:OP_ERROR_IMAGES])
+    log.warning("%s fails the rule on the validation split (%s); trying the accuracy-driven fallback", name, "; ".join(first_error))
+    rows = source.op_errors(path, valset.inputs[:OP_ERROR_IMAGES])
     static = part.family.quant.static
     ranked = [r["tensor"] for r in rows if r["sqnr_db"] is not None and r["op"] in static and r["tensor"] not in base]
     first = path.with_name(f".{path.name}.first-attempt.tmp")
     first.write_bytes(path.read_bytes())
     try:
-        rep, keep = None, ranked[:1]
-        n = 1
+        passed, keep, n = False, ranked[:1], 1
         for _ in range(MAX_FALLBACK_ROUNDS):
             keep = ranked[:n]
             source.quantize(path, name, base + keep)
-            try:
-                rep = verify_file(part, name, path, inputs, ref)
-                log.info("%s passes with %d op(s) kept float: %s", name, len(keep), keep)
+            if not _failures_on(part, path, name, valset, vref):
+                passed = True
+                log.info("%s passes on the validation split with %d op(s) kept float: %s", name, len(keep), keep)
                 break
-            except VerificationError:
-                if n >= len(ranked):
-                    break
-                n = min(2 * n, len(ranked))
+            if n >= len(ranked):
+                break
+            n = min(2 * n, len(ranked))
         cost: dict[str, Any] = {
+            "chosen_on": f"the validation split ({len(valset.names)} inputs)",
             "kept_float": keep,
-            "passed": rep is not None,
+            "passed_on_validation": passed,
             "size_bytes_before": first.stat().st_size,
             "size_bytes_after": path.stat().st_size,
         }
@@ -358,7 +428,7 @@ def _fallback(
         log.info("fallback cost: %s", cost)
     finally:
         first.unlink(missing_ok=True)
-    return rep, keep, cost
+    return keep, cost
 
 
 def _rows(s: dict[str, Any]) -> list[tuple[str, str]]:
@@ -367,7 +437,7 @@ def _rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     part = PARTS[s["part"]]
     rows = [("calibration inputs", str(s["calibration"].get("used", "-")))]
     for v, r in s["variants"].items():
-        check = part.one_line(r["verification"]) if r["verification"] else "verification failed"
+        check = part.one_line(r["verification"]) if r["verification"] else "verification failed before its figures"
         rows.append(
             (
                 v,
@@ -377,7 +447,9 @@ def _rows(s: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
         c = r.get("accuracy_control")
-        if c:
+        if c and "not_run" in c:
+            rows.append((f"{v} accuracy control", c["not_run"]))
+        elif c:
             end = c["curve"][-1]["value"]
             rows.append(
                 (

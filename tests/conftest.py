@@ -29,6 +29,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("VIDEOSEAL_REFERENCE", ROOT.parent / "shared" / "reference"))
 MINIS = ("videoseal_1.0-mini", "chunkyseal-mini", "videoseal_0.0-mini")
+# The reference minis are official checkpoints with random weights: the flag that says so to every stage.
+UNTRAINED = ("--untrained",)
 EMBEDDER_MINIS = ("videoseal_1.0-embedder-mini", "pixelseal-embedder-mini", "chunkyseal-embedder-mini", "videoseal_0.0-embedder-mini")
 
 
@@ -77,6 +79,14 @@ def reference() -> Path:
     return REFERENCE
 
 
+def mini_opts(card: Path | str, out: Path, **kw):
+    """RunOptions for a reference mini (its checkpoint's weights are random: ``untrained``)."""
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
+
+    return RunOptions(spec=resolve(str(card)), out=out, untrained=True, **kw)
+
+
 def cli(*args: str) -> int:
     from videoseal_litert.cli import main
 
@@ -104,14 +114,15 @@ class Pipeline:
         self.done.add(key)
 
     def converted(self, name: str) -> Path:
-        """``make convert`` of an extractor mini: its artifact folder."""
-        self._once((name, "convert"), "convert", "--model", self.card(name), "--out", self.root)
+        """``make convert`` of an extractor mini: its artifact folder. The minis' official checkpoints hold random
+        weights: every stage is told so (``--untrained``, ``UNTRAINED``), as a user would be."""
+        self._once((name, "convert"), "convert", "--model", self.card(name), "--out", self.root, *UNTRAINED)
         return self.root / name
 
     def quantized(self, name: str) -> Path:
         """``make convert`` and ``make quantize`` (every variant) of an extractor mini."""
         self.converted(name)
-        self._once((name, "quantize"), "quantize", "--model", self.card(name), "--out", self.root)
+        self._once((name, "quantize"), "quantize", "--model", self.card(name), "--out", self.root, *UNTRAINED)
         return self.root / name
 
     def embedder(self, name: str, variants: str = "fp32,fp16,int8") -> Path:
@@ -123,7 +134,16 @@ class Pipeline:
             () if name == "videoseal_1.0-embedder-mini" else ("--images", self.reference / f"{name}-images", "--target-watermark-snr", "0")
         )
         self._once(
-            (name, "embedder", variants), "embedder", "--model", self.card(name), "--out", self.root, "--variants", variants, *images
+            (name, "embedder", variants),
+            "embedder",
+            "--model",
+            self.card(name),
+            "--out",
+            self.root,
+            "--variants",
+            variants,
+            *images,
+            *UNTRAINED,
         )
         return self.root / name
 

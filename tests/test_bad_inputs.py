@@ -95,7 +95,7 @@ def test_truncated_tflite_is_refused_by_every_consumer(converted, mini_card, tmp
     out, md = copy_of(converted, tmp_path)
     truncate(md / "fp32.tflite")
     before = artifacts(out)
-    rc, err = cli(capsys, command, "--model", str(mini_card), "--out", str(out))
+    rc, err = cli(capsys, command, "--model", str(mini_card), "--out", str(out), "--untrained")
     assert rc == 2
     assert_named(err, "ArtifactCorruptError")
     assert "fp32.tflite" in err and "make " in err
@@ -108,7 +108,7 @@ def test_unrecorded_garbage_tflite_is_named_when_opened(converted, mini_card, tm
     shutil.rmtree(md / "records")
     before = (md / "verify-fp32.json").read_bytes()  # the real file's report
     (md / "fp32.tflite").write_bytes(b"TFL3" + os.urandom(4000))
-    rc, err = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out))
+    rc, err = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out), "--untrained")
     assert rc == 2
     assert_named(err, "ArtifactCorruptError")
     assert (md / "verify-fp32.json").read_bytes() == before and not temporaries(out)  # no report of the garbage
@@ -117,7 +117,7 @@ def test_unrecorded_garbage_tflite_is_named_when_opened(converted, mini_card, tm
 @pytest.mark.parametrize("name", ["model.onnx", "extractor.pt2"])
 def test_truncated_export_artifact_is_redone_not_trusted(converted, mini_card, tmp_path, capsys, name):
     out, md = copy_of(converted, tmp_path)
-    args = ("export", "--model", str(mini_card), "--out", str(out))
+    args = ("export", "--model", str(mini_card), "--out", str(out), "--untrained")
     rc, stdout, _ = run(capsys, *args)
     assert rc == 0 and f"export extractor {MINI}: up to date, skipped" in stdout
     truncate(md / name)
@@ -191,7 +191,7 @@ def test_images_dir_without_a_readable_image(converted, mini_card, tmp_path, cap
     for name, make in BAD_IMAGES.items():
         make(images / name)
     before = (md / "verify-fp32.json").read_bytes()
-    rc, err = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out), "--images", str(images))
+    rc, err = cli(capsys, "verify", "--model", str(mini_card), "--out", str(out), "--images", str(images), "--untrained")
     assert rc == 2
     assert_named(err, "ImageError")
     assert all(name in err for name in BAD_IMAGES)  # each rejected file named, with why
@@ -309,7 +309,7 @@ def test_out_that_cannot_be_written(mini_card, capsys):
 
 def test_unknown_variant_command_and_model(converted, mini_card, tmp_path, capsys):
     out, _ = copy_of(converted, tmp_path)
-    rc, err = cli(capsys, "quantize", "--model", str(mini_card), "--out", str(out), "--variants", "int9")
+    rc, err = cli(capsys, "quantize", "--model", str(mini_card), "--out", str(out), "--variants", "int9", "--untrained")
     assert rc == 2
     assert_named(err, "UsageError")
     rc, err = cli(capsys, "frobnicate")
@@ -390,11 +390,11 @@ def test_stage_killed_while_writing_leaves_the_previous_artifact(converted, mini
         assert temporaries(out)  # nothing can clean up after SIGKILL ...
     # ... but the previous complete artifact is what a later stage sees, and it is intact.
     assert sha256_file(md / "model.json") == before
-    rc, _ = cli(capsys, "export", "--model", str(mini_card), "--out", str(out))
+    rc, _ = cli(capsys, "export", "--model", str(mini_card), "--out", str(out), "--untrained")
     assert rc == 0
     assert not temporaries(out)  # the next stage to take the lock removed the debris
     # A rerun completes.
-    rc, _ = cli(capsys, "load", "--model", str(mini_card), "--out", str(out), "--force")
+    rc, _ = cli(capsys, "load", "--model", str(mini_card), "--out", str(out), "--force", "--untrained")
     assert rc == 0 and not temporaries(out)
 
 
@@ -407,10 +407,10 @@ def test_stage_killed_before_its_first_artifact_leaves_none(converted, mini_card
     rc, err = stage.finish()
     assert rc == 143
     assert not (md / "model.json").exists() and not temporaries(out)
-    rc, err = cli(capsys, "export", "--model", str(mini_card), "--out", str(out))
+    rc, err = cli(capsys, "export", "--model", str(mini_card), "--out", str(out), "--untrained")
     assert rc == 2
     assert_named(err, "ArtifactMissingError")
-    assert cli(capsys, "load", "--model", str(mini_card), "--out", str(out))[0] == 0
+    assert cli(capsys, "load", "--model", str(mini_card), "--out", str(out), "--untrained")[0] == 0
     assert (md / "model.json").exists()
 
 

@@ -13,7 +13,7 @@ from tests.conftest import locked
 from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS, heldout_paths
 from videoseal_litert.calibration_data.pool import photos as pool_photos
 from videoseal_litert.demo.watermark import binomial_pvalue, run_demo
-from videoseal_litert.models.errors import VerificationError
+from videoseal_litert.models.errors import UnverifiedFileError, VerificationError
 
 
 def test_binomial_pvalue():
@@ -106,7 +106,7 @@ def test_bundle_ships_both_halves(demo, tmp_path):
 
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.models.registry import resolve
-    from videoseal_litert.package.bundle import PackagingError, build_bundle
+    from videoseal_litert.package.bundle import build_bundle
 
     out, _ = demo
     opts = RunOptions(spec=resolve("tiny"), out=out)
@@ -147,7 +147,7 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     original = rep.read_text()
     try:
         rep.write_text(json.dumps({**json.loads(original), "passed": False, "failures": ["forced"]}))
-        with pytest.raises(PackagingError, match="embedder-int8.tflite failed verification"):
+        with pytest.raises(UnverifiedFileError, match="embedder-int8.tflite failed verification"):
             build_bundle(opts, ("fp32",), tmp_path / "dist2", embedder_variants=("int8",))
         assert not (tmp_path / "dist2" / "tiny").exists()
     finally:
@@ -209,7 +209,7 @@ def test_watermark_error_report_follows_the_watermark(demo):
 
 def test_tiny_pair_on_arm64(demo, tmp_path):
     """The trained tiny pair's FP32 and INT8 extractor and INT8 embedder on the four emulated ARM64 CPU
-    models decode every bit and the mask as on x86 (the gate for a trained model), and its bundle's
+    models pass the rule against PyTorch as on x86, within the ARM-x86 bound, and its bundle's
     torch-free self-tests pass under the aarch64 Python; a changed bundle fails there by name."""
     from tests.conftest import cli
     from videoseal_litert.convert.options import RunOptions
@@ -227,11 +227,15 @@ def test_tiny_pair_on_arm64(demo, tmp_path):
     for per in (*ex.values(), *em.values()):
         assert set(per) == set(CPU_MODELS)
     for f in (*ex["fp32.tflite"].values(), *ex["int8.tflite"].values()):
-        assert f["bits_flipped_vs_x86"] == 0 and f["mask_agreement_with_x86"] == 1.0
+        # Judged against PyTorch by the rule, as on x86: no clear flip, the SNR over its band.
+        g = f["gate"]["logits"]
+        assert g["passed"] and g["clear_flips"] == 0 and g["snr_db"] >= g["min_snr_db"] and f["failures"] == []
     for f in ex["fp32.tflite"].values():
-        assert f["max_abs_diff_bit_logits"] < 1e-3  # float kernels differ in summation order only
-    for f in em["embedder-int8.tflite"].values():
-        assert f["within_pixel_floor"] in (True, None)
+        assert f["max_abs_diff_to_x86"] < 1e-3 and f["output_step"] is None  # float kernels differ in summation order only
+    for f in ex["int8.tflite"].values():
+        assert f["diff_in_output_steps"] is None or f["diff_in_output_steps"] <= 2
+    for f in em["embedder-int8.tflite"].values():  # the embedder gated on ARM as on x86: pixels and the bits they decode to
+        assert f["gate"]["pixels"]["passed"] and f["gate"]["decoded bits"]["passed"] and f["failures"] == []
     assert (out / "tiny" / "arm64.md").read_text().count("| int8.tflite |") >= 4
 
     opts = RunOptions(spec=resolve("tiny"), out=out)

@@ -185,7 +185,7 @@ def test_export_takes_the_embedder_part(pipeline, tmp_path, reference):
     import onnxruntime as ort
 
     out, d = pipeline.copy(pipeline.embedder("videoseal_1.0-embedder-mini"), tmp_path)
-    assert cli("export", "--model", pipeline.card("videoseal_1.0-embedder-mini"), "--part", "embedder", "--out", out) == 0
+    assert cli("export", "--model", pipeline.card("videoseal_1.0-embedder-mini"), "--part", "embedder", "--out", out, "--untrained") == 0
     assert (d / "embedder.pt2").stat().st_size > 0 and json.loads((d / "embedder-export.json").read_text())[
         "onnx_max_abs_diff_vs_pytorch"
     ] <= 1e-4
@@ -199,7 +199,21 @@ def test_export_takes_the_embedder_part(pipeline, tmp_path, reference):
 
 def test_bench_reports_the_embedder_files(pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.embedder("videoseal_1.0-embedder-mini"), tmp_path)
-    assert cli("bench", "--model", pipeline.card("videoseal_1.0-embedder-mini"), "--out", out, "--runs", "2", "--bench-threads", "1") == 0
+    assert (
+        cli(
+            "bench",
+            "--model",
+            pipeline.card("videoseal_1.0-embedder-mini"),
+            "--out",
+            out,
+            "--runs",
+            "2",
+            "--bench-threads",
+            "1",
+            "--untrained",
+        )
+        == 0
+    )
     b = json.loads((d / "embedder-bench.json").read_text())
     assert set(b["latency"]["1"]) == {"fp32", "fp16", "int8", "pytorch"} and b["latency"]["1"]["fp32"]["ratio_to_fp32"] == 1.0
     assert all(b["peak_rss_mb"][v] > 0 and b["size"][v]["bytes"] == (d / f"embedder-{v}.tflite").stat().st_size for v in b["size"])
@@ -249,27 +263,39 @@ def test_tiny_pair_decodes_tflite_embedded_images_as_pytorch(demo_run):
 
 
 def test_card_without_embedder_section(reference, tmp_path, capsys):
-    assert cli("embedder", "--model", str(reference / "videoseal_1.0-mini.yaml"), "--out", str(tmp_path)) == 2
+    assert cli("embedder", "--model", str(reference / "videoseal_1.0-mini.yaml"), "--out", str(tmp_path), "--untrained") == 2
     err = capsys.readouterr().err
     assert "CardError" in err and "no 'embedder' section" in err and "Traceback" not in err
     assert not list(tmp_path.rglob("*.tflite"))
 
 
 def test_embedder_only_card_refuses_extractor_conversion(reference, tmp_path, capsys):
-    assert cli("convert", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--out", str(tmp_path)) == 2
+    assert cli("convert", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--out", str(tmp_path), "--untrained") == 2
     assert "no 'extractor' section" in capsys.readouterr().err
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.package.bundle import PackagingError, build_bundle
 
     with pytest.raises(PackagingError, match="has no extractor"):
-        build_bundle(RunOptions(spec=resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), out=tmp_path), dist=tmp_path / "dist")
+        build_bundle(
+            RunOptions(spec=resolve(str(reference / "videoseal_1.0-embedder-mini.yaml")), untrained=True, out=tmp_path),
+            dist=tmp_path / "dist",
+        )
     assert not (tmp_path / "dist").exists()
 
 
 def test_checkpoint_without_embedder_keys(reference, tmp_path, capsys):
     # An extractor-only official checkpoint for an embedder card.
     ckpt = reference / "videoseal_1.0-mini.pth"
-    code = cli("embedder", "--model", str(reference / "videoseal_1.0-embedder-mini.yaml"), "--ckpt", str(ckpt), "--out", str(tmp_path))
+    code = cli(
+        "embedder",
+        "--model",
+        str(reference / "videoseal_1.0-embedder-mini.yaml"),
+        "--ckpt",
+        str(ckpt),
+        "--out",
+        str(tmp_path),
+        "--untrained",
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "CheckpointMismatchError" in err and "no 'embedder.' keys" in err

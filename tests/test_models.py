@@ -56,21 +56,6 @@ def test_a_trained_not_shipped_model_says_how_to_make_its_checkpoint(tmp_path):
         load_extractor(spec)
 
 
-@pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
-def test_every_registered_model_has_floors_for_each_file_it_makes(spec):
-    """A model's floors come from its spec or the variants table; each of its parts' files must have one,
-    and FP32 must be held to PyTorch within 1e-4 (logits or pixels)."""
-    from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR, FLOORS_TYPE
-    from videoseal_litert.runtime.variants import default_variants, floors_for
-
-    parts = [p for p, present in ((EXTRACTOR, spec.card.extractor_config is not None), (EMBEDDER, spec.card.has_embedder)) if present]
-    for part in parts:
-        for v in ("fp32", *default_variants(spec, part)):
-            assert isinstance(floors_for(spec, part, v), FLOORS_TYPE[part]), (part, v)
-        fp32 = floors_for(spec, part, "fp32")
-        assert (fp32.max_abs_logit_diff if part == EXTRACTOR else fp32.max_abs_pixel_diff) <= 1e-4
-
-
 def test_chunkyseal_proportional_dims():
     # docs/toolchain.md: base dims [128, 256, 512, 1024] scaled by sqrt(1024/128) with int() truncation.
     assert resolve("chunkyseal").card.config.dims == (362, 724, 1448, 2896)

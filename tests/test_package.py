@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import cli
 from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.models.errors import UnverifiedFileError
 from videoseal_litert.models.registry import resolve
-from videoseal_litert.package.bundle import PackagingError, build_bundle
+from videoseal_litert.package.bundle import build_bundle
 from videoseal_litert.runtime.litert_runner import read_metadata
 
 MINI = "videoseal_1.0-mini"
@@ -25,8 +26,8 @@ def built(pipeline, tmp_path_factory):
     out, _ = pipeline.copy(pipeline.quantized(MINI), tmp_path_factory.mktemp("pkg"))
     dist = out / "dist"
     # The default selection: every ship-by-default variant of the variants table (fp32, fp16, int8).
-    assert cli("package", "--model", pipeline.card(MINI), "--out", out, "--dist", dist) == 0
-    return RunOptions(spec=resolve(str(pipeline.card(MINI))), out=out), dist, dist / MINI
+    assert cli("package", "--model", pipeline.card(MINI), "--out", out, "--dist", dist, "--untrained") == 0
+    return RunOptions(spec=resolve(str(pipeline.card(MINI))), untrained=True, out=out), dist, dist / MINI
 
 
 @pytest.mark.slow
@@ -37,7 +38,8 @@ def test_manifest_accounts_for_every_file(built):
     assert set(manifest["files"]) == files
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((b / rel).read_bytes()).hexdigest() == digest
-    assert manifest["random_init"] is False and len(manifest["calibration_manifest_sha256"]) == 64
+    assert manifest["random_init"] is True and len(manifest["calibration_manifest_sha256"]) == 64  # the mini: --untrained
+    assert "RANDOM WEIGHTS" in (b / "README.md").read_text()
     assert manifest["git_commit"] and "torch" in manifest["tool_versions"]
     for f in (
         "int8.tflite",
@@ -84,7 +86,7 @@ def test_tampered_artifact_is_refused_and_dist_left_alone(built):
     path.write_bytes(bytes(data))
     try:
         with pytest.raises(
-            PackagingError, match=r"int8\.tflite changed after it was verified.*make verify MODEL=.* PART=extractor VARIANT=int8"
+            UnverifiedFileError, match=r"int8\.tflite changed after it was verified.*make verify MODEL=.* PART=extractor VARIANT=int8"
         ):
             build_bundle(opts, ("int8",), dist)
     finally:
@@ -101,7 +103,7 @@ def test_failed_verification_is_refused(built):
     rep.update(passed=False, failures=["bit agreement 90% < 99.9%"])
     rep_path.write_text(json.dumps(rep))
     try:
-        with pytest.raises(PackagingError, match="fp16.tflite failed verification"):
+        with pytest.raises(UnverifiedFileError, match="fp16.tflite failed verification"):
             build_bundle(opts, ("fp16",), dist)
     finally:
         rep_path.write_text(original)

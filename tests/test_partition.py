@@ -16,9 +16,8 @@ from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.split import MergeError, convert_pieces, join, plan, write_model
 from videoseal_litert.convert.stages import stage_tflite
 from videoseal_litert.convert.tflite import short_name
-from videoseal_litert.models.parts import EmbedderFloors
 from videoseal_litert.models.registry import resolve
-from videoseal_litert.quantize.stage import stage_quantize
+from videoseal_litert.quantize.stage import CONTROL_IN_PIECES, stage_quantize
 from videoseal_litert.runtime.runners import open_runner
 
 MINI = "chunkyseal-mini"
@@ -32,7 +31,7 @@ OUTS = ("mask_logit", "bit_logits")
 def part_files(reference, tmp_path_factory):
     """chunkyseal-mini's deploy form cut into float pieces and converted, once for the module."""
     tmp = tmp_path_factory.mktemp("parts")
-    part = ExtractorPart(RunOptions(spec=resolve(str(reference / f"{MINI}.yaml")), out=tmp))
+    part = ExtractorPart(RunOptions(spec=resolve(str(reference / f"{MINI}.yaml")), untrained=True, out=tmp))
     pieces = plan(part.units(part.load()), PART_BYTES)
     assert len(pieces) == 4 and pieces[0].inputs == ("image",) and pieces[-1].outputs == OUTS
     assert all(p.weight_bytes() <= PART_BYTES for p in pieces[:-1])
@@ -73,7 +72,7 @@ def test_join_refuses_pieces_that_do_not_chain(part_files, tmp_path):
 def embedder_pieces(reference, tmp_path_factory):
     """chunkyseal-embedder-mini's U-Net in float pieces, joined once for the module."""
     tmp = tmp_path_factory.mktemp("unet-pieces")
-    part = EmbedderPart(RunOptions(spec=resolve(str(reference / f"{EMB_MINI}.yaml")), out=tmp))
+    part = EmbedderPart(RunOptions(spec=resolve(str(reference / f"{EMB_MINI}.yaml")), untrained=True, out=tmp))
     pieces = plan(part.units(part.load()), EMB_PIECE_BYTES)
     paths = convert_pieces(pieces, part.sample_inputs(), tmp)
     joined = tmp / "joined.tflite"
@@ -128,20 +127,22 @@ def test_weights_after_the_flatbuffer_load_and_run_the_same(embedder_pieces, tmp
 @pytest.mark.slow
 def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
     """`make embedder` on a mini forced to split: the fp32 file joined from pieces, fp16 and int8
-    quantized piece by piece and joined, each verified against PyTorch like any embedder file."""
+    quantized piece by piece and joined (int8 with the fallback, in pieces), each verified against PyTorch
+    like any embedder file."""
     out, d = pipeline.copy(pipeline.embedder(EMB_MINI, "fp32"), tmp_path)
     spec = resolve(str(pipeline.card(EMB_MINI)))
     images = pipeline.reference / f"{EMB_MINI}-images"
-    opts = RunOptions(spec=spec, out=out, max_part_bytes=EMB_PIECE_BYTES, images=images)
+    opts = RunOptions(spec=spec, out=out, max_part_bytes=EMB_PIECE_BYTES, images=images, untrained=True)
     part = EmbedderPart(opts)
     (d / "embedder-fp32.tflite").unlink()
     stage_tflite(opts, part)
-    assert cli("verify", "--model", pipeline.card(EMB_MINI), "--out", out, "--part", "embedder", "--images", images) == 0
+    assert cli("verify", "--model", pipeline.card(EMB_MINI), "--out", out, "--part", "embedder", "--images", images, "--untrained") == 0
     fp32 = json.loads((d / "verify-embedder-fp32.json").read_text())
     assert fp32["passed"] and fp32["max_abs_pixel_diff"] <= 1e-4
-    stage_quantize(opts, part, variants=("fp16", "int8"), target=0)
+    stage_quantize(opts, part, variants=("fp16", "int8"))  # the embedder's default target (10 dB): no control in pieces
     q = json.loads((d / "embedder-quantize.json").read_text())
     assert q["partitioned"]["num_parts"] == 7 and q["calibration"]["used"] > 0
+    assert q["accuracy_control"] == CONTROL_IN_PIECES and q["variants"]["int8"]["accuracy_control"] == {"not_run": CONTROL_IN_PIECES}
     # What XNNPACK leaves to the builtin kernels is what it leaves in the file converted in one piece
     # (the message grid's BROADCAST_TO, JND's LESS_EQUAL/SELECT/POW, the clamp): joining adds nothing.
     single = open_runner(pipeline.embedder(EMB_MINI, "fp32") / "embedder-fp32.tflite").delegation()
@@ -149,29 +150,27 @@ def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
         assert q["variants"][v]["passed"], q["variants"][v]
         got = q["variants"][v]["xnnpack"]
         assert [x["op"] for x in got["not_delegated"]] == [x["op"] for x in single["not_delegated"]]
-    assert q["variants"]["int8"]["size_ratio_to_fp32"] < 0.35
+    assert q["variants"]["fp16"]["size_ratio_to_fp32"] < 0.55
     # The per-op error of the whole joined model: every piece's ops, under the joined file's names, worst first.
     ops = json.loads((d / "op-error-embedder-int8.json").read_text())["ops"]
     assert {r["tensor"].split("/", 1)[0] for r in ops} == {f"piece{k}" for k in range(7)}
     sq = [r["sqnr_db"] for r in ops if r["sqnr_db"] is not None]
     assert sq == sorted(sq)
-    # The fallback on the same pieces: a floor the recipe misses (measured PSNR + 3 dB) is reached by
-    # keeping the worst ops float, in whichever piece they are.
-    psnr = q["variants"]["int8"]["verification"]["psnr_vs_pytorch_db"]
-    tight = EmbedderFloors(min_psnr_vs_pytorch_db=psnr + 3.0, min_decode_agreement=0.97)
-    opts = dataclasses.replace(opts, spec=dataclasses.replace(spec, floors={"embedder": {"int8": tight}}), force=True)
-    stage_quantize(opts, EmbedderPart(opts), variants=("int8",), target=0)
-    r = json.loads((d / "embedder-quantize.json").read_text())["variants"]["int8"]
-    assert r["passed"] and r["kept_float_by_fallback"] and r["verification"]["psnr_vs_pytorch_db"] >= psnr + 3.0
+    # The fallback on the same pieces: this random U-Net's all-INT8 file is 4 dB under its watermark (its
+    # validation figure), short of the embedder's 10 dB band, so its worst ops are kept float, in whichever
+    # piece they are, ranked on the validation split; the file is then verified like any other.
+    r = q["variants"]["int8"]
+    assert r["kept_float_by_fallback"] and r["fallback"]["chosen_on"].startswith("the validation split")
     assert all(n.startswith("piece") and n.split("/", 1)[1] for n in r["kept_float_by_fallback"])
-    assert r["fallback"]["size_bytes_after"] > r["fallback"]["size_bytes_before"]
+    assert r["fallback"]["size_bytes_after"] > r["fallback"]["size_bytes_before"] and r["size_ratio_to_fp32"] < 1.0
+    assert r["verification"]["watermark_snr_db"] >= r["verification"]["gate"]["pixels"]["min_snr_db"] == 10.0
 
 
 @pytest.mark.slow
 def test_partitioned_quantize_passes_its_floors(pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.converted(MINI), tmp_path)
     spec = dataclasses.replace(resolve(str(pipeline.card(MINI))), calibration_images=16, verify_images=4)
-    opts = RunOptions(spec=spec, out=out, max_part_bytes=PART_BYTES)
+    opts = RunOptions(spec=spec, out=out, max_part_bytes=PART_BYTES, untrained=True)
     stage_quantize(opts, ExtractorPart(opts), variants=("int8", "int8-full", "int4"))
     q = json.loads((d / "quantize.json").read_text())
     assert q["partitioned"]["num_parts"] == 4 and q["calibration"]["used"] == 16
@@ -208,7 +207,7 @@ def test_converted_file_has_short_names_and_named_io(pipeline, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     d = pipeline.converted("videoseal_1.0-mini")
-    assert cli("tflite", "--model", pipeline.card("videoseal_1.0-mini"), "--out", tmp_path) == 2  # load first: named error
+    assert cli("tflite", "--model", pipeline.card("videoseal_1.0-mini"), "--out", tmp_path, "--untrained") == 2  # load first: named error
     it = Interpreter(model_path=str(d / "fp32.tflite"))
     names = [x["name"] for x in it.get_tensor_details()]
     assert not [n for n in names if "models." in n or "torch.nn.modules" in n]

@@ -55,7 +55,7 @@ class OnnxRunner:
 
 def test_a_plugged_in_runner_verifies_the_file_through_the_stage(pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.converted(MINI), tmp_path)
-    opts = RunOptions(spec=resolve(str(pipeline.card(MINI))), out=out, opener=builtin_kernels, force=True)
+    opts = RunOptions(spec=resolve(str(pipeline.card(MINI))), untrained=True, out=out, opener=builtin_kernels, force=True)
     stage_verify(opts, ExtractorPart(opts), "fp32")
     rep = json.loads((d / "verify-fp32.json").read_text())
     assert rep["runner"] == "builtin_kernels" and rep["passed"] and rep["max_abs_logit_diff"] <= 1e-4
@@ -65,7 +65,7 @@ def test_a_plugged_in_runner_verifies_the_file_through_the_stage(pipeline, tmp_p
 
 def test_onnx_runtime_through_the_same_verification(pipeline, tmp_path):
     d = pipeline.converted(MINI)
-    opts = RunOptions(spec=resolve(str(pipeline.card(MINI))), out=tmp_path, opener=OnnxRunner)
+    opts = RunOptions(spec=resolve(str(pipeline.card(MINI))), untrained=True, out=tmp_path, opener=OnnxRunner)
     part = ExtractorPart(opts)
     inputs = part.verification_set()
     ref = part.reference(inputs)
@@ -76,7 +76,7 @@ def test_onnx_runtime_through_the_same_verification(pipeline, tmp_path):
 
 def test_the_torch_reference_is_a_runner_with_the_contract_names(pipeline):
     d = pipeline.converted(MINI)
-    part = ExtractorPart(RunOptions(spec=resolve(str(pipeline.card(MINI))), out=d.parent))
+    part = ExtractorPart(RunOptions(spec=resolve(str(pipeline.card(MINI))), untrained=True, out=d.parent))
     torch_runner = part.torch_runner(part.load())
     x = [{"image": np.random.default_rng(i).random((1, 256, 256, 3), dtype=np.float32)} for i in range(2)]
     a, b = run_all(torch_runner, x), run_all(open_runner(d / "fp32.tflite"), x)
@@ -103,7 +103,7 @@ def test_large_files_run_through_the_compiled_model_with_a_weight_cache(pipeline
     assert (cache / "weights.bin").stat().st_size > 0  # XNNPACK wrote its packed weights there
     r.close()
     assert not cache.exists()  # and the cache goes with the runner
-    opts = RunOptions(spec=resolve(str(pipeline.card(MINI))), out=out, force=True)
+    opts = RunOptions(spec=resolve(str(pipeline.card(MINI))), untrained=True, out=out, force=True)
     stage_verify(opts, ExtractorPart(opts), "fp32")
     rep = json.loads((d / "verify-fp32.json").read_text())
     assert rep["passed"] and rep["runner"] == "open_file" and "weight cache" in rep["kernels"]

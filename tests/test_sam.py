@@ -120,7 +120,7 @@ def test_vit_parts_joined_equal_the_official_logits(reference, tmp_path):
     from videoseal_litert.convert.split import convert_pieces, join, plan
     from videoseal_litert.runtime.runners import open_runner
 
-    part = ExtractorPart(RunOptions(spec=resolve(str(reference / "videoseal_0.0-mini.yaml")), out=tmp_path))
+    part = ExtractorPart(RunOptions(spec=resolve(str(reference / "videoseal_0.0-mini.yaml")), untrained=True, out=tmp_path))
     assert part.family.name == "sam" and part.family.chain_layout == "NHWC"
     pieces = plan(part.units(part.load()), 800_000)
     assert len(pieces) >= 3 and not pieces[1].nchw & set(pieces[1].inputs)  # token grids cross as they are

@@ -198,15 +198,19 @@ def test_bits_are_compared_only_where_a_message_was_embedded(tmp_path):
     from videoseal_litert.calibration_data.images import Tally
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.convert.parts import ExtractorPart, InputSet, Reference
+    from videoseal_litert.models.gate import Band
 
     part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path))
     ref = np.ones((3, 49), np.float32)
     got = ref.copy()
     got[[0, 2], 1:] = -1  # every bit of the unwatermarked rows flipped: noise there is not an error
-    f = part.figures(InputSet(["a:full", "a:full+wm", "b:full"], [], Tally(), []), _ref(Reference, ref), _split(got))
+    band = Band(20.0)
+    f = part.figures(InputSet(["a:full", "a:full+wm", "b:full"], [], Tally(), []), _ref(Reference, ref), _split(got), band)
     assert f["bit_agreement"] == 1.0 and f["bit_rows"] == "watermarked images" and f["bit_agreement_unwatermarked"] == 0.0
-    f = part.figures(InputSet(["a:full", "b:full", "c:full"], [], Tally(), []), _ref(Reference, ref), _split(got))
+    assert f["gate"]["logits"]["outputs_judged"] == 3 + 48 and f["gate"]["logits"]["snr_db"] is None  # the masks and one row's bits
+    f = part.figures(InputSet(["a:full", "b:full", "c:full"], [], Tally(), []), _ref(Reference, ref), _split(got), band)
     assert f["bit_agreement"] == pytest.approx(1 / 3) and f["bit_rows"] == "all images"  # no embedder: every row
+    assert f["gate"]["logits"]["outputs_judged"] == 3 * 49 and f["failures"]  # two rows' bits flipped: judged, failed
 
 
 def _split(x: np.ndarray) -> dict[str, np.ndarray]:

@@ -7,17 +7,15 @@ import json
 import pytest
 
 from tests.conftest import cli
-from videoseal_litert.models.parts import FLOORS_TYPE, PART_NAMES
+from videoseal_litert.models.parts import PART_NAMES
 from videoseal_litert.models.registry import REGISTRY
 from videoseal_litert.runtime.variants import VARIANTS, Variant, names, variant
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_every_variant_has_floors_for_every_part_it_applies_to(name):
+def test_every_variant_row_is_complete(name):
     v = VARIANTS[name]
-    assert v.parts and set(v.parts) <= set(PART_NAMES)
-    for part in v.parts:
-        assert isinstance(v.floors.get(part), FLOORS_TYPE[part]), f"{name} applies to the {part} but has no {FLOORS_TYPE[part].__name__}"
+    assert v.parts and set(v.parts) <= set(PART_NAMES) and set(v.bands) == set(v.parts)  # bands: tests/test_gate.py
     assert v.io_dtype in ("float32", "int8") and (v.recipe is None) == (name == "fp32")
     assert v.golden_atol is None or set(v.golden_atol) == set(v.parts)  # float arithmetic: a golden tolerance per part
 
@@ -28,10 +26,10 @@ def test_bench_order_is_a_total_order():
 
 
 @pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
-def test_spec_floors_name_known_variants_of_the_right_part(spec):
-    for part, floors in spec.floors.items():
-        for name, f in floors.items():
-            assert part in variant(name).parts and isinstance(f, FLOORS_TYPE[part]), (spec.name, part, name)
+def test_spec_bands_name_known_variants_of_the_right_part(spec):
+    for part, bands in spec.bands.items():
+        for name in bands:
+            assert part in variant(name).parts, (spec.name, part, name)
 
 
 def test_unknown_variant_is_a_named_error():
@@ -52,9 +50,10 @@ def recipe_int8_weights(q, policy, io_int8):
 
 
 def test_a_new_variant_is_one_row(pipeline, tmp_path, monkeypatch):
-    """Register a row (and its recipe): quantize writes and verifies it against the row's floors, the
+    """Register a row (and its recipe): quantize writes and verifies it against the row's band, the
     benchmark times it and a bundle ships it, with no other change."""
-    from videoseal_litert.models.parts import EXTRACTOR, ExtractorFloors
+    from videoseal_litert.models.gate import Band, Bands
+    from videoseal_litert.models.parts import EXTRACTOR
 
     row = Variant(
         "int8-weights",
@@ -63,17 +62,17 @@ def test_a_new_variant_is_one_row(pipeline, tmp_path, monkeypatch):
         io_dtype="float32",
         bench_order=9,
         parts=(EXTRACTOR,),
-        floors={EXTRACTOR: ExtractorFloors(min_mask_agreement=0.9, min_bit_agreement=0.97, min_sqnr_db=20.0)},
+        bands={EXTRACTOR: Bands(trained=Band(20.0, "test"), random=Band(20.0, "test"))},
     )
     monkeypatch.setitem(VARIANTS, row.name, row)
     out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
     card = pipeline.card("videoseal_1.0-mini")
-    assert cli("quantize", "--model", card, "--out", out, "--variants", "int8-weights") == 0
+    assert cli("quantize", "--model", card, "--out", out, "--variants", "int8-weights", "--untrained") == 0
     rep = json.loads((d / "verify-int8-weights.json").read_text())
-    assert rep["passed"] and rep["floors"]["min_sqnr_db"] == 20.0 and rep["sqnr_db"] >= 20.0
+    assert rep["passed"] and rep["band"]["min_snr_db"] == 20.0 and rep["sqnr_db"] >= 20.0
     assert (d / "int8-weights.tflite").stat().st_size < 0.35 * (d / "fp32.tflite").stat().st_size
-    assert cli("bench", "--model", card, "--out", out, "--runs", "1", "--warmup", "0", "--bench-threads", "1") == 0
+    assert cli("bench", "--model", card, "--out", out, "--runs", "1", "--warmup", "0", "--bench-threads", "1", "--untrained") == 0
     assert "int8-weights" in json.loads((d / "bench.json").read_text())["latency"]["1"]
-    assert cli("package", "--model", card, "--out", out, "--dist", tmp_path / "dist", "--variants", "int8-weights") == 0
+    assert cli("package", "--model", card, "--out", out, "--dist", tmp_path / "dist", "--variants", "int8-weights", "--untrained") == 0
     golden = json.loads((tmp_path / "dist" / "videoseal_1.0-mini" / "golden" / "golden.json").read_text())
     assert list(golden["variants"]) == ["int8-weights"]

@@ -52,6 +52,12 @@ def _model() -> argparse.ArgumentParser:
     p.add_argument("--part", choices=PART_CHOICES, default=None, help="which part of the model (default: the extractor; bench: every part)")
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (.pth official or bare state dict, or .safetensors)")
     p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="the checkpoint holds untrained (random) weights, like ../shared/reference's minis: judged by the random-weight "
+        "band and labelled random_init: true in every artifact",
+    )
     p.add_argument("--allow-zero-weights", action="store_true", help="go on although a conv/linear weight is entirely zero")
     p.add_argument("--allow-nonfinite-weights", action="store_true", help="go on although a tensor holds NaN or infinity")
     p.add_argument("--images", type=Path, default=None, help="a folder of your photos to verify on (default: the held-out photos)")
@@ -107,13 +113,24 @@ def _quantize(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _allow_unverified(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="also use files that failed verification (kept as .failed.tflite), were never verified or changed since; "
+        "the summary says which",
+    )
+
+
 def _bench(p: argparse.ArgumentParser) -> None:
+    _allow_unverified(p)
     p.add_argument("--runs", type=int, default=20, help="timed rounds per file")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
     p.add_argument("--bench-threads", default=None, help="thread counts, e.g. 2 (default: 1 and --threads)")
 
 
 def _package(p: argparse.ArgumentParser) -> None:
+    _allow_unverified(p)
     p.add_argument("--embedder-variants", default=None, help="embedder files to ship (default: every written one that ships; 'none')")
     p.add_argument("--dist", type=Path, default=Path("dist"))
     p.add_argument("--reverify", action="store_true", help="re-verify a file that changed since verification")
@@ -136,9 +153,16 @@ ROBUSTNESS_VARIANTS = "pytorch,fp32,int8,int8-dynamic"
 
 
 def _evaluate(p: argparse.ArgumentParser) -> None:
+    _allow_unverified(p)
     p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: the model's)")
     p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="the checkpoint holds untrained (random) weights, like ../shared/reference's minis: judged by the random-weight "
+        "band and labelled random_init: true in every artifact",
+    )
     p.add_argument(
         "--images",
         default=None,
@@ -222,6 +246,7 @@ def _sweep(p: argparse.ArgumentParser) -> None:
 
 
 def _arm(p: argparse.ArgumentParser) -> None:
+    _allow_unverified(p)
     p.add_argument(
         "--files",
         default=None,
@@ -314,6 +339,7 @@ def _opts(a: argparse.Namespace) -> Any:
         out=a.out,
         ckpt=a.ckpt,
         random_init=a.random_init,
+        untrained=a.untrained,
         allow_zero_weights=a.allow_zero_weights,
         allow_nonfinite_weights=a.allow_nonfinite_weights,
         images=a.images,
@@ -441,7 +467,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
     threads = tuple(int(t) for t in a.bench_threads.split(",")) if a.bench_threads else None
     parts = [make_part(opts, a.part)] if a.part else parts_of(opts)
     parts = [p for p in parts if (opts.model_dir / p.file("fp32")).exists()] or parts[:1]  # the first names what is missing
-    _run_stages(a, opts, [lambda p=p: stage_bench(opts, p, a.runs, a.warmup, threads) for p in parts], summarize=False)
+    _run_stages(a, opts, [lambda p=p: stage_bench(opts, p, a.runs, a.warmup, threads, a.allow_unverified) for p in parts], summarize=False)
 
 
 def cmd_summary(a: argparse.Namespace) -> None:
@@ -472,8 +498,16 @@ def cmd_package(a: argparse.Namespace) -> None:
         from videoseal_litert.runtime.arm import CPU_MODELS
 
         arm = tuple(CPU_MODELS) if a.arm == "all" else tuple(c.strip() for c in a.arm.split(",")) if a.arm else ()
-        summary = build_bundle(opts, parse(a.variants, "extractor"), a.dist, a.reverify, a.golden, emb, arm)
-        say(summary.table() + "\nPASSED: every file in the bundle passed its verification")
+        summary = build_bundle(opts, parse(a.variants, "extractor"), a.dist, a.reverify, a.golden, emb, arm, a.allow_unverified)
+        unverified = summary.unverified
+        say(
+            summary.table()
+            + (
+                f"\nPASSED, WITH UNVERIFIED FILES (--allow-unverified): {', '.join(unverified)}"
+                if unverified
+                else "\nPASSED: every file in the bundle passed its verification"
+            )
+        )
 
     _logged(opts.model_dir.path / "logs" / "package.log", body)
 
@@ -502,7 +536,20 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 def _evaluate_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     """The options evaluate and evaluate-scale share (VIDEOSEAL_EVAL_KILL_ONCE: the fault tests' hook)."""
-    keys = ("images", "attacks", "variants", "messages_per_image", "seed", "ray_address", "workers", "ckpt", "random_init", "threads")
+    keys = (
+        "images",
+        "attacks",
+        "variants",
+        "messages_per_image",
+        "seed",
+        "ray_address",
+        "workers",
+        "ckpt",
+        "random_init",
+        "untrained",
+        "threads",
+        "allow_unverified",
+    )
     return {k: getattr(a, k) for k in keys} | {"kill_once": os.environ.get("VIDEOSEAL_EVAL_KILL_ONCE") or None}
 
 
@@ -567,7 +614,7 @@ def cmd_calib_sweep(a: argparse.Namespace) -> None:
     def body(_: Path | None) -> None:
         r = calib_sweep(part, [int(c) for c in a.counts.split(",")])
         for row in r["rows"]:
-            say(f"  {row['calibration_inputs']} inputs: {part.one_line({**row, 'floors': {}})}")
+            say(f"  {row['calibration_inputs']} inputs: {part.one_line(row)}")
         say(f"report: {opts.model_dir.path / (part.prefix + 'calib-sweep.md')}")
 
     _logged(opts.model_dir.path / "logs" / "calib-sweep.log", body)
@@ -583,17 +630,23 @@ def cmd_arm_check(a: argparse.Namespace) -> None:
     files = tuple(v.strip().removesuffix(".tflite") for v in a.files.split(",")) if a.files else None
 
     def body(_: Path | None) -> None:
-        r = arm_check(opts, cpus, files, a.inputs, trace=a.trace)
-        for part, entry in r["parts"].items():
+        from videoseal_litert.convert.arm_check import verdict_summary
+
+        r = arm_check(opts, cpus, files, a.inputs, trace=a.trace, allow_unverified=a.allow_unverified)
+        for entry in r["parts"].values():
             for file, per in entry["files"].items():
                 for cpu, f in per.items():
-                    what = (
-                        f"max diff {f['max_abs_diff_bit_logits']:.3g}, {f['bits_flipped_vs_x86']} bit(s) flipped, {len(f['near_flips'])} near-flip(s)"
-                        if part == "extractor"
-                        else f"max pixel diff {f['max_abs_pixel_diff_to_x86']:.3g}"
-                    )
-                    say(f"  {file} on {cpu}: {'exact' if f['exact'] else what}")
-        say(f"report: {opts.model_dir.path / 'arm64.md'}\nPASSED: every file decodes on the emulated ARM64 CPUs as on x86")
+                    diff = "exact as x86" if f["exact"] else f"max diff to x86 {f['max_abs_diff_to_x86']:.3g}"
+                    say(f"  {file} on {cpu}: {diff}; against PyTorch {verdict_summary(f)}")
+        unverified = [f"{u['file']} ({u['verification']})" for u in r["files_used"] if u["verification"] != "verified"]
+        say(
+            f"report: {opts.model_dir.path / 'arm64.md'}\n"
+            + (
+                f"PASSED, WITH UNVERIFIED FILES (--allow-unverified): {', '.join(unverified)}"
+                if unverified
+                else "PASSED: every file passes the rule on the emulated ARM64 CPUs"
+            )
+        )
 
     _logged(opts.model_dir.path / "logs" / "arm-check.log", body)
 
