@@ -30,9 +30,10 @@ Why these two constants, and not others (nothing here was chosen for random weig
   biased, not noisy.
 
 The bands per variant (``runtime/variants.py``) are watermark SNRs measured on this project's trained
-files (the tiny pair, the released-size fixture) for a checkpoint's weights, and on the official code's
-random minis for ``RANDOM_INIT`` runs, each less ``HEADROOM_DB`` (twice the noise amplitude). A model's
-spec may tighten a band, never loosen it (:func:`tightened`).
+files (the tiny pair, the released-size fixture; FP32/FP16 also the full-size extractors) for a
+checkpoint's weights, and on the official code's random minis for ``RANDOM_INIT`` / ``UNTRAINED`` runs,
+each less ``HEADROOM_DB`` (twice the noise amplitude). A model's spec may tighten a band, never loosen it
+(:func:`tightened`).
 """
 
 from __future__ import annotations
