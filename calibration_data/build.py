@@ -19,7 +19,7 @@ import numpy as np
 
 from videoseal_litert.calibration_data.images import Tally, list_images, read_rgb, resize_like_detect
 from videoseal_litert.calibration_data.photos import calibration_photo_paths, heldout_paths
-from videoseal_litert.models.errors import ImageError
+from videoseal_litert.core.errors import ImageError
 
 log = logging.getLogger(__name__)
 

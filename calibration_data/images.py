@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from videoseal_litert.models.errors import ImageError
+from videoseal_litert.core.errors import ImageError
 
 log = logging.getLogger(__name__)
 

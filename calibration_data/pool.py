@@ -28,7 +28,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from videoseal_litert.models.errors import PhotoPoolError
+from videoseal_litert.core.errors import PhotoPoolError
 
 log = logging.getLogger(__name__)
 

@@ -27,16 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
-from videoseal_litert.convert.console import progress, working
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import InputSet, Part, gate_line, parts_of
 from videoseal_litert.convert.verify import failed_path, require_verified
-from videoseal_litert.models.errors import ArtifactMissingError, UsageError, VerificationError
-from videoseal_litert.models.gate import Band, rms, snr_db
+from videoseal_litert.core.artifacts import machine_description, write_json, write_text
+from videoseal_litert.core.console import progress, working
+from videoseal_litert.core.errors import ArtifactMissingError, UsageError, VerificationError
+from videoseal_litert.core.metrics import rms, snr_db
+from videoseal_litert.models.gate import Band
+from videoseal_litert.models.variants import band_for, names, variant
 from videoseal_litert.runtime.arm import CPU_MODELS, ArmRunner, Toolchain, ensure_toolchain
 from videoseal_litert.runtime.runners import open_runner, run_all
-from videoseal_litert.runtime.variants import band_for, names
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def arm_check(
         for v, status in progress(vs, desc=f"{part.name} files on {len(cpus)} emulated ARM64 CPUs"):
             path = Path(status["file"])
             used.append({"part": part.name, "variant": v, "file": path.name, "verification": status["status"]})
-            band = band_for(opts.spec, part.name, v, ref.random_init)
+            band = band_for(opts.spec, part.name, variant(v, part.name), ref.random_init)
             x86 = run_all(open_runner(path, opts.threads), inputs.inputs)
             steps = output_steps(path, "bit_logits") if part.name == "extractor" else None
             per_cpu = {}

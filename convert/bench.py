@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from videoseal_litert.convert.artifacts import machine_description, read_json, tool_versions, write_json, write_text
-from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.ship import render as render_ship
 from videoseal_litert.convert.ship import ship_section
 from videoseal_litert.convert.verify import failed_path, require_verified
+from videoseal_litert.core.artifacts import machine_description, read_json, tool_versions, write_json, write_text
+from videoseal_litert.core.console import progress
+from videoseal_litert.models.variants import names
 from videoseal_litert.runtime.rss import sample
 from videoseal_litert.runtime.runners import Runner, kernels
-from videoseal_litert.runtime.variants import names
 
 log = logging.getLogger(__name__)
 

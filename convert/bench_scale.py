@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
+from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 
 STAGES: tuple[tuple[str, list[str]], ...] = (
     ("load", ["-m", "videoseal_litert", "load"]),

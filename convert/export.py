@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from videoseal_litert.convert.artifacts import atomic_path
-from videoseal_litert.convert.console import working
-from videoseal_litert.models.errors import VerificationError
+from videoseal_litert.core.artifacts import atomic_path
+from videoseal_litert.core.console import working
+from videoseal_litert.core.errors import VerificationError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ prefixes), a bare extractor state dict, and safetensors. Pickles are read with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import zipfile
@@ -18,14 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from videoseal_litert.models.embedders import embedder_family_of
-from videoseal_litert.models.errors import (
+from videoseal_litert.core.artifacts import sha256_file
+from videoseal_litert.core.errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     NonFiniteWeightError,
     ZeroWeightError,
 )
+from videoseal_litert.models.embedders import embedder_family_of
 from videoseal_litert.models.families import FamilyConfig, family_of
 from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.registry import ModelSpec
@@ -49,14 +49,6 @@ class Loaded:
     checkpoint_path: str | None
     checkpoint_sha256: str | None
     random_init: bool
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_extractor(cfg: FamilyConfig, device: str | torch.device = "cpu") -> nn.Module:

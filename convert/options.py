@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.convert.artifacts import ModelDir, tool_versions
-from videoseal_litert.convert.load import sha256_file
+from videoseal_litert.core.artifacts import ModelDir, sha256_file, tool_versions
 from videoseal_litert.models.registry import ModelSpec
 from videoseal_litert.runtime.runners import Opener, open_file
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -37,13 +36,15 @@ from videoseal_litert.calibration_data.build import (
     split_items,
     watermarked_items,
 )
-from videoseal_litert.convert.artifacts import tool_versions
-from videoseal_litert.convert.console import progress
-from videoseal_litert.convert.load import Loaded, checkpoint_keys, load_embedder, load_extractor, sha256_file
+from videoseal_litert.convert.load import Loaded, checkpoint_keys, load_embedder, load_extractor
 from videoseal_litert.convert.options import RunOptions
-from videoseal_litert.models.embedders import embedder_family_of, message_for
-from videoseal_litert.models.errors import ImageError, UsageError
-from videoseal_litert.models.families import DeployExtractor, family_of
+from videoseal_litert.core.artifacts import sha256_file, tool_versions
+from videoseal_litert.core.console import progress
+from videoseal_litert.core.errors import ImageError, UsageError
+from videoseal_litert.core.logits import split_logits
+from videoseal_litert.core.metrics import psnr_db, sqnr_db
+from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of, message_for
+from videoseal_litert.models.families import DeployExtractor, Family, FamilyConfig, QuantPolicy, family_of
 from videoseal_litert.models.gate import Band, judge, judge_noise
 from videoseal_litert.models.parts import (
     EMBEDDER,
@@ -75,20 +76,6 @@ def nhwc(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float | None:
-    """Signal-to-quantization-noise ratio in dB; None when the two are identical."""
-    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
-    signal = float(np.sum(ref.astype(np.float64) ** 2))
-    if noise == 0.0:
-        return None
-    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
 @dataclass
 class InputSet:
     """Named inputs (batch of one each) and where each came from; ``tally`` names every rejected file."""
@@ -106,6 +93,18 @@ class Reference:
     outputs: dict[str, np.ndarray]
     random_init: bool
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+class PartFamily(Protocol):
+    """What the stages ask of a part's family, extractor (``models/families.Family``) or embedder
+    (``models/embedders.EmbedderFamily``)."""
+
+    name: ClassVar[str]
+    quant: ClassVar[QuantPolicy]
+
+    def build(self, cfg: Any) -> nn.Module: ...
+
+    def deploy_form(self, module: nn.Module) -> nn.Module: ...
 
 
 class Part(ABC):
@@ -143,12 +142,12 @@ class Part(ABC):
 
     @property
     @abstractmethod
-    def config(self) -> Any:
+    def config(self) -> FamilyConfig | EmbedderConfig:
         """The card's config of this part; CardError when the card has no such section."""
 
     @property
     @abstractmethod
-    def family(self) -> Any:
+    def family(self) -> PartFamily:
         """The family that builds this part (``models/families.py`` or ``models/embedders.py``)."""
 
     @property
@@ -344,7 +343,7 @@ class ExtractorPart(Part):
         return "convert" if variant == "fp32" else "quantize"
 
     @property
-    def config(self) -> Any:
+    def config(self) -> FamilyConfig:
         return self.opts.spec.card.config
 
     def units(self, loaded: Loaded) -> UnitChain:
@@ -352,7 +351,7 @@ class ExtractorPart(Part):
         return extractor_chain(fam.units(fam.deploy_form(loaded.module)), fam.chain_layout, fam.activation_factor)
 
     @property
-    def family(self) -> Any:
+    def family(self) -> Family:
         return family_of(self.config)
 
     def load(self, allow_zero_weights: bool | None = None, allow_nonfinite_weights: bool | None = None) -> Loaded:
@@ -370,8 +369,8 @@ class ExtractorPart(Part):
         module = loaded.module.eval()  # one pass gives both logits: ``outputs`` changes nothing
 
         def fn(image: torch.Tensor) -> dict[str, torch.Tensor]:
-            logits = module(image.permute(0, 3, 1, 2))
-            return {"mask_logit": logits[:, :1], "bit_logits": logits[:, 1:]}
+            mask, bits = split_logits(module(image.permute(0, 3, 1, 2)))
+            return {"mask_logit": mask, "bit_logits": bits}
 
         return TorchRunner(fn, self.input_shapes(), f"PyTorch {loaded.spec.name} extractor")
 
@@ -525,7 +524,7 @@ class EmbedderPart(Part):
     pieces_above_bytes = 2_000_000_000
 
     @property
-    def config(self) -> Any:
+    def config(self) -> EmbedderConfig:
         return self.opts.spec.card.embedder
 
     def units(self, loaded: Loaded) -> UnitChain:
@@ -535,7 +534,7 @@ class EmbedderPart(Part):
         return cut(loaded.family.deploy_form(loaded.module))
 
     @property
-    def family(self) -> Any:
+    def family(self) -> EmbedderFamily:
         return embedder_family_of(self.config)
 
     def weights_in(self, ckpt: Path) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.convert.artifacts import read_json
+from videoseal_litert.core.artifacts import read_json
 
 AGREEMENT_TARGET = 0.999
 INTEGER_KERNELS = ("int8", "int8-full", "int8-dynamic", "int4", "int4-mixed")

@@ -21,15 +21,22 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from videoseal_litert.convert.artifacts import atomic_path
-from videoseal_litert.convert.console import progress
-from videoseal_litert.models.errors import PipelineError
+from videoseal_litert.core.artifacts import atomic_path
+from videoseal_litert.core.console import progress
+from videoseal_litert.core.errors import PipelineError
 from videoseal_litert.models.parts import Unit, UnitChain
+
+if TYPE_CHECKING:  # annotations only: convert.parts imports this module
+    from ai_edge_litert import schema_py_generated as schema
+
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.convert.parts import Part
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +151,7 @@ def convert_pieces(pieces: list[Piece], sample: dict[str, torch.Tensor], workdir
     return paths
 
 
-def _signature(model) -> tuple[dict[str, int], dict[str, int]]:
+def _signature(model: schema.ModelT) -> tuple[dict[str, int], dict[str, int]]:
     sig = model.signatureDefs[0]
     name = lambda t: t.name.decode() if isinstance(t.name, bytes) else t.name  # noqa: E731
     return {name(t): t.tensorIndex for t in sig.inputs}, {name(t): t.tensorIndex for t in sig.outputs}
@@ -240,7 +247,7 @@ def join(paths: list[Path], out: Path, inputs: tuple[str, ...], outputs: tuple[s
     write_model(base, out)
 
 
-def _check_seam(a, b, name: str, k: int) -> None:
+def _check_seam(a: schema.TensorT, b: schema.TensorT, name: str, k: int) -> None:
     if list(a.shape) != list(b.shape):
         raise MergeError(f"seam '{name}' before piece {k}: shape {list(a.shape)} != {list(b.shape)}")
     if a.type != b.type:
@@ -258,7 +265,7 @@ def _round16(n: int) -> int:
     return (n + 15) & ~15
 
 
-def write_model(model, out: Path, external_above: int = EXTERNAL_ABOVE_BYTES) -> None:
+def write_model(model: schema.ModelT, out: Path, external_above: int = EXTERNAL_ABOVE_BYTES) -> None:
     """Write a ``ModelT`` to ``out`` atomically; with its weights after the flatbuffer when they are
     over ``external_above`` bytes.
 
@@ -309,7 +316,7 @@ def hwm_mb() -> float:
         return float("nan")
 
 
-def float_pieces(opts, part, work: Path) -> tuple[list[Path], dict]:
+def float_pieces(opts: RunOptions, part: Part, work: Path) -> tuple[list[Path], dict]:
     """The part cut into pieces (of ``opts.max_part_bytes`` or the part's own budget) and each
     converted to a float file in ``work``; and a record of the pieces."""
     max_bytes = opts.max_part_bytes or part.piece_bytes
@@ -344,7 +351,7 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def convert_in_pieces(opts, part, out: Path) -> dict:
+def convert_in_pieces(opts: RunOptions, part: Part, out: Path) -> dict:
     """The part's float32 file at ``out``, converted piece by piece and joined (weights after the
     flatbuffer when over 2 GB): each conversion holds one piece, not the whole model."""
     work = scratch_dir(out.parent)

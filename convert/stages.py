@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from videoseal_litert.convert.artifacts import machine_description, peak_rss_mb, read_json, release_memory, write_json, write_text
-from videoseal_litert.convert.console import say
-from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import PARTS, Part
-from videoseal_litert.models.errors import UsageError
-from videoseal_litert.runtime.variants import band_for, variant
+from videoseal_litert.core.artifacts import machine_description, peak_rss_mb, read_json, release_memory, sha256_file, write_json, write_text
+from videoseal_litert.core.console import say
+from videoseal_litert.core.errors import UsageError
+from videoseal_litert.models.variants import band_for, variant
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,7 +193,7 @@ def stage_verify(opts: RunOptions, part: Part, name: str = "fp32") -> StageSumma
     keep the file as ``.failed.tflite``) when it fails."""
     from videoseal_litert.convert.verify import verify_file
 
-    variant(name, part.name)
+    row = variant(name, part.name)
     md, t0, rec = opts.model_dir, time.time(), part.report(name)
     path = md.require(part.file(name), part.make_target(name))
     inputs = part.verification_set()
@@ -204,13 +203,13 @@ def stage_verify(opts: RunOptions, part: Part, name: str = "fp32") -> StageSumma
         "sha256": sha256_file(path),
         "images": inputs.fingerprint,
         "threads": opts.threads,
-        "band": asdict(band_for(opts.spec, part.name, name, opts.random_weights)),
+        "band": asdict(band_for(opts.spec, part.name, row, opts.random_weights)),
     }
     if is_current(opts, rec, fingerprint):
         return StageSummary(rec, opts.spec.name, True, verify_rows(part, read_json(md / f"{rec}.json")) + rejected + stage_rows(opts, rec))
     ref = part.reference(inputs)
     try:
-        report = verify_file(part, name, path, inputs, ref)
+        report = verify_file(part, row, path, inputs, ref)
     finally:
         log.info("verify peak RSS %.0f MB", peak_rss_mb())
     md.record(rec, fingerprint, [f"{rec}.json", f"{rec}.md"], t0)

@@ -10,13 +10,14 @@ import gc
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from videoseal_litert.convert.artifacts import atomic_path
-from videoseal_litert.convert.console import working
+from videoseal_litert.core.artifacts import atomic_path
+from videoseal_litert.core.console import working
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _drop_common_prefix(names: list[str]) -> list[str]:
     return [";".join(strip(p) if "/" in p else p for p in n.split(";")) if "/" in n else n for n in names]
 
 
-def as_numpy_buffers(model) -> None:
+def as_numpy_buffers(model: Any) -> None:  # an ai_edge_litert schema ModelT
     """Buffers as numpy arrays: ``read_model`` gives some as memoryviews, which the generated ``Pack``
     writes one byte per Python call (hours for ChunkySeal) instead of one vector copy."""
     for b in model.buffers:

@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
-from videoseal_litert.convert.console import progress
-from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.parts import InputSet, Part, Reference
-from videoseal_litert.models.errors import ArtifactMissingError, UnverifiedFileError, VerificationError
+from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, write_json, write_text
+from videoseal_litert.core.console import progress
+from videoseal_litert.core.errors import ArtifactMissingError, UnverifiedFileError, VerificationError
 from videoseal_litert.models.gate import BAND_SIGMAS, MAX_BAND_FLIP_FRACTION
-from videoseal_litert.runtime.runners import Runner, kernels, run_all
-from videoseal_litert.runtime.variants import band_for
+from videoseal_litert.models.variants import Variant, band_for
+from videoseal_litert.runtime.runners import Opener, Runner, kernels, run_all
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +40,12 @@ def check_io(part: Part, runner: Runner, path: Path) -> None:
             raise VerificationError(f"{path}: input {name!r} has shape {tuple(got[name])}, expected {tuple(shape)}")
 
 
-def run_file(part: Part, path: Path, inputs: InputSet, threads: int, opener: Any) -> dict[str, np.ndarray]:
+def run_file(part: Part, path: Path, inputs: InputSet, threads: int, opener: Opener) -> dict[str, np.ndarray]:
     """The file's outputs on every input, (N, ...) by name, checked for names and shapes."""
     return _run(part, path, inputs, threads, opener)[0]
 
 
-def _run(part: Part, path: Path, inputs: InputSet, threads: int, opener: Any) -> tuple[dict[str, np.ndarray], str]:
+def _run(part: Part, path: Path, inputs: InputSet, threads: int, opener: Opener) -> tuple[dict[str, np.ndarray], str]:
     runner = opener(path, threads)
     check_io(part, runner, path)
     got = run_all(runner, progress(inputs.inputs, desc=f"running {path.name}"))
@@ -83,7 +82,7 @@ def quarantine(part: Part, path: Path, report: dict[str, Any], reason: str | Non
     return bad
 
 
-def verify_file(part: Part, variant: str, path: Path, inputs: InputSet, ref: Reference) -> dict[str, Any]:
+def verify_file(part: Part, row: Variant, path: Path, inputs: InputSet, ref: Reference) -> dict[str, Any]:
     """Verify one file of ``part`` by the rule of ``models/gate.py``, write its JSON and Markdown reports, and
     raise VerificationError if it fails; a failed file is moved to ``<name>.failed.tflite``."""
     opts = part.opts
@@ -91,7 +90,8 @@ def verify_file(part: Part, variant: str, path: Path, inputs: InputSet, ref: Ref
     for name, want in ref.outputs.items():
         if got[name].shape != want.shape:
             raise VerificationError(f"{path}: output {name!r} has shape {got[name].shape[1:]}, PyTorch's {want.shape[1:]}")
-    band = band_for(opts.spec, part.name, variant, ref.random_init)
+    variant = row.name
+    band = band_for(opts.spec, part.name, row, ref.random_init)
     figures = part.figures(inputs, ref, got, band)
     del got
     failures = figures.pop("failures")

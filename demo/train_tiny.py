@@ -51,9 +51,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from videoseal_litert.core.errors import UsageError
 from videoseal_litert.models.cards import read_card
 from videoseal_litert.models.convnext import ConvnextExtractor
-from videoseal_litert.models.errors import UsageError
 from videoseal_litert.models.registry import CARDS_DIR
 from videoseal_litert.models.tiny import TileEmbedder, embedder_description, read_embedder_config
 
@@ -344,7 +344,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
-def load_state(path: Path | None, modules: dict[str, torch.nn.Module], opt, gen, recipe: dict) -> tuple[int, float, list]:
+def load_state(
+    path: Path | None, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer, gen: torch.Generator, recipe: dict
+) -> tuple[int, float, list]:
     """Resume from ``save_state``'s file when there is one (strictly; the same recipe but for ``steps``, else a
     UsageError): (step, elapsed seconds, curve), or (0, 0.0, []) for a fresh run."""
     if path is None or not path.exists():
@@ -363,7 +365,16 @@ def load_state(path: Path | None, modules: dict[str, torch.nn.Module], opt, gen,
     return step, elapsed, json.loads(state["curve"])
 
 
-def save_state(path: Path, modules: dict[str, torch.nn.Module], opt, gen, step: int, elapsed: float, curve: list, recipe: dict) -> None:
+def save_state(
+    path: Path,
+    modules: dict[str, torch.nn.Module],
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    step: int,
+    elapsed: float,
+    curve: list,
+    recipe: dict,
+) -> None:
     """A resumable training state (the trained ``modules`` by name, optimiser, generator, step, curve), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -381,7 +392,7 @@ def save_state(path: Path, modules: dict[str, torch.nn.Module], opt, gen, step: 
 
 
 def _hardware(threads: int) -> str:
-    from videoseal_litert.convert.artifacts import machine_description
+    from videoseal_litert.core.artifacts import machine_description
 
     return f"{machine_description()}; CPU only, torch.set_num_threads({threads})"
 

@@ -37,12 +37,13 @@ import torch
 
 from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.calibration_data.images import Tally
-from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
-from videoseal_litert.convert.console import say
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.stages import artifact_summary, say_rejected
-from videoseal_litert.models.errors import ImageError, VerificationError
+from videoseal_litert.core.artifacts import machine_description, read_json, write_json, write_text
+from videoseal_litert.core.console import say
+from videoseal_litert.core.errors import ImageError, VerificationError
+from videoseal_litert.core.metrics import binomial_pvalue, psnr_db, rate
 from videoseal_litert.models.registry import ModelSpec
 from videoseal_litert.runtime.runners import Runner, run_all
 
@@ -87,27 +88,6 @@ def load_pair(opts: RunOptions) -> Pair:
     return Pair(opts, emb.torch_runner(emb.load()), ext.torch_runner(loaded), str(loaded.checkpoint_path), emb.nbits, record)
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval of a rate k/n."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]
-
-
-def rate_of(k: int, n: int) -> dict[str, Any]:
-    """The rate k/n with its count and 95% Wilson interval."""
-    return {"rate": k / n if n else 0.0, "k": k, "n": n, "wilson95": wilson(k, n)}
-
-
-def rate(hits: np.ndarray) -> dict[str, Any]:
-    """The rate of true values in ``hits``, with its count and 95% Wilson interval."""
-    return rate_of(int(np.sum(hits)), int(np.size(hits)))
-
-
 def margin_buckets(ref: np.ndarray, got: np.ndarray) -> list[dict[str, Any]]:
     """Agreement of ``got``'s bit signs with ``ref``'s per bucket of the reference's |logit|."""
     a = np.abs(ref)
@@ -118,24 +98,9 @@ def margin_buckets(ref: np.ndarray, got: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
-def binomial_tail(matches: int, n: int) -> int:
-    """2^n P(X >= matches) for X ~ Binomial(n, 1/2), exactly (an integer)."""
-    return sum(math.comb(n, k) for k in range(matches, n + 1))
-
-
-def binomial_pvalue(matches: int, n: int) -> float:
-    """P(X >= matches) for X ~ Binomial(n, 1/2): the chance an unwatermarked image matches this well."""
-    return float(binomial_tail(matches, n) / 2**n)
-
-
 def to_8bit(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) float -> what an 8-bit PNG round trip gives back, as (1, 3, H, W) float32."""
     return to_uint8(x.numpy()).astype(np.float32) / 255.0
-
-
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
 
 
 @dataclass

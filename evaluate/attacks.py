@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from videoseal_litert.models.errors import UsageError
+from videoseal_litert.core.errors import UsageError
 
 AttackFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.calibration_data.images import IMAGE_SUFFIXES
-from videoseal_litert.convert.artifacts import atomic_path
-from videoseal_litert.convert.console import working
+from videoseal_litert.core.artifacts import atomic_path
+from videoseal_litert.core.console import working
+from videoseal_litert.core.errors import ImageError, UsageError
 from videoseal_litert.evaluate.core import SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, label, to_rows
-from videoseal_litert.models.errors import ImageError, UsageError
 
 log = logging.getLogger(__name__)
 

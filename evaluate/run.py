@@ -20,18 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.convert.artifacts import machine_description, read_json, write_json, write_text
-from videoseal_litert.convert.console import progress, say
-from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.verify import failed_path, require_verified
+from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, write_json, write_text
+from videoseal_litert.core.console import progress, say
+from videoseal_litert.core.errors import UsageError
 from videoseal_litert.evaluate import engines, summary
 from videoseal_litert.evaluate.attacks import resolve_attacks
 from videoseal_litert.evaluate.core import PYTORCH, EvalConfig, label
-from videoseal_litert.models.errors import UsageError
 from videoseal_litert.models.registry import resolve
-from videoseal_litert.runtime.variants import names as variant_names
+from videoseal_litert.models.variants import names as variant_names
 
 DEFAULT_VARIANTS = "pytorch,fp32,int8"
 MESSAGES_PER_IMAGE = 1

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.convert.artifacts import atomic_path
-from videoseal_litert.demo.watermark import rate, rate_of
+from videoseal_litert.core.artifacts import atomic_path
+from videoseal_litert.core.metrics import rate, rate_of
 
 PVALUE_DETECTION = 1e-3
 

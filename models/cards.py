@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.embedders import EmbedderConfig, embedder_family_for_model
-from videoseal_litert.models.errors import CardError
 from videoseal_litert.models.families import FamilyConfig, card_value, family_for_model, positive_int
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.common import LayerNorm2d
-from videoseal_litert.models.errors import CardError
 from videoseal_litert.models.families import Family, QuantPolicy, card_value, flag, known_keys, positive_int
 from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from videoseal_litert.models.errors import UnsupportedModelError
+from videoseal_litert.core.errors import UnsupportedModelError
 from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.models.parts import UnitChain
 
@@ -42,6 +42,8 @@ class EmbedderConfig(Protocol):
 class EmbedderFamily(ABC):
     name: ClassVar[str]
     quant: ClassVar[QuantPolicy]
+    # How the family's ``embedder.model`` names look, for messages ("unet*"): what ``accepts`` tests.
+    model_pattern: ClassVar[str]
 
     @abstractmethod
     def accepts(self, model: str) -> bool:
@@ -86,12 +88,28 @@ def embedder_families() -> dict[str, EmbedderFamily]:
     return {f.name: f for f in (UNET, TILE)}
 
 
+def registered_embedder_models() -> list[str]:
+    """The ``embedder.model`` names of the registry's cards (read as YAML, not parsed: a name to suggest)."""
+    import yaml
+
+    from videoseal_litert.models.registry import REGISTRY
+
+    names = set()
+    for spec in REGISTRY:
+        section = (yaml.safe_load(spec.card_path.read_text()) or {}).get("embedder") or {}
+        if isinstance(section, dict) and isinstance(section.get("model"), str):
+            names.add(section["model"])
+    return sorted(names)
+
+
 def embedder_family_for_model(model: str, where: str) -> EmbedderFamily:
+    """The family that builds a card's ``embedder.model``; UnsupportedModelError naming the families' patterns
+    and the closest model name among the registry's cards."""
     for fam in embedder_families().values():
         if fam.accepts(model):
             return fam
-    known = ["unet*", "tile_tiny"]
-    close = difflib.get_close_matches(model, ["unet_small2", "unet_small2_yuv_quant", "unet_chunky", "tile_tiny"], n=1, cutoff=0.5)
+    known = [f.model_pattern for f in embedder_families().values()]
+    close = difflib.get_close_matches(model, registered_embedder_models(), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UnsupportedModelError(f"{where}: unknown embedder model '{model}'; supported: {', '.join(known)}.{hint}")
 

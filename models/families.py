@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from videoseal_litert.models.errors import CardError, UnsupportedModelError
+from videoseal_litert.core.errors import CardError, UnsupportedModelError
+from videoseal_litert.core.logits import split_logits
 
 # ---- what every exported extractor holds (names: models/parts.py) --------------------------------
 
@@ -43,8 +44,7 @@ class DeployExtractor(nn.Module):
         self.extractor = extractor
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.extractor(image.permute(0, 3, 1, 2))
-        return logits[:, :1], logits[:, 1:]
+        return split_logits(self.extractor(image.permute(0, 3, 1, 2)))
 
 
 # ---- the family interface ---------------------------------------------------------------------------
@@ -66,7 +66,7 @@ class QuantPolicy:
     driven fallback may return to float). ``dynamic``: dynamic-range quantization (``int8-dynamic``).
     ``weight_only``: integer weights, float compute, in both. ``int4``: 4-bit weights (``int4``,
     ``int4-mixed``). Which recipe uses which list is the
-    variants table's business (``runtime/variants.py``); ``int8-full`` quantizes every op.
+    variants table's business (``models/variants.py``); ``int8-full`` quantizes every op.
     """
 
     static: tuple[str, ...]

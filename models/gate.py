@@ -29,7 +29,7 @@ Why these two constants, and not others (nothing here was chosen for random weig
   half at zero, less further out), so a file that flips more than half of what lies in its band is
   biased, not noisy.
 
-The bands per variant (``runtime/variants.py``) are watermark SNRs measured on this project's trained
+The bands per variant (``models/variants.py``) are watermark SNRs measured on this project's trained
 files (the tiny pair, the released-size fixture; FP32/FP16 also the full-size extractors) for a
 checkpoint's weights, and on the official code's random minis for ``RANDOM_INIT`` / ``UNTRAINED`` runs,
 each less ``HEADROOM_DB`` (twice the noise amplitude). A model's spec may tighten a band, never loosen it
@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.models.errors import PipelineError
+from videoseal_litert.core.errors import PipelineError
+from videoseal_litert.core.metrics import rms, snr_db
 
 BAND_SIGMAS = 5.0
 MAX_BAND_FLIP_FRACTION = 0.5
@@ -90,17 +91,6 @@ def tightened(default: Band, own: Band | None, what: str) -> Band:
             f"{default.source}); a spec may only tighten a band"
         )
     return own
-
-
-def snr_db(signal_rms: float, noise_rms: float) -> float:
-    """20 log10(signal / noise); inf for no noise, -inf for noise on no signal."""
-    if noise_rms == 0.0:
-        return math.inf
-    return 20 * math.log10(signal_rms / noise_rms) if signal_rms > 0 else -math.inf
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 @dataclass

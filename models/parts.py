@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from videoseal_litert.core.logits import split_logits
+
 EXTRACTOR = "extractor"
 EMBEDDER = "embedder"
 PART_NAMES = (EXTRACTOR, EMBEDDER)
@@ -173,7 +175,7 @@ class _SplitLogits(nn.Module):
     """(1, 1 + nbits) -> the contract's two outputs."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x[:, :1], x[:, 1:]
+        return split_logits(x)
 
 
 def extractor_chain(chain: list[nn.Module], chain_layout: str, activation_factor: Any = None) -> UnitChain:

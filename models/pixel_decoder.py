@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from videoseal_litert.core.errors import CardError, UnsupportedModelError
 from videoseal_litert.models.common import LayerNorm2d, ReflectionPad2d
-from videoseal_litert.models.errors import CardError, UnsupportedModelError
 from videoseal_litert.models.families import flag, known_keys, positive_int
 
 # Keys of the official cards' ``extractor.params.pixel_decoder`` (``embed_dim`` and ``nbits`` are

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from videoseal_litert.core.errors import UnknownModelError
 from videoseal_litert.models.cards import Card, read_card
-from videoseal_litert.models.errors import UnknownModelError
 from videoseal_litert.models.gate import Band
 from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 
@@ -43,7 +43,7 @@ class ModelSpec:
     released: bool = True
     input_layout: str = "NHWC"
     input_range: tuple[float, float] = (0.0, 1.0)
-    # Bands stricter than the variants table's (runtime/variants.py), by part and variant: a spec may
+    # Bands stricter than the variants table's (models/variants.py), by part and variant: a spec may
     # tighten the rule's band for its files, never loosen it (models/gate.py, BandError).
     bands: Mapping[str, Mapping[str, Band]] = field(default_factory=dict)
     # Quantized variants `make quantize` (and `make embedder`) write by default, by part; a part not

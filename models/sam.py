@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.common import LayerNorm2d
-from videoseal_litert.models.errors import CardError
 from videoseal_litert.models.families import Family, QuantPolicy, card_value, flag, known_keys, positive_int
 from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 
@@ -80,7 +80,14 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     return resized[relative_coords.long()]
 
 
-def add_decomposed_rel_pos_official(attn, q, rel_pos_h, rel_pos_w, q_size, k_size) -> torch.Tensor:
+def add_decomposed_rel_pos_official(
+    attn: torch.Tensor,
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> torch.Tensor:
     """The official decomposed relative positions (einsum form), kept as the reference for tests."""
     q_h, q_w = q_size
     k_h, k_w = k_size

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from videoseal_litert.models.errors import CardError
+from videoseal_litert.core.errors import CardError
+from videoseal_litert.models.embedders import EmbedderFamily
 from videoseal_litert.models.families import QuantPolicy
 
 EMBEDDER_MODEL = "tile_tiny"
@@ -208,10 +209,11 @@ class DeployTileEmbedder(nn.Module):
         return wm, res
 
 
-class TileFamily:
+class TileFamily(EmbedderFamily):
     """The project's tile embedder on the seam."""
 
     name = "tile"
+    model_pattern = EMBEDDER_MODEL
     quant = QuantPolicy(
         static=("FULLY_CONNECTED",), dynamic=("FULLY_CONNECTED",), why="one FC layer makes the pattern; the rest is elementwise float"
     )

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videoseal_litert.core.errors import CardError, UnsupportedModelError
 from videoseal_litert.models.common import LayerNorm2d, ReflectionPad2d
-from videoseal_litert.models.errors import CardError, UnsupportedModelError
+from videoseal_litert.models.embedders import EmbedderFamily
 from videoseal_litert.models.families import QuantPolicy, card_value, flag, known_keys, positive_int
 from videoseal_litert.models.parts import EMBEDDER_CONTRACT, Unit, UnitChain
 
@@ -571,11 +572,12 @@ def describe(cfg: UNetEmbedderConfig) -> dict[str, Any]:
     }
 
 
-class UNetFamily:
+class UNetFamily(EmbedderFamily):
     """The official U-Net embedders on the seam (``models/embedders.py``)."""
 
     name = "unet"
     quant = UNET_QUANT
+    model_pattern = "unet*"
     prefixes = ("embedder.", "rgb2yuv.", "attenuation.")
 
     def accepts(self, model: str) -> bool:

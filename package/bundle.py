@@ -29,20 +29,19 @@ import numpy as np
 from PIL import Image
 
 from videoseal_litert.calibration_data.build import heldout_items, to_uint8
-from videoseal_litert.convert.artifacts import machine_description, read_json, tool_versions, write_json, write_text
-from videoseal_litert.convert.console import say, working
-from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, Part
 from videoseal_litert.convert.stages import StageSummary, exclusive_stage
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
 from videoseal_litert.convert.verify import failed_path, report_path, verification_of
+from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, tool_versions, write_json, write_text
+from videoseal_litert.core.console import say, working
+from videoseal_litert.core.errors import PipelineError, UnverifiedFileError
 from videoseal_litert.models.embedders import message_for
-from videoseal_litert.models.errors import PipelineError, UnverifiedFileError
+from videoseal_litert.models.variants import VARIANTS, variant
 from videoseal_litert.runtime.litert_runner import METADATA_NAME
 from videoseal_litert.runtime.route import embed as route_embed
 from videoseal_litert.runtime.run_extractor import bits_hex
-from videoseal_litert.runtime.variants import VARIANTS, variant
 
 log = logging.getLogger(__name__)
 

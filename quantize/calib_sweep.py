@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.verify import run_file
+from videoseal_litert.core.artifacts import machine_description, write_json, write_text
+from videoseal_litert.models.variants import band_for, variant
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.stage import quantize_to
-from videoseal_litert.runtime.variants import band_for
 
 
 def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
@@ -27,7 +27,8 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
     fp32 = md.require(part.file("fp32"), part.make_target("fp32"))
     inputs = part.verification_set()
     ref = part.reference(inputs)
-    band = band_for(opts.spec, part.name, "int8", ref.random_init)
+    row = variant("int8", part.name)
+    band = band_for(opts.spec, part.name, row, ref.random_init)
     rows = []
     with tempfile.TemporaryDirectory(dir=md.path) as d:
         out = Path(d) / part.file("int8")
@@ -35,7 +36,7 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
             t0 = time.time()
             qsvs, used = calibrate_part(part, fp32, limit=n)
             cal_s = time.time() - t0
-            quantize_to(fp32, out, "int8", qsvs, [], False, part.family.quant)
+            quantize_to(fp32, out, row, qsvs, [], False, part.family.quant)
             figures = part.figures(inputs, ref, run_file(part, out, inputs, opts.threads, opts.opener), band)
             rows.append(
                 {

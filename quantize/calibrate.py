@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.calibration_data.images import Tally
-from videoseal_litert.convert.console import progress
-from videoseal_litert.models.errors import CalibrationError
+from videoseal_litert.core.console import progress
+from videoseal_litert.core.errors import CalibrationError
 from videoseal_litert.models.parts import Contract
 from videoseal_litert.quantize.recipes import calibration_quantizer
 from videoseal_litert.runtime.runners import open_runner
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CHUNK = 32
 
 
-def calibration_mode():
+def calibration_mode() -> Any:  # ai_edge_quantizer.calibrator.CalibrationMode
     """TFLite's profiler-based min/max collection: XNNPACK stays on and intermediate tensors are not
     all kept alive (the default mode preserves every tensor of the graph: ChunkySeal peaked over
     11 GB with it). Min/max is all the INT8 recipes here use."""
@@ -37,7 +37,7 @@ def calibration_mode():
     return CalibrationMode.CALIBRATION_PROFILER_BASED
 
 
-def calibrate(quantizer, stream: Iterable[dict[str, np.ndarray]], threads: int = 2) -> tuple[dict, int]:
+def calibrate(quantizer: Any, stream: Iterable[dict[str, np.ndarray]], threads: int = 2) -> tuple[dict, int]:
     """Run calibration over named inputs ``stream``; return the quantizer's statistics and how many inputs went through."""
     stream = iter(progress(stream, desc="calibrating"))
     result, done = None, 0

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.calibration_data.build import is_watermarked
-from videoseal_litert.convert.artifacts import atomic_path, write_json, write_text
-from videoseal_litert.convert.console import progress
-from videoseal_litert.convert.parts import sqnr_db
+from videoseal_litert.core.artifacts import atomic_path, write_json, write_text
+from videoseal_litert.core.console import progress
+from videoseal_litert.core.metrics import rms, snr_db, sqnr_db
 from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,7 @@ def bit_metric(part_bits: np.ndarray, ref_bits: np.ndarray) -> Measure:
 def watermark_snr_metric(covers: np.ndarray, ref_marked: np.ndarray, got_marked: np.ndarray) -> Measure:
     """The embedder's: the watermark (reference watermarked minus cover) against the file's error on
     the watermarked image, in dB; "10 dB below the watermark" is a value of 10."""
-    sig = float(np.sum((ref_marked.astype(np.float64) - covers) ** 2))
-    noise = max(float(np.sum((got_marked.astype(np.float64) - ref_marked) ** 2)), 1e-30)
-    v = 10 * math.log10(sig / noise)
+    v = snr_db(rms(ref_marked.astype(np.float64) - covers), max(rms(got_marked.astype(np.float64) - ref_marked), 1e-30))
     return Measure(v, v)
 
 

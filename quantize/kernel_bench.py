@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from videoseal_litert.convert.artifacts import machine_description, write_json
+from videoseal_litert.core.artifacts import machine_description, write_json
+from videoseal_litert.models.variants import VARIANTS
 
 
 def kernel_bench(out: Path, tokens: int = 16, dim: int = 384, runs: int = 200) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def kernel_bench(out: Path, tokens: int = 16, dim: int = 384, runs: int = 200) -
         paths = {"fp32": fp32}
         (name,) = open_runner(fp32).inputs
         for variant in ("int8", "int8-dynamic"):
-            q = build_quantizer(str(fp32), variant, CONVNEXT.quant)
+            q = build_quantizer(str(fp32), VARIANTS[variant], CONVNEXT.quant)
             qsvs = (
                 calibrate(q, ({name: np.random.default_rng(i).random(x.shape, dtype=np.float32)} for i in range(4)))[0]
                 if q.need_calibration

@@ -26,22 +26,24 @@ import copy
 import logging
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from videoseal_litert.convert.artifacts import machine_description, write_json, write_text
 from videoseal_litert.convert.bench import interleaved_medians
-from videoseal_litert.convert.console import progress
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.tflite import convert_fp32
+from videoseal_litert.core.artifacts import machine_description, write_json, write_text
+from videoseal_litert.core.console import progress
 from videoseal_litert.models.families import QuantPolicy
+from videoseal_litert.models.variants import VARIANTS
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.control import task_metric
 from videoseal_litert.quantize.stage import quantize_to
-from videoseal_litert.runtime.runners import open_runner, run_all
+from videoseal_litert.runtime.runners import Opener, open_runner, run_all
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,8 @@ def removable_groups(named: nn.Module, sample_inputs: dict[str, torch.Tensor]) -
     kinds = {n: k for n, m in named.named_modules() if n and (k := group_kind(m))}
     same: dict[str, bool] = {}
 
-    def hook(name: str):
-        def record(_m, args, out) -> None:
+    def hook(name: str) -> Callable[[nn.Module, tuple, Any], None]:
+        def record(_m: nn.Module, args: tuple, out: Any) -> None:
             x = args[0] if args else None
             ok = isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.shape == out.shape
             same[name] = same.get(name, True) and ok
@@ -98,7 +100,7 @@ def without(named: nn.Module, names: list[str]) -> nn.Module:
     return m
 
 
-def candidate_ops(fp32: Path, policy: QuantPolicy, opener: Any = None) -> list[str]:
+def candidate_ops(fp32: Path, policy: QuantPolicy, opener: Opener | None = None) -> list[str]:
     """Compute op types of the float graph that the policy's static ops leave float, most frequent first
     (the op list needs the Interpreter runner's op details: ``open_runner`` unless another is given)."""
     from ai_edge_quantizer import qtyping
@@ -127,7 +129,9 @@ def op_cost(part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 10, candi
         ints = {}
         for kind, path in progress(list(floats.items()), desc="quantizing them (int8 recipe)"):
             ints[kind] = tmp / f"int8-{path.name}"
-            quantize_to(path, ints[kind], "int8", calibrate_part(part, path, limit=TIMING_CALIBRATION_INPUTS)[0], [], False, policy)
+            quantize_to(
+                path, ints[kind], VARIANTS["int8"], calibrate_part(part, path, limit=TIMING_CALIBRATION_INPUTS)[0], [], False, policy
+            )
         files = {f"fp32:{k}": p for k, p in floats.items()} | {f"int8:{k}": p for k, p in ints.items()}
         timing = {str(t): interleaved_medians(opts, files, t, runs) for t in threads}
         removal = _removal_rows(groups, timing)
@@ -198,7 +202,7 @@ def _candidates(part: Part, fp32: Path, policy: QuantPolicy, tmp: Path, only: li
     out_rows = []
     for name, pol in progress(list(trials.items()), desc="trying more ops in int8"):
         path = tmp / f"{name.replace('+', '-')}.tflite"
-        quantize_to(fp32, path, "int8", qsvs, [], False, pol)
+        quantize_to(fp32, path, VARIANTS["int8"], qsvs, [], False, pol)
         runner = opts.opener(path, opts.threads)
         deleg = runner.delegation() or {}
         m = metric(run_all(runner, (valset.inputs[i] for i in rows)))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.convert.artifacts import atomic_path, write_json, write_text
+from videoseal_litert.core.artifacts import atomic_path, write_json, write_text
 from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)

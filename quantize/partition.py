@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from videoseal_litert.calibration_data.images import Tally
-from videoseal_litert.convert.console import progress
+from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.split import float_pieces, hwm_mb, join, remove, scratch_dir
-from videoseal_litert.models.errors import CalibrationError
+from videoseal_litert.core.console import progress
+from videoseal_litert.core.errors import CalibrationError
+from videoseal_litert.models.variants import Variant
 from videoseal_litert.quantize.calibrate import calibration_mode, pin_input_ranges
 from videoseal_litert.quantize.recipes import build_quantizer, calibration_quantizer
 from videoseal_litert.runtime.runners import open_runner
@@ -99,17 +102,17 @@ class PieceSource:
     the whole model; op names are the joined file's (``piece<k>/<name in piece k>``), so the
     fallback can keep an op of any piece float."""
 
-    def __init__(self, part, paths: list[Path], qsvs: list, record: dict, work: Path, threads: int) -> None:
+    def __init__(self, part: Part, paths: list[Path], qsvs: list, record: dict, work: Path, threads: int) -> None:
         self.part, self.paths, self.qsvs, self.record, self.work, self.threads = part, paths, qsvs, record, work, threads
         self._quantized: dict[Path, list[Path]] = {}  # a joined file -> its quantized pieces (for op_errors)
         self._feeds: dict[int, list[list[dict[str, np.ndarray]]]] = {}
 
-    def quantize(self, out: Path, name: str, keep_float: list[str]) -> None:
-        """``out``: every piece quantized as ``name`` (ops in ``keep_float`` left float), joined."""
-        qpaths = []
+    def quantize(self, out: Path, row: Variant, keep_float: list[str]) -> None:
+        """``out``: every piece quantized as ``row`` (ops in ``keep_float`` left float), joined."""
+        qpaths, name = [], row.name
         for k, p in enumerate(progress(self.paths, desc=f"quantizing {name} piece by piece")):
             keep = [n.split("/", 1)[1] for n in keep_float if n.startswith(f"piece{k}/")]
-            q = build_quantizer(str(p), name, self.part.family.quant, keep)
+            q = build_quantizer(str(p), row, self.part.family.quant, keep)
             res = q.quantize(self.qsvs[k] if q.need_calibration else None, enable_progress_report=False)
             qp = self.work / f"piece{k}-{name}.tflite"
             qp.write_bytes(res.quantized_model)
@@ -149,18 +152,18 @@ class PieceSource:
 
 
 @contextmanager
-def quantize_partitioned(opts, part, variants: tuple[str, ...], calib_dir: Path | None, tally: Tally) -> Iterator[PieceSource]:
+def quantize_partitioned(
+    opts: RunOptions, part: Part, rows: tuple[Variant, ...], calib_dir: Path | None, tally: Tally
+) -> Iterator[PieceSource]:
     """The part cut into float pieces and calibrated piece by piece (for the variants that need it),
     as a :class:`PieceSource`; the pieces are removed on exit. ``tally`` counts the calibration
     inputs (``used``) and names every rejected file."""
-    from videoseal_litert.runtime.variants import variant
-
     work = scratch_dir(opts.model_dir.path)
     try:
         paths, record = float_pieces(opts, part, work)
         phases = record["peak_rss_mb_after"] = {"convert_parts": round(hwm_mb())}
         qsvs: list = [None] * len(paths)
-        if any(variant(v).needs_calibration for v in variants):
+        if any(row.needs_calibration for row in rows):
             stream = part.calibration_inputs(calib_dir, tally)
             cal = calibrate_pieces(calibration_quantizer, paths, stream, work, threads=opts.threads)
             if not cal.used:

@@ -1,4 +1,4 @@
-"""Build an ai-edge-quantizer ``Quantizer`` for one row of the variants table (``runtime/variants.py``).
+"""Build an ai-edge-quantizer ``Quantizer`` for one row of the variants table (``models/variants.py``).
 
 The table's recipe function configures it with the family's ``QuantPolicy``; ``keep_float`` names
 op output tensors that get more precision than the recipe gives them: float, or 8-bit weights for a
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
-from videoseal_litert.models.errors import UsageError
+from videoseal_litert.core.errors import UsageError
 from videoseal_litert.models.families import QuantPolicy
-from videoseal_litert.runtime.variants import variant
+from videoseal_litert.models.variants import Variant
 
 _CHUNK_BYTES = 16 * 2**20
 
@@ -37,7 +38,7 @@ def _patch_large_conv_weights() -> None:
         return
     original = uqt.uniform_quantize
 
-    def uniform_quantize(tensor_data, quantization_params, *args, **kwargs):
+    def uniform_quantize(tensor_data: np.ndarray, quantization_params: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         scale = np.asarray(quantization_params.scale)
         zp = np.asarray(quantization_params.zero_point)
         per_out_channel = (
@@ -60,15 +61,16 @@ def _patch_large_conv_weights() -> None:
     uqt.uniform_quantize = uniform_quantize
 
 
-def build_quantizer(float_path: str, name: str, policy: QuantPolicy | None = None, keep_float: Iterable[str] = (), io_int8: bool = False):
-    """A configured ``ai_edge_quantizer.Quantizer`` for variant ``name`` with the family's ``policy``."""
+def build_quantizer(
+    float_path: str, row: Variant, policy: QuantPolicy | None = None, keep_float: Iterable[str] = (), io_int8: bool = False
+) -> Any:  # ai_edge_quantizer.quantizer.Quantizer
+    """A configured ``ai_edge_quantizer.Quantizer`` for the variant ``row`` with the family's ``policy``."""
     from ai_edge_quantizer import qtyping, quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     _patch_large_conv_weights()
-    row = variant(name)
     if row.recipe is None:
-        raise UsageError(f"variant {name!r} is the converter's float output, not made by quantization")
+        raise UsageError(f"variant {row.name!r} is the converter's float output, not made by quantization")
     policy = policy or QuantPolicy(static=(), dynamic=())
     q = quantizer.Quantizer(float_path)
     row.recipe(q, policy, io_int8)
@@ -83,7 +85,7 @@ def build_quantizer(float_path: str, name: str, policy: QuantPolicy | None = Non
     return q
 
 
-def calibration_quantizer(float_path: str):
+def calibration_quantizer(float_path: str) -> Any:  # ai_edge_quantizer.quantizer.Quantizer
     """A quantizer whose recipe covers every op, so that one calibration serves every variant."""
     from ai_edge_quantizer import quantizer, recipe
 

@@ -1,4 +1,4 @@
-"""Stage 5: a part's fp32 file -> its quantized variants (rows of ``runtime/variants.py``), each verified.
+"""Stage 5: a part's fp32 file -> its quantized variants (rows of ``models/variants.py``), each verified.
 
 Starts from the FP32 artifact (never re-converts). Calibration runs once, on the part's calibration
 inputs only. Every automatic choice is made on the photo pool's validation split: the accuracy
@@ -23,22 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from videoseal_litert.calibration_data.images import Tally
-from videoseal_litert.convert.artifacts import atomic_path, machine_description, read_json, write_json
 from videoseal_litert.convert.bench import interleaved_medians
-from videoseal_litert.convert.console import progress, working
-from videoseal_litert.convert.load import sha256_file
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import InputSet, Part, Reference
 from videoseal_litert.convert.stages import StageSummary, exclusive_stage, is_current, say_rejected
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT
 from videoseal_litert.convert.verify import failed_path, quarantine, run_file, verify_file
-from videoseal_litert.models.errors import UsageError, VerificationError
+from videoseal_litert.core.artifacts import atomic_path, machine_description, read_json, sha256_file, write_json
+from videoseal_litert.core.console import progress, working
+from videoseal_litert.core.errors import UsageError, VerificationError
 from videoseal_litert.models.families import QuantPolicy
+from videoseal_litert.models.variants import Variant, band_for, default_variants, variant
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.op_error import op_errors, write_op_report
 from videoseal_litert.quantize.partition import PieceSource, quantize_partitioned
 from videoseal_litert.quantize.recipes import build_quantizer
-from videoseal_litert.runtime.variants import band_for, default_variants, variant
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,9 @@ DEFAULT_TARGET_WATERMARK_SNR_DB = 10.0
 CALIBRATION_MANIFEST = Path(__file__).resolve().parent.parent / "calibration_data" / "manifest.json"
 
 
-def quantize_to(fp32: Path, out: Path, name: str, qsvs: dict | None, keep_float: list[str], io_int8: bool, policy: QuantPolicy) -> None:
-    """Quantize ``fp32`` to ``out`` (atomically) with the family's policy, ``keep_float`` ops left float."""
-    q = build_quantizer(str(fp32), name, policy, keep_float, io_int8)
+def quantize_to(fp32: Path, out: Path, row: Variant, qsvs: dict | None, keep_float: list[str], io_int8: bool, policy: QuantPolicy) -> None:
+    """Quantize ``fp32`` to ``out`` (atomically) as ``row`` with the family's policy, ``keep_float`` ops left float."""
+    q = build_quantizer(str(fp32), row, policy, keep_float, io_int8)
     with working(f"quantizing {out.name}"):
         result = q.quantize(qsvs if q.need_calibration else None, enable_progress_report=False)
     with atomic_path(out) as tmp:
@@ -68,8 +67,8 @@ class FileSource:
     policy: QuantPolicy
     threads: int
 
-    def quantize(self, out: Path, name: str, keep_float: list[str]) -> None:
-        quantize_to(self.fp32, out, name, self.qsvs, keep_float, self.io_int8, self.policy)
+    def quantize(self, out: Path, row: Variant, keep_float: list[str]) -> None:
+        quantize_to(self.fp32, out, row, self.qsvs, keep_float, self.io_int8, self.policy)
 
     def op_errors(self, quantized: Path, inputs: list[dict]) -> list[dict[str, Any]]:
         return op_errors(self.fp32, quantized, inputs, self.threads)
@@ -109,10 +108,11 @@ def stage_quantize(
 ) -> StageSummary:
     md, t0 = opts.model_dir, time.time()
     variants = default_variants(opts.spec, part.name) if variants is None else variants
+    rows = tuple(variant(v, part.name) for v in variants)  # looked up once, passed on
     target_is_gate = bool(target)  # set by the user (or the demo): a miss fails the stage
-    for v in variants:
-        if variant(v, part.name).recipe is None:
-            raise UsageError(f"{v} is written by the tflite stage (make convert / make embedder), not by quantize")
+    for row in rows:
+        if row.recipe is None:
+            raise UsageError(f"{row.name} is written by the tflite stage (make convert / make embedder), not by quantize")
     check_quantizable(part, variants)
     # The accuracy control's target for this part (None: the part's default; 0: off).
     target = default_target(part) if target is None else (target or None)
@@ -129,7 +129,7 @@ def stage_quantize(
         "calib_dir_sha256": dir_fingerprint(calib_dir),
         "io_int8": io_int8,
         "variants": list(variants),
-        "bands": {v: asdict(band_for(opts.spec, part.name, v, opts.random_weights)) for v in variants},
+        "bands": {row.name: asdict(band_for(opts.spec, part.name, row, opts.random_weights)) for row in rows},
         "images": inputs.fingerprint,
         "calibration_images": opts.spec.calibration_images,
         "max_part_bytes": opts.max_part_bytes,
@@ -144,17 +144,17 @@ def stage_quantize(
     if io_int8 and partitioned:
         raise UsageError("IO=int8 is not available for models quantized in parts (over 2 GB); use int8-full for integer IO")
     if partitioned:
-        refuse_control_in_pieces(part, variants, target_is_gate)
+        refuse_control_in_pieces(part, rows, target_is_gate)
     with contextlib.ExitStack() as stack:  # the pieces, when quantizing in pieces, until every variant is written
         policy = part.family.quant
         calib = Tally()
         qsvs, parts_info = None, None
         source: FileSource | PieceSource
         if partitioned:
-            source = stack.enter_context(quantize_partitioned(opts, part, variants, calib_dir, calib))
+            source = stack.enter_context(quantize_partitioned(opts, part, rows, calib_dir, calib))
             parts_info = source.record
         else:
-            if any(variant(v).needs_calibration for v in variants):
+            if any(row.needs_calibration for row in rows):
                 log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
                 qsvs, calib.used = calibrate_part(part, fp32, calib_dir, calib)
             source = FileSource(fp32, qsvs, io_int8, policy, opts.threads)
@@ -165,26 +165,26 @@ def stage_quantize(
         failures: list[str] = []
         valref: dict[str, Any] = {}  # the validation set and its PyTorch reference, made once when the control needs them
         fp32_size = fp32.stat().st_size
-        for v in progress(variants, desc=f"quantizing and verifying the {part.name}'s variants"):
-            row = variant(v, part.name)
+        for row in progress(rows, desc=f"quantizing and verifying the {part.name}'s variants"):
+            v = row.name
             path = md / part.file(v)
             controlled: list[str] = []  # op outputs the accuracy control kept float
             fallback: list[str] = []  # and the fallback, on top of them
             entry: dict[str, Any] = {"file": path.name}
-            source.quantize(path, v, controlled)
+            source.quantize(path, row, controlled)
             if target is not None and row.controlled is not None:
                 if partitioned:  # only the default target reaches here (refuse_control_in_pieces)
                     entry["accuracy_control"] = {"not_run": CONTROL_IN_PIECES}
                 else:
-                    entry["accuracy_control"] = _control(part, fp32, path, v, qsvs, io_int8, policy, target, valref)
+                    entry["accuracy_control"] = _control(part, fp32, path, row, qsvs, io_int8, policy, target, valref)
                     controlled = entry["accuracy_control"]["kept_float_ops"]
             if row.fallback:  # chosen on the validation split; the verification below is the exam
                 valset, vref = _validation(part, valref)
-                why = _failures_on(part, path, v, valset, vref)
+                why = _failures_on(part, path, row, valset, vref)
                 if why:
-                    fallback, entry["fallback"] = _fallback(part, source, path, v, valset, vref, why, controlled)
+                    fallback, entry["fallback"] = _fallback(part, source, path, row, valset, vref, why, controlled)
             try:
-                rep: dict[str, Any] | None = verify_file(part, v, path, inputs, ref)
+                rep: dict[str, Any] | None = verify_file(part, row, path, inputs, ref)
             except VerificationError as e:
                 rep = None
                 failures.append(str(e))
@@ -283,10 +283,10 @@ CONTROL_IN_PIECES = (
 )
 
 
-def refuse_control_in_pieces(part: Part, variants: tuple[str, ...], target_is_gate: bool) -> None:
+def refuse_control_in_pieces(part: Part, rows: tuple[Variant, ...], target_is_gate: bool) -> None:
     """A part quantized in pieces has no accuracy control: a variant that is the control's output
     (int4-mixed) or a target the user set is a named refusal, not a silent no-op."""
-    mixed = [v for v in variants if variant(v).controlled == "int8"]
+    mixed = [row.name for row in rows if row.controlled == "int8"]
     if mixed:
         raise UsageError(
             f"{', '.join(mixed)}: the accuracy control that makes it does not run on a part quantized in pieces (the "
@@ -309,11 +309,11 @@ def _validation(part: Part, valref: dict[str, Any]) -> tuple[InputSet, Reference
     return valref["valset"], valref["ref"]
 
 
-def _failures_on(part: Part, path: Path, name: str, inputs: InputSet, ref: Reference) -> list[str]:
+def _failures_on(part: Part, path: Path, row: Variant, inputs: InputSet, ref: Reference) -> list[str]:
     """What the rule finds wrong with ``path`` on ``inputs`` (the validation split), without writing a report."""
     opts = part.opts
     got = run_file(part, path, inputs, opts.threads, opts.opener)
-    return part.figures(inputs, ref, got, band_for(opts.spec, part.name, name, ref.random_init))["failures"]
+    return part.figures(inputs, ref, got, band_for(opts.spec, part.name, row, ref.random_init))["failures"]
 
 
 def default_target(part: Part) -> float | None:
@@ -326,14 +326,15 @@ def default_target(part: Part) -> float | None:
 
 
 def _control(
-    part: Part, fp32: Path, path: Path, name: str, qsvs: dict | None, io_int8: bool, policy: QuantPolicy, target: float, valref: dict
+    part: Part, fp32: Path, path: Path, row: Variant, qsvs: dict | None, io_int8: bool, policy: QuantPolicy, target: float, valref: dict
 ) -> dict[str, Any]:
     """Run the accuracy control on ``path`` (the variant's file as its recipe wrote it), write its report, return its summary."""
     from videoseal_litert.quantize.control import control, task_metric, write_control_report
     from videoseal_litert.runtime.runners import run_all
 
     opts = part.opts
-    four = variant(name).controlled == "int8"  # a 4-bit row: groups get 8-bit weights, not float
+    name = row.name
+    four = row.controlled == "int8"  # a 4-bit row: groups get 8-bit weights, not float
     valset, ref = _validation(part, valref)
     what, rows, metric = task_metric(part.name, valset, ref.outputs)
 
@@ -352,7 +353,7 @@ def _control(
     res = control(
         fp32,
         path,
-        lambda out, keep: quantize_to(fp32, out, name, qsvs, keep, io_int8, policy),
+        lambda out, keep: quantize_to(fp32, out, row, qsvs, keep, io_int8, policy),
         measure,
         what,
         len(rows),
@@ -383,7 +384,7 @@ def _fallback(
     part: Part,
     source: FileSource | PieceSource,
     path: Path,
-    name: str,
+    row: Variant,
     valset: InputSet,
     vref: Reference,
     first_error: list[str],
@@ -392,7 +393,7 @@ def _fallback(
     """Keep the worst ops float (besides ``base``, the accuracy control's), doubling how many each round,
     until the file passes the rule on the validation split: the ops are ranked, and each round judged, there,
     never on the evaluation split. In pieces, an op of any piece can be kept (names ``piece<k>/...``)."""
-    opts = part.opts
+    opts, name = part.opts, row.name
     log.warning("%s fails the rule on the validation split (%s); trying the accuracy-driven fallback", name, "; ".join(first_error))
     rows = source.op_errors(path, valset.inputs[:OP_ERROR_IMAGES])
     static = part.family.quant.static
@@ -403,8 +404,8 @@ def _fallback(
         passed, keep, n = False, ranked[:1], 1
         for _ in range(MAX_FALLBACK_ROUNDS):
             keep = ranked[:n]
-            source.quantize(path, name, base + keep)
-            if not _failures_on(part, path, name, valset, vref):
+            source.quantize(path, row, base + keep)
+            if not _failures_on(part, path, row, valset, vref):
                 passed = True
                 log.info("%s passes on the validation split with %d op(s) kept float: %s", name, len(keep), keep)
                 break

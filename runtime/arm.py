@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.models.errors import ArmRunError, ArmSetupError
-from videoseal_litert.runtime.runners import LiteRT, Outputs, open_runner
+from videoseal_litert.core.errors import ArmRunError, ArmSetupError
+from videoseal_litert.runtime.runners import LiteRT, Opener, Outputs, open_runner
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ class ArmRunner:
         return rows
 
 
-def arm_opener(cpu: str, toolchain: Toolchain):
+def arm_opener(cpu: str, toolchain: Toolchain) -> Opener:
     """An opener (``runners.Opener``) for the stages: every file it opens runs on emulated ``cpu``."""
 
     def opener(path: Path, threads: int) -> ArmRunner:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from videoseal_litert.models.errors import ArtifactCorruptError
+from videoseal_litert.core.errors import ArtifactCorruptError
 from videoseal_litert.runtime.litert_runner import LiteRTRunner, ModelFileError
 
 Inputs = Mapping[str, np.ndarray]

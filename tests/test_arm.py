@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from videoseal_litert.convert.arm_check import arm_x86_figures
-from videoseal_litert.models.errors import ArmRunError
+from videoseal_litert.core.errors import ArmRunError
 from videoseal_litert.models.gate import Band
 from videoseal_litert.runtime.arm import CPU_MODELS, Toolchain
 
@@ -66,7 +66,7 @@ def test_unknown_cpu_model_is_a_named_error(tmp_path):
 
 def test_failed_setup_is_named_and_leaves_nothing(tmp_path, monkeypatch):
     """An unreachable package mirror: ArmSetupError naming the step and how to retry; no partial cache."""
-    from videoseal_litert.models.errors import ArmSetupError
+    from videoseal_litert.core.errors import ArmSetupError
     from videoseal_litert.runtime import arm
 
     monkeypatch.setattr(arm, "_mirror", lambda: "http://127.0.0.1:9/debian")  # nothing listens on port 9

@@ -27,9 +27,8 @@ from PIL import Image
 
 from videoseal_litert.calibration_data.images import read_rgb
 from videoseal_litert.cli import main
-from videoseal_litert.convert.artifacts import HOLD_ENV, ModelDir
-from videoseal_litert.convert.load import sha256_file
-from videoseal_litert.models.errors import ImageError
+from videoseal_litert.core.artifacts import HOLD_ENV, ModelDir, sha256_file
+from videoseal_litert.core.errors import ImageError
 
 MINI = "videoseal_1.0-mini"
 

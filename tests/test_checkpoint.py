@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from videoseal_litert.convert.load import load_extractor
-from videoseal_litert.models.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
+from videoseal_litert.core.errors import CheckpointFormatError, CheckpointMismatchError, CheckpointNotFoundError, ZeroWeightError
 from videoseal_litert.models.registry import resolve
 
 MINI = "videoseal_1.0-mini"

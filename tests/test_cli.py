@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from videoseal_litert.cli import COMMANDS, MODEL, build_parser
-from videoseal_litert.models.errors import UsageError
+from videoseal_litert.core.errors import UsageError
 
 MODEL_FLAGS = {"--model", "--part", "--ckpt", "--random-init", "--allow-zero-weights", "--allow-nonfinite-weights", "--images", "--force"}
 

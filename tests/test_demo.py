@@ -12,8 +12,9 @@ from PIL import Image
 from tests.conftest import locked
 from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS, heldout_paths
 from videoseal_litert.calibration_data.pool import photos as pool_photos
-from videoseal_litert.demo.watermark import binomial_pvalue, run_demo
-from videoseal_litert.models.errors import UnverifiedFileError, VerificationError
+from videoseal_litert.core.errors import UnverifiedFileError, VerificationError
+from videoseal_litert.core.metrics import binomial_pvalue
+from videoseal_litert.demo.watermark import run_demo
 
 
 def test_binomial_pvalue():
@@ -213,7 +214,7 @@ def test_tiny_pair_on_arm64(demo, tmp_path):
     torch-free self-tests pass under the aarch64 Python; a changed bundle fails there by name."""
     from tests.conftest import cli
     from videoseal_litert.convert.options import RunOptions
-    from videoseal_litert.models.errors import ArmRunError
+    from videoseal_litert.core.errors import ArmRunError
     from videoseal_litert.models.registry import resolve
     from videoseal_litert.package.bundle import build_bundle
     from videoseal_litert.runtime.arm import CPU_MODELS, bundle_selftests

@@ -14,7 +14,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tests.conftest import EMBEDDER_MINIS, cli
 from videoseal_litert.convert.load import load_embedder
-from videoseal_litert.models.errors import CardError, CheckpointMismatchError, UnsupportedModelError
+from videoseal_litert.core.errors import CardError, CheckpointMismatchError, UnsupportedModelError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.unet import JND, ChanRMSNorm, MsgProcessor, WatermarkEmbedder
 from videoseal_litert.runtime.route import jnd_heatmap, resize_aa
@@ -356,3 +356,15 @@ def test_bad_embedder_cards(edit, error, fragment, reference, tmp_path):
     p.write_text(yaml.safe_dump(card))
     with pytest.raises(error, match=fragment):
         resolve(str(p)).card.embedder  # noqa: B018
+
+
+def test_an_unknown_embedder_model_is_named_with_the_registrys_closest():
+    """The hint comes from the registry's cards (their ``embedder.model`` as written) and the families' patterns."""
+    from videoseal_litert.models.embedders import embedder_families, embedder_family_for_model, registered_embedder_models
+    from videoseal_litert.models.registry import REGISTRY
+
+    written = {yaml.safe_load(s.card_path.read_text())["embedder"]["model"] for s in REGISTRY}
+    assert registered_embedder_models() == sorted(written) and "unet_chunky" in written and "tile_tiny" in written
+    assert {f.model_pattern for f in embedder_families().values()} == {"unet*", "tile_tiny"}
+    with pytest.raises(UnsupportedModelError, match=r"'vnet_chunky'; supported: unet\*, tile_tiny\. Did you mean 'unet_chunky'\?"):
+        embedder_family_for_model("vnet_chunky", "card x")

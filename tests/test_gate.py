@@ -13,7 +13,7 @@ import pytest
 from videoseal_litert.models.gate import BAND_SIGMAS, Band, BandError, judge, judge_noise, local_noise
 from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.registry import REGISTRY, resolve
-from videoseal_litert.runtime.variants import VARIANTS, band_for, default_variants
+from videoseal_litert.models.variants import VARIANTS, band_for, default_variants
 
 N, M = 16, 64  # inputs x outputs
 
@@ -117,18 +117,19 @@ def test_trained_weights_get_the_trained_band_random_weights_the_random_one():
     spec = resolve("videoseal")
     for part, v in ((EXTRACTOR, "int8"), (EMBEDDER, "int8"), (EXTRACTOR, "int4")):
         bands = VARIANTS[v].bands[part]
-        assert band_for(spec, part, v, random_init=False) == bands.trained
-        assert band_for(spec, part, v, random_init=True) == bands.random
+        assert band_for(spec, part, VARIANTS[v], random_init=False) == bands.trained
+        assert band_for(spec, part, VARIANTS[v], random_init=True) == bands.random
 
 
 def test_a_spec_may_tighten_a_band_never_loosen_it():
     spec = resolve("videoseal")
-    default = band_for(spec, EXTRACTOR, "int8", random_init=False)
+    int8 = VARIANTS["int8"]
+    default = band_for(spec, EXTRACTOR, int8, random_init=False)
     tight = dataclasses.replace(spec, bands={EXTRACTOR: {"int8": Band(default.min_snr_db + 5, "spec")}})
-    assert band_for(tight, EXTRACTOR, "int8", random_init=False).min_snr_db == default.min_snr_db + 5
+    assert band_for(tight, EXTRACTOR, int8, random_init=False).min_snr_db == default.min_snr_db + 5
     loose = dataclasses.replace(spec, bands={EXTRACTOR: {"int8": Band(default.min_snr_db - 5, "spec")}})
     with pytest.raises(BandError, match="looser than the measured default"):
-        band_for(loose, EXTRACTOR, "int8", random_init=False)
+        band_for(loose, EXTRACTOR, int8, random_init=False)
 
 
 @pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
@@ -137,4 +138,4 @@ def test_every_registered_model_has_a_band_for_each_file_it_makes(spec):
     for part in parts:
         for v in ("fp32", *default_variants(spec, part)):
             for random_init in (False, True):
-                assert band_for(spec, part, v, random_init).min_snr_db > 0
+                assert band_for(spec, part, VARIANTS[v], random_init).min_snr_db > 0

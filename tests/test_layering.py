@@ -1,7 +1,8 @@
 """One-way layering of the project's folders: each imports only the layers below it, none imports a private name of another.
 
-models <- calibration_data <- runtime <- convert <- quantize <- package <- demo <- evaluate <- the command line
-(``videoseal_litert/``). Read from the source (every ``import videoseal_litert.<folder>``, at any
+core <- models <- calibration_data <- runtime <- convert <- quantize <- package <- demo, evaluate <- the command
+line (``videoseal_litert/``); ``core`` (console, artifacts and hashing, metrics, the logit layout, errors and
+exit handling) imports no other folder and no torch, and ``demo`` and ``evaluate`` are siblings. Read from the source (every ``import videoseal_litert.<folder>``, at any
 indentation), so a lazy import inside a function counts too.
 """
 
@@ -11,7 +12,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("models", "calibration_data", "runtime", "convert", "quantize", "package", "demo", "evaluate", "videoseal_litert")
+LAYERS = ("core", "models", "calibration_data", "runtime", "convert", "quantize", "package", "demo", "evaluate", "videoseal_litert")
 IMPORT = re.compile(r"^\s*(?:from|import)\s+videoseal_litert\.(\w+)(?:\.(\w+))?(?:\s+import\s+\(?([^\n]*))?", re.M)
 
 
@@ -54,4 +55,14 @@ def test_no_private_name_is_imported_across_folders():
 
 def test_the_graph_is_read():  # the checks above would pass on an empty graph: make sure they see the real one
     seen = {(a, b) for a, b, _, _ in edges()}
-    assert {("convert", "runtime"), ("quantize", "convert"), ("package", "convert"), ("runtime", "models")} <= seen
+    assert {("convert", "runtime"), ("quantize", "convert"), ("package", "convert"), ("models", "core"), ("runtime", "core")} <= seen
+
+
+def test_core_is_the_bottom_and_imports_no_torch():
+    assert not [(a, b) for a, b, _, _ in edges() if a == "core"]
+    torch_users = [p.name for p in (ROOT / "core").glob("*.py") if re.search(r"^\s*(import|from)\s+torch\b", p.read_text(), re.M)]
+    assert not torch_users, torch_users
+
+
+def test_demo_and_evaluate_are_siblings():
+    assert not [(a, b) for a, b, _, _ in edges() if {a, b} == {"demo", "evaluate"}]

@@ -11,10 +11,10 @@ import torch
 from tests.conftest import EMBEDDER_MINIS, MINIS
 from videoseal_litert.convert.inspect_checkpoint import count_flops
 from videoseal_litert.convert.load import build_extractor, load_extractor
+from videoseal_litert.core.errors import UnknownModelError, UnsupportedModelError
 from videoseal_litert.models.cards import read_card
 from videoseal_litert.models.common import LayerNorm2d, layer_norm_2d_official
 from videoseal_litert.models.convnext import GRN, grn_official
-from videoseal_litert.models.errors import UnknownModelError, UnsupportedModelError
 from videoseal_litert.models.registry import REGISTRY, resolve
 
 # Registry name -> key in official_layouts.json (the official card names).
@@ -48,7 +48,7 @@ def test_a_trained_not_shipped_model_says_how_to_make_its_checkpoint(tmp_path):
     """The released-size fixture's weights are not committed: loading it without them names `make train-fixture`."""
     import dataclasses
 
-    from videoseal_litert.models.errors import CheckpointNotFoundError
+    from videoseal_litert.core.errors import CheckpointNotFoundError
     from videoseal_litert.models.registry import resolve
 
     spec = dataclasses.replace(resolve("fixture"), checkpoint_dir=tmp_path)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import cli
 from videoseal_litert.convert.options import RunOptions
-from videoseal_litert.models.errors import UnverifiedFileError
+from videoseal_litert.core.errors import UnverifiedFileError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.package.bundle import build_bundle
 from videoseal_litert.runtime.litert_runner import read_metadata

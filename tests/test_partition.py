@@ -17,6 +17,7 @@ from videoseal_litert.convert.split import MergeError, convert_pieces, join, pla
 from videoseal_litert.convert.stages import stage_tflite
 from videoseal_litert.convert.tflite import short_name
 from videoseal_litert.models.registry import resolve
+from videoseal_litert.models.variants import VARIANTS
 from videoseal_litert.quantize.stage import CONTROL_IN_PIECES, stage_quantize
 from videoseal_litert.runtime.runners import open_runner
 
@@ -241,7 +242,7 @@ def test_join_keeps_blockwise_int4_scales(tmp_path):
     for k, (a, b) in enumerate((("image", "x1"), ("x1", "bit_logits"))):
         f = tmp_path / f"p{k}.tflite"
         litert_torch.convert(Fc(a, b).eval(), sample_kwargs={a: torch.rand(1, 8, 64)}).export(str(f))
-        q = build_quantizer(str(f), "int4", FAMILY.quant).quantize(None, enable_progress_report=False)
+        q = build_quantizer(str(f), VARIANTS["int4"], FAMILY.quant).quantize(None, enable_progress_report=False)
         (tmp_path / f"q{k}.tflite").write_bytes(q.quantized_model)
         paths.append(tmp_path / f"q{k}.tflite")
     joined = tmp_path / "joined.tflite"

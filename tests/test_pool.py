@@ -10,7 +10,7 @@ import pytest
 from videoseal_litert.calibration_data import pool
 from videoseal_litert.calibration_data.build import MANIFEST, split_items
 from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS, TRAINING_PHOTOS
-from videoseal_litert.models.errors import PhotoPoolError
+from videoseal_litert.core.errors import PhotoPoolError
 
 
 def test_pool_has_enough_distinct_photos_split_by_photo():

@@ -17,13 +17,13 @@ from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS
 from videoseal_litert.calibration_data.pool import photos as pool_photos
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
-from videoseal_litert.models.errors import ImageError, VerificationError
+from videoseal_litert.core.errors import ImageError, VerificationError
 from videoseal_litert.models.gate import Band
 from videoseal_litert.models.parts import EXTRACTOR
 from videoseal_litert.models.registry import resolve
+from videoseal_litert.models.variants import VARIANTS, quantized
 from videoseal_litert.quantize.stage import stage_quantize
 from videoseal_litert.runtime.runners import open_runner
-from videoseal_litert.runtime.variants import quantized
 
 CALIBRATION_PHOTOS = tuple(p["name"] for p in pool_photos("calibration"))
 
@@ -393,7 +393,7 @@ def test_int4_clips_by_octav(tmp_path, monkeypatch):
 
     def sqnr(algorithm: str) -> float:
         monkeypatch.setattr(variants, "INT4_ALGORITHM", algorithm)
-        q = build_quantizer(str(f), "int4", FAMILY.quant).quantize(None, enable_progress_report=False)
+        q = build_quantizer(str(f), VARIANTS["int4"], FAMILY.quant).quantize(None, enable_progress_report=False)
         path = tmp_path / f"{algorithm}.tflite"
         path.write_bytes(q.quantized_model)
         assert _int4_tensors(path) == (1, 0)  # one 4-bit weight, per channel

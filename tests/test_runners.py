@@ -16,6 +16,7 @@ from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.convert.stages import stage_verify
 from videoseal_litert.convert.verify import verify_file
 from videoseal_litert.models.registry import resolve
+from videoseal_litert.models.variants import VARIANTS
 from videoseal_litert.runtime.runners import open_runner, run_all
 
 MINI = "videoseal_1.0-mini"
@@ -70,7 +71,7 @@ def test_onnx_runtime_through_the_same_verification(pipeline, tmp_path):
     inputs = part.verification_set()
     ref = part.reference(inputs)
     (tmp_path / "model.onnx").write_bytes((d / "model.onnx").read_bytes())
-    rep = verify_file(part, "fp32", tmp_path / "model.onnx", inputs, ref)
+    rep = verify_file(part, VARIANTS["fp32"], tmp_path / "model.onnx", inputs, ref)
     assert rep["passed"] and rep["runner"] == "OnnxRunner" and rep["file"] == "model.onnx" and rep["max_abs_logit_diff"] <= 1e-4
 
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from tests.conftest import cli
 from videoseal_litert.calibration_data.images import resize_like_detect
 from videoseal_litert.convert.load import load_embedder, load_extractor
+from videoseal_litert.core.errors import CardError, CheckpointMismatchError
 from videoseal_litert.demo.train_tiny import build_pair, evaluate, heldout_images, per_location_logits
-from videoseal_litert.models.errors import CardError, CheckpointMismatchError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.tiny import EmbedderConfig, TileEmbedder, blend, embed, read_embedder_config
 

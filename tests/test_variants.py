@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import cli
 from videoseal_litert.models.parts import PART_NAMES
 from videoseal_litert.models.registry import REGISTRY
-from videoseal_litert.runtime.variants import VARIANTS, Variant, names, variant
+from videoseal_litert.models.variants import VARIANTS, Variant, names, variant
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -33,7 +33,7 @@ def test_spec_bands_name_known_variants_of_the_right_part(spec):
 
 
 def test_unknown_variant_is_a_named_error():
-    from videoseal_litert.models.errors import UsageError
+    from videoseal_litert.core.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown variant 'int9'; choose from fp32, fp16"):
         variant("int9")

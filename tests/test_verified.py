@@ -19,8 +19,9 @@ from tests.conftest import cli, locked, mini_opts
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.convert.verify import verify_file
-from videoseal_litert.models.errors import UsageError, VerificationError
+from videoseal_litert.core.errors import UsageError, VerificationError
 from videoseal_litert.models.registry import resolve
+from videoseal_litert.models.variants import VARIANTS
 
 
 def negate_first_conv(path: Path) -> str:
@@ -60,7 +61,7 @@ def degrade_and_verify(out: Path, model: str) -> tuple[Path, dict]:
     negate_first_conv(d / "int8.tflite")
     inputs = part.verification_set()
     with pytest.raises(VerificationError, match=r"int8 failed verification: logits: watermark SNR .* clear-margin flip\(s\)"):
-        verify_file(part, "int8", d / "int8.tflite", inputs, part.reference(inputs))
+        verify_file(part, VARIANTS["int8"], d / "int8.tflite", inputs, part.reference(inputs))
     return d, json.loads((d / "verify-int8.json").read_text())
 
 

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.models.errors import DEBUG_ENV, UsageError, run_main
+from videoseal_litert.core.errors import UsageError
+from videoseal_litert.core.exit import DEBUG_ENV, run_main
 
 PART_CHOICES = ("extractor", "embedder")
 
@@ -349,7 +350,7 @@ def _opts(a: argparse.Namespace) -> Any:
 
 
 def _logged(log_path: Path, body: Callable[[Path | None], None]) -> None:
-    from videoseal_litert.convert.console import captured
+    from videoseal_litert.core.console import captured
 
     with captured(log_path) as path:
         body(path)
@@ -364,8 +365,8 @@ def _run_stages(
 ) -> None:
     """One stage: its table (first line with --brief). Several (or ``summarize``): their tables to the log,
     one summary of ``entries``' files on the terminal."""
-    from videoseal_litert.convert.console import say
     from videoseal_litert.convert.stages import artifact_summary
+    from videoseal_litert.core.console import say
 
     log = logging.getLogger("videoseal_litert.cli")
     t0 = time.time()
@@ -430,7 +431,7 @@ def _quantize_calls(a: argparse.Namespace, opts: Any, part: Any, variants: tuple
 
 def cmd_quantize(a: argparse.Namespace) -> None:
     from videoseal_litert.convert.parts import make_part
-    from videoseal_litert.runtime.variants import default_variants, parse
+    from videoseal_litert.models.variants import default_variants, parse
 
     opts = _opts(a)
     part = make_part(opts, a.part or "extractor")
@@ -443,7 +444,7 @@ def cmd_embedder(a: argparse.Namespace) -> None:
     """``make embedder``: the embedder part through the same stages as the extractor (load, tflite, verify, quantize)."""
     from videoseal_litert.convert import stages as st
     from videoseal_litert.convert.parts import make_part
-    from videoseal_litert.runtime.variants import default_variants, parse
+    from videoseal_litert.models.variants import default_variants, parse
 
     opts = _opts(a)
     part = make_part(opts, "embedder")
@@ -471,10 +472,10 @@ def cmd_bench(a: argparse.Namespace) -> None:
 
 
 def cmd_summary(a: argparse.Namespace) -> None:
-    from videoseal_litert.convert.console import say
     from videoseal_litert.convert.parts import make_part
     from videoseal_litert.convert.stages import artifact_summary
-    from videoseal_litert.models.errors import VerificationError
+    from videoseal_litert.core.console import say
+    from videoseal_litert.core.errors import VerificationError
 
     opts = _opts(a)
     part = make_part(opts, a.part or "extractor")
@@ -487,9 +488,9 @@ def cmd_summary(a: argparse.Namespace) -> None:
 
 
 def cmd_package(a: argparse.Namespace) -> None:
-    from videoseal_litert.convert.console import say
+    from videoseal_litert.core.console import say
+    from videoseal_litert.models.variants import parse
     from videoseal_litert.package.bundle import build_bundle
-    from videoseal_litert.runtime.variants import parse
 
     opts = _opts(a)
     emb = () if a.embedder_variants in ("none", "") else parse(a.embedder_variants, "embedder")
@@ -571,7 +572,7 @@ def cmd_train_tiny(a: argparse.Namespace) -> None:
 
 
 def cmd_train_fixture(a: argparse.Namespace) -> None:
-    from videoseal_litert.convert.console import say
+    from videoseal_litert.core.console import say
     from videoseal_litert.demo.train_fixture import train
 
     r = train(a)
@@ -589,7 +590,7 @@ def cmd_bench_scale(a: argparse.Namespace) -> None:
 
 
 def cmd_kernel_bench(a: argparse.Namespace) -> None:
-    from videoseal_litert.convert.console import say
+    from videoseal_litert.core.console import say
     from videoseal_litert.quantize.kernel_bench import kernel_bench
 
     def body(_: Path | None) -> None:
@@ -604,8 +605,8 @@ def cmd_kernel_bench(a: argparse.Namespace) -> None:
 
 
 def cmd_calib_sweep(a: argparse.Namespace) -> None:
-    from videoseal_litert.convert.console import say
     from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.core.console import say
     from videoseal_litert.quantize.calib_sweep import calib_sweep
 
     opts = _opts(a)
@@ -622,7 +623,7 @@ def cmd_calib_sweep(a: argparse.Namespace) -> None:
 
 def cmd_arm_check(a: argparse.Namespace) -> None:
     from videoseal_litert.convert.arm_check import arm_check
-    from videoseal_litert.convert.console import say
+    from videoseal_litert.core.console import say
     from videoseal_litert.runtime.arm import CPU_MODELS
 
     opts = _opts(a)
@@ -652,8 +653,8 @@ def cmd_arm_check(a: argparse.Namespace) -> None:
 
 
 def cmd_op_cost(a: argparse.Namespace) -> None:
-    from videoseal_litert.convert.console import say
     from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.core.console import say
     from videoseal_litert.quantize.op_cost import op_cost
 
     opts = _opts(a)
@@ -686,7 +687,7 @@ def cmd_photos(a: argparse.Namespace) -> None:
     from collections import Counter
 
     from videoseal_litert.calibration_data import pool
-    from videoseal_litert.convert.console import say
+    from videoseal_litert.core.console import say
 
     dest = pool.install()
     n = Counter(p["split"] for p in pool.photos())
@@ -723,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import atexit
 
-    from videoseal_litert.convert.console import exit_to_log
+    from videoseal_litert.core.console import exit_to_log
 
     atexit.register(exit_to_log)  # at shutdown, after every line of ours: native code's last words go to the log
     return run_main(body)

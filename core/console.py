@@ -108,7 +108,8 @@ def captured(log_path: Path) -> Iterator[Path | None]:
             yield log_path
     except BaseException as e:
         # A named error or a signal says enough in its one line; anything else shows the log's tail.
-        from videoseal_litert.models.errors import PipelineError, Terminated
+        from videoseal_litert.core.errors import PipelineError
+        from videoseal_litert.core.exit import Terminated
 
         failed = not isinstance(e, PipelineError | KeyboardInterrupt | Terminated)
         named = not failed

@@ -1,97 +1,15 @@
-"""Named errors of the pipeline. Each says what went wrong and what to do next."""
+"""How every command ends: exit codes, the one error model (``run_main``) and signal handling.
+
+A named error (``core/errors.py``) prints one line and exits 2; SIGINT and SIGTERM raise in the main
+thread so that ``finally`` blocks remove temporary files, and exit 130 / 143; anything else is a bug
+(exit 3). The command line (``videoseal_litert/cli.py``) runs every command through ``run_main``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-
-class PipelineError(Exception):
-    """Base class: the command line prints the message and exits non-zero, without a traceback."""
-
-
-class UnknownModelError(PipelineError):
-    pass
-
-
-class UnsupportedModelError(PipelineError):
-    pass
-
-
-class CardError(PipelineError):
-    pass
-
-
-class CheckpointNotFoundError(PipelineError):
-    pass
-
-
-class CheckpointFormatError(PipelineError):
-    pass
-
-
-class CheckpointMismatchError(PipelineError):
-    pass
-
-
-class ZeroWeightError(PipelineError):
-    pass
-
-
-class ArtifactMissingError(PipelineError):
-    pass
-
-
-class VerificationError(PipelineError):
-    pass
-
-
-class UnverifiedFileError(PipelineError):
-    """A file that failed verification, was never verified, or changed since, given to a command that uses
-    verified files only (evaluate, arm-check, bench, package) without ``--allow-unverified``."""
-
-
-class ImageError(PipelineError):
-    pass
-
-
-class UsageError(PipelineError):
-    """A combination of options the pipeline cannot honour for this model."""
-
-
-class NonFiniteWeightError(PipelineError):
-    """A checkpoint tensor holds NaN or infinity: refused like an all-zero weight."""
-
-
-class ArtifactCorruptError(PipelineError):
-    """An artifact an earlier stage wrote is truncated, changed since, or not a readable model."""
-
-
-class OutputDirError(PipelineError):
-    """OUT (or a folder under it) is a file, or cannot be created or written."""
-
-
-class ArtifactsLockedError(PipelineError):
-    """Another run holds this model's artifact directory."""
-
-
-class CalibrationError(PipelineError):
-    """No usable calibration image."""
-
-
-class PhotoPoolError(PipelineError):
-    """The photo pool is not installed, or a photo in it is not the one its manifest names."""
-
-
-class FileAccessError(PipelineError):
-    """The operating system refused a read or write (permissions, disk full, a vanished file)."""
-
-
-class ArmSetupError(PipelineError):
-    """The ARM64 emulation set-up (QEMU, aarch64 Python sysroot, aarch64 wheels) could not be made or is broken."""
-
-
-class ArmRunError(PipelineError):
-    """A file did not run under ARM64 emulation (the emulator or the aarch64 interpreter failed)."""
+from videoseal_litert.core.errors import PipelineError
 
 
 class Terminated(BaseException):  # noqa: N818 - the signal's name, like KeyboardInterrupt

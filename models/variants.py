@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from videoseal_litert.models.errors import UsageError
+from videoseal_litert.core.errors import UsageError
 from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.models.gate import HEADROOM_DB, Band, Bands, tightened
 from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
@@ -30,7 +30,7 @@ from videoseal_litert.models.registry import ModelSpec
 Recipe = Callable[[Any, QuantPolicy, bool], None]
 
 
-def _ops():
+def _ops() -> Any:  # ai_edge_quantizer.qtyping.TFLOperationName
     from ai_edge_quantizer import qtyping
 
     return qtyping.TFLOperationName
@@ -308,11 +308,11 @@ def quantized(part: str) -> tuple[str, ...]:
     return tuple(n for n in names(part) if VARIANTS[n].recipe is not None and VARIANTS[n].default)
 
 
-def band_for(spec: ModelSpec, part: str, name: str, random_init: bool) -> Band:
-    """The band one file is judged by: this table's for the part and the kind of weights, or the model's
-    spec's own where it is stricter (BandError where it would be looser)."""
-    default = variant(name, part).bands[part].pick(random_init)
-    return tightened(default, spec.bands.get(part, {}).get(name), f"{spec.name} {part} {name}")
+def band_for(spec: ModelSpec, part: str, row: Variant, random_init: bool) -> Band:
+    """The band one file of ``row`` is judged by: this table's for the part and the kind of weights, or the
+    model's spec's own where it is stricter (BandError where it would be looser)."""
+    default = row.bands[part].pick(random_init)
+    return tightened(default, spec.bands.get(part, {}).get(row.name), f"{spec.name} {part} {row.name}")
 
 
 def default_variants(spec: ModelSpec, part: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import fcntl
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -29,18 +30,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.convert.load import sha256_file
-from videoseal_litert.models.errors import (
-    ArtifactCorruptError,
-    ArtifactMissingError,
-    ArtifactsLockedError,
-    OutputDirError,
-    raise_if_signalled,
-)
+from videoseal_litert.core.errors import ArtifactCorruptError, ArtifactMissingError, ArtifactsLockedError, OutputDirError
+from videoseal_litert.core.exit import raise_if_signalled
 
 log = logging.getLogger(__name__)
 
 TOOL_PACKAGES = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "onnx", "onnxruntime", "numpy")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The file's sha256, read in chunks (a 4 GB model never sits in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def tool_versions() -> dict[str, str]:
@@ -99,7 +103,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
 
 def _hold(hold: str, tmp_path: Path) -> None:
-    from videoseal_litert.convert.console import err_stream
+    from videoseal_litert.core.console import err_stream
 
     print(f"[test hold] {tmp_path} written; renaming after {hold}", file=err_stream(), flush=True)
     if hold.startswith("until:"):
