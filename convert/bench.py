@@ -9,7 +9,6 @@ another instead, and the report says so. Peak RSS of each file is measured in a 
 
 from __future__ import annotations
 
-import gc
 import logging
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.ship import render as render_ship
 from videoseal_litert.convert.ship import ship_section
 from videoseal_litert.convert.verify import failed_path, require_verified
-from videoseal_litert.core.artifacts import machine_description, read_json, tool_versions, write_json, write_text
+from videoseal_litert.core.artifacts import collect_if_large, machine_description, read_json, tool_versions, write_json, write_text
 from videoseal_litert.core.console import progress
 from videoseal_litert.models.variants import names
 from videoseal_litert.runtime.rss import sample
@@ -119,8 +118,9 @@ def bench(
             torch.set_num_threads(t)
             eager[t] = time_interleaved({"pytorch": torch_runner}, x, runs, warmup)["pytorch"]
         del torch_runner
+    nbytes = sum(t.numel() * 4 for t in loaded.module.parameters())
     del loaded
-    gc.collect()
+    collect_if_large(nbytes)
     results: dict[str, Any] = {}
     for t in progress(threads, desc=f"benchmarking the {part.name} (thread counts)"):
         torch.set_num_threads(t)
@@ -128,7 +128,7 @@ def bench(
             timings: dict[str, list[float]] = {}
             for v, p in files.items():
                 timings.update({v: time_interleaved({v: opts.opener(p, t)}, x, runs, warmup)[v]})
-                gc.collect()
+                collect_if_large(p.stat().st_size)
             timings["pytorch"] = eager[t]
         else:
             runners: dict[str, Runner] = {v: opts.opener(p, t) for v, p in files.items()}
@@ -145,7 +145,7 @@ def bench(
     ran_on = {}
     for v, p in files.items():  # one at a time: a large file's runner is not held beside another
         ran_on[v] = kernels(opts.opener(p, 1))
-        gc.collect()
+        collect_if_large(p.stat().st_size)
     stages = {k: {"wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb")} for k, r in md.stages().items()}
     report = {
         "model_id": desc["model_id"],

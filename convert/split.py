@@ -16,7 +16,6 @@ the flatbuffer (the format's buffer offsets) when it is over :data:`EXTERNAL_ABO
 
 from __future__ import annotations
 
-import gc
 import logging
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from videoseal_litert.core.artifacts import atomic_path
+from videoseal_litert.core.artifacts import atomic_path, collect_if_large
 from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import PipelineError
 from videoseal_litert.models.parts import Unit, UnitChain
@@ -144,9 +143,10 @@ def convert_pieces(pieces: list[Piece], sample: dict[str, torch.Tensor], workdir
         path = workdir / f"piece{k}.tflite"
         edge.export(str(path))
         del edge
+        nbytes = sum(p.numel() * p.element_size() for p in piece.parameters())
         for p in piece.parameters():  # this piece's PyTorch weights are no longer needed
             p.data = torch.empty(0)
-        gc.collect()
+        collect_if_large(nbytes)
         paths.append(path)
     return paths
 
@@ -164,8 +164,21 @@ def join(paths: list[Path], out: Path, inputs: tuple[str, ...], outputs: tuple[s
     in shape, type and quantization (float at a float seam; at an integer seam the same scale and zero
     point, which holds when both sides were calibrated on the same values); a name no earlier piece
     wrote must be one of the model's ``inputs``. The model's signature: ``inputs`` and ``outputs``, by name.
+    Steps: read the pieces (tensors renamed ``piece<k>/...``), append each later piece to the first
+    (:class:`_Joined`), then set the joined file's inputs, outputs and signature, and write it.
     """
-    from ai_edge_litert import schema_py_generated as schema
+    models = _read_pieces(paths)
+    joined = _Joined(models[0], inputs)
+    for k, m in enumerate(models[1:], start=1):
+        joined.append(k, m)
+    joined.finish(inputs, outputs)
+    del models
+    write_model(joined.base, out)
+
+
+def _read_pieces(paths: list[Path]) -> list[schema.ModelT]:
+    """Each piece's model, its buffers as numpy and every tensor named ``piece<k>/<name>`` (unique across
+    pieces, and each op traceable to its piece)."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     from videoseal_litert.convert.tflite import as_numpy_buffers
@@ -175,76 +188,109 @@ def join(paths: list[Path], out: Path, inputs: tuple[str, ...], outputs: tuple[s
         raise MergeError("each piece must have exactly one subgraph and one signature")
     for k, m in enumerate(models):
         as_numpy_buffers(m)
-        for t in m.subgraphs[0].tensors:  # unique across pieces, and each op traceable to its piece
+        for t in m.subgraphs[0].tensors:
             t.name = f"piece{k}/" + (t.name.decode() if isinstance(t.name, bytes) else t.name)
-    base = models[0]
-    sg = base.subgraphs[0]
-    first_in, first_out = _signature(base)
-    unknown = set(first_in) - set(inputs)
-    if unknown:
-        raise MergeError(f"piece 0 reads {sorted(unknown)}, which are not model inputs")
-    pool = {**first_in, **first_out}  # name -> tensor index in the joined subgraph
-    model_inputs = dict(first_in)
-    opcode_key = {(oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version): i for i, oc in enumerate(base.operatorCodes)}
-    for k, m in enumerate(models[1:], start=1):
+    return models
+
+
+class _Joined:
+    """The first piece, growing as each later piece is appended: ``pool`` maps every tensor name a piece
+    has written (or a model input read so far) to its index in the joined subgraph."""
+
+    def __init__(self, base: schema.ModelT, inputs: tuple[str, ...]) -> None:
+        self.base, self.sg = base, base.subgraphs[0]
+        first_in, first_out = _signature(base)
+        unknown = set(first_in) - set(inputs)
+        if unknown:
+            raise MergeError(f"piece 0 reads {sorted(unknown)}, which are not model inputs")
+        self.pool = {**first_in, **first_out}
+        self.model_inputs = dict(first_in)
+        self.opcode_key = {_opcode(oc): i for i, oc in enumerate(base.operatorCodes)}
+        self.inputs = inputs
+
+    def append(self, k: int, m: schema.ModelT) -> None:
+        """Piece ``k``'s buffers, tensors, operator codes and ops after the ones already there, its inputs
+        wired to the outputs of the same names."""
         psg = m.subgraphs[0]
         p_in, p_out = _signature(m)
+        t_map = self._wire_seams(k, psg, p_in)
+        self._append_tensors(m, psg, t_map)
+        self._renumber_block_scales(psg, p_in, t_map)
+        for name, idx in p_in.items():
+            if name not in self.pool:  # a model input first read here (the embedder's image, by its last piece)
+                self.pool[name] = self.model_inputs[name] = t_map[idx]
+        self._append_ops(m, psg, t_map)
+        for name, idx in p_out.items():
+            self.pool[name] = t_map[idx]
+
+    def _wire_seams(self, k: int, psg: schema.SubGraphT, p_in: dict[str, int]) -> dict[int, int]:
         t_map: dict[int, int] = {}
         for name, idx in p_in.items():
-            if name in pool:
-                _check_seam(sg.tensors[pool[name]], psg.tensors[idx], name, k)
-                t_map[idx] = pool[name]
-            elif name not in inputs:
+            if name in self.pool:
+                _check_seam(self.sg.tensors[self.pool[name]], psg.tensors[idx], name, k)
+                t_map[idx] = self.pool[name]
+            elif name not in self.inputs:
                 raise MergeError(f"piece {k} reads '{name}', which no earlier piece writes and the model does not take")
+        return t_map
+
+    def _append_tensors(self, m: schema.ModelT, psg: schema.SubGraphT, t_map: dict[int, int]) -> None:
         buf_map = {0: 0}
         for b_idx, buf in enumerate(m.buffers):
             if b_idx:
-                buf_map[b_idx] = len(base.buffers)
-                base.buffers.append(buf)
+                buf_map[b_idx] = len(self.base.buffers)
+                self.base.buffers.append(buf)
         for t_idx, t in enumerate(psg.tensors):
             if t_idx in t_map:
                 continue
             t.buffer = buf_map[t.buffer]
-            t_map[t_idx] = len(sg.tensors)
-            sg.tensors.append(t)
-        for t_idx, t in enumerate(psg.tensors):  # blockwise 4-bit weights name their scales' tensor
+            t_map[t_idx] = len(self.sg.tensors)
+            self.sg.tensors.append(t)
+
+    @staticmethod
+    def _renumber_block_scales(psg: schema.SubGraphT, p_in: dict[str, int], t_map: dict[int, int]) -> None:
+        """Blockwise 4-bit weights name their scales by tensor index (XNNPACK crashed on a join that left them)."""
+        for t_idx, t in enumerate(psg.tensors):
             details = None if t.quantization is None else t.quantization.details
             if t_idx not in p_in.values() and hasattr(details, "scales"):
                 details.scales = t_map[details.scales] if details.scales >= 0 else details.scales
                 details.zeroPoints = t_map[details.zeroPoints] if details.zeroPoints >= 0 else details.zeroPoints
-        for name, idx in p_in.items():
-            if name not in pool:  # a model input first read here (the embedder's image, by its last piece)
-                pool[name] = model_inputs[name] = t_map[idx]
+
+    def _append_ops(self, m: schema.ModelT, psg: schema.SubGraphT, t_map: dict[int, int]) -> None:
         oc_map = {}
         for i, oc in enumerate(m.operatorCodes):
-            key = (oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version)
-            if key not in opcode_key:
-                opcode_key[key] = len(base.operatorCodes)
-                base.operatorCodes.append(oc)
-            oc_map[i] = opcode_key[key]
+            key = _opcode(oc)
+            if key not in self.opcode_key:
+                self.opcode_key[key] = len(self.base.operatorCodes)
+                self.base.operatorCodes.append(oc)
+            oc_map[i] = self.opcode_key[key]
         for op in psg.operators:
             op.opcodeIndex = oc_map[op.opcodeIndex]
             op.inputs = [t_map[i] if i >= 0 else i for i in op.inputs]
             op.outputs = [t_map[i] for i in op.outputs]
             if op.intermediates is not None and len(op.intermediates):
                 op.intermediates = [t_map[i] for i in op.intermediates]
-            sg.operators.append(op)
-        for name, idx in p_out.items():
-            pool[name] = t_map[idx]
-    missing = [n for n in (*inputs, *outputs) if n not in pool]
-    if missing:
-        raise MergeError(f"no piece reads or writes {missing}")
-    sg.inputs = [pool[n] for n in inputs]
-    sg.outputs = [pool[n] for n in outputs]
-    sig = base.signatureDefs[0]
-    sig.inputs, sig.outputs = [], []
-    for names, into in ((inputs, sig.inputs), (outputs, sig.outputs)):
-        for n in names:
-            t = schema.TensorMapT()
-            t.name, t.tensorIndex = n, pool[n]
-            into.append(t)
-    del models
-    write_model(base, out)
+            self.sg.operators.append(op)
+
+    def finish(self, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
+        """The joined subgraph's inputs and outputs, and its one signature, by the model's names."""
+        from ai_edge_litert import schema_py_generated as schema_rt
+
+        missing = [n for n in (*inputs, *outputs) if n not in self.pool]
+        if missing:
+            raise MergeError(f"no piece reads or writes {missing}")
+        self.sg.inputs = [self.pool[n] for n in inputs]
+        self.sg.outputs = [self.pool[n] for n in outputs]
+        sig = self.base.signatureDefs[0]
+        sig.inputs, sig.outputs = [], []
+        for names, into in ((inputs, sig.inputs), (outputs, sig.outputs)):
+            for n in names:
+                t = schema_rt.TensorMapT()
+                t.name, t.tensorIndex = n, self.pool[n]
+                into.append(t)
+
+
+def _opcode(oc: schema.OperatorCodeT) -> tuple:
+    return (oc.builtinCode, oc.deprecatedBuiltinCode, oc.customCode, oc.version)
 
 
 def _check_seam(a: schema.TensorT, b: schema.TensorT, name: str, k: int) -> None:
@@ -338,7 +384,7 @@ def float_pieces(opts: RunOptions, part: Part, work: Path) -> tuple[list[Path], 
     log.info("cutting the %s into %d pieces of <= %.2f GB float weights", part.name, len(pieces), max_bytes / 1e9)
     paths = convert_pieces(pieces, sample, work, label=f"converting the {part.name} in pieces")
     del pieces, chain
-    gc.collect()
+    collect_if_large(part.float_bytes())
     return paths, record
 
 

@@ -9,7 +9,6 @@ outputs it is skipped. Every stage returns a one-table summary for the command l
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
 import time
@@ -20,7 +19,16 @@ from typing import Any, TypeVar
 
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import PARTS, Part
-from videoseal_litert.core.artifacts import machine_description, peak_rss_mb, read_json, release_memory, sha256_file, write_json, write_text
+from videoseal_litert.core.artifacts import (
+    collect_if_large,
+    machine_description,
+    peak_rss_mb,
+    read_json,
+    release_memory,
+    sha256_file,
+    write_json,
+    write_text,
+)
 from videoseal_litert.core.console import say
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.models.variants import band_for, variant
@@ -182,7 +190,7 @@ def stage_tflite(opts: RunOptions, part: Part) -> StageSummary:
         named = part.named(part.load())
         convert_fp32(named, part.sample_inputs(), md / out)
         del named
-        gc.collect()
+        collect_if_large((md / out).stat().st_size)
     md.record(rec, inputs, [out], t0)
     return StageSummary(title, opts.spec.name, False, [(out, mb(md / out))] + stage_rows(opts, rec))
 

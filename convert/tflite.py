@@ -6,7 +6,6 @@ by name, never by position.
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from videoseal_litert.core.artifacts import atomic_path
+from videoseal_litert.core.artifacts import atomic_path, collect_if_large
 from videoseal_litert.core.console import working
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ def convert_fp32(named: nn.Module, sample: dict[str, torch.Tensor], path: Path) 
     with working(f"writing {path.name}"), atomic_path(path) as tmp:
         edge.export(str(tmp))
         del edge
-        gc.collect()
+        collect_if_large(tmp.stat().st_size)
         compact_tensor_names(tmp)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.core.artifacts import atomic_path, write_json, write_text
+from videoseal_litert.core.artifacts import atomic_path, collect_if_large, write_json, write_text
 from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,6 @@ def op_errors(float_path: Path, quant_path: Path, inputs: list[dict[str, np.ndar
 def _op_outputs(model: bytes, sample: dict[str, np.ndarray], num_threads: int, skip: set[str]) -> Iterator[tuple[str, np.ndarray]]:
     """(name, dequantized value) of every tensor of the model's main subgraph after running ``sample``
     with all tensors preserved (the validator's interpreter and filters); the interpreter is freed after."""
-    import gc
 
     from ai_edge_quantizer.utils import tfl_interpreter_utils as tu
 
@@ -82,7 +81,7 @@ def _op_outputs(model: bytes, sample: dict[str, np.ndarray], num_threads: int, s
                 yield name, tu.get_tensor_data(it, detail, sub)
     finally:
         del it
-        gc.collect()
+        collect_if_large(len(model))  # the interpreter held the model and every tensor it computed
 
 
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ any other variant.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.split import float_pieces, hwm_mb, join, remove, scratch_dir
+from videoseal_litert.core.artifacts import collect_if_large
 from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import CalibrationError
 from videoseal_litert.models.variants import Variant
@@ -78,7 +78,7 @@ def calibrate_pieces(
             res = q.calibrate(feed, previous_calibration_result=res, num_threads=threads, mode=calibration_mode())
         cal.qsvs.append(res)
         del q
-        gc.collect()
+        collect_if_large(path.stat().st_size)
         later = {n for s_in, _ in signatures[k + 1 :] for n in s_in}
         if later:
             runner = open_runner(path, threads)
@@ -88,7 +88,7 @@ def calibrate_pieces(
                         files[name] = workdir / f"act-{i}-{name}.npy"
                         np.save(files[name], y)
             del runner
-            gc.collect()
+            collect_if_large(path.stat().st_size)
         for files in spilled:  # what no later piece reads
             for name in [n for n in files if n not in later]:
                 files.pop(name).unlink()
@@ -118,7 +118,7 @@ class PieceSource:
             qp.write_bytes(res.quantized_model)
             qpaths.append(qp)
             del q, res
-            gc.collect()
+            collect_if_large(p.stat().st_size)
         join(qpaths, out, self.part.contract.input_names, self.part.contract.output_names)
         self._quantized[out] = qpaths
         self.record["peak_rss_mb_after"][f"quantize_{name}"] = round(hwm_mb())

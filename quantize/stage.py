@@ -14,11 +14,10 @@ and a user's target are refused there by name.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from videoseal_litert.convert.parts import InputSet, Part, Reference
 from videoseal_litert.convert.stages import StageSummary, exclusive_stage, is_current, say_rejected
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT
 from videoseal_litert.convert.verify import failed_path, quarantine, run_file, verify_file
-from videoseal_litert.core.artifacts import atomic_path, machine_description, read_json, sha256_file, write_json
+from videoseal_litert.core.artifacts import atomic_path, collect_if_large, machine_description, read_json, sha256_file, write_json
 from videoseal_litert.core.console import progress, working
 from videoseal_litert.core.errors import UsageError, VerificationError
 from videoseal_litert.models.families import QuantPolicy
@@ -106,145 +105,199 @@ def stage_quantize(
     variants: tuple[str, ...] | None = None,
     target: float | None = None,
 ) -> StageSummary:
+    """The part's quantized ``variants`` (default: its spec's) from its FP32 file, each made, chosen on the
+    validation split and verified: plan, skip when current, open the source (one file or pieces), each
+    variant (:func:`_make_variant`), then the summary and the stage record."""
     md, t0 = opts.model_dir, time.time()
-    variants = default_variants(opts.spec, part.name) if variants is None else variants
-    rows = tuple(variant(v, part.name) for v in variants)  # looked up once, passed on
-    target_is_gate = bool(target)  # set by the user (or the demo): a miss fails the stage
-    for row in rows:
-        if row.recipe is None:
-            raise UsageError(f"{row.name} is written by the tflite stage (make convert / make embedder), not by quantize")
-    check_quantizable(part, variants)
-    # The accuracy control's target for this part (None: the part's default; 0: off).
-    target = default_target(part) if target is None else (target or None)
-    rec = part.record("quantize")
-    summary_file = f"{part.prefix}quantize.json"
-    fp32 = md.require(part.file("fp32"), part.make_target("fp32"))
+    run = _plan(opts, part, calib_dir, io_int8, variants, target)
+    rec, summary_file = part.record("quantize"), f"{part.prefix}quantize.json"
     inputs = part.verification_set()
     rejected = say_rejected(inputs.tally)
-    fingerprint = {
-        **opts.inputs(),
-        "fp32_sha256": sha256_file(fp32),
-        "calibration_manifest_sha256": sha256_file(CALIBRATION_MANIFEST),
-        "calib_dir": str(calib_dir) if calib_dir else None,
-        "calib_dir_sha256": dir_fingerprint(calib_dir),
-        "io_int8": io_int8,
-        "variants": list(variants),
-        "bands": {row.name: asdict(band_for(opts.spec, part.name, row, opts.random_weights)) for row in rows},
-        "images": inputs.fingerprint,
-        "calibration_images": opts.spec.calibration_images,
-        "max_part_bytes": opts.max_part_bytes,
-        "control_target": target,
-        "control_target_is_gate": target_is_gate,
-    }
+    fingerprint = _fingerprint(run, inputs)
     if is_current(opts, rec, fingerprint):
         return StageSummary(f"quantize {part.name}", opts.spec.name, True, _rows(read_json(md / summary_file)) + rejected)
-    if not variants:
+    if not run.rows:
         raise UsageError(f"no quantized variant for the {part.name} of {opts.spec.name} (its spec lists none)")
-    partitioned = opts.max_part_bytes is not None or fp32.stat().st_size >= FLATBUFFER_LIMIT
-    if io_int8 and partitioned:
+    if io_int8 and run.partitioned:
         raise UsageError("IO=int8 is not available for models quantized in parts (over 2 GB); use int8-full for integer IO")
-    if partitioned:
-        refuse_control_in_pieces(part, rows, target_is_gate)
+    if run.partitioned:
+        refuse_control_in_pieces(part, run.rows, run.target_is_gate)
+    calib = Tally()
     with contextlib.ExitStack() as stack:  # the pieces, when quantizing in pieces, until every variant is written
-        policy = part.family.quant
-        calib = Tally()
-        qsvs, parts_info = None, None
-        source: FileSource | PieceSource
-        if partitioned:
-            source = stack.enter_context(quantize_partitioned(opts, part, rows, calib_dir, calib))
-            parts_info = source.record
-        else:
-            if any(row.needs_calibration for row in rows):
-                log.info("calibrating on the calibration set%s", f" + {calib_dir}" if calib_dir else "")
-                qsvs, calib.used = calibrate_part(part, fp32, calib_dir, calib)
-            source = FileSource(fp32, qsvs, io_int8, policy, opts.threads)
+        run.source = _open_source(run, stack, calib)
         rejected += say_rejected(calib)
         # The PyTorch reference once for all variants; its module is freed before any file is opened.
         ref = part.reference(inputs)
-        results: dict[str, Any] = {}
-        failures: list[str] = []
-        valref: dict[str, Any] = {}  # the validation set and its PyTorch reference, made once when the control needs them
-        fp32_size = fp32.stat().st_size
-        for row in progress(rows, desc=f"quantizing and verifying the {part.name}'s variants"):
-            v = row.name
-            path = md / part.file(v)
-            controlled: list[str] = []  # op outputs the accuracy control kept float
-            fallback: list[str] = []  # and the fallback, on top of them
-            entry: dict[str, Any] = {"file": path.name}
-            source.quantize(path, row, controlled)
-            if target is not None and row.controlled is not None:
-                if partitioned:  # only the default target reaches here (refuse_control_in_pieces)
-                    entry["accuracy_control"] = {"not_run": CONTROL_IN_PIECES}
-                else:
-                    entry["accuracy_control"] = _control(part, fp32, path, row, qsvs, io_int8, policy, target, valref)
-                    controlled = entry["accuracy_control"]["kept_float_ops"]
-            if row.fallback:  # chosen on the validation split; the verification below is the exam
-                valset, vref = _validation(part, valref)
-                why = _failures_on(part, path, row, valset, vref)
-                if why:
-                    fallback, entry["fallback"] = _fallback(part, source, path, row, valset, vref, why, controlled)
-            try:
-                rep: dict[str, Any] | None = verify_file(part, row, path, inputs, ref)
-            except VerificationError as e:
-                rep = None
-                failures.append(str(e))
-            control = entry.get("accuracy_control") or {}
-            if rep is not None and target_is_gate and control.get("reached") is False:
-                miss = (
-                    f"{opts.spec.name} {part.name} {v}: accuracy target {target:g} missed ({control['metric']} "
-                    f"{control['curve'][-1]['value']:.4f} with {len(control['kept_float_groups'])} op group(s) kept float; see "
-                    f"control-{part.prefix}{v}.md)"
-                )
-                quarantine(part, path, rep, miss)
-                failures.append(miss)
-                rep = None
-            final = path if rep is not None else failed_path(path)
-            shown = rep if rep is not None else _failed_report(part, v, final)  # the figures a failed file was judged by
-            if row.needs_calibration:
-                sample = inputs.inputs[:OP_ERROR_IMAGES]
-                write_op_report(
-                    source.op_errors(final, sample),
-                    md.path,
-                    f"op-error-{part.prefix}{v}",
-                    inputs.names[: len(sample)],
-                    f"{opts.spec.name} {part.name} {v}",
-                )
-                if part.name == "extractor" and not partitioned:  # builtin kernels, every tensor kept: one file under 2 GB
-                    _watermark_report(part, fp32, final, v, inputs)
-            runner = opts.opener(final, opts.threads)
-            deleg = runner.delegation() or {}
-            entry.update(
-                file=final.name,
-                size_bytes=final.stat().st_size,
-                size_ratio_to_fp32=round(final.stat().st_size / fp32_size, 4),
-                passed=rep is not None,
-                verification={k: shown.get(k) for k in part.summary_keys} if shown else None,
-                failures=(shown or {}).get("failures", []) if rep is None else [],
-                kept_float_by_fallback=fallback,
-                xnnpack={k: deleg.get(k) for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
-                io=runner.io(),
-            )
-            results[v] = entry
-            # Not held into the next variant: ChunkySeal's FP16 embedder holds 6 GB once opened, and the
-            # next variant opens its own file and loads a 3.1 GB decoder (10.2 GB peak before this, measured).
-            del runner
-            gc.collect()
+        results = {
+            row.name: _make_variant(run, row, inputs, ref)
+            for row in progress(run.rows, desc=f"quantizing and verifying the {part.name}'s variants")
+        }
     summary = {
         "model_id": opts.spec.name,
         "part": part.name,
         "random_init": ref.random_init,
         "calibration": calib.as_dict(),
-        "fp32_size_bytes": fp32_size,
-        "partitioned": parts_info,
-        "accuracy_control": CONTROL_IN_PIECES if partitioned and target is not None else None,
+        "fp32_size_bytes": run.fp32.stat().st_size,
+        "partitioned": run.source.record if isinstance(run.source, PieceSource) else None,
+        "accuracy_control": CONTROL_IN_PIECES if run.partitioned and run.target is not None else None,
         "variants": results,
     }
     write_json(md / summary_file, summary)
-    if failures:
-        raise VerificationError("; ".join(failures))
-    outs = [part.file(v) for v in variants] + [f"{part.report(v)}.json" for v in variants] + [summary_file]
+    if run.failures:
+        raise VerificationError("; ".join(run.failures))
+    names = [row.name for row in run.rows]
+    outs = [part.file(v) for v in names] + [f"{part.report(v)}.json" for v in names] + [summary_file]
     md.record(rec, fingerprint, outs, t0)
     return StageSummary(f"quantize {part.name}", opts.spec.name, False, _rows(summary) + rejected)
+
+
+@dataclass
+class _Run:
+    """One quantize stage's choices and what its steps share."""
+
+    opts: RunOptions
+    part: Part
+    rows: tuple[Variant, ...]
+    fp32: Path
+    calib_dir: Path | None
+    io_int8: bool
+    target: float | None  # the accuracy control's target (None: off)
+    target_is_gate: bool  # set by the user (or the demo): a miss fails the stage
+    partitioned: bool
+    source: FileSource | PieceSource | None = None
+    qsvs: dict | None = None
+    valref: dict[str, Any] = field(default_factory=dict)  # the validation split and its reference, made once
+    failures: list[str] = field(default_factory=list)
+
+
+def _plan(
+    opts: RunOptions, part: Part, calib_dir: Path | None, io_int8: bool, variants: tuple[str, ...] | None, target: float | None
+) -> _Run:
+    """The rows to make (each looked up once), the target and whether it gates, the FP32 file, whether in pieces."""
+    names = default_variants(opts.spec, part.name) if variants is None else variants
+    rows = tuple(variant(v, part.name) for v in names)
+    for row in rows:
+        if row.recipe is None:
+            raise UsageError(f"{row.name} is written by the tflite stage (make convert / make embedder), not by quantize")
+    check_quantizable(part, names)
+    fp32 = opts.model_dir.require(part.file("fp32"), part.make_target("fp32"))
+    partitioned = opts.max_part_bytes is not None or fp32.stat().st_size >= FLATBUFFER_LIMIT
+    # The accuracy control's target for this part (None: the part's default; 0: off).
+    chosen = default_target(part) if target is None else (target or None)
+    return _Run(opts, part, rows, fp32, calib_dir, io_int8, chosen, bool(target), partitioned)
+
+
+def _fingerprint(run: _Run, inputs: InputSet) -> dict[str, Any]:
+    """What the stage's outputs depend on: a change reruns it."""
+    opts, part = run.opts, run.part
+    return {
+        **opts.inputs(),
+        "fp32_sha256": sha256_file(run.fp32),
+        "calibration_manifest_sha256": sha256_file(CALIBRATION_MANIFEST),
+        "calib_dir": str(run.calib_dir) if run.calib_dir else None,
+        "calib_dir_sha256": dir_fingerprint(run.calib_dir),
+        "io_int8": run.io_int8,
+        "variants": [row.name for row in run.rows],
+        "bands": {row.name: asdict(band_for(opts.spec, part.name, row, opts.random_weights)) for row in run.rows},
+        "images": inputs.fingerprint,
+        "calibration_images": opts.spec.calibration_images,
+        "max_part_bytes": opts.max_part_bytes,
+        "control_target": run.target,
+        "control_target_is_gate": run.target_is_gate,
+    }
+
+
+def _open_source(run: _Run, stack: contextlib.ExitStack, calib: Tally) -> FileSource | PieceSource:
+    """What the variants are quantized from: the part in pieces (calibrated piece by piece), or the one FP32
+    file with its calibration statistics when a row needs them."""
+    opts, part = run.opts, run.part
+    if run.partitioned:
+        return stack.enter_context(quantize_partitioned(opts, part, run.rows, run.calib_dir, calib))
+    if any(row.needs_calibration for row in run.rows):
+        log.info("calibrating on the calibration set%s", f" + {run.calib_dir}" if run.calib_dir else "")
+        run.qsvs, calib.used = calibrate_part(part, run.fp32, run.calib_dir, calib)
+    return FileSource(run.fp32, run.qsvs, run.io_int8, part.family.quant, opts.threads)
+
+
+def _make_variant(run: _Run, row: Variant, inputs: InputSet, ref: Reference) -> dict[str, Any]:
+    """One variant: quantize, the accuracy control and the fallback (on the validation split), verification
+    (the exam), the target's gate, the per-op reports; its summary entry. A failure is added to ``run.failures``."""
+    opts, part, v = run.opts, run.part, row.name
+    md, source = opts.model_dir, run.source
+    assert source is not None
+    path = md / part.file(v)
+    controlled: list[str] = []  # op outputs the accuracy control kept float
+    fallback: list[str] = []  # and the fallback, on top of them
+    entry: dict[str, Any] = {"file": path.name}
+    source.quantize(path, row, controlled)
+    if run.target is not None and row.controlled is not None:
+        if run.partitioned:  # only the default target reaches here (refuse_control_in_pieces)
+            entry["accuracy_control"] = {"not_run": CONTROL_IN_PIECES}
+        else:
+            entry["accuracy_control"] = _control(
+                part, run.fp32, path, row, run.qsvs, run.io_int8, part.family.quant, run.target, run.valref
+            )
+            controlled = entry["accuracy_control"]["kept_float_ops"]
+    if row.fallback:  # chosen on the validation split; the verification below is the exam
+        valset, vref = _validation(part, run.valref)
+        why = _failures_on(part, path, row, valset, vref)
+        if why:
+            fallback, entry["fallback"] = _fallback(part, source, path, row, valset, vref, why, controlled)
+    rep = _verify_and_gate(run, row, path, inputs, ref, entry.get("accuracy_control") or {})
+    final = path if rep is not None else failed_path(path)
+    shown = rep if rep is not None else _failed_report(part, v, final)  # the figures a failed file was judged by
+    if row.needs_calibration:
+        sample = inputs.inputs[:OP_ERROR_IMAGES]
+        write_op_report(
+            source.op_errors(final, sample),
+            md.path,
+            f"op-error-{part.prefix}{v}",
+            inputs.names[: len(sample)],
+            f"{opts.spec.name} {part.name} {v}",
+        )
+        if part.name == "extractor" and not run.partitioned:  # builtin kernels, every tensor kept: one file under 2 GB
+            _watermark_report(part, run.fp32, final, v, inputs)
+    runner = opts.opener(final, opts.threads)
+    deleg = runner.delegation() or {}
+    entry.update(
+        file=final.name,
+        size_bytes=final.stat().st_size,
+        size_ratio_to_fp32=round(final.stat().st_size / run.fp32.stat().st_size, 4),
+        passed=rep is not None,
+        verification={k: shown.get(k) for k in part.summary_keys} if shown else None,
+        failures=(shown or {}).get("failures", []) if rep is None else [],
+        kept_float_by_fallback=fallback,
+        xnnpack={k: deleg.get(k) for k in ("num_ops", "num_partitions", "num_not_delegated", "not_delegated")},
+        io=runner.io(),
+    )
+    # Not held into the next variant: ChunkySeal's FP16 embedder holds 6 GB once opened, and the
+    # next variant opens its own file and loads a 3.1 GB decoder (10.2 GB peak before this, measured).
+    del runner
+    collect_if_large(final.stat().st_size)
+    return entry
+
+
+def _verify_and_gate(
+    run: _Run, row: Variant, path: Path, inputs: InputSet, ref: Reference, control: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The file's verification report, or None when it failed the rule or missed a target the user set (then
+    it is kept as ``.failed.tflite`` and the reason is in ``run.failures``)."""
+    opts, part = run.opts, run.part
+    try:
+        rep = verify_file(part, row, path, inputs, ref)
+    except VerificationError as e:
+        run.failures.append(str(e))
+        return None
+    if run.target_is_gate and control.get("reached") is False:
+        miss = (
+            f"{opts.spec.name} {part.name} {row.name}: accuracy target {run.target:g} missed ({control['metric']} "
+            f"{control['curve'][-1]['value']:.4f} with {len(control['kept_float_groups'])} op group(s) kept float; see "
+            f"control-{part.prefix}{row.name}.md)"
+        )
+        quarantine(part, path, rep, miss)
+        run.failures.append(miss)
+        return None
+    return rep
 
 
 def _watermark_report(part: Part, fp32: Path, path: Path, name: str, inputs: InputSet) -> None:
