@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/videoseal-litert
 export VIDEOSEAL_DEBUG ?= $(if $(filter 1 yes true,$(DEBUG)),1,)
 export VIDEOSEAL_VERBOSE ?= $(if $(filter 1 yes true,$(VERBOSE)),1,)
-MODEL ?= videoseal
+MODEL ?= tiny
 OUT ?= artifacts
 THREADS ?= 2
 yes = $(filter 1 yes true,$(1))
@@ -24,7 +24,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup photos demo train-fixture test test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean
+.PHONY: setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
 # records the extras it installed: asking for other extras installs again.
@@ -63,7 +63,7 @@ demo: setup
 # a text file of paths): embed with seeded messages, attack, decode with every variant; rows as Parquet
 # and the per-attack table and plot in $(OUT)/<model>/evaluate/. ATTACKS=quick|robustness|jpeg,crop_0.71,
 # VARIANTS=pytorch,fp32,int8,embedder-int8,<file>.tflite, ENGINE=ray (RAY_ADDRESS= a cluster) needs '.[scale]'.
-EVAL_MODEL ?= $(if $(filter command line,$(origin MODEL)),$(MODEL),tiny)
+EVAL_MODEL ?= $(MODEL)
 EVAL_COMMON = --out $(OUT) --threads $(THREADS) --model $(EVAL_MODEL) $(if $(IMAGES),--images '$(IMAGES)') \
 	$(if $(ATTACKS),--attacks $(ATTACKS)) $(if $(VARIANTS),--variants $(VARIANTS)) $(if $(CKPT),--ckpt $(CKPT)) \
 	$(if $(MESSAGES_PER_IMAGE),--messages-per-image $(MESSAGES_PER_IMAGE)) $(if $(SEED),--seed $(SEED)) \
@@ -104,6 +104,10 @@ UNVERIFIED = $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
+
+# The quick run: no conversion, no test over a few seconds (under 2 minutes on 2 cores).
+test-quick: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not fullsize"
 
 test-full: setup
 	$(PY) -m pytest -q -m fullsize

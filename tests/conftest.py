@@ -47,7 +47,15 @@ def pytest_configure(config) -> None:
 INDEPENDENT_FIRST = ("test_train_tiny.py", "test_sam.py")
 
 
+# Fixtures that convert a model (a mini, the demo's pair, pieces) or train one: a test that uses one, even
+# through another fixture, is `slow`, so `-m "not slow"` (make test-quick) runs no conversion at all.
+CONVERTING_FIXTURES = {"pipeline", "demo_run", "part_files", "embedder_pieces", "runs"}
+
+
 def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if CONVERTING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.path.name not in INDEPENDENT_FIRST)  # stable: the order within stays
 
 

@@ -306,7 +306,8 @@ def test_out_that_cannot_be_written(mini_card, capsys):
 # --- usage -------------------------------------------------------------------------------------------
 
 
-def test_unknown_variant_command_and_model(converted, mini_card, tmp_path, capsys):
+def test_unknown_variant_and_command(converted, mini_card, tmp_path, capsys):
+    """(An unknown model: tests/test_models.py for the message, tests/test_convert.py for the command line.)"""
     out, _ = copy_of(converted, tmp_path)
     rc, err = cli(capsys, "quantize", "--model", str(mini_card), "--out", str(out), "--variants", "int9", "--untrained")
     assert rc == 2
@@ -314,9 +315,6 @@ def test_unknown_variant_command_and_model(converted, mini_card, tmp_path, capsy
     rc, err = cli(capsys, "frobnicate")
     assert rc == 2
     assert_named(err, "UsageError")
-    rc, err = cli(capsys, "load", "--model", "videosea", "--out", str(out))
-    assert rc == 2
-    assert_named(err, "UnknownModelError")
 
 
 def test_debug_shows_the_traceback_and_bugs_exit_3(mini_card, tmp_path, capsys, monkeypatch):

@@ -56,10 +56,12 @@ def test_a_bad_option_is_a_named_usage_error():
         ("embedder", "--target-watermark-snr", "-3", "is negative"),
     ],
 )
-def test_accuracy_control_targets_are_checked_before_any_work(part, flag, value, says, tmp_path):
+def test_accuracy_control_targets_are_checked_before_any_work(part, flag, value, says, tmp_path, capsys):
     from videoseal_litert.cli import main
 
     assert main(["quantize", "--model", "tiny", "--part", part, "--out", str(tmp_path), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert "error: UsageError: " in err and says in err and flag in err
     assert not any(tmp_path.rglob("*.tflite"))
 
 

@@ -16,6 +16,7 @@ from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.split import MergeError, convert_pieces, join, plan, write_model
 from videoseal_litert.convert.stages import stage_tflite
 from videoseal_litert.convert.tflite import short_name
+from videoseal_litert.models.gate import Band
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS
 from videoseal_litert.quantize.stage import CONTROL_IN_PIECES, stage_quantize
@@ -127,44 +128,46 @@ def test_weights_after_the_flatbuffer_load_and_run_the_same(embedder_pieces, tmp
 
 @pytest.mark.slow
 def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
-    """`make embedder` on a mini forced to split: the fp32 file joined from pieces, fp16 and int8
-    quantized piece by piece and joined (int8 with the fallback, in pieces), each verified against PyTorch
-    like any embedder file."""
+    """`make embedder` on a mini forced to split: the fp32 file joined from pieces and fp16 quantized piece by
+    piece and joined, each verified against PyTorch like any embedder file; int8 calibrated through the
+    pieces (the U-Net's skips spilled between them), joined, with its per-op error over every piece. (This
+    random U-Net's all-INT8 file is 4 dB under its watermark, short of the embedder's 10 dB band: the stage's
+    fallback then keeps ops float piece by piece, tested on the extractor's pieces below, which cost less.)"""
+    from videoseal_litert.calibration_data.images import Tally
+    from videoseal_litert.quantize.partition import quantize_partitioned
+
     out, d = pipeline.copy(pipeline.embedder(EMB_MINI, "fp32"), tmp_path)
-    spec = resolve(str(pipeline.card(EMB_MINI)))
     images = pipeline.reference / f"{EMB_MINI}-images"
-    opts = RunOptions(spec=spec, out=out, max_part_bytes=EMB_PIECE_BYTES, images=images, untrained=True)
+    opts = RunOptions(spec=resolve(str(pipeline.card(EMB_MINI))), out=out, max_part_bytes=EMB_PIECE_BYTES, images=images, untrained=True)
     part = EmbedderPart(opts)
     (d / "embedder-fp32.tflite").unlink()
     stage_tflite(opts, part)
     assert cli("verify", "--model", pipeline.card(EMB_MINI), "--out", out, "--part", "embedder", "--images", images, "--untrained") == 0
     fp32 = json.loads((d / "verify-embedder-fp32.json").read_text())
     assert fp32["passed"] and fp32["max_abs_pixel_diff"] <= 1e-4
-    stage_quantize(opts, part, variants=("fp16", "int8"))  # the embedder's default target (10 dB): no control in pieces
+    stage_quantize(opts, part, variants=("fp16",))  # the embedder's default target (10 dB): no control in pieces
     q = json.loads((d / "embedder-quantize.json").read_text())
-    assert q["partitioned"]["num_parts"] == 7 and q["calibration"]["used"] > 0
-    assert q["accuracy_control"] == CONTROL_IN_PIECES and q["variants"]["int8"]["accuracy_control"] == {"not_run": CONTROL_IN_PIECES}
+    assert q["partitioned"]["num_parts"] == 7 and q["variants"]["fp16"]["passed"]
+    assert q["accuracy_control"] == CONTROL_IN_PIECES and q["variants"]["fp16"]["size_ratio_to_fp32"] < 0.55
     # What XNNPACK leaves to the builtin kernels is what it leaves in the file converted in one piece
     # (the message grid's BROADCAST_TO, JND's LESS_EQUAL/SELECT/POW, the clamp): joining adds nothing.
     single = open_runner(pipeline.embedder(EMB_MINI, "fp32") / "embedder-fp32.tflite").delegation()
-    for v in ("fp16", "int8"):
-        assert q["variants"][v]["passed"], q["variants"][v]
-        got = q["variants"][v]["xnnpack"]
-        assert [x["op"] for x in got["not_delegated"]] == [x["op"] for x in single["not_delegated"]]
-    assert q["variants"]["fp16"]["size_ratio_to_fp32"] < 0.55
+    got = q["variants"]["fp16"]["xnnpack"]
+    assert [x["op"] for x in got["not_delegated"]] == [x["op"] for x in single["not_delegated"]]
+    int8 = VARIANTS["int8"]
+    tally = Tally()
+    with quantize_partitioned(opts, part, (int8,), None, tally) as source:
+        source.quantize(d / "joined-int8.tflite", int8, [])
+        inputs = part.verification_set().inputs
+        ops = source.op_errors(d / "joined-int8.tflite", inputs)
+    assert tally.used > 0 and (d / "joined-int8.tflite").stat().st_size < 0.35 * (d / "embedder-fp32.tflite").stat().st_size
+    joined = open_runner(d / "joined-int8.tflite")
+    assert [x["op"] for x in joined.delegation()["not_delegated"]] == [x["op"] for x in single["not_delegated"]]
+    assert np.isfinite(joined(inputs[0])["watermarked"]).all()
     # The per-op error of the whole joined model: every piece's ops, under the joined file's names, worst first.
-    ops = json.loads((d / "op-error-embedder-int8.json").read_text())["ops"]
     assert {r["tensor"].split("/", 1)[0] for r in ops} == {f"piece{k}" for k in range(7)}
     sq = [r["sqnr_db"] for r in ops if r["sqnr_db"] is not None]
     assert sq == sorted(sq)
-    # The fallback on the same pieces: this random U-Net's all-INT8 file is 4 dB under its watermark (its
-    # validation figure), short of the embedder's 10 dB band, so its worst ops are kept float, in whichever
-    # piece they are, ranked on the validation split; the file is then verified like any other.
-    r = q["variants"]["int8"]
-    assert r["kept_float_by_fallback"] and r["fallback"]["chosen_on"].startswith("the validation split")
-    assert all(n.startswith("piece") and n.split("/", 1)[1] for n in r["kept_float_by_fallback"])
-    assert r["fallback"]["size_bytes_after"] > r["fallback"]["size_bytes_before"] and r["size_ratio_to_fp32"] < 1.0
-    assert r["verification"]["watermark_snr_db"] >= r["verification"]["gate"]["pixels"]["min_snr_db"] == 10.0
 
 
 @pytest.mark.slow
@@ -194,6 +197,18 @@ def test_partitioned_quantize_passes_its_floors(pipeline, tmp_path):
     int4 = q["variants"]["int4"]
     assert int4["passed"] and int4["xnnpack"]["num_not_delegated"] == 0
     assert int4["size_ratio_to_fp32"] < int8["size_ratio_to_fp32"]
+    # The fallback on the same pieces: a band the recipe misses (its measured SNR + 3 dB, a spec's own, which
+    # may tighten) is reached by keeping the worst ops float, in whichever piece they are, chosen on the
+    # validation split; the file is then verified like any other.
+    snr = json.loads((d / "verify-int8.json").read_text())["sqnr_db"]
+    spec = dataclasses.replace(spec, bands={"extractor": {"int8": Band(snr + 3.0, "a spec's own band")}})
+    opts = dataclasses.replace(opts, spec=spec, force=True)
+    stage_quantize(opts, ExtractorPart(opts), variants=("int8",))
+    r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
+    assert r["passed"] and r["kept_float_by_fallback"] and r["fallback"]["chosen_on"].startswith("the validation split")
+    assert all(n.startswith("piece") and n.split("/", 1)[1] for n in r["kept_float_by_fallback"])
+    assert r["fallback"]["size_bytes_after"] > r["fallback"]["size_bytes_before"]
+    assert r["verification"]["sqnr_db"] >= snr + 3.0
 
 
 def test_short_names_keep_classes_that_tell_list_items_apart():

@@ -372,9 +372,9 @@ def test_int4_clips_by_octav(tmp_path, monkeypatch):
     import litert_torch
     from torch import nn
 
+    from videoseal_litert.models import variants
     from videoseal_litert.models.convnext import FAMILY
     from videoseal_litert.quantize.recipes import build_quantizer
-    from videoseal_litert.runtime import variants
 
     class Fc(nn.Module):
         def __init__(self) -> None:
