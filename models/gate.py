@@ -93,25 +93,35 @@ def tightened(default: Band, own: Band | None, what: str) -> Band:
     return own
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Verdict:
-    """What :func:`judge` found: the figures, every flip by kind, and the failures (empty: passed)."""
+    """What :func:`judge` found: the figures, every flip by kind, and the failures (empty: passed). The SNR,
+    the noise cap and the allowed flips follow from the stored figures."""
 
     band: Band
     signal_rms: float
     noise_rms: float
-    snr_db: float
-    noise_cap_rms: float
+    gate_noise: bool = True  # False: the SNR is reported, not judged (it still caps the band)
     gated: int
-    in_band: int
-    band_flips: int
-    allowed_band_flips: int
+    flips_judged: bool = True  # False: a signal with no decision (an embedder's pixels)
+    in_band: int = 0
+    band_flips: int = 0
+    largest_error_in_sigmas: float = 0.0
     clear_flips: list[dict[str, Any]] = field(default_factory=list)
     band_flip_list: list[dict[str, Any]] = field(default_factory=list)
-    largest_error_in_sigmas: float = 0.0
-    gate_noise: bool = True
-    flips_judged: bool = True  # False: a signal with no decision (an embedder's pixels)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def snr_db(self) -> float:
+        return snr_db(self.signal_rms, self.noise_rms)
+
+    @property
+    def noise_cap_rms(self) -> float:
+        return self.band.noise_cap(self.signal_rms)
+
+    @property
+    def allowed_band_flips(self) -> int:
+        return allowed_band_flips(self.in_band)
 
     @property
     def passed(self) -> bool:
@@ -191,14 +201,11 @@ def judge(
         band=band,
         signal_rms=sig,
         noise_rms=noise,
-        snr_db=snr_db(sig, noise),
-        noise_cap_rms=cap,
+        gate_noise=gate_noise,
         gated=int(judged.sum()),
         in_band=int(inside.sum()),
         band_flips=int((flips & inside).sum()),
-        allowed_band_flips=allowed_band_flips(int(inside.sum())),
         largest_error_in_sigmas=float(ratio[judged].max()) if judged.any() else 0.0,
-        gate_noise=gate_noise,
     )
 
     def listed(mask: np.ndarray) -> list[dict[str, Any]]:
@@ -239,7 +246,7 @@ def judge_noise(signal: np.ndarray, error: np.ndarray, band: Band, what: str) ->
     """The rule's noise cap alone, for a signal without decisions: an embedder's watermark (``watermarked -
     cover`` in PyTorch) against the file's error on the watermarked image."""
     sig, noise = rms(np.asarray(signal)), rms(np.asarray(error))
-    v = Verdict(band, sig, noise, snr_db(sig, noise), band.noise_cap(sig), int(np.size(error)), 0, 0, 0, flips_judged=False)
+    v = Verdict(band=band, signal_rms=sig, noise_rms=noise, gated=int(np.size(error)), flips_judged=False)
     if not v.snr_db >= band.min_snr_db:
         v.failures.append(
             f"{what}: watermark SNR {v.snr_db:.2f} dB < {band.min_snr_db:g} dB (the file's error RMS {noise:.4g} against the "

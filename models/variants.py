@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from videoseal_litert.core.errors import UsageError
@@ -129,13 +129,14 @@ def recipe_full_integer(q: Any, policy: QuantPolicy, io_int8: bool) -> None:
 class Variant:
     name: str
     recipe: Recipe | None  # None: the float file itself (the tflite stage writes it)
-    needs_calibration: bool
-    io_dtype: str  # the file's input and output dtype
-    bench_order: int
     parts: tuple[str, ...]
+    needs_calibration: bool = False
+    io_dtype: str = "float32"  # the file's input and output dtype
     # The watermark SNR a file of this variant keeps against PyTorch, per part, for trained and for random
-    # weights (the one rule that judges it: ``models/gate.py``); a model's spec may tighten it.
-    bands: Mapping[str, Bands] = field(default_factory=dict)
+    # weights (the one rule that judges it: ``models/gate.py``); a model's spec may tighten it. None: the
+    # bands measured for ``measured_as`` (default: this row's name) in MEASURED.
+    bands: Mapping[str, Bands] | None = None
+    measured_as: str | None = None
     ships: bool = False  # in a bundle unless VARIANTS= says otherwise
     fallback: bool = False  # the accuracy-driven fallback may keep ops float to reach the band
     # The accuracy control (quantize/control.py) may give op groups more precision to reach its target:
@@ -146,6 +147,11 @@ class Variant:
     # files to ~1e-5); None: integer arithmetic, about one output step (the bundle derives it).
     golden_atol: Mapping[str, float] | None = None
     summary: str = ""
+    bench_order: int | None = None  # where it sits in the benchmark (None: its place in the table)
+
+    def __post_init__(self) -> None:
+        if self.bands is None:
+            object.__setattr__(self, "bands", {part: _bands(part, self.measured_as or self.name) for part in self.parts})
 
     def file(self, prefix: str) -> str:
         return f"{prefix}{self.name}.tflite"
@@ -198,51 +204,20 @@ def _bands(part: str, variant: str) -> Bands:
     return Bands(trained=band(trained, "trained weights"), random=band(random, "random weights"))
 
 
+BOTH = (EXTRACTOR, EMBEDDER)
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
+        Variant("fp32", None, BOTH, ships=True, golden_atol={EXTRACTOR: 1e-3, EMBEDDER: 1e-4}, summary="float32, the converter's output"),
         Variant(
-            "fp32",
-            None,
-            needs_calibration=False,
-            io_dtype="float32",
-            bench_order=0,
-            parts=(EXTRACTOR, EMBEDDER),
-            bands={EXTRACTOR: _bands(EXTRACTOR, "fp32"), EMBEDDER: _bands(EMBEDDER, "fp32")},
-            ships=True,
-            golden_atol={EXTRACTOR: 1e-3, EMBEDDER: 1e-4},
-            summary="float32, the converter's output",
+            "fp16", recipe_fp16, BOTH, ships=True, golden_atol={EXTRACTOR: 2e-3, EMBEDDER: 1e-3}, summary="float16 weights, float32 compute"
         ),
-        Variant(
-            "fp16",
-            recipe_fp16,
-            needs_calibration=False,
-            io_dtype="float32",
-            bench_order=1,
-            parts=(EXTRACTOR, EMBEDDER),
-            bands={EXTRACTOR: _bands(EXTRACTOR, "fp16"), EMBEDDER: _bands(EMBEDDER, "fp16")},
-            ships=True,
-            golden_atol={EXTRACTOR: 2e-3, EMBEDDER: 1e-3},
-            summary="float16 weights, float32 compute",
-        ),
-        Variant(
-            "int8-dynamic",
-            recipe_dynamic,
-            needs_calibration=False,
-            io_dtype="float32",
-            bench_order=2,
-            parts=(EXTRACTOR,),
-            bands={EXTRACTOR: _bands(EXTRACTOR, "int8-dynamic")},
-            summary="dynamic-range int8 weights, float activations",
-        ),
+        Variant("int8-dynamic", recipe_dynamic, (EXTRACTOR,), summary="dynamic-range int8 weights, float activations"),
         Variant(
             "int8",
             recipe_static,
+            BOTH,
             needs_calibration=True,
-            io_dtype="float32",
-            bench_order=3,
-            parts=(EXTRACTOR, EMBEDDER),
-            bands={EXTRACTOR: _bands(EXTRACTOR, "int8"), EMBEDDER: _bands(EMBEDDER, "int8")},
             ships=True,
             fallback=True,
             controlled="float",
@@ -251,33 +226,24 @@ VARIANTS: dict[str, Variant] = {
         Variant(
             "int8-full",
             recipe_full_integer,
+            (EXTRACTOR,),
             needs_calibration=True,
             io_dtype="int8",
-            bench_order=4,
-            parts=(EXTRACTOR,),
-            bands={EXTRACTOR: _bands(EXTRACTOR, "int8-full")},
             summary="every op integer, int8 input and output (NPU/DSP delegates)",
         ),
         Variant(
             "int4",
             recipe_int4,
-            needs_calibration=False,
-            io_dtype="float32",
-            bench_order=5,
-            parts=(EXTRACTOR,),
-            bands={EXTRACTOR: _bands(EXTRACTOR, "int4")},
+            (EXTRACTOR,),
             default=False,
             summary="4-bit weights (blockwise 32) for the pointwise layers, dynamic int8 activations; 8-bit elsewhere",
         ),
+        # The same band as int4: the control only adds precision to an int4 file.
         Variant(
             "int4-mixed",
             recipe_int4,
-            needs_calibration=False,
-            io_dtype="float32",
-            bench_order=6,
-            parts=(EXTRACTOR,),
-            # The same band as int4: the control only adds precision to an int4 file.
-            bands={EXTRACTOR: _bands(EXTRACTOR, "int4")},
+            (EXTRACTOR,),
+            measured_as="int4",
             controlled="int8",
             default=False,
             summary="int4 where the accuracy control allows, 8-bit weights for the op groups it needs",
@@ -298,7 +264,8 @@ def variant(name: str, part: str | None = None) -> Variant:
 
 def names(part: str | None = None) -> list[str]:
     """Variant names in benchmark order (those applying to ``part`` when given)."""
-    rows = sorted(VARIANTS.values(), key=lambda v: v.bench_order)
+    place = {name: i for i, name in enumerate(VARIANTS)}
+    rows = sorted(VARIANTS.values(), key=lambda v: place[v.name] if v.bench_order is None else v.bench_order)
     return [v.name for v in rows if part is None or part in v.parts]
 
 

@@ -20,9 +20,18 @@ def test_every_variant_row_is_complete(name):
     assert v.golden_atol is None or set(v.golden_atol) == set(v.parts)  # float arithmetic: a golden tolerance per part
 
 
-def test_bench_order_is_a_total_order():
-    orders = [v.bench_order for v in VARIANTS.values()]
-    assert len(set(orders)) == len(orders) and names()[0] == "fp32"
+def test_the_benchmark_order_is_the_tables_and_a_row_may_set_its_own():
+    assert names() == list(VARIANTS) and names()[0] == "fp32"
+    assert names("embedder") == ["fp32", "fp16", "int8"]
+
+
+def test_a_rows_bands_default_to_its_measurements():
+    from videoseal_litert.models.variants import MEASURED
+
+    for v in VARIANTS.values():
+        for part in v.parts:
+            trained, _ = MEASURED[part][v.measured_as or v.name]
+            assert v.bands[part].trained.min_snr_db == pytest.approx(max(trained[0] - 6.0, 10.0 if part == "embedder" else -1e9))
 
 
 @pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
@@ -58,11 +67,9 @@ def test_a_new_variant_is_one_row(pipeline, tmp_path, monkeypatch):
     row = Variant(
         "int8-weights",
         recipe_int8_weights,
-        needs_calibration=False,
-        io_dtype="float32",
-        bench_order=9,
-        parts=(EXTRACTOR,),
+        (EXTRACTOR,),
         bands={EXTRACTOR: Bands(trained=Band(20.0, "test"), random=Band(20.0, "test"))},
+        bench_order=9,
     )
     monkeypatch.setitem(VARIANTS, row.name, row)
     out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
