@@ -14,6 +14,11 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if np.size(x) else 0.0
 
 
+def power_db(numerator: float, denominator: float) -> float | None:
+    """10 log10 of a ratio of energies (sums of squares); None when either is zero or less."""
+    return 10 * math.log10(numerator / denominator) if numerator > 0 and denominator > 0 else None
+
+
 def snr_db(signal_rms: float, noise_rms: float) -> float:
     """20 log10(signal / noise); inf for no noise, -inf for noise on no signal."""
     if noise_rms == 0.0:

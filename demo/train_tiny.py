@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from videoseal_litert.core.errors import UsageError
+from videoseal_litert.core.metrics import psnr_db
 from videoseal_litert.models.cards import read_card
 from videoseal_litert.models.convnext import ConvnextExtractor
 from videoseal_litert.models.registry import CARDS_DIR
@@ -192,11 +193,6 @@ def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
 # ---- metrics ----------------------------------------------------------------------------------
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(F.mse_loss(a, b))
-    return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
-
-
 def heldout_images(size: int = 256) -> torch.Tensor:
     """The held-out photos' full views at ``size`` (never trained on)."""
     from videoseal_litert.calibration_data.build import heldout_items
@@ -233,7 +229,7 @@ def evaluate(
         "bit_accuracy": acc(marked),
         "bit_accuracy_jpeg80": acc(jpeg(marked, 80)),
         "bit_accuracy_resize0.5": acc(to_8bit(resize(marked, 0.5))),
-        "psnr_db": psnr(marked, imgs),
+        "psnr_db": psnr_db(marked.numpy(), imgs.numpy()),
         "detection_watermarked": float((extractor(marked)[:, 0] > 0).float().mean()),
         "detection_unwatermarked": float((clean > 0).float().mean()),
         "num_images": int(imgs.shape[0]),

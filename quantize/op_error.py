@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.core.artifacts import atomic_path, collect_if_large, write_json, write_text
+from videoseal_litert.core.metrics import power_db
 from videoseal_litert.runtime.runners import open_runner
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def op_errors(float_path: Path, quant_path: Path, inputs: list[dict[str, np.ndar
             {
                 "tensor": name,
                 "op": op_of.get(name, "?"),
-                "sqnr_db": round(10 * math.log10(snr), 3) if snr > 0 else None,
+                "sqnr_db": None if (db := power_db(snr, 1.0)) is None else round(db, 3),
             }
         )
     return rank(rows)
@@ -159,8 +160,8 @@ def watermark_signal_errors(
             {
                 "tensor": name,
                 "op": op_of.get(name, "?"),
-                "watermark_sqnr_db": round(10 * math.log10(sig / noise), 2) if sig > 0 and noise > 0 else None,
-                "watermark_to_content_db": round(10 * math.log10(sig / content), 2) if sig > 0 and content > 0 else None,
+                "watermark_sqnr_db": None if (w := power_db(sig, noise)) is None else round(w, 2),
+                "watermark_to_content_db": None if (c := power_db(sig, content)) is None else round(c, 2),
             }
         )
     return rows
