@@ -31,9 +31,9 @@ Why these two constants, and not others (nothing here was chosen for random weig
 
 The bands per variant (``models/variants.py``) are watermark SNRs measured on this project's trained
 files (the tiny pair, the released-size fixture; FP32/FP16 also the full-size extractors) for a
-checkpoint's weights, and on the official code's random minis for ``RANDOM_INIT`` / ``UNTRAINED`` runs,
-each less ``HEADROOM_DB`` (twice the noise amplitude). A model's spec may tighten a band, never loosen it
-(:func:`tightened`).
+checkpoint's weights, and on the official code's random minis and the full-size random extractors for
+``RANDOM_INIT`` / ``UNTRAINED`` runs, each less ``HEADROOM_DB`` (twice the noise amplitude). A model's
+spec may tighten a band, never loosen it (:func:`tightened`).
 """
 
 from __future__ import annotations
