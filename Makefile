@@ -44,6 +44,9 @@ $(VENV)/.installed: pyproject.toml calibration_data/pool.json
 	@# A few upstream example and test files are not valid Python 3.11 (pip skips them too): not an error.
 	@$(PY) -m compileall -q -j 0 -x '/(transformers|pip)/' $(VENV)/lib > $(VENV)/compile.log 2>&1 || true
 	@$(VENV)/bin/videoseal-litert photos
+	@# The native runner (runtime/native/litert_run.c) against the wheel's LiteRT C library, with the system compiler.
+	@$(PY) -c "from videoseal_litert.runtime.native_build import build_x86; print('native runner:', build_x86())" \
+		|| echo "native runner not built (a C compiler is needed: Debian package gcc); make package will say so again"
 	@echo "extras=$(EXTRAS)" > $@
 
 # The photo pool (calibration_data/pool.json): real photos from Debian and PyPI packages, split by

@@ -90,3 +90,19 @@ class ArmSetupError(PipelineError):
 
 class ArmRunError(PipelineError):
     """A file did not run under ARM64 emulation (the emulator or the aarch64 interpreter failed)."""
+
+
+class NativeBuildError(PipelineError):
+    """The native C runner could not be compiled or linked (no compiler, no libLiteRt.so, a compile error)."""
+
+
+class NativeRunError(PipelineError):
+    """The native C runner refused a file or its inputs, or its outputs do not match the golden vectors."""
+
+
+class BrowserSetupError(PipelineError):
+    """The browsers or LiteRT.js for ``make web-check`` are missing and could not be set up."""
+
+
+class WebCheckError(PipelineError):
+    """A browser run a file differently from the golden vectors, or the page failed its end-to-end check."""

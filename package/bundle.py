@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,10 +37,11 @@ from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
 from videoseal_litert.convert.verify import failed_path, report_path, verification_of
 from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, tool_versions, write_json, write_text
 from videoseal_litert.core.console import say, working
-from videoseal_litert.core.errors import PipelineError, UnverifiedFileError
+from videoseal_litert.core.errors import NativeRunError, PipelineError, UnverifiedFileError
 from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.variants import VARIANTS, variant
 from videoseal_litert.runtime.litert_runner import METADATA_NAME
+from videoseal_litert.runtime.native_build import build_x86
 from videoseal_litert.runtime.route import embed as route_embed
 from videoseal_litert.runtime.run_extractor import bits_hex
 
@@ -331,6 +333,8 @@ def build_bundle(
             shutil.copy(Path(__file__).parent / "android" / "EmbedWatermark.kt", stage / "android" / "EmbedWatermark.kt")
         if (md / "inspect.md").exists():
             shutil.copy(md / "inspect.md", stage / "reports")
+        (stage / "native").mkdir()
+        shutil.copy(RUNTIME / "native" / "litert_run.c", stage / "native" / "litert_run.c")
         write_json(stage / "model.json", model)
         write_text(stage / "README.md", _readme(model))
         files = sorted(p for p in stage.rglob("*") if p.is_file())
@@ -348,12 +352,14 @@ def build_bundle(
         # Where the golden vectors were checked: here (they were computed here) and, with --arm, by the
         # bundle's own self-tests under each emulated ARM64 CPU (runtime/arm.py); not a file of the list.
         checked = [{"cpu": machine_description(), "kernels": "x86-64 XNNPACK (golden vectors computed here)", "passed": True}]
+        scripts = ["run_extractor.py"] + (["run_embedder.py"] if "embedder" in shipped else [])
+        with working("the bundle's self-tests through the LiteRT C library (litert_run)"):
+            checked.append(native_selftests(stage, scripts))
         if arm_cpus:
             from videoseal_litert.runtime.arm import bundle_selftests, ensure_toolchain
 
             with working("setting up ARM64 emulation (once per machine)"):
                 tc = ensure_toolchain()
-            scripts = ["run_extractor.py"] + (["run_embedder.py"] if "embedder" in shipped else [])
             with working(f"the bundle's self-tests on {len(arm_cpus)} emulated ARM64 CPU(s)"):
                 checked += bundle_selftests(stage, arm_cpus, scripts, tc)
         manifest["golden_checked_on"] = checked
@@ -381,6 +387,26 @@ def build_bundle(
         ("bundle", str(final)),
     ]
     return StageSummary("package", opts.spec.name, False, rows, unverified)
+
+
+def native_selftests(bundle: Path, scripts: list[str]) -> dict[str, Any]:
+    """The bundle's self-tests through ``litert_run`` built for this machine (the x86-64 wheel's libLiteRt.so);
+    NativeRunError with the failing vectors when one fails."""
+    from importlib.metadata import version
+
+    exe = build_x86()
+    for script in scripts:
+        r = subprocess.run([sys.executable, script, "--selftest", "--native", str(exe)], cwd=bundle, capture_output=True, text=True)
+        if r.returncode != 0:
+            fails = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL")][:5]
+            last = (r.stdout.strip().splitlines() or [r.stderr.strip()[-300:]])[-1]
+            raise NativeRunError(f"{script} --selftest through the LiteRT C library: {last}; " + "; ".join(fails))
+    return {
+        "cpu": machine_description(),
+        "kernels": f"LiteRT C library libLiteRt.so (ai-edge-litert {version('ai-edge-litert')}, x86-64) via native/litert_run.c",
+        "selftests": scripts,
+        "passed": True,
+    }
 
 
 def _readme(model: dict[str, Any]) -> str:
@@ -418,4 +444,15 @@ Outputs: `mask_logit` (1, 1), then `bit_logits` (1, {model["nbits"]}); bit i = b
     python run_extractor.py --selftest                 # golden vectors, exits 1 on a mismatch
     python run_extractor.py int8.tflite photo.png      # mask logit and bits (hex)
     python run_extractor.py int8.tflite --info         # embedded description
-{emb_text}"""
+{emb_text}
+## Native (Android, Linux): the LiteRT C library
+
+`native/litert_run.c` runs any file of this bundle through the LiteRT C API (`libLiteRt.so`, which the
+`ai-edge-litert` wheel ships for x86-64 and aarch64; an Android app links the same library through JNI).
+Build it against the wheel's library and run the golden vectors through it:
+
+    LIB=$(python -c "import ai_edge_litert, os; print(os.path.dirname(ai_edge_litert.__file__))")
+    cc -O2 native/litert_run.c -o litert_run -L$LIB -l:libLiteRt.so -Wl,-rpath,$LIB -lm
+    python run_extractor.py --selftest --native ./litert_run
+    ./litert_run int8.tflite IN_DIR OUT_DIR     # IN_DIR/image.f32 (raw float32) -> OUT_DIR/bit_logits.f32, mask_logit.f32
+"""

@@ -113,6 +113,17 @@ class Toolchain:
         }
         return [str(self.qemu), "-L", str(self.sysroot), "-cpu", cpu, str(self.python), *args], env
 
+    def native_command(self, cpu: str) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that start the aarch64 ``litert_run`` (the LiteRT C library of the
+        aarch64 wheel) on CPU model ``cpu``; compiled once (``runtime/native_build.py``)."""
+        from videoseal_litert.runtime.native_build import build_aarch64
+
+        if cpu not in CPU_MODELS:
+            raise ArmRunError(f"unknown ARM64 CPU model {cpu!r}; one of {', '.join(CPU_MODELS)}")
+        exe = build_aarch64(self.site, self.root)
+        env = {"QEMU_CPU": cpu, "LD_LIBRARY_PATH": str(self.site / "ai_edge_litert")}
+        return [str(self.qemu), "-L", str(self.sysroot), "-cpu", cpu, str(exe)], env
+
 
 # ---- set-up -------------------------------------------------------------------------------------
 
@@ -333,25 +344,35 @@ def arm_opener(cpu: str, toolchain: Toolchain) -> Opener:
 
 
 def bundle_selftests(bundle: Path, cpus: Sequence[str], scripts: Sequence[str], toolchain: Toolchain | None = None) -> list[dict[str, Any]]:
-    """Run a bundle's torch-free self-tests (``run_extractor.py --selftest``, ...) under the aarch64
-    Python on each CPU model; ArmRunError naming the CPU and the failing vectors when one fails."""
+    """Run a bundle's torch-free self-tests (``run_extractor.py --selftest``, ...) on each CPU model twice: under the
+    aarch64 Python (the interpreter's ARM64 kernels) and through the aarch64 LiteRT C library (``litert_run``, run
+    from this Python); ArmRunError naming the CPU, the runtime and the failing vectors when one fails."""
     tc = toolchain or ensure_toolchain()
     done = []
     for cpu in cpus:
+        native, native_env = tc.native_command(cpu)
         for script in scripts:
             cmd, env = tc.command(cpu, [script, "--selftest"])
-            r = subprocess.run(cmd, env=env, cwd=bundle, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-            last = (r.stdout.strip().splitlines() or [""])[-1]
-            if r.returncode != 0:
-                fails = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL")][:5]
-                raise ArmRunError(f"{script} --selftest on emulated {cpu}: {last or (r.stderr.strip()[-300:])}; " + "; ".join(fails))
+            runs = [
+                ("aarch64 Python", cmd, env),
+                ("LiteRT C library", [sys.executable, script, "--selftest", "--native", " ".join(native)], {**os.environ, **native_env}),
+            ]
+            for runtime, c, e in runs:
+                r = subprocess.run(c, env=e, cwd=bundle, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+                last = (r.stdout.strip().splitlines() or [""])[-1]
+                if r.returncode != 0:
+                    fails = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL")][:5]
+                    raise ArmRunError(
+                        f"{script} --selftest on emulated {cpu} ({runtime}): {last or (r.stderr.strip()[-300:])}; " + "; ".join(fails)
+                    )
         done.append(
             {
                 "cpu": f"ARM64 {cpu} (emulated, QEMU {tc.record['qemu_version']})",
                 "kernels": CPU_MODELS[cpu],
                 "selftests": list(scripts),
+                "runtimes": ["ai-edge-litert Python interpreter (aarch64)", "LiteRT C library libLiteRt.so (aarch64) via litert_run"],
                 "passed": True,
             }
         )
-        log.info("bundle self-tests passed on emulated %s", cpu)
+        log.info("bundle self-tests passed on emulated %s (Python and the C library)", cpu)
     return done

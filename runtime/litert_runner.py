@@ -1,5 +1,8 @@
 """Run a ``.tflite`` file by the names in its signature, with the LiteRT interpreter. Needs only numpy and ai-edge-litert.
 
+:class:`NativeRunner` runs the same file through the LiteRT C library instead (``native/litert_run.c``,
+the route an Android or Linux app links), one process per call, with the same names and float arrays.
+
 The one place an interpreter is built: the pipeline's runner seam (``runtime/runners.py``) and the
 bundle's torch-free scripts (``run_extractor.py``, ``run_embedder.py``, which ship this file beside
 them) both use :class:`LiteRTRunner`. Inputs and outputs are found by their signature names, never
@@ -10,7 +13,10 @@ the file records, so every variant takes and returns the same float arrays.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +158,67 @@ class LiteRTRunner:
         """Each op output tensor's name -> the op that writes it (for per-op error reports)."""
         names = {d["index"]: d["name"] for d in self.interpreter.get_tensor_details()}
         return {names[int(t)]: o["op_name"] for o in self.interpreter._get_ops_details() for t in o["outputs"] if int(t) in names}
+
+
+class NativeRunnerError(RuntimeError):
+    """The native runner refused the file or its inputs (its own message), or could not be started."""
+
+
+class NativeRunner:
+    """``runner({"image": x, ...})`` through the ``litert_run`` C program (``native/litert_run.c``).
+
+    ``command`` starts it (its path, or an emulator line before it); ``env`` is added to the environment
+    (``LD_LIBRARY_PATH`` and ``QEMU_CPU`` for an emulated ARM64 run). Tensors travel as float32 files;
+    integer inputs and outputs are quantized by the C program with the file's own scale and zero point.
+    ``last_run_ms`` holds the milliseconds of each run of the last call (``runs`` > 1 repeats the run)."""
+
+    def __init__(self, path: str | Path, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path} does not exist")
+        self.command, self.env = list(command), {**os.environ, **(env or {})}
+        info = self._run([str(self.path.resolve()), "--info"])
+        self.inputs = {d["name"]: d for d in info["inputs"]}
+        self.outputs = {d["name"]: d for d in info["outputs"]}
+        self.last_run_ms: list[float] = []
+
+    def _run(self, args: list[str]) -> dict[str, Any]:
+        try:
+            r = subprocess.run([*self.command, *args], capture_output=True, text=True, env=self.env, timeout=1800)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise NativeRunnerError(f"cannot run {' '.join(self.command)}: {e}") from e
+        if r.returncode != 0:
+            why = [ln for ln in r.stderr.splitlines() if ln.startswith("litert_run:")] or r.stderr.strip().splitlines()[-1:]
+            if r.returncode == 3 and "--info" in args:
+                raise ModelFileError(f"{self.path} is not a model the LiteRT C library can run ({' '.join(why)[:300]})")
+            raise NativeRunnerError(f"{self.path.name}: the native runner exited with {r.returncode}: {' '.join(why)[:300]}")
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(d["shape"]) for n, d in self.inputs.items()}
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(d["shape"]) for n, d in self.outputs.items()}
+
+    def __call__(self, inputs: Mapping[str, np.ndarray], runs: int = 1) -> dict[str, np.ndarray]:
+        if set(inputs) != set(self.inputs):
+            raise ValueError(f"{self.path.name} takes inputs {sorted(self.inputs)}, got {sorted(inputs)}")
+        with tempfile.TemporaryDirectory(prefix="litert-run-") as tmp:
+            for name, x in inputs.items():
+                np.ascontiguousarray(x, dtype="<f4").tofile(os.path.join(tmp, f"{name}.f32"))
+            info = self._run([str(self.path.resolve()), tmp, tmp, str(runs)])
+            self.last_run_ms = [float(t) for t in info["run_ms"]]
+            return {
+                n: np.fromfile(os.path.join(tmp, f"{n}.f32"), dtype="<f4").reshape(self.output_shapes[n]).astype(np.float32)
+                for n in self.outputs
+            }
+
+
+def open_file(path: str | Path, num_threads: int = 2, native: Sequence[str] | None = None) -> LiteRTRunner | NativeRunner:
+    """The Python interpreter's runner, or with ``native`` (the command that starts ``litert_run``) the C library's."""
+    return NativeRunner(path, native) if native else LiteRTRunner(path, num_threads)
 
 
 def quantize(detail: dict[str, Any], x: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@
     python run_extractor.py MODEL.tflite IMAGE.png     # mask logit and the decoded bits (hex)
     python run_extractor.py MODEL.tflite --info        # the description embedded in the file
     python run_extractor.py --selftest                 # every golden vector of this bundle
+    python run_extractor.py --selftest --native ./litert_run   # the same through the LiteRT C library
 
 Input contract (also in model.json and in each .tflite's metadata): RGB, NHWC (1, 256, 256, 3),
 float32 in [0, 1] (bytes / 255), or int8 with the input's scale and zero point for integer-IO
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 try:  # inside the videoseal_litert package
-    from .litert_runner import LiteRTRunner, read_metadata
+    from .litert_runner import open_file, read_metadata
 except ImportError:  # a bundle: the runner ships beside this script
-    from litert_runner import LiteRTRunner, read_metadata
+    from litert_runner import open_file, read_metadata
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,8 +45,8 @@ def load_image(path: str | Path, size: int = 256) -> np.ndarray:
 class Extractor:
     """``extractor(image (1, S, S, 3))`` -> (mask logit, bit logits (nbits,))."""
 
-    def __init__(self, model_path: str | Path, num_threads: int = 2) -> None:
-        self.runner = LiteRTRunner(model_path, num_threads)
+    def __init__(self, model_path: str | Path, num_threads: int = 2, native: list[str] | None = None) -> None:
+        self.runner = open_file(model_path, num_threads, native)
 
     @property
     def size(self) -> int:
@@ -76,8 +78,9 @@ def check_manifest(bundle: Path = HERE) -> list[str]:
     return bad
 
 
-def selftest(bundle: Path = HERE) -> int:
-    """Check the manifest, then every golden vector; exit code 1 on any mismatch."""
+def selftest(bundle: Path = HERE, native: list[str] | None = None) -> int:
+    """Check the manifest, then every golden vector (through the C library with ``native``, the command
+    that starts ``litert_run``); exit code 1 on any mismatch."""
     bad = check_manifest(bundle)
     for line in bad:
         print(f"FAIL manifest {line}")
@@ -87,7 +90,7 @@ def selftest(bundle: Path = HERE) -> int:
     golden = json.loads((bundle / "golden" / "golden.json").read_text())
     failures = 0
     for variant, g in golden["variants"].items():
-        ex = Extractor(bundle / g["file"])
+        ex = Extractor(bundle / g["file"], native=native)
         for v in g["vectors"]:
             mask, logits = ex(load_image(bundle / "golden" / v["image"], ex.size))
             exp = np.asarray(v["bit_logits"], dtype=np.float32)
@@ -98,7 +101,8 @@ def selftest(bundle: Path = HERE) -> int:
             ok = diff <= tol and bad_bits == 0
             failures += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {variant:13s} {v['image']:28s} max|diff| {diff:.2e} (tol {tol:.1e}), {bad_bits} bits differ")
-    print("selftest:", "passed" if not failures else f"{failures} vector(s) FAILED")
+    runner = f" (native: {' '.join(native)})" if native else ""
+    print(f"selftest{runner}:", "passed" if not failures else f"{failures} vector(s) FAILED")
     return 1 if failures else 0
 
 
@@ -109,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--info", action="store_true", help="print the description embedded in the model")
     p.add_argument("--selftest", action="store_true", help="check every golden vector of this bundle")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--native", metavar="CMD", help="run through the LiteRT C library: the command that starts litert_run")
     a = p.parse_args(argv)
+    native = shlex.split(a.native) if a.native else None
     if a.selftest:
-        return selftest()
+        return selftest(native=native)
     if not a.model:
         p.error("give a .tflite file (and an image), or --selftest")
     if a.info:
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not a.image:
         p.error("give an image to decode")
-    ex = Extractor(a.model, a.threads)
+    ex = Extractor(a.model, a.threads, native)
     mask, logits = ex(load_image(a.image, ex.size))
     print(f"mask_logit {mask:.6f}")
     print(f"bits ({logits.size}) {bits_hex(logits)}")

@@ -223,7 +223,8 @@ def _arm_files(r: dict) -> tuple[dict, dict]:
 def test_tiny_pair_on_arm64(demo, tmp_path):
     """The trained tiny pair's INT8 extractor and INT8 embedder (the files whose kernels differ by CPU) on the
     four emulated ARM64 CPU models pass the rule against PyTorch as on x86, within the ARM-x86 bound, and its
-    bundle's torch-free self-tests pass under the aarch64 Python; a changed bundle fails there by name. (FP32
+    bundle's torch-free self-tests pass under the aarch64 Python and through the aarch64 LiteRT C library
+    (``litert_run``); a changed bundle fails there by name. (FP32
     too, on SME's slow float kernels: `test_tiny_pair_fp32_on_arm64`, fullsize.)"""
     from tests.conftest import cli
     from videoseal_litert.convert.options import RunOptions
@@ -247,7 +248,9 @@ def test_tiny_pair_on_arm64(demo, tmp_path):
     build_bundle(opts, ("int8",), tmp_path / "dist", embedder_variants=("int8",), arm_cpus=("neoverse-n1",))
     b = tmp_path / "dist" / "tiny"
     checked = json.loads((b / "manifest.json").read_text())["golden_checked_on"]
-    assert [c["cpu"].split(" (")[0] for c in checked][1:] == ["ARM64 neoverse-n1"] and "x86" in checked[0]["kernels"]
+    assert [c["cpu"].split(" (")[0] for c in checked][2:] == ["ARM64 neoverse-n1"] and "x86" in checked[0]["kernels"]
+    # The self-tests ran through the LiteRT C library on x86 and on the emulated CPU (aarch64 libLiteRt.so).
+    assert "LiteRT C library" in checked[1]["kernels"] and any("C library" in r for r in checked[2]["runtimes"])
     golden = b / "golden" / "golden.json"
     g = json.loads(golden.read_text())
     g["variants"]["int8"]["vectors"][0]["bit_logits"][0] += 5.0

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import cli
@@ -50,8 +51,12 @@ def test_manifest_accounts_for_every_file(built):
         "model.json",
         "golden/golden.json",
         "reports/verify-int8.json",
+        "native/litert_run.c",
     ):
         assert f in manifest["files"]
+    # The golden vectors were checked through the LiteRT C library too (packaging stops if they are not).
+    native = [c for c in manifest["golden_checked_on"] if "LiteRT C library" in c["kernels"]]
+    assert len(native) == 1 and native[0]["passed"] and native[0]["selftests"] == ["run_extractor.py"]
 
 
 def test_metadata_embedded_in_each_tflite_reads_back(built):
@@ -143,3 +148,47 @@ def test_runner_selftest_in_a_torch_free_venv(built, tmp_path):
     (copy / "golden" / golden["image"]).write_bytes(b"not a png")
     r = subprocess.run([str(py), "run_extractor.py", "--selftest"], cwd=copy, capture_output=True, text=True)
     assert r.returncode != 0 and f"golden/{golden['image']}: sha256 differs" in r.stdout
+
+
+def _rehash(bundle, rel):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][rel] = hashlib.sha256((bundle / rel).read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_native_runner_matches_python_and_catches_a_tampered_golden_vector(built, tmp_path):
+    """litert_run (the LiteRT C library) gives the Python interpreter's outputs bit for bit on x86, for float and
+    integer-IO files; a golden vector changed by a few output steps (the manifest updated, so only the numbers
+    can catch it) fails the native self-test by name, and a file that is not a model is a named error."""
+    from videoseal_litert.runtime.litert_runner import LiteRTRunner, ModelFileError, NativeRunner
+    from videoseal_litert.runtime.native_build import build_x86
+
+    opts, _, b = built
+    exe = build_x86()
+    rng = np.random.default_rng(3)
+    x = rng.random((1, 256, 256, 3), dtype=np.float32)
+    for name in ("fp32.tflite", "int8.tflite", "int8-full.tflite"):  # the embedder: test_demo's bundle, on x86 and ARM64
+        path = opts.model_dir / name
+        inputs = {"image": x}
+        native, ref = NativeRunner(path, [str(exe)]), LiteRTRunner(path, 2)
+        assert native.input_shapes == ref.input_shapes
+        got, want = native(inputs), ref(inputs)
+        assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want), name
+    assert NativeRunner(opts.model_dir / "int8-full.tflite", [str(exe)]).inputs["image"]["dtype"] == "int8"
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(b, copy)
+    r = subprocess.run([sys.executable, "run_extractor.py", "--selftest", "--native", str(exe)], cwd=copy, capture_output=True, text=True)
+    assert r.returncode == 0 and "selftest (native:" in r.stdout and r.stdout.count("ok  ") == 9, r.stdout + r.stderr
+    golden = json.loads((copy / "golden" / "golden.json").read_text())
+    vec = golden["variants"]["int8"]["vectors"][1]
+    vec["bit_logits"][7] += 4 * golden["variants"]["int8"]["logit_atol"]
+    (copy / "golden" / "golden.json").write_text(json.dumps(golden))
+    _rehash(copy, "golden/golden.json")
+    r = subprocess.run([sys.executable, "run_extractor.py", "--selftest", "--native", str(exe)], cwd=copy, capture_output=True, text=True)
+    assert r.returncode == 1 and "1 vector(s) FAILED" in r.stdout, r.stdout + r.stderr
+    assert [ln.split()[1:3] for ln in r.stdout.splitlines() if ln.startswith("FAIL")] == [["int8", vec["image"]]]
+
+    (tmp_path / "not-a-model.tflite").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFileError, match="not a model the LiteRT C library can run"):
+        NativeRunner(tmp_path / "not-a-model.tflite", [str(exe)])
