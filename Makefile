@@ -24,7 +24,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean
+.PHONY: setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
 # records the extras it installed: asking for other extras installs again.
@@ -103,9 +103,10 @@ train-fixture: setup
 # (.failed.tflite), never-verified or changed file, and their summaries say so.
 UNVERIFIED = $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
 
-# Two worker processes (pytest-xdist, one CPU thread each; they share the converted minis).
+# Two worker processes (pytest-xdist, one CPU thread each; they share the converted minis). The tests run the
+# tiny pair in headless Chromium and Firefox (web-setup) and through the LiteRT C library.
 TEST_WORKERS ?= 2
-test: setup
+test: setup web-setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The quick run: no conversion, no test over a few seconds (under 2 minutes on 2 cores).
@@ -165,6 +166,25 @@ package: setup
 	$(CLI) package $(ARGS) $(UNVERIFIED) --dist $(DIST) $(if $(VARIANTS),--variants $(VARIANTS)) \
 		$(if $(EMBEDDER_VARIANTS),--embedder-variants $(EMBEDDER_VARIANTS)) $(if $(call yes,$(REVERIFY)),--reverify) \
 		$(if $(ARM),--arm $(if $(call yes,$(ARM)),all,$(ARM)))
+
+# The browser side (docs/web.md): LiteRT.js and puppeteer-core by `npm ci` in web/ (pinned in package-lock.json),
+# headless Chromium and Firefox ESR from Debian's packages unpacked into .cache/browsers (about 170 MB, no root;
+# CHROMIUM= and FIREFOX= name other binaries).
+web-setup: setup
+	$(CLI) web-setup
+
+# The page that embeds and detects in the browser, for $(DIST)/$(MODEL) (make package first): prints the URL.
+PORT ?= 8000
+web: setup
+	$(VENV)/bin/python -c "from videoseal_litert.web.browsers import ensure_node_modules; ensure_node_modules()"
+	$(CLI) web --model $(MODEL) --dist $(DIST) --port $(PORT)
+
+# The bundle's files on its golden vectors in headless Chromium and Firefox, judged by the rule, and the page
+# end to end (embed, download, detect): $(OUT)/<model>/web-check.{json,md}. Builds the bundle when it is missing.
+BROWSERS ?= chromium,firefox
+web-check: web-setup
+	@test -f $(DIST)/$(MODEL)/model.json || $(MAKE) --no-print-directory convert quantize embedder package MODEL=$(MODEL)
+	$(CLI) web-check --model $(MODEL) --out $(OUT) --dist $(DIST) --browsers $(BROWSERS) $(if $(PHOTO),--photo $(PHOTO))
 
 # One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
 kernel-bench: setup

@@ -143,6 +143,23 @@ def _package(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _web(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="whose bundle (dist/<model>/, from make package; default tiny)")
+    p.add_argument("--dist", type=Path, default=Path("dist"))
+
+
+def _web_serve(p: argparse.ArgumentParser) -> None:
+    _web(p)
+    p.add_argument("--port", type=int, default=8000, help="local port (0: any free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+
+
+def _web_check(p: argparse.ArgumentParser) -> None:
+    _web(p)
+    p.add_argument("--browsers", default="chromium,firefox", help="comma-separated: chromium, firefox")
+    p.add_argument("--photo", type=Path, default=None, help="the photo the page embeds into (default: an evaluation photo of the pool)")
+
+
 def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=Path, default=None, help="your photos, any size (default: the held-out photos)")
     p.add_argument("--ckpt", type=Path, default=None, help="a retrained pair (default: models/tiny/checkpoint.safetensors)")
@@ -310,6 +327,14 @@ COMMANDS: dict[str, Spec] = {
         [COMMON, MODEL],
         _op_cost,
         "op_cost",
+    ),
+    "web": ("serve the page that embeds and detects in the browser, for a bundle (make web)", [COMMON], _web_serve, "web"),
+    "web-setup": ("install LiteRT.js (npm ci) and headless Chromium and Firefox ESR without root", [], _none, "web_setup"),
+    "web-check": (
+        "the bundle's files and the page in headless Chromium and Firefox, judged by the rule (make web-check)",
+        [COMMON],
+        _web_check,
+        "web_check",
     ),
     "calibration-manifest": ("rewrite calibration_data/manifest.json", [], _none, "calibration_manifest"),
     "photos": ("install the photo pool (calibration_data/pool.json) from its packages", [], _none, "photos"),
@@ -675,6 +700,74 @@ def cmd_op_cost(a: argparse.Namespace) -> None:
         say(f"report: {opts.model_dir.path / (part.prefix + 'op-cost.md')}")
 
     _logged(opts.model_dir.path / "logs" / "op-cost.log", body)
+
+
+def _bundle_of(a: argparse.Namespace) -> tuple[str, Path]:
+    from videoseal_litert.core.errors import ArtifactMissingError
+    from videoseal_litert.models.registry import resolve
+
+    name = resolve(a.model).name
+    bundle = a.dist / name
+    if not (bundle / "model.json").is_file():
+        raise ArtifactMissingError(f"no bundle in {bundle}: run `make package MODEL={a.model}` first (after convert, quantize, embedder)")
+    return name, bundle
+
+
+def cmd_web(a: argparse.Namespace) -> None:
+    from videoseal_litert.core.console import say
+    from videoseal_litert.web.browsers import ensure_node_modules
+    from videoseal_litert.web.serve import server
+
+    _, bundle = _bundle_of(a)
+    ensure_node_modules()
+    srv = server(bundle, port=a.port, host=a.host)
+    host, port = srv.server_address[:2]
+    say(f"serving {bundle} at http://{host}:{port}/  (Ctrl-C stops; cross-origin isolated, so LiteRT.js may use threads)")
+    try:
+        srv.serve_forever()
+    finally:
+        srv.server_close()
+
+
+def cmd_web_setup(a: argparse.Namespace) -> None:
+    from videoseal_litert.core.console import say, working
+    from videoseal_litert.web.browsers import ensure_browsers, ensure_node_modules, versions
+
+    with working("LiteRT.js and puppeteer-core (npm ci in web/), headless Chromium and Firefox ESR (Debian packages)"):
+        ensure_node_modules()
+        found = ensure_browsers()
+    v = versions()
+    say(
+        "web set-up: "
+        + ", ".join(f"{n} {b.executable}" for n, b in found.items())
+        + (f" ({', '.join(f'{k} {x}' for k, x in v.items())})" if v else "")
+    )
+
+
+def cmd_web_check(a: argparse.Namespace) -> None:
+    from videoseal_litert.calibration_data import pool
+    from videoseal_litert.core.console import say
+    from videoseal_litert.web.check import web_check
+
+    name, bundle = _bundle_of(a)
+    if a.photo is None:  # the smallest evaluation photo of the pool: not 256 x 256, so the page's route runs
+        entry = min(pool.photos("evaluation"), key=lambda p: p["size"][0] * p["size"][1])
+        a.photo = pool.pool_dir() / entry["name"]
+    if not a.photo.is_file():
+        raise UsageError(f"--photo {a.photo} does not exist")
+    report_dir = a.out / name
+
+    def body(_: Path | None) -> None:
+        r = web_check(bundle, report_dir, report_dir, a.photo, tuple(b.strip() for b in a.browsers.split(",") if b.strip()))
+        for b, e in r["browsers"].items():
+            files = [*e["extractor"].values(), *e["embedder"].values()]
+            say(
+                f"  {b} {e['version']}: {len(files)} files as the golden vectors by the rule; the page embedded, downloaded and detected ({e['seconds']} s)"
+            )
+        say(f"report: {report_dir / 'web-check.md'}\nPASSED: the bundle's files and the page work in {', '.join(r['browsers'])}")
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    _logged(report_dir / "logs" / "web-check.log", body)
 
 
 def cmd_calibration_manifest(a: argparse.Namespace) -> None:
