@@ -15,6 +15,12 @@ those measured figures, not a per-model list:
 
 Latency ratios are this machine's (x86; the report says which ISA); phones' ARM64 kernels differ, so
 they inform the table and do not decide it.
+
+Where each file runs (:data:`RUNTIMES`, measured by ``make web-check`` and the native runner, docs/web.md):
+the native LiteRT C library (Android through JNI, Linux) runs every variant; a browser (LiteRT.js, WASM)
+loads every variant but ``int8-full`` (the JS API has no int8 tensors), and fp16 runs 2-5x slower than
+fp32 there; WebGPU was not measured on a real adapter here. The web page's pick is the flagship rule over
+the files a browser loads.
 """
 
 from __future__ import annotations
@@ -27,6 +33,23 @@ from videoseal_litert.core.artifacts import read_json
 
 AGREEMENT_TARGET = 0.999
 INTEGER_KERNELS = ("int8", "int8-full", "int8-dynamic", "int4", "int4-mixed")
+
+
+# runtime -> variants that do not load there, with the reason (measured: docs/web.md, make web-check)
+RUNTIMES: dict[str, dict[str, str]] = {
+    "native C library": {},
+    "browser (WASM)": {"int8-full": "LiteRT.js has no int8 tensors: the file's int8 input cannot be fed"},
+}
+SLOW_IN_BROWSERS = {"fp16": "fp16 runs 2-5x slower than fp32 on WASM (extractor, measured by make web-check)"}
+
+
+def runs_on(variant: str) -> list[str]:
+    """The runtimes a file of ``variant`` loads on (with a note where it is slow)."""
+    out = []
+    for rt, refused in RUNTIMES.items():
+        if variant not in refused:
+            out.append(rt + (" (slow)" if rt.startswith("browser") and variant in SLOW_IN_BROWSERS else ""))
+    return out
 
 
 @dataclass(frozen=True)
@@ -122,6 +145,27 @@ def recommend(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             + ("" if best["variant"] in INTEGER_KERNELS else "; float kernels: no integer file was faithful enough within the budget")
         )
         picks.append({"target": t.name, "ram_mb": t.ram_mb, "rule": t.rule, "variant": best["variant"], "file": best["file"], "why": why})
+    web = [
+        r for r in table if _faithful(r) and "browser (WASM)" in " ".join(runs_on(r["variant"])) and r["variant"] not in SLOW_IN_BROWSERS
+    ]
+    best = max(
+        [r for r in web if r["variant"] in INTEGER_KERNELS] or web,
+        key=lambda r: (r["agreement"] or 0.0, r["secondary_db"] or 0.0, -r["size_mb"]),
+        default=None,
+    )
+    rule = "most faithful file a browser loads (not int8-full), integer kernels first, not fp16 (slow on WASM)"
+    picks.append(
+        {
+            "target": "web page (LiteRT.js)",
+            "ram_mb": None,
+            "rule": rule,
+            "variant": best and best["variant"],
+            "file": best and best["file"],
+            "why": "no verified file a browser loads reaches the target"
+            if best is None
+            else f"{best['size_mb']:.1f} MB, runs on " + ", ".join(runs_on(best["variant"])),
+        }
+    )
     return picks
 
 
@@ -135,15 +179,15 @@ def render(ship: dict[str, Any], title: str) -> list[str]:
     lines = [
         f"## Which file do I ship: {title}",
         "",
-        "| file | size MB | x FP32 size | x FP32 latency, 1 / 2 threads | agreement with PyTorch | peak RSS MB (Interpreter / weight cache) | verified |",
-        "|---|---|---|---|---|---|---|",
+        "| file | size MB | x FP32 size | x FP32 latency, 1 / 2 threads | agreement with PyTorch | peak RSS MB (Interpreter / weight cache) | runs on | verified |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in ship["rows"]:
         lat = " / ".join(f"{r['latency_ratio_to_fp32'][t]:.2f}" for t in sorted(r["latency_ratio_to_fp32"], key=int))
         agree = "-" if r["agreement"] is None else f"{r['agreement']:.2%}"
         rss = " / ".join("-" if r.get(k) is None else f"{r[k]:.0f}" for k in ("peak_rss_interpreter_mb", "peak_rss_weight_cache_mb"))
         lines.append(
-            f"| `{r['file']}` | {r['size_mb']:.1f} | {r['size_ratio_to_fp32']:.3f} | {lat} | {agree} | {rss} | {'yes' if r['verified'] else 'no'} |"
+            f"| `{r['file']}` | {r['size_mb']:.1f} | {r['size_ratio_to_fp32']:.3f} | {lat} | {agree} | {rss} | {', '.join(runs_on(r['variant']))} | {'yes' if r['verified'] else 'no'} |"
         )
     lines += ["", f"Agreement: {ship['rows'][0]['agreement_is'] if ship['rows'] else '-'}; target {ship['agreement_target']:.1%}.", ""]
     lines += ["| target | recommended | rule | why |", "|---|---|---|---|"]

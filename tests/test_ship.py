@@ -21,7 +21,7 @@ def _row(v: str, agreement: float | None, rss: float, size: float, verified: boo
 
 
 def _picks(rows: list[dict]) -> dict[str, str | None]:
-    return {p["target"]: p["variant"] for p in recommend(rows)}
+    return {p["target"]: p["variant"] for p in recommend(rows) if p["target"].endswith("phone")}
 
 
 def test_faithful_integer_files_win_and_the_smallest_for_mid_range():
@@ -43,7 +43,7 @@ def test_unverified_or_unfaithful_files_fall_back_to_float_and_say_so():
         _row("int4", 1.0, 124, 22.0, verified=False),
     ]
     picks = recommend(rows)
-    assert [p["variant"] for p in picks] == ["fp16", "fp16", "fp16"]
+    assert [p["variant"] for p in picks] == ["fp16", "fp16", "fp16", "fp32"]  # the web page: fp16 is slow on WASM
     assert "float kernels" in picks[0]["why"]
 
 
@@ -86,3 +86,15 @@ def test_the_weight_cache_figure_counts_when_it_is_the_cheaper_way_to_load(tmp_p
         r.update(verified=True, agreement=1.0, secondary_db=30.0)
     picks = {p["target"]: p for p in recommend(table)}
     assert picks["flagship phone"]["variant"] == "int8" and "with XNNPACK's weight cache" in picks["flagship phone"]["why"]
+
+
+def test_the_web_pick_is_a_file_browsers_load():
+    """int8-full is the most faithful integer file here but LiteRT.js cannot feed its int8 input, and fp16 is slow on
+    WASM: the web page's pick is the best file a browser loads; every file still runs on the native C library."""
+    from videoseal_litert.convert.ship import runs_on
+
+    rows = [_row("fp32", 1.0, 330, 130.0, db=200), _row("fp16", 1.0, 200, 65.0, db=60), _row("int8-full", 1.0, 140, 33.0, db=40)]
+    rows.append(_row("int8", 1.0, 148, 33.8, db=20))
+    picks = {p["target"]: p["variant"] for p in recommend(rows)}
+    assert picks["flagship phone"] == "int8-full" and picks["web page (LiteRT.js)"] == "int8"
+    assert runs_on("int8-full") == ["native C library"] and runs_on("fp16") == ["native C library", "browser (WASM) (slow)"]
