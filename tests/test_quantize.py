@@ -280,7 +280,8 @@ def test_bench_reports_every_variant_and_stage_costs(pipeline, tmp_path, monkeyp
     assert "1 thr int8" in capsys.readouterr().out
     # The "which file do I ship" table: every file once, a pick (or a named none) for each target.
     ship = r["ship"]
-    assert [x["variant"] for x in ship["rows"]] == list(r["size"]) and len(ship["recommended"]) == 3
+    assert [x["variant"] for x in ship["rows"]] == list(r["size"]) and len(ship["recommended"]) == 4  # three phones, the web page
+    assert ship["recommended"][3]["variant"] != "int8-full"  # browsers cannot feed its int8 input
     assert all(x["agreement"] == json.loads((d / f"verify-{x['variant']}.json").read_text())["bit_agreement"] for x in ship["rows"])
     assert all(p["variant"] is None or p["variant"] in r["size"] for p in ship["recommended"])
     assert "Which file do I ship" in (d / "bench.md").read_text() and set(r["kernels"]) == set(r["size"])
