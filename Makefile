@@ -24,7 +24,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
+.PHONY: video-embed video-detect setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
 # records the extras it installed: asking for other extras installs again.
@@ -75,6 +75,22 @@ EVAL_COMMON = --out $(OUT) --threads $(THREADS) --model $(EVAL_MODEL) $(if $(IMA
 EVAL_ARGS = $(EVAL_COMMON) $(if $(ENGINE),--engine $(ENGINE)) $(if $(EVAL_DIR),--eval-dir $(EVAL_DIR)) $(if $(call yes,$(FORCE)),--force)
 evaluate: setup
 	$(CLI) evaluate $(EVAL_ARGS)
+
+# Video (the official video route, docs/video.md): VIDEO= a clip (default the real clip bikes.mp4 of
+# video/clips.json), EMBEDDER= pytorch|fp32|fp16|int8 (default int8), CRF= (H.264, default 23), FRAMES= the
+# first N frames. video-embed writes $(OUT)/video/<clip>.wm.mp4 and its .json (the message); video-detect
+# reads that clip (or DETECT= any clip) with EXTRACTORS= (default pytorch,int8), AGGREGATION= (default avg), MESSAGE=.
+EMBEDDER ?= int8
+EXTRACTORS ?= pytorch,int8
+CRF ?= 23
+VIDEO_COMMON = --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(FRAMES),--max-frames $(FRAMES)) $(if $(MESSAGE),--message $(MESSAGE)) \
+	$(if $(CKPT),--ckpt $(CKPT)) $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
+video-embed: setup
+	$(CLI) video embed $(VIDEO_COMMON) $(if $(VIDEO),--input $(VIDEO)) --embedder $(EMBEDDER) --crf $(CRF)
+
+video-detect: setup
+	$(CLI) video detect $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(basename $(notdir $(or $(VIDEO),bikes.mp4))).wm.mp4) --variants $(EXTRACTORS) \
+		$(if $(AGGREGATION),--aggregation $(AGGREGATION))
 
 # Both engines on the same images, one after the other (rows must be identical): images/s measured on
 # this machine and a cluster projected, $(OUT)/<model>/evaluate-scale/scale.{json,md} (docs/scale.md).

@@ -106,3 +106,23 @@ class BrowserSetupError(PipelineError):
 
 class WebCheckError(PipelineError):
     """A browser run a file differently from the golden vectors, or the page failed its end-to-end check."""
+
+
+class NotAVideoError(PipelineError):
+    """A file FFmpeg cannot read as a video (text, a truncated header), or a still image."""
+
+
+class NoVideoTrackError(PipelineError):
+    """A media file without a video track (audio only, subtitles only)."""
+
+
+class EmptyVideoError(PipelineError):
+    """A video with no decodable frame (0 bytes, a zero-length clip)."""
+
+
+class CorruptVideoError(PipelineError):
+    """FFmpeg failed while decoding or encoding the video stream."""
+
+
+class ClipSetError(PipelineError):
+    """The real clips of video/clips.json are not installed, or one is not the file its manifest names."""

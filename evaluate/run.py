@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from videoseal_litert.convert.options import RunOptions
-from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.verify import failed_path, require_verified
 from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress, say
@@ -31,6 +30,7 @@ from videoseal_litert.evaluate.attacks import resolve_attacks
 from videoseal_litert.evaluate.core import PYTORCH, EvalConfig, label
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
+from videoseal_litert.quantize.stage import ensure_files
 
 DEFAULT_VARIANTS = "pytorch,fp32,int8"
 MESSAGES_PER_IMAGE = 1
@@ -76,26 +76,6 @@ def choose(opts: RunOptions, spec: str | None) -> tuple[tuple[str, ...], tuple[s
     return tuple(dict.fromkeys(emb or [PYTORCH])), tuple(dict.fromkeys(dec)), make
 
 
-def prepare(opts: RunOptions, make: dict[str, tuple[str, str]]) -> None:
-    """Write the model's files the run names and does not find, with the pipeline's stages (skipped when current)."""
-    from videoseal_litert.convert.stages import stage_load, stage_tflite, stage_verify
-    from videoseal_litert.quantize.stage import stage_quantize
-
-    wanted: dict[str, list[str]] = {}
-    for path, (part, v) in make.items():
-        if not Path(path).is_file() and not failed_path(Path(path)).is_file():  # a failed file is not made again: refused below
-            wanted.setdefault(part, []).append(v)
-    for part_name, vs in wanted.items():
-        part = EmbedderPart(opts) if part_name == "embedder" else ExtractorPart(opts)
-        say(f"evaluate: writing the {part_name}'s {', '.join(vs)} file(s) first (the pipeline's stages)")
-        stage_load(opts, part)
-        stage_tflite(opts, part)
-        stage_verify(opts, part, "fp32")
-        q = tuple(v for v in vs if v != "fp32")
-        if q:
-            stage_quantize(opts, part, variants=q)
-
-
 def run_evaluate(
     model: str,
     out: Path,
@@ -133,7 +113,7 @@ def run_evaluate(
         from videoseal_litert.calibration_data.pool import split_paths
 
         paths = [str(p) for p in split_paths("evaluation")]
-    prepare(opts, make)
+    ensure_files(opts, make, "evaluate")
     # Verified files only (a failed one resolves to its .failed.tflite name, labelled so in every row) unless allowed.
     checked = {f: require_verified(Path(f), allow_unverified, "evaluate") for f in (*emb, *dec) if f != PYTORCH}
     emb = tuple(checked[f]["file"] if f in checked else f for f in emb)

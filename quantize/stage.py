@@ -514,3 +514,26 @@ def _rows(s: dict[str, Any]) -> list[tuple[str, str]]:
                 )
             )
     return rows
+
+
+def ensure_files(opts: RunOptions, make: dict[str, tuple[str, str]], command: str) -> None:
+    """Write the model's files a command names (``{path: (part, variant)}``) and does not find, with the
+    pipeline's own stages (skipped when current). A file that failed is not made again: the caller's
+    ``require_verified`` refuses it by name."""
+    from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+    from videoseal_litert.convert.stages import stage_load, stage_tflite, stage_verify
+    from videoseal_litert.core.console import say
+
+    wanted: dict[str, list[str]] = {}
+    for path, (part, v) in make.items():
+        if not Path(path).is_file() and not failed_path(Path(path)).is_file():
+            wanted.setdefault(part, []).append(v)
+    for part_name, vs in wanted.items():
+        part = EmbedderPart(opts) if part_name == "embedder" else ExtractorPart(opts)
+        say(f"{command}: writing the {part_name}'s {', '.join(vs)} file(s) first (the pipeline's stages)")
+        stage_load(opts, part)
+        stage_tflite(opts, part)
+        stage_verify(opts, part, "fp32")
+        q = tuple(v for v in vs if v != "fp32")
+        if q:
+            stage_quantize(opts, part, variants=q)

@@ -76,15 +76,29 @@ def jnd_heatmap(img: np.ndarray, clc: float = 0.3) -> np.ndarray:
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
-def embed(run: Run, route: dict[str, Any], size: int, image: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    """Watermark an (H, W, 3) image in [0, 1] with ``bits`` (nbits,) of 0/1 through ``run``, a runner of
-    an embedder file at ``size`` x ``size`` (named inputs ``image``, ``message``): (H, W, 3) in [0, 1]."""
+def residual(run: Run, size: int, image: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """The file's ``residual`` output for an (H, W, 3) image, made at ``size`` x ``size`` and resized back
+    to (H, W, C): what the official route adds to the image (the video route reuses it over frames)."""
     message = np.asarray(bits, np.float32).reshape(1, -1)
     h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return np.asarray(run({"image": image[None].astype(np.float32), "message": message})["watermarked"][0])
-    res = run({"image": resize_aa(image, size, size)[None], "message": message})["residual"][0]
-    res = resize_aa(res, h, w)
+    x = image if (h, w) == (size, size) else resize_aa(image, size, size)
+    res = np.asarray(run({"image": x[None].astype(np.float32), "message": message})["residual"][0], np.float32)
+    return resize_aa(res, h, w)
+
+
+def blend(route: dict[str, Any], image: np.ndarray, res: np.ndarray) -> np.ndarray:
+    """The official blend of a residual into an (H, W, 3) image: the JND heatmap of the image itself when the
+    model has one, then ``clamp(scaling_i * image + scaling_w * residual, 0, 1)``."""
     if route.get("attenuation"):
         res = jnd_heatmap(image) * res
     return np.clip(route["scaling_i"] * image + route["scaling_w"] * res, 0, 1).astype(np.float32)
+
+
+def embed(run: Run, route: dict[str, Any], size: int, image: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """Watermark an (H, W, 3) image in [0, 1] with ``bits`` (nbits,) of 0/1 through ``run``, a runner of
+    an embedder file at ``size`` x ``size`` (named inputs ``image``, ``message``): (H, W, 3) in [0, 1]."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        message = np.asarray(bits, np.float32).reshape(1, -1)
+        return np.asarray(run({"image": image[None].astype(np.float32), "message": message})["watermarked"][0])
+    return blend(route, image, residual(run, size, image, bits))

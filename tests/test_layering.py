@@ -12,7 +12,20 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("core", "models", "calibration_data", "runtime", "convert", "quantize", "package", "web", "demo", "evaluate", "videoseal_litert")
+LAYERS = (
+    "core",
+    "models",
+    "calibration_data",
+    "runtime",
+    "convert",
+    "quantize",
+    "package",
+    "web",
+    "demo",
+    "video",
+    "evaluate",
+    "videoseal_litert",
+)
 IMPORT = re.compile(r"^\s*(?:from|import)\s+videoseal_litert\.(\w+)(?:\.(\w+))?(?:\s+import\s+\(?([^\n]*))?", re.M)
 
 

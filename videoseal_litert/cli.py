@@ -170,6 +170,29 @@ def _demo(p: argparse.ArgumentParser) -> None:
 ROBUSTNESS_VARIANTS = "pytorch,fp32,int8,int8-dynamic"
 
 
+def _video(p: argparse.ArgumentParser) -> None:
+    _allow_unverified(p)
+    p.add_argument("action", choices=("embed", "detect"), help="embed a watermark into a clip, or detect one in a clip")
+    p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
+    p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: the model's)")
+    p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
+    p.add_argument("--untrained", action="store_true", help="the checkpoint holds untrained (random) weights (the random band)")
+    p.add_argument("--input", type=Path, default=None, help="the clip (default: video/clips.json's bikes.mp4; detect: embed's output)")
+    p.add_argument(
+        "--output", type=Path, default=None, help="embed: the watermarked clip, .mp4/.mov/.mkv (default OUT/video/<clip>.wm.mp4)"
+    )
+    p.add_argument("--embedder", default="int8", help="embed: pytorch, an embedder variant (fp32, fp16, int8) or a .tflite (default int8)")
+    p.add_argument("--variants", default="pytorch,int8", help="detect: extractors, comma-separated: pytorch, variants, .tflite paths")
+    p.add_argument(
+        "--message", default=None, help="the bits (0/1 or hex); default: embed draws one from --seed, detect reads embed's .json"
+    )
+    p.add_argument("--seed", type=int, default=0, help="embed: seed of the random message when none is given")
+    p.add_argument("--crf", type=int, default=23, help="embed: H.264 constant rate factor (0 lossless .. 51; default 23)")
+    p.add_argument("--aggregation", default="avg", help="detect: avg (default), squared_avg, l1norm_avg, l2norm_avg")
+    p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    p.add_argument("--report-dir", type=Path, default=None, help="detect: where reports go (default OUT/video/<clip>)")
+
+
 def _evaluate(p: argparse.ArgumentParser) -> None:
     _allow_unverified(p)
     p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
@@ -308,6 +331,12 @@ COMMANDS: dict[str, Spec] = {
         [COMMON],
         _evaluate,
         "evaluate",
+    ),
+    "video": (
+        "embed or detect a watermark in a video file, the official video route (make video-embed / video-detect)",
+        [COMMON],
+        _video,
+        "video",
     ),
     "evaluate-scale": ("evaluate on both engines: images/s measured here, a cluster projected", [COMMON], _evaluate, "evaluate_scale"),
     "robustness": ("evaluate's preset: the common edits, PyTorch, FP32, INT8 and INT8-dynamic", [COMMON], _evaluate, "evaluate"),
@@ -558,6 +587,30 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         a.out / a.model / "logs" / f"{a.command}.log",
         lambda _: run_evaluate(a.model, a.out, engine=a.engine, eval_dir=a.eval_dir, force=a.force, **kw),
     )
+
+
+def cmd_video(a: argparse.Namespace) -> None:
+    from videoseal_litert.video.clips import DEFAULT_CLIP, clip_path
+    from videoseal_litert.video.run import run_video_detect, run_video_embed
+
+    if a.max_frames is not None and a.max_frames < 1:
+        raise UsageError(f"--max-frames {a.max_frames}: at least 1")
+    common = dict(ckpt=a.ckpt, random_init=a.random_init, untrained=a.untrained, allow_unverified=a.allow_unverified, threads=a.threads)
+    if a.action == "embed":
+        src = a.input or clip_path(DEFAULT_CLIP)
+
+        def body(_: Path | None) -> None:
+            run_video_embed(a.model, a.out, src, a.output, a.embedder, a.message, a.seed, a.crf, a.max_frames, **common)
+
+    else:
+        src = a.input or a.out / "video" / f"{Path(DEFAULT_CLIP).stem}.wm.mp4"
+        if a.input is None and not src.is_file():
+            raise UsageError(f"no --input, and {src} (what `video embed` writes by default) does not exist: run `make video-embed` first")
+
+        def body(_: Path | None) -> None:
+            run_video_detect(a.model, a.out, src, a.variants, a.message, a.aggregation, a.max_frames, a.report_dir, **common)
+
+    _logged(a.out / "video" / "logs" / f"video-{a.action}.log", body)
 
 
 def _evaluate_kwargs(a: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,235 @@
+"""The video path: official aggregations and key-frame embedding against independent implementations,
+bad inputs by name, audio and metadata carried over, and the tiny pair's files on real clips (parity)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videoseal_litert.core.errors import CorruptVideoError, EmptyVideoError, NotAVideoError, NoVideoTrackError, UsageError
+from videoseal_litert.video.clips import clip_path, clips
+from videoseal_litert.video.io import probe, read_frames
+from videoseal_litert.video.run import parse_message, to_hex
+from videoseal_litert.video.watermark import aggregate, aggregate_parity, embed_video
+
+
+def write_clip(path: Path, frames: list[np.ndarray], rate: int = 25, codec: str = "libx264rgb", title: str | None = None) -> Path:
+    """A clip from (H, W, 3) uint8 frames, lossless (RGB H.264 at CRF 0) by default."""
+    with av.open(str(path), "w") as o:
+        if title:
+            o.metadata["title"] = title
+        s = o.add_stream(codec, rate=rate)
+        s.width, s.height = frames[0].shape[1], frames[0].shape[0]
+        s.pix_fmt = "rgb24" if codec == "libx264rgb" else "yuv420p"
+        s.options = {"crf": "0"}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+    return path
+
+
+def panning(n: int, h: int, w: int) -> list[np.ndarray]:
+    """A generated clip: a window panning over a real photo (scikit-image's astronaut), one pixel per frame."""
+    from skimage import data
+
+    img = data.astronaut()
+    return [np.ascontiguousarray(img[40 : 40 + h, 60 + i : 60 + i + w]) for i in range(n)]
+
+
+def test_aggregations_match_their_definitions():
+    b = np.array([[1.0, -3.0], [-2.0, 1.0]])
+    # avg, squared_avg (b |b|), l1norm_avg (b x the frame's L1 norm), l2norm_avg (b x the frame's L2 norm), by hand
+    assert np.allclose(aggregate(b, "avg"), [-0.5, -1.0])
+    assert np.allclose(aggregate(b, "squared_avg"), [(1 - 4) / 2, (-9 + 1) / 2])
+    assert np.allclose(aggregate(b, "l1norm_avg"), [(4 * 1 + 3 * -2) / 2, (4 * -3 + 3 * 1) / 2])
+    r10, r5 = np.sqrt(10), np.sqrt(5)
+    assert np.allclose(aggregate(b, "l2norm_avg"), [(r10 - 2 * r5) / 2, (-3 * r10 + r5) / 2])
+    with pytest.raises(UsageError, match="unknown aggregation"):
+        aggregate(b, "median")
+
+
+def test_aggregate_parity_allows_flips_only_in_the_margin():
+    ref = np.tile(np.r_[0.0, np.where(np.arange(64) % 2, 5.0, -5.0)], (2, 1))  # mask, then 64 clear bits
+    ref[:, 3] = 0.01
+    near = ref.copy()
+    near[:, 3] = -0.01  # flips a bit that sits within the noise: inside the margin (5 x the aggregate's error RMS)
+    p = aggregate_parity(ref, near, "avg")
+    assert p["passed"] and p["flips"] == 1 and p["clear_flips"] == []
+    far = ref.copy()
+    far[:, 2] = -0.1  # one clear bit flipped, the rest exact: error RMS 5.1 / 8, margin 3.2 < 5
+    assert aggregate_parity(ref, far, "avg")["clear_flips"] == [1]
+
+
+def test_message_text_round_trips():
+    bits = np.random.default_rng(1).integers(0, 2, 48)
+    assert (parse_message(to_hex(bits), 48) == bits).all()
+    assert (parse_message("".join(map(str, bits)), 48) == bits).all()
+    assert to_hex(np.array([1, 0, 1, 0, 1, 1, 1, 1])) == "af"
+    for bad in ("xyz", "ff", "1" * 47):
+        with pytest.raises(UsageError, match="48 characters of 0/1"):
+            parse_message(bad, 48)
+
+
+def test_real_clips_are_the_manifest_files():
+    names = [c["name"] for c in clips()]
+    assert names == ["bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4"]
+    for c in clips():
+        info = probe(clip_path(c["name"]))  # sha256 checked
+        assert [info.width, info.height] == c["size"] and info.frames == c["frames"] and info.audio == c["audio"]
+
+
+def test_bad_inputs_are_named(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    with pytest.raises(NotAVideoError, match="not a video FFmpeg can read"):
+        probe(text)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(EmptyVideoError, match="0 bytes"):
+        probe(tmp_path / "empty.mp4")
+    with av.open(str(tmp_path / "zero.mp4"), "w") as o:  # a header and no frame
+        s = o.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        o.start_encoding()
+    with pytest.raises(EmptyVideoError, match="zero-length"):
+        probe(tmp_path / "zero.mp4")
+    with av.open(str(tmp_path / "audio.m4a"), "w") as o:
+        s = o.add_stream("aac", rate=16000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = 16000, 0
+        for p in [*s.encode(f), *s.encode(None)]:
+            o.mux(p)
+    with pytest.raises(NoVideoTrackError, match="no video track"):
+        probe(tmp_path / "audio.m4a")
+    png = tmp_path / "still.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(png)
+    with pytest.raises(NotAVideoError, match="still image"):
+        probe(png)
+    b = bytearray(clip_path("carphone_pristine.mp4").read_bytes())
+    b[2000 : len(b) // 2] = np.random.default_rng(0).integers(0, 256, len(b) // 2 - 2000, dtype=np.uint8).tobytes()
+    (tmp_path / "corrupt.mp4").write_bytes(bytes(b))
+    with pytest.raises(CorruptVideoError, match="corrupt"):
+        list(read_frames(tmp_path / "corrupt.mp4"))
+
+
+def _tiny_embedder():
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.convert.parts import EmbedderPart
+    from videoseal_litert.models.registry import resolve
+
+    opts = RunOptions(spec=resolve("tiny"), out=Path("unused"), threads=1)
+    part = EmbedderPart(opts)
+    loaded = part.load()
+    return part, loaded, part.torch_runner(loaded), part.family.route(opts.spec.card.embedder)
+
+
+def official_video_embed(module, frames: torch.Tensor, msg: torch.Tensor, step: int, chunk: int) -> torch.Tensor:
+    """``VideoWam.embed`` written from the official code: chunks of ``chunk`` key frames, the residual of each
+    key frame at 256 (``Wam.embed``: resize, embedder, resize back), ``repeat_interleave`` by ``step``, blend."""
+    from videoseal_litert.models.tiny import blend
+
+    cfg = module.cfg
+    out = torch.zeros_like(frames)
+    keys = len(frames[::step])
+    for ii in range(0, keys, chunk):
+        n = min(chunk, keys - ii)
+        start, end = ii * step, ii * step + n * step
+        all_in = frames[start:end]
+        res = module(msg.repeat(n, 1), cfg.img_size, cfg.img_size)
+        res = F.interpolate(res, size=frames.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+        res = torch.repeat_interleave(res, step, dim=0)[: len(all_in)]
+        out[start:end] = blend(all_in, res, cfg)
+    return out
+
+
+def test_video_embed_is_the_official_key_frame_route(tmp_path):
+    """10 frames at 150 x 200, step 4 and chunk 2 (so chunks split the clip): through a lossless RGB H.264, the
+    written frames equal the official route computed in PyTorch, to the 8-bit rounding."""
+    src = write_clip(tmp_path / "pan.mkv", panning(10, 150, 200))
+    part, loaded, runner, route = _tiny_embedder()
+    bits = np.random.default_rng(3).integers(0, 2, part.nbits)
+    e = embed_video(runner, route, 256, src, tmp_path / "wm.mkv", bits, step=4, crf=0, codec="libx264rgb")
+    assert (e.frames, e.key_frames) == (10, 3)
+    got = np.stack([f.rgb for f in read_frames(tmp_path / "wm.mkv")]).astype(np.float32)
+    x = torch.from_numpy(np.stack([f.rgb for f in read_frames(src)]).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        ref = official_video_embed(loaded.module.embedder, x, torch.from_numpy(bits)[None], step=4, chunk=2)
+    ref8 = np.round(ref.permute(0, 2, 3, 1).numpy() * 255)
+    assert np.abs(got - ref8).max() <= 1  # float rounding of numpy's resize against torch's, then 8 bits
+    assert np.abs(got - x.permute(0, 2, 3, 1).numpy() * 255).max() >= 2  # and a watermark was written
+
+
+def test_odd_sizes_and_audio_and_metadata_carry_over(tmp_path):
+    part, _, runner, route = _tiny_embedder()
+    bits = np.zeros(part.nbits, np.int64)
+    odd = write_clip(tmp_path / "odd.mp4", panning(5, 143, 175), codec="libx264rgb", title="a panning astronaut")
+    e = embed_video(runner, route, 256, odd, tmp_path / "odd-wm.mp4", bits)
+    info = probe(tmp_path / "odd-wm.mp4")
+    assert (info.width, info.height, e.written.pix_fmt) == (175, 143, "yuv444p")  # 4:2:0 cannot hold odd sizes
+    with av.open(str(tmp_path / "odd-wm.mp4")) as c:
+        assert c.metadata.get("title") == "a panning astronaut"
+    bunny = clip_path("bigbuckbunny.mp4")
+    e = embed_video(runner, route, 256, bunny, tmp_path / "bunny-wm.mp4", bits, max_frames=6)
+    info = probe(tmp_path / "bunny-wm.mp4")
+    assert info.audio == ["aac"] and e.written.audio == ["copied aac"] and info.frames == 6
+    with av.open(str(tmp_path / "bunny-wm.mp4")) as c, av.open(str(bunny)) as s:
+        assert c.streams.audio[0].codec_context.sample_rate == s.streams.audio[0].codec_context.sample_rate
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    part, _, runner, route = _tiny_embedder()
+    src = write_clip(tmp_path / "pan.mkv", panning(3, 64, 64))
+
+    def broken(_):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        embed_video(broken, route, 256, src, tmp_path / "out" / "wm.mp4", np.zeros(part.nbits, np.int64))
+    assert not any((tmp_path / "out").iterdir())
+    with pytest.raises(UsageError, match="must end in"):
+        embed_video(runner, route, 256, src, tmp_path / "wm.avi", np.zeros(part.nbits, np.int64))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIDEOSEAL_VERBOSE", "VIDEOSEAL_DEBUG")}
+    return subprocess.run([sys.executable, "-m", "videoseal_litert", "video", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_tiny_int8_files_on_a_real_clip_recover_the_message_as_pytorch(demo_run, tmp_path):
+    """The issue's done-when on the first 16 frames of the real clip: the INT8 embedder, H.264 at CRF 23, the INT8
+    extractor and PyTorch both read the whole message, and the INT8 file passes the rule against PyTorch."""
+    out, _, _ = demo_run
+    wm = tmp_path / "bikes.wm.mp4"
+    r = _cli("embed", "--out", str(out), "--output", str(wm), "--embedder", "int8", "--crf", "23", "--max-frames", "16")
+    assert r.returncode == 0, r.stdout + r.stderr
+    side = json.loads((tmp_path / "bikes.wm.mp4.json").read_text())
+    assert side["embedder"]["variant"] == "embedder-int8" and side["video"]["step"] == 4 and side["output"]["crf"] == 23
+    assert 30 < side["psnr_db"]["mean"] < 50 and side["random_init"] is False
+    r = _cli("detect", "--out", str(out), "--input", str(wm), "--variants", "pytorch,int8", "--report-dir", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "rep" / "detect.json").read_text())
+    assert rep["message"] == side["message"] and rep["frames"] == 16
+    for k in ("pytorch", "int8"):
+        assert rep["results"][k]["bit_accuracy"] == 1.0 and rep["results"][k]["pvalue"] < 1e-12
+    assert rep["parity_with_pytorch"]["int8"]["passed"] and rep["parity_with_pytorch"]["int8"]["frames_rule"]["clear_flips"] == 0
+    assert (tmp_path / "rep" / "frames.png").stat().st_size > 0
+    assert len((tmp_path / "rep" / "frames.csv").read_text().splitlines()) == 1 + 2 * 16
+    # the unmarked clip, in this process: no message found, and a missing clip is named
+    from videoseal_litert.video.run import run_video_detect
+
+    clean = run_video_detect("tiny", out, clip_path("bikes.mp4"), "int8", side["message"], max_frames=8, report_dir=tmp_path / "clean")
+    assert clean["results"]["int8"]["pvalue"] > 1e-3 and clean["results"]["int8"]["mean_mask_logit"] < 0
+    with pytest.raises(UsageError, match="video not found"):
+        run_video_detect("tiny", out, tmp_path / "nothing.mp4")

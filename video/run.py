@@ -1,0 +1,383 @@
+"""``videoseal-litert video embed|detect`` (``make video-embed`` / ``make video-detect``).
+
+embed: ``--input`` clip -> ``--output`` (H.264 at ``--crf``) watermarked by the official video route
+(``watermark.py``) through one embedder (``pytorch``, a variant's file, or a ``.tflite`` path), audio and
+metadata carried over; beside the output, ``<output>.json`` records the message, the files, the card's
+step and chunk sizes and the per-frame PSNR.
+
+detect: every frame of ``--input`` through each extractor of ``--variants`` (default ``pytorch,int8``),
+aggregated over the clip (``--aggregation``, official ``avg`` by default); with the message (``--message``,
+or the ``.json`` that ``embed`` wrote beside the clip) the bit accuracy and the binomial p-value; each
+file's frames judged against PyTorch's by the project's rule (``models/gate.py``) and its aggregated bits by
+the rule's margin. Reports in ``--report-dir`` (default ``OUT/video/<clip>``): ``detect.{json,md}``, the
+per-frame series ``frames.csv`` and ``frames.parquet``, and ``frames.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+from videoseal_litert.convert.verify import require_verified
+from videoseal_litert.core.artifacts import atomic_path, machine_description, read_json, sha256_file, write_json, write_text
+from videoseal_litert.core.console import progress, say
+from videoseal_litert.core.errors import UsageError
+from videoseal_litert.models.gate import judge
+from videoseal_litert.models.registry import resolve
+from videoseal_litert.models.variants import band_for, variant
+from videoseal_litert.quantize.stage import ensure_files
+from videoseal_litert.runtime.runners import Runner, open_file
+from videoseal_litert.video.io import probe
+from videoseal_litert.video.watermark import (
+    AGGREGATIONS,
+    DEFAULT_CHUNK,
+    DEFAULT_STEP,
+    aggregate_parity,
+    clip_result,
+    detect_video,
+    embed_video,
+)
+
+log = logging.getLogger(__name__)
+PYTORCH = "pytorch"
+DEFAULT_DETECT_VARIANTS = "pytorch,int8"
+SIDECAR_SUFFIX = ".json"
+
+
+def sidecar(video: Path) -> Path:
+    return video.with_name(video.name + SIDECAR_SUFFIX)
+
+
+def card_video_args(opts: RunOptions) -> dict[str, Any]:
+    """The card's ``videoseal_step_size`` and ``videoseal_chunk_size`` (the official defaults where it has none)."""
+    args = (yaml.safe_load(Path(opts.spec.card.path).read_text()) or {}).get("args") or {}
+    step, chunk = args.get("videoseal_step_size"), args.get("videoseal_chunk_size")
+    return {
+        "step": int(step or DEFAULT_STEP),
+        "chunk": int(chunk or DEFAULT_CHUNK),
+        "source": "card" if step else f"official default (the card names none): step {DEFAULT_STEP}, chunk {DEFAULT_CHUNK}",
+    }
+
+
+def bits_to_text(bits: np.ndarray) -> str:
+    return "".join("1" if b else "0" for b in np.asarray(bits, bool))
+
+
+def parse_message(text: str, nbits: int) -> np.ndarray:
+    """``nbits`` characters of 0/1, or hex (the bits left to right, as ``embed`` writes them): (nbits,) int64."""
+    t = text.strip().lower().removeprefix("0x")
+    if len(t) == nbits and set(t) <= {"0", "1"}:
+        return np.array([c == "1" for c in t], np.int64)
+    digits = math.ceil(nbits / 4)
+    if len(t) != digits or any(c not in "0123456789abcdef" for c in t):
+        raise UsageError(f"--message {text!r}: {nbits} characters of 0/1, or {digits} hex digits, for this model's {nbits} bits")
+    bits = bin(int(t, 16))[2:].zfill(digits * 4)[:nbits]
+    if int(bin(int(t, 16))[2:].zfill(digits * 4)[nbits:] or "0", 2):
+        raise UsageError(f"--message {text!r}: the hex holds more than {nbits} bits")
+    return np.array([c == "1" for c in bits], np.int64)
+
+
+def to_hex(bits: np.ndarray) -> str:
+    b = bits_to_text(bits)
+    b += "0" * (-len(b) % 4)
+    return "".join(f"{int(b[i : i + 4], 2):x}" for i in range(0, len(b), 4))
+
+
+def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool) -> tuple[str, Runner, dict[str, Any]]:
+    """(label, runner, file record) for ``pytorch``, a variant of the model's part, or a ``.tflite`` path;
+    the model's files are made when missing, and every file must be verified unless allowed."""
+    part = EmbedderPart(opts) if part_name == "embedder" else ExtractorPart(opts)
+    if name == PYTORCH:
+        return PYTORCH, part.torch_runner(part.load()), {"file": None, "status": "reference"}
+    if name.endswith(".tflite"):
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"{part_name} file not found: {name}")
+    else:
+        variant(name, part_name)  # a named UsageError for an unknown variant
+        path = opts.model_dir.path / f"{'embedder-' if part_name == 'embedder' else ''}{name}.tflite"
+        ensure_files(opts, {str(path): (part_name, name)}, "video")
+    info = require_verified(path, allow_unverified, "video")
+    f = Path(info["file"])
+    return f.stem, open_file(f, opts.threads), {"file": str(f), "sha256": sha256_file(f), "status": info["status"]}
+
+
+def run_video_embed(
+    model: str,
+    out: Path,
+    src: Path,
+    dst: Path | None = None,
+    embedder: str = "int8",
+    message: str | None = None,
+    seed: int = 0,
+    crf: int = 23,
+    max_frames: int | None = None,
+    ckpt: Path | None = None,
+    random_init: bool = False,
+    untrained: bool = False,
+    allow_unverified: bool = False,
+    threads: int = 2,
+) -> dict[str, Any]:
+    t0 = time.time()
+    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
+    info = probe(src)  # named errors for bad input before any model work
+    dst = dst or out / "video" / f"{src.stem}.wm.mp4"
+    if dst.resolve() == src.resolve():
+        raise UsageError(f"--output {dst} is the input: write the watermarked clip elsewhere")
+    name, run, file = _runner(opts, "embedder", embedder, allow_unverified)
+    part = EmbedderPart(opts)
+    nbits, size = part.nbits, int(opts.spec.card.config.img_size)
+    if message is None:
+        bits = np.random.default_rng(seed).integers(0, 2, nbits)
+    else:
+        bits = parse_message(message, nbits)
+    route = part.family.route(opts.spec.card.embedder)
+    va = card_video_args(opts)
+    bar = progress(iter(range(10**9)), total=_total(info.frames, max_frames), desc=f"embedding {src.name}")
+    e = embed_video(run, route, size, src, dst, bits, step=va["step"], crf=crf, max_frames=max_frames, tick=lambda: next(bar, None))
+    bar.close()
+    r = {
+        "model": opts.spec.name,
+        "random_init": opts.random_weights,
+        "input": {**info.as_dict(), "sha256": sha256_file(src)},
+        "output": {"file": str(dst), "sha256": sha256_file(dst), "codec": "h264 (libx264)", "crf": crf, "pix_fmt": e.written.pix_fmt},
+        "embedder": {"variant": name, **file},
+        "message": bits_to_text(bits),
+        "message_hex": to_hex(bits),
+        "nbits": nbits,
+        "video": {**va, "key_frames": e.key_frames, "frames": e.frames},
+        "audio": e.written.audio,
+        "metadata_carried": e.written.metadata_keys,
+        "psnr_db": {
+            "mean": float(np.mean(e.psnr_db)),
+            "min": float(np.min(e.psnr_db)),
+            "what": "watermarked frame vs input frame, 8-bit RGB, before H.264",
+        },
+        "seconds": round(time.time() - t0, 1),
+        "machine": machine_description(),
+    }
+    write_json(sidecar(dst), r)
+    say(
+        f"video embed {opts.spec.name}: {e.frames} frames of {src.name} ({info.width}x{info.height}, {info.fps:g} fps) through "
+        f"{name}, key frame every {va['step']}; PSNR {r['psnr_db']['mean']:.1f} dB (min {r['psnr_db']['min']:.1f}); "
+        f"H.264 CRF {crf} {e.written.pix_fmt}; audio: {', '.join(e.written.audio) or 'none'}\n"
+        f"message {r['message_hex']} ({nbits} bits); wrote {dst} and {sidecar(dst).name} in {r['seconds']} s"
+        + ("\nRANDOM WEIGHTS: this clip's watermark comes from an untrained model" if opts.random_weights else "")
+    )
+    return r
+
+
+def run_video_detect(
+    model: str,
+    out: Path,
+    src: Path,
+    variants: str = DEFAULT_DETECT_VARIANTS,
+    message: str | None = None,
+    aggregation: str = "avg",
+    max_frames: int | None = None,
+    report_dir: Path | None = None,
+    ckpt: Path | None = None,
+    random_init: bool = False,
+    untrained: bool = False,
+    allow_unverified: bool = False,
+    threads: int = 2,
+) -> dict[str, Any]:
+    t0 = time.time()
+    if aggregation not in AGGREGATIONS:
+        raise UsageError(f"--aggregation {aggregation!r}: {', '.join(AGGREGATIONS)}")
+    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
+    info = probe(src)
+    nbits, size = ExtractorPart(opts).nbits, int(opts.spec.card.config.img_size)
+    side = sidecar(src)
+    msg_source = None
+    if message is not None:
+        msg, msg_source = parse_message(message, nbits), "--message"
+    elif side.is_file():
+        msg, msg_source = parse_message(read_json(side)["message"], nbits), str(side)
+    else:
+        msg = None
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    if not names:
+        raise UsageError("--variants: name at least one extractor (pytorch, a variant, or a .tflite)")
+    runners, files = {}, {}
+    for n in dict.fromkeys(names):
+        label, run, f = _runner(opts, "extractor", n, allow_unverified)
+        runners[label], files[label] = run, f
+    bar = progress(iter(range(10**9)), total=_total(info.frames, max_frames), desc=f"detecting {src.name}")
+    logits = detect_video(runners, src, size, max_frames, tick=lambda: next(bar, None))
+    bar.close()
+    results = {k: {**clip_result(lg, aggregation, msg), "all_aggregations": {}} for k, lg in logits.items()}
+    for k, lg in logits.items():
+        for how in AGGREGATIONS:
+            c = clip_result(lg, how, msg)
+            results[k]["all_aggregations"][how] = {x: c[x] for x in ("bits", "bit_accuracy", "pvalue") if x in c}
+    parity = {}
+    if PYTORCH in logits:
+        ref = logits[PYTORCH]
+        for k, lg in logits.items():
+            if k == PYTORCH or files[k]["file"] is None:
+                continue
+            row = variant(k) if k in _variant_names() else None
+            band = band_for(opts.spec, "extractor", row, opts.random_weights) if row else None
+            frames = [f"frame {i}" for i in range(len(ref))]
+            v = None
+            if band is not None:
+                v = judge(ref, lg, np.ones_like(ref, bool), band, frames, lambda j: "mask" if j == 0 else f"bit {j - 1}", "frames")
+            agg = aggregate_parity(ref, lg, aggregation)
+            parity[k] = {
+                "frames_rule": None if v is None else v.as_dict(),
+                "aggregate": agg,
+                "passed": agg["passed"] and (v is None or v.passed),
+                "failures": ([] if v is None else list(v.failures))
+                + ([f"aggregate: bits {agg['clear_flips']} flipped clear of the margin"] if agg["clear_flips"] else []),
+            }
+    rd = report_dir or out / "video" / src.stem
+    r = {
+        "model": opts.spec.name,
+        "random_init": opts.random_weights,
+        "input": {**info.as_dict(), "sha256": sha256_file(src)},
+        "frames": int(len(next(iter(logits.values())))),
+        "message": None if msg is None else bits_to_text(msg),
+        "message_source": msg_source,
+        "aggregation": aggregation,
+        "files": files,
+        "results": results,
+        "parity_with_pytorch": parity,
+        "seconds": round(time.time() - t0, 1),
+        "machine": machine_description(),
+    }
+    _write_series(rd, logits, msg)
+    write_json(rd / "detect.json", r)
+    write_text(rd / "detect.md", render(r))
+    say(render_summary(r, rd))
+    failed = [k for k, p in parity.items() if not p["passed"]]
+    if failed:
+        from videoseal_litert.core.errors import VerificationError
+
+        raise VerificationError(f"video detect: {', '.join(failed)} disagree with PyTorch beyond the rule; {rd / 'detect.md'}")
+    return r
+
+
+def _total(frames: int | None, max_frames: int | None) -> int | None:
+    """The progress bar's length: the container's frame count, capped by ``--max-frames``."""
+    if frames is None:
+        return max_frames
+    return frames if max_frames is None else min(frames, max_frames)
+
+
+def _variant_names() -> set[str]:
+    from videoseal_litert.models.variants import names
+
+    return set(names("extractor"))
+
+
+def _write_series(rd: Path, logits: dict[str, np.ndarray], msg: np.ndarray | None) -> None:
+    """frames.csv / frames.parquet (one row per frame and decoder) and frames.png."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows: dict[str, list[Any]] = {k: [] for k in ("frame", "decoder", "mask_logit", "bit_accuracy", "bits")}
+    for k, lg in logits.items():
+        for i, row in enumerate(lg):
+            rows["frame"].append(i)
+            rows["decoder"].append(k)
+            rows["mask_logit"].append(float(row[0]))
+            rows["bit_accuracy"].append(None if msg is None else float(((row[1:] > 0) == msg.astype(bool)).mean()))
+            rows["bits"].append(bits_to_text(row[1:] > 0))
+    rd.mkdir(parents=True, exist_ok=True)
+    with atomic_path(rd / "frames.csv") as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(rows)
+        w.writerows(zip(*rows.values(), strict=True))
+    with atomic_path(rd / "frames.parquet") as tmp:
+        pq.write_table(pa.table(rows), tmp)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2 if msg is not None else 1, 1, figsize=(8, 5 if msg is not None else 3), sharex=True, squeeze=False)
+    for k, lg in logits.items():
+        axes[0, 0].plot(lg[:, 0], label=k)
+        if msg is not None:
+            axes[1, 0].plot(((lg[:, 1:] > 0) == msg.astype(bool)).mean(axis=1), label=k)
+    axes[0, 0].set_ylabel("mask logit")
+    axes[0, 0].axhline(0, color="grey", lw=0.5)
+    axes[0, 0].legend()
+    if msg is not None:
+        axes[1, 0].set_ylabel("bit accuracy")
+        axes[1, 0].set_ylim(0, 1.02)
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    with atomic_path(rd / "frames.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def render_summary(r: dict[str, Any], rd: Path) -> str:
+    lines = [f"video detect {r['model']}: {r['frames']} frames of {Path(r['input']['path']).name}, aggregation {r['aggregation']}"]
+    for k, x in r["results"].items():
+        acc = f", bits {x['bit_accuracy']:.2%} of the message, p {x['pvalue']:.2g}" if "bit_accuracy" in x else ""
+        par = r["parity_with_pytorch"].get(k)
+        pt = "" if par is None else f"; as PyTorch: {par['aggregate']['agreement']:.2%} {'PASSED' if par['passed'] else 'FAILED'}"
+        lines.append(f"  {k}: mean mask logit {x['mean_mask_logit']:+.2f}{acc}{pt}")
+    if r["message"] is None:
+        lines.append("  no message given (--message, or the .json video embed writes beside the clip): bits only")
+    if r["random_init"]:
+        lines.append("RANDOM WEIGHTS: an untrained model's outputs")
+    lines.append(f"report: {rd / 'detect.md'} (per-frame series: frames.csv, frames.parquet, frames.png)")
+    return "\n".join(lines)
+
+
+def render(r: dict[str, Any]) -> str:
+    out = [
+        f"# Video detect: {Path(r['input']['path']).name}, model {r['model']}" + (" (RANDOM WEIGHTS)" if r["random_init"] else ""),
+        "",
+        f"{r['frames']} frames, {r['input']['width']}x{r['input']['height']} at {r['input']['fps']:g} fps ({r['input']['codec']}); "
+        f"aggregation `{r['aggregation']}`; message: {r['message_source'] or 'none given'}. Machine: {r['machine']}; {r['seconds']} s.",
+        "",
+        "| decoder | bits (aggregated) | bit accuracy | p-value | mean mask logit | frames mask > 0 | mean / min frame bit accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, x in r["results"].items():
+        acc = f"{x['bit_accuracy']:.2%}" if "bit_accuracy" in x else ""
+        pv = f"{x['pvalue']:.3g}" if "pvalue" in x else ""
+        fr = f"{x['frame_bit_accuracy_mean']:.2%} / {x['frame_bit_accuracy_min']:.2%}" if "frame_bit_accuracy_mean" in x else ""
+        out.append(
+            f"| {k} | `{x['bits']}` | {acc} | {pv} | {x['mean_mask_logit']:+.3f} | {x['frames_mask_positive']}/{x['frames']} | {fr} |"
+        )
+    if r["parity_with_pytorch"]:
+        out += [
+            "",
+            "## As PyTorch, by the rule",
+            "",
+            "| file | frames: SNR dB (band) | clear-margin flips | aggregate bits as PyTorch | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for k, p in r["parity_with_pytorch"].items():
+            f = p["frames_rule"] or {}
+            snr = "no band (a file of your own)"
+            if f:
+                snr = f"{'exact' if f['snr_db'] is None else format(f['snr_db'], '.1f')} ({f['min_snr_db']:g})"
+            out.append(
+                f"| {k} | {snr} | {f.get('clear_flips', 0)} | {p['aggregate']['agreement']:.2%} ({p['aggregate']['flips']} in the margin) | "
+                f"{'PASSED' if p['passed'] else 'FAILED: ' + '; '.join(p['failures'])} |"
+            )
+    out += ["", "Per aggregation (official `detect_video_and_aggregate`):", "", "| decoder | " + " | ".join(AGGREGATIONS) + " |"]
+    out.append("|---|" + "---|" * len(AGGREGATIONS))
+    for k, x in r["results"].items():
+        cells = [
+            (f"{a['bit_accuracy']:.2%}" if "bit_accuracy" in a else a["bits"][:16] + "...")
+            for a in (x["all_aggregations"][h] for h in AGGREGATIONS)
+        ]
+        out.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,156 @@
+"""The official video path, frame by frame: embed with key frames, detect per frame, aggregate over the clip.
+
+Embedding follows the official ``VideoWam.embed``: the embedder runs on every ``step``-th frame (the
+card's ``videoseal_step_size``; 4 in the official cards), at the processing size (256 x 256), and its
+residual, resized to the frame's size, is reused for that frame and the ``step - 1`` after it; each frame
+is blended with it by the official blend (its own JND heatmap when the model has one, then ``clamp(
+scaling_i * frame + scaling_w * residual, 0, 1)``). The official code batches ``chunk_size`` key frames
+at a time (32 in the cards) to bound GPU memory; a chunk's bounds never change which residual a frame
+gets, so frames stream through here one at a time and the chunk size only appears in the report.
+
+Detection follows ``VideoWam.detect`` and ``detect_video_and_aggregate``: every frame resized to 256 x
+256 (bilinear, antialias) and run through the extractor; the bit logits aggregated over frames by
+``avg`` (the default), ``squared_avg``, ``l1norm_avg`` or ``l2norm_avg``; a bit is 1 where the aggregate
+is positive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoseal_litert.core.errors import UsageError
+from videoseal_litert.core.metrics import binomial_pvalue, rms
+from videoseal_litert.runtime.route import blend, residual, resize_aa
+from videoseal_litert.video.io import DEFAULT_CRF, Frame, Written, read_frames, transcode
+
+Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+AGGREGATIONS = ("avg", "squared_avg", "l1norm_avg", "l2norm_avg")
+DEFAULT_STEP = 4  # the official cards' videoseal_step_size
+DEFAULT_CHUNK = 32  # the official cards' videoseal_chunk_size
+BAND_SIGMAS = 5.0  # the rule's margin (models/gate.py), for the aggregate's flips
+
+
+def aggregate(bit_logits: np.ndarray, how: str = "avg") -> np.ndarray:
+    """(F, nbits) per-frame bit logits -> (nbits,) scores, as ``detect_video_and_aggregate``: a bit is 1 where > 0."""
+    b = np.asarray(bit_logits, np.float64)
+    if b.ndim != 2 or len(b) == 0:
+        raise UsageError(f"aggregate: expected (frames, nbits) logits, got {b.shape}")
+    if how == "avg":
+        return b.mean(axis=0)
+    if how == "squared_avg":
+        return (b * np.abs(b)).mean(axis=0)
+    if how == "l1norm_avg":
+        return (b * np.abs(b).sum(axis=1, keepdims=True)).mean(axis=0)
+    if how == "l2norm_avg":
+        return (b * np.sqrt(np.square(b).sum(axis=1, keepdims=True))).mean(axis=0)
+    raise UsageError(f"unknown aggregation {how!r}: {', '.join(AGGREGATIONS)}")
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Embedded:
+    written: Written
+    frames: int
+    key_frames: int
+    psnr_db: list[float] = field(default_factory=list)
+
+
+def embed_video(
+    run: Run,
+    route: dict[str, Any],
+    size: int,
+    src: Path,
+    dst: Path,
+    bits: np.ndarray,
+    step: int = DEFAULT_STEP,
+    crf: int = DEFAULT_CRF,
+    max_frames: int | None = None,
+    tick: Callable[[], None] | None = None,
+    codec: str = "libx264",
+) -> Embedded:
+    """Watermark ``src`` into ``dst`` (H.264 at ``crf``) with ``bits`` through ``run`` (an embedder runner with
+    a ``residual`` output), the residual of every ``step``-th frame reused until the next."""
+    if step < 1:
+        raise UsageError(f"--step {step}: at least 1")
+    state: dict[str, Any] = {"res": None, "keys": 0}
+    psnrs: list[float] = []
+
+    def mark(f: Frame) -> np.ndarray:
+        x = f.rgb.astype(np.float32) / 255.0
+        if f.index % step == 0:
+            state["res"] = residual(run, size, x, bits)
+            state["keys"] += 1
+        y = to_uint8(blend(route, x, state["res"]))
+        mse = float(np.mean((y.astype(np.float64) - f.rgb) ** 2))
+        psnrs.append(math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse))
+        if tick:
+            tick()
+        return y
+
+    w = transcode(src, dst, mark, crf=crf, codec=codec, max_frames=max_frames)
+    return Embedded(w, w.frames, state["keys"], psnrs)
+
+
+def detect_video(
+    runners: Mapping[str, Run], src: Path, size: int, max_frames: int | None = None, tick: Callable[[], None] | None = None
+) -> dict[str, np.ndarray]:
+    """Per-frame (F, 1 + nbits) logits (mask, then bits) of each runner on ``src``'s frames, each frame
+    decoded and resized once."""
+    out: dict[str, list[np.ndarray]] = {k: [] for k in runners}
+    for f in read_frames(src, max_frames):
+        x = resize_aa(f.rgb.astype(np.float32) / 255.0, size, size)[None]
+        for k, run in runners.items():
+            o = run({"image": x})
+            out[k].append(np.concatenate([np.reshape(o["mask_logit"], -1)[:1], np.reshape(o["bit_logits"], -1)]).astype(np.float32))
+        if tick:
+            tick()
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dict[str, Any]:
+    """Aggregated bits of one decoder on one clip, and their agreement with ``message`` when given."""
+    scores = aggregate(logits[:, 1:], how)
+    bits = scores > 0
+    r: dict[str, Any] = {
+        "frames": int(len(logits)),
+        "aggregation": how,
+        "bits": "".join("1" if b else "0" for b in bits),
+        "mean_mask_logit": float(logits[:, 0].mean()),
+        "frames_mask_positive": int((logits[:, 0] > 0).sum()),
+    }
+    if message is not None:
+        m = np.asarray(message, bool)
+        matches = int((bits == m).sum())
+        per_frame = ((logits[:, 1:] > 0) == m).mean(axis=1)
+        r.update(
+            bit_accuracy=matches / m.size,
+            pvalue=binomial_pvalue(matches, m.size),
+            frame_bit_accuracy_mean=float(per_frame.mean()),
+            frame_bit_accuracy_min=float(per_frame.min()),
+        )
+    return r
+
+
+def aggregate_parity(ref: np.ndarray, got: np.ndarray, how: str) -> dict[str, Any]:
+    """The aggregate's bits of a file against PyTorch's on the same frames, by the rule's margin: a bit may
+    differ only where PyTorch's aggregate lies within ``BAND_SIGMAS`` x the RMS of the aggregate's error."""
+    a, b = aggregate(ref[:, 1:], how), aggregate(got[:, 1:], how)
+    sigma = rms(b - a)
+    flips = (a > 0) != (b > 0)
+    clear = flips & (np.abs(a) > BAND_SIGMAS * sigma)
+    return {
+        "agreement": float(1 - flips.mean()),
+        "flips": int(flips.sum()),
+        "clear_flips": [int(i) for i in np.flatnonzero(clear)],
+        "error_rms": sigma,
+        "passed": not clear.any(),
+    }
