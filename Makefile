@@ -24,7 +24,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: video-embed video-detect setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
+.PHONY: video-embed video-detect video-attack setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
 # records the extras it installed: asking for other extras installs again.
@@ -91,6 +91,12 @@ video-embed: setup
 video-detect: setup
 	$(CLI) video detect $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(basename $(notdir $(or $(VIDEO),bikes.mp4))).wm.mp4) --variants $(EXTRACTORS) \
 		$(if $(AGGREGATION),--aggregation $(AGGREGATION))
+
+# The codec attacks (H.264 and H.265 at several CRFs, half frame rate, temporal crop, half size) on the clip
+# video-embed wrote, each detected by EXTRACTORS: $(OUT)/video/<clip>.wm/attacks.{json,md}. ATTACKS= a list.
+video-attack: setup
+	$(CLI) video attack $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(basename $(notdir $(or $(VIDEO),bikes.mp4))).wm.mp4) --variants $(EXTRACTORS) \
+		$(if $(ATTACKS),--attacks $(ATTACKS))
 
 # Both engines on the same images, one after the other (rows must be identical): images/s measured on
 # this machine and a cluster projected, $(OUT)/<model>/evaluate-scale/scale.{json,md} (docs/scale.md).

@@ -233,3 +233,23 @@ def test_tiny_int8_files_on_a_real_clip_recover_the_message_as_pytorch(demo_run,
     assert clean["results"]["int8"]["pvalue"] > 1e-3 and clean["results"]["int8"]["mean_mask_logit"] < 0
     with pytest.raises(UsageError, match="video not found"):
         run_video_detect("tiny", out, tmp_path / "nothing.mp4")
+
+
+def test_codec_attacks_do_what_their_names_say(tmp_path):
+    from videoseal_litert.video.run import attack_clip
+
+    src = write_clip(tmp_path / "pan.mp4", panning(12, 144, 176))
+    frames = [f.rgb for f in read_frames(src)]
+    assert attack_clip(src, tmp_path / "h265.mp4", "h265_crf28", 12) == 12 and probe(tmp_path / "h265.mp4").codec == "hevc"
+    assert attack_clip(src, tmp_path / "half.mp4", "fps_half", 12) == 6
+    half = probe(tmp_path / "half.mp4")
+    assert (half.frames, round(half.fps, 2)) == (6, 12.5)
+    assert attack_clip(src, tmp_path / "crop.mp4", "temporal_crop_0.5", 12) == 6
+    crop = [f.rgb for f in read_frames(tmp_path / "crop.mp4")]
+    # the middle half: frames 3..8 of the pan (each frame shifts one pixel), matched by the least error
+    first = int(np.argmin([np.abs(crop[0].astype(int) - f).mean() for f in frames]))
+    assert first == 3
+    attack_clip(src, tmp_path / "small.mp4", "resize_0.5", 12)
+    assert (probe(tmp_path / "small.mp4").width, probe(tmp_path / "small.mp4").height) == (88, 72)
+    with pytest.raises(UsageError, match="unknown codec attack"):
+        attack_clip(src, tmp_path / "x.mp4", "h266", 12)

@@ -381,3 +381,122 @@ def render(r: dict[str, Any]) -> str:
         ]
         out.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+# The codec attacks (what a platform does to an uploaded clip): name -> (codec, crf, keep frame i?, frame rate
+# factor, resize factor). The watermarked clip is decoded and re-encoded by FFmpeg through PyAV, then detected.
+CODEC_ATTACKS: dict[str, tuple[str, int, Any, float, float]] = {
+    "h264_crf18": ("libx264", 18, None, 1.0, 1.0),
+    "h264_crf23": ("libx264", 23, None, 1.0, 1.0),
+    "h264_crf28": ("libx264", 28, None, 1.0, 1.0),
+    "h264_crf33": ("libx264", 33, None, 1.0, 1.0),
+    "h265_crf23": ("libx265", 23, None, 1.0, 1.0),
+    "h265_crf28": ("libx265", 28, None, 1.0, 1.0),
+    "h265_crf33": ("libx265", 33, None, 1.0, 1.0),
+    "fps_half": ("libx264", 23, lambda i: i % 2 == 0, 0.5, 1.0),  # every other frame dropped, half the rate
+    "temporal_crop_0.5": ("libx264", 23, "middle", 1.0, 1.0),  # the middle half of the clip
+    "resize_0.5": ("libx264", 23, None, 1.0, 0.5),
+}
+
+
+def attack_clip(src: Path, dst: Path, name: str, frames: int) -> int:
+    """Re-encode ``src`` (its first ``frames`` frames) into ``dst`` by the codec attack ``name``; the frames written."""
+    from fractions import Fraction
+
+    from videoseal_litert.video.io import transcode
+
+    if name not in CODEC_ATTACKS:
+        raise UsageError(f"unknown codec attack {name!r}: {', '.join(CODEC_ATTACKS)}")
+    codec, crf, keep, rate_f, scale = CODEC_ATTACKS[name]
+    if keep == "middle":
+        lo, hi = frames // 4, frames // 4 + max(1, frames // 2)
+
+        def keep(i: int) -> bool:
+            return lo <= i < hi
+
+    info = probe(src)
+    rate = Fraction(info.fps).limit_denominator(1001) * Fraction(rate_f).limit_denominator() if (rate_f != 1.0 or keep) else None
+
+    def fn(f: Any) -> np.ndarray:
+        if scale == 1.0:
+            return f.rgb
+        from videoseal_litert.runtime.route import resize_aa
+
+        h, w = f.rgb.shape[:2]
+        y = resize_aa(f.rgb.astype(np.float32) / 255, max(2, int(h * scale) // 2 * 2), max(2, int(w * scale) // 2 * 2))
+        return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
+
+    return transcode(src, dst, fn, crf=crf, codec=codec, max_frames=frames, rate=rate, keep=keep).frames
+
+
+def run_video_attacks(
+    model: str,
+    out: Path,
+    src: Path,
+    variants: str = DEFAULT_DETECT_VARIANTS,
+    attacks: str | None = None,
+    max_frames: int = 32,
+    aggregation: str = "avg",
+    report_dir: Path | None = None,
+    allow_unverified: bool = False,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Each codec attack on a watermarked clip (its ``.json`` beside it names the message), detected by every
+    decoder of ``variants``: ``attacks.{json,md}`` in ``report_dir`` (default ``OUT/video/<clip>``)."""
+    import tempfile
+
+    t0 = time.time()
+    opts = RunOptions(spec=resolve(model), out=out, threads=threads)
+    side = sidecar(src)
+    if not side.is_file():
+        raise UsageError(f"{side} not found: attack a clip `video embed` wrote (its .json names the message)")
+    rec = read_json(side)
+    msg = parse_message(rec["message"], ExtractorPart(opts).nbits)
+    size = int(opts.spec.card.config.img_size)
+    names = [a.strip() for a in (attacks or ",".join(CODEC_ATTACKS)).split(",") if a.strip()]
+    runners = {}
+    for n in dict.fromkeys(v.strip() for v in variants.split(",") if v.strip()):
+        label, run, _ = _runner(opts, "extractor", n, allow_unverified)
+        runners[label] = run
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="video-attacks-") as td:
+        for name in progress(["none", *names], desc="codec attacks"):
+            clip = src if name == "none" else Path(td) / f"{name}.mp4"
+            if name != "none":
+                attack_clip(src, clip, name, max_frames)
+            logits = detect_video(runners, clip, size, max_frames)
+            for k, lg in logits.items():
+                c = clip_result(lg, aggregation, msg)
+                rows.append({"attack": name, "decoder": k, "frames": c["frames"], "bit_accuracy": c["bit_accuracy"], "pvalue": c["pvalue"],
+                             "mean_mask_logit": c["mean_mask_logit"], "frame_bit_accuracy_mean": c["frame_bit_accuracy_mean"],
+                             "bytes": clip.stat().st_size})  # fmt: skip
+    rd = report_dir or out / "video" / src.name.removesuffix(".mp4")
+    r = {
+        "model": opts.spec.name,
+        "clip": str(src),
+        "embedded_with": rec["embedder"]["variant"],
+        "random_init": rec.get("random_init", False),
+        "aggregation": aggregation,
+        "rows": rows,
+        "seconds": round(time.time() - t0, 1),
+        "machine": machine_description(),
+    }
+    write_json(rd / "attacks.json", r)
+    decoders = list(runners)
+    md = [
+        f"# Codec attacks on {src.name} (model {r['model']}, embedded with {r['embedded_with']})"
+        + (" RANDOM WEIGHTS" if r["random_init"] else ""),
+        "",
+        f"Bit accuracy of the `{aggregation}` aggregate over the frames (p-value); {r['machine']}; {r['seconds']} s.",
+        "",
+        "| attack | frames | MB | " + " | ".join(decoders) + " |",
+        "|---|---|---|" + "---|" * len(decoders),
+    ]
+    for name in ["none", *names]:
+        rs = {x["decoder"]: x for x in rows if x["attack"] == name}
+        first = next(iter(rs.values()))
+        cells = [f"{rs[d]['bit_accuracy']:.2%} ({rs[d]['pvalue']:.1g})" for d in decoders]
+        md.append(f"| {name} | {first['frames']} | {first['bytes'] / 1e6:.2f} | " + " | ".join(cells) + " |")
+    write_text(rd / "attacks.md", "\n".join(md) + "\n")
+    say("\n".join(md[4:]) + f"\nreport: {rd / 'attacks.md'}")
+    return r

@@ -172,7 +172,14 @@ ROBUSTNESS_VARIANTS = "pytorch,fp32,int8,int8-dynamic"
 
 def _video(p: argparse.ArgumentParser) -> None:
     _allow_unverified(p)
-    p.add_argument("action", choices=("embed", "detect"), help="embed a watermark into a clip, or detect one in a clip")
+    p.add_argument(
+        "action", choices=("embed", "detect", "attack"), help="embed a watermark into a clip, detect one, or detect it after codec attacks"
+    )
+    p.add_argument(
+        "--attacks",
+        default=None,
+        help="attack: codec attacks, comma-separated (default all: h264_crf18..33, h265_crf23..33, fps_half, ...)",
+    )
     p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
     p.add_argument("--ckpt", type=Path, default=None, help="checkpoint (default: the model's)")
     p.add_argument("--random-init", action="store_true", help="seeded random weights; every artifact records random_init: true")
@@ -591,7 +598,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 def cmd_video(a: argparse.Namespace) -> None:
     from videoseal_litert.video.clips import DEFAULT_CLIP, clip_path
-    from videoseal_litert.video.run import run_video_detect, run_video_embed
+    from videoseal_litert.video.run import run_video_attacks, run_video_detect, run_video_embed
 
     if a.max_frames is not None and a.max_frames < 1:
         raise UsageError(f"--max-frames {a.max_frames}: at least 1")
@@ -608,7 +615,21 @@ def cmd_video(a: argparse.Namespace) -> None:
             raise UsageError(f"no --input, and {src} (what `video embed` writes by default) does not exist: run `make video-embed` first")
 
         def body(_: Path | None) -> None:
-            run_video_detect(a.model, a.out, src, a.variants, a.message, a.aggregation, a.max_frames, a.report_dir, **common)
+            if a.action == "attack":
+                run_video_attacks(
+                    a.model,
+                    a.out,
+                    src,
+                    a.variants,
+                    a.attacks,
+                    a.max_frames or 32,
+                    a.aggregation,
+                    a.report_dir,
+                    a.allow_unverified,
+                    a.threads,
+                )
+            else:
+                run_video_detect(a.model, a.out, src, a.variants, a.message, a.aggregation, a.max_frames, a.report_dir, **common)
 
     _logged(a.out / "video" / "logs" / f"video-{a.action}.log", body)
 
