@@ -73,8 +73,12 @@ EVAL_COMMON = --out $(OUT) --threads $(THREADS) --model $(EVAL_MODEL) $(if $(IMA
 	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(call yes,$(RANDOM_INIT)),--random-init) \
 	$(if $(call yes,$(UNTRAINED)),--untrained) $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
 EVAL_ARGS = $(EVAL_COMMON) $(if $(ENGINE),--engine $(ENGINE)) $(if $(EVAL_DIR),--eval-dir $(EVAL_DIR)) $(if $(call yes,$(FORCE)),--force)
+# VIDEOS= clips (default: the real clips of video/clips.json), a folder or glob of videos, or none:
+# the codec attacks on their first VIDEO_FRAMES frames (docs/video.md), a section of summary.md.
+VIDEOS ?= clips
 evaluate: setup
-	$(CLI) evaluate $(EVAL_ARGS)
+	$(CLI) evaluate $(EVAL_ARGS) --videos '$(VIDEOS)' $(if $(VIDEO_ATTACKS),--video-attacks $(VIDEO_ATTACKS)) \
+		$(if $(VIDEO_FRAMES),--video-frames $(VIDEO_FRAMES))
 
 # Video (the official video route, docs/video.md): VIDEO= a clip (default the real clip bikes.mp4 of
 # video/clips.json), EMBEDDER= pytorch|fp32|fp16|int8 (default int8), CRF= (H.264, default 23), FRAMES= the

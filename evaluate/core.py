@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from videoseal_litert.evaluate.attacks import Attack, resolve_attacks
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.runtime.route import embed
 from videoseal_litert.runtime.runners import Runner, open_file
+from videoseal_litert.video.watermark import aggregate
 
 PYTORCH = "pytorch"
 Batch = dict[str, np.ndarray]
@@ -91,6 +93,9 @@ class EvalConfig:
     seed: int
     threads: int
     untrained: bool = False  # the checkpoint's weights are declared untrained (random)
+    video_attacks: str = "off"  # the video pass (evaluate/video.py): its attacks, frames per clip, aggregation
+    video_frames: int = 16
+    video_aggregation: str = "avg"
     kill_once: str | None = None  # tests only: a folder; the first decoder call to find it empty kills its process
 
     def record(self) -> dict[str, Any]:
@@ -131,7 +136,7 @@ def attack_generator(cfg: EvalConfig, image: str, j: int, attack: str) -> torch.
     return torch.Generator().manual_seed(_seed(cfg.seed, "attack", image, j, attack))
 
 
-def _set_threads(n: int) -> None:
+def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
@@ -139,7 +144,7 @@ class Marker:
     """Embed and attack (step 1): holds the embedders, the route and the attack list, built once."""
 
     def __init__(self, cfg: EvalConfig) -> None:
-        _set_threads(cfg.threads)
+        set_threads(cfg.threads)
         self.cfg = cfg
         opts = cfg.options()
         part = EmbedderPart(opts)
@@ -231,7 +236,7 @@ class Decoder:
     """One extractor variant (step 2): the PyTorch extractor or one ``.tflite``, opened in this process."""
 
     def __init__(self, cfg: EvalConfig, variant: str) -> None:
-        _set_threads(cfg.threads)
+        set_threads(cfg.threads)
         self.cfg, self.name = cfg, label(variant)
         if variant == PYTORCH:
             part = ExtractorPart(cfg.options())
@@ -245,12 +250,21 @@ class Decoder:
         n = len(batch["image"])
         nbits = batch["message"].shape[1]
         logits = np.full((n, 1 + nbits), np.nan, np.float32)
+        video = "frames" in batch  # a video pass row: every frame decoded, aggregated over the clip
         for i in range(n):
-            if not batch["error"][i]:
-                out = self.runner({"image": batch["pixels"][i : i + 1]})
-                logits[i, 0] = out["mask_logit"].reshape(-1)[0]
-                logits[i, 1:] = out["bit_logits"].reshape(-1)
+            if batch["error"][i]:
+                continue
+            if video:
+                lg = np.stack([self._one(f[None]) for f in batch["frames"][i][: int(batch["frame_count"][i])]])
+                logits[i, 0] = lg[:, 0].mean()
+                logits[i, 1:] = aggregate(lg[:, 1:], self.cfg.video_aggregation)
+            else:
+                logits[i] = self._one(batch["pixels"][i : i + 1])
         return {**batch, f"logits:{self.name}": logits}
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        out = self.runner({"image": image})
+        return np.concatenate([out["mask_logit"].reshape(-1)[:1], out["bit_logits"].reshape(-1)])
 
 
 def _kill_once(folder: Path, name: str) -> None:
@@ -341,9 +355,9 @@ class Pipeline:
     """Marker, every Decoder and to_rows in one process: what the local engine runs on each chunk;
     ``seconds`` (when given) gathers each step's time by name (``mark``, ``decode:<variant>``)."""
 
-    def __init__(self, cfg: EvalConfig) -> None:
+    def __init__(self, cfg: EvalConfig, marker: Callable[[EvalConfig], Callable[[Batch], Batch]] | None = None) -> None:
         self.cfg = cfg
-        self.marker = Marker(cfg)
+        self.marker = (marker or Marker)(cfg)
         self.decoders = [Decoder(cfg, v) for v in cfg.decoders]
 
     def __call__(self, batch: Batch, seconds: dict[str, float] | None = None) -> Batch:

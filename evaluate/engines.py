@@ -35,6 +35,7 @@ from videoseal_litert.core.artifacts import atomic_path
 from videoseal_litert.core.console import working
 from videoseal_litert.core.errors import ImageError, UsageError
 from videoseal_litert.evaluate.core import SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, label, to_rows
+from videoseal_litert.evaluate.video import VideoMarker
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +124,18 @@ def _chunks(items: list[tuple[int, str]], n: int) -> Iterator[list[tuple[int, st
         yield items[i : i + n]
 
 
-def run_local(cfg: EvalConfig, paths: list[str], rows_dir: Path, progress: Callable[..., Any]) -> dict[str, Any]:
-    """Chunks of images through one in-process pipeline; each chunk's rows a Parquet file (atomic)."""
+def run_local(cfg: EvalConfig, paths: list[str], rows_dir: Path, progress: Callable[..., Any], video: bool = False) -> dict[str, Any]:
+    """Chunks of images (``video``: clips, through :class:`VideoMarker`) through one in-process pipeline;
+    each chunk's rows a Parquet file (atomic)."""
     import pyarrow.parquet as pq
 
     done, todo = _todo(paths, rows_dir)
     t0 = time.time()
-    pipe = Pipeline(cfg)
+    pipe = Pipeline(cfg, VideoMarker if video else Marker)
     t_ready = time.time()
     seconds: dict[str, float] = {}
     rows = 0
-    for chunk in progress(list(_chunks(todo, CHUNK_IMAGES)), desc="evaluate (local)"):
+    for chunk in progress(list(_chunks(todo, 1 if video else CHUNK_IMAGES)), desc=f"evaluate{' video' if video else ''} (local)"):
         batch = {"image": np.array([p for _, p in chunk], dtype=object), "image_index": np.array([i for i, _ in chunk], np.int64)}
         out = pipe(batch, seconds)
         rows += len(out["image"])
@@ -190,6 +192,12 @@ def start_ray(address: str | None, cpus: int) -> tuple[Any, bool]:
     return ray, True
 
 
+def cluster_cpus(cfg: EvalConfig) -> int:
+    """A local cluster's logical CPUs: one per actor when the machine has fewer (each actor still uses
+    ``threads`` OS threads; on this 2-core machine the pools share the cores)."""
+    return max(os.cpu_count() or 1, (1 + len(cfg.decoders)) * cfg.threads)
+
+
 # Actors come back after a worker dies and their tasks run again (Ray's defaults are no restart).
 RETRY = {"max_restarts": -1, "max_task_retries": -1}
 
@@ -210,14 +218,19 @@ def _rows_written(rows_dir: Path, before: set[str], expected: int) -> Callable[[
 
 
 def run_ray(
-    cfg: EvalConfig, paths: list[str], rows_dir: Path, address: str | None, workers: int | None, expected_rows: int = 0
+    cfg: EvalConfig,
+    paths: list[str],
+    rows_dir: Path,
+    address: str | None,
+    workers: int | None,
+    expected_rows: int = 0,
+    video: bool = False,
 ) -> dict[str, Any]:
-    """The same functions on Ray Data: one actor pool per stage, rows by Ray Data's Parquet writer."""
+    """The same functions on Ray Data: one actor pool per stage, rows by Ray Data's Parquet writer
+    (``video``: clips through :class:`VideoMarker`, a row of frames per decoder call)."""
     done, todo = _todo(paths, rows_dir)
     pools = 1 + len(cfg.decoders)
-    # A local cluster gets a logical CPU per actor when the machine has fewer (each actor still uses
-    # ``threads`` OS threads; on this 2-core machine the pools share the cores).
-    ray, started = start_ray(address, max(os.cpu_count() or 1, pools * cfg.threads))
+    ray, started = start_ray(address, cluster_cpus(cfg))
     t0 = time.time()
     try:
         if not todo:
@@ -226,13 +239,19 @@ def run_ray(
         n = workers or max(1, cpus // (pools * cfg.threads))
         ds = ray.data.from_items([{"image": p, "image_index": i} for i, p in todo], override_num_blocks=max(1, min(len(todo), 4 * n)))
         ds = ds.map_batches(
-            Marker, fn_constructor_args=(cfg,), batch_size=1, concurrency=(1, n), num_cpus=cfg.threads, batch_format="numpy", **RETRY
+            VideoMarker if video else Marker,
+            fn_constructor_args=(cfg,),
+            batch_size=1,
+            concurrency=(1, n),
+            num_cpus=cfg.threads,
+            batch_format="numpy",
+            **RETRY,
         )
         for v in cfg.decoders:
             ds = ds.map_batches(
                 Decoder,
                 fn_constructor_args=(cfg, v),
-                batch_size=64,
+                batch_size=1 if video else 64,  # a video row holds its frames (16 x 0.8 MB by default)
                 concurrency=(1, n),
                 num_cpus=cfg.threads,
                 batch_format="numpy",
@@ -240,7 +259,7 @@ def run_ray(
             )
         ds = ds.map_batches(to_rows, fn_kwargs={"variants": cfg.decoders}, batch_size=None, batch_format="numpy", num_cpus=0.25)
         before = {f.name for f in rows_dir.glob("*.parquet")}
-        with working("evaluate (ray)", _rows_written(rows_dir, before, expected_rows)):
+        with working(f"evaluate{' video' if video else ''} (ray)", _rows_written(rows_dir, before, expected_rows)):
             ds.write_parquet(str(rows_dir))
         wall = time.time() - t0
         import pyarrow.parquet as pq

@@ -76,6 +76,41 @@ def choose(opts: RunOptions, spec: str | None) -> tuple[tuple[str, ...], tuple[s
     return tuple(dict.fromkeys(emb or [PYTORCH])), tuple(dict.fromkeys(dec)), make
 
 
+VIDEO_FRAMES = 16  # frames of each clip the video pass embeds, attacks and decodes
+
+
+def _video_pass(
+    cfg: EvalConfig, clips: list[str], ed: Path, engine: str, address: str | None, workers: int | None, dec: tuple, emb: tuple
+) -> dict[str, Any]:
+    """The clips through the video pass (``evaluate/video.py``): rows in ``video-rows/``, a section of
+    summary.md and, on the terminal, the bit accuracy per attack with the decoders side by side."""
+    from videoseal_litert.video.attacks import resolve_video_attacks
+
+    rows_dir = ed / "video-rows"
+    n_att = len(resolve_video_attacks(cfg.video_attacks))
+    say(
+        f"evaluate video: {len(clips)} clip(s) x {cfg.video_frames} frames x {cfg.messages_per_image} message(s) x {len(emb)} embedder(s) "
+        f"x {n_att} attack(s) x {len(dec)} decoder(s), aggregation {cfg.video_aggregation}"
+    )
+    if engine == "local":
+        timing = engines.run_local(cfg, clips, rows_dir, progress, video=True)
+    else:
+        expected = len(clips) * cfg.messages_per_image * len(emb) * n_att * len(dec)
+        timing = engines.run_ray(cfg, clips, rows_dir, address, workers, expected_rows=expected, video=True)
+    v = summary.summarize(engines.read_rows(rows_dir), [label(d) for d in dec])
+    v["timing"] = timing
+    head = (
+        f"\n## Video: {v['images']} clip(s), their first {cfg.video_frames} frames, the official video route and the codec attacks\n\n"
+        f"Embedded with the key-frame route (video/watermark.py), stored as 8-bit frames, attacked (video/attacks.py), every frame "
+        f"decoded and the bits aggregated by `{cfg.video_aggregation}`; bit accuracy per clip x attack. {v['rows']} rows in {rows_dir}.\n\n"
+        + summary.attack_table(v)
+    )
+    section = summary.render(v, head).replace("## By attack family", "### By attack family").replace("## By attack\n", "### By attack\n")
+    write_text(ed / "summary.md", (ed / "summary.md").read_text() + section)  # after the image sections, written just before
+    say(summary.attack_table(v))
+    return v
+
+
 def run_evaluate(
     model: str,
     out: Path,
@@ -95,6 +130,10 @@ def run_evaluate(
     force: bool = False,
     kill_once: str | None = None,
     allow_unverified: bool = False,
+    videos: str | None = None,
+    video_attacks: str | None = None,
+    video_frames: int = VIDEO_FRAMES,
+    video_aggregation: str = "avg",
 ) -> dict[str, Any]:
     t0 = time.time()
     if engine not in engines.ENGINES:
@@ -104,6 +143,18 @@ def run_evaluate(
     if messages_per_image < 1:
         raise UsageError(f"--messages-per-image {messages_per_image}: at least 1")
     attack_list = resolve_attacks(attacks)
+    clips: list[str] = []
+    if videos and videos != "none":
+        from videoseal_litert.evaluate.video import list_videos
+        from videoseal_litert.video.attacks import resolve_video_attacks
+        from videoseal_litert.video.watermark import AGGREGATIONS
+
+        clips = list_videos(videos)
+        if not resolve_video_attacks(video_attacks) or video_frames < 1 or video_aggregation not in AGGREGATIONS:
+            raise UsageError(
+                f"videos: --video-attacks {video_attacks!r} names none, or --video-frames {video_frames} < 1, or --video-aggregation "
+                f"{video_aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
+            )
     opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
     random_weights = opts.random_weights
     emb, dec, make = choose(opts, variants)
@@ -132,6 +183,9 @@ def run_evaluate(
         seed=seed,
         threads=threads,
         kill_once=kill_once,
+        video_attacks=(video_attacks or "codec") if clips else "off",
+        video_frames=video_frames,
+        video_aggregation=video_aggregation,
     )
     ed = eval_dir or (opts.model_dir.path / "evaluate")
     rows_dir = ed / "rows"
@@ -139,7 +193,13 @@ def run_evaluate(
     # re-quantized int8.tflite under the same name must not resume into the old rows).
     files = {label(f): sha256_file(f) for f in (*emb, *dec) if f != PYTORCH}
     files["checkpoint"] = opts.inputs()["checkpoint_sha256"] if PYTORCH in (*emb, *dec) else None
-    record = {**cfg.record(), "images": str(images or "the photo pool's evaluation split"), "num_images": len(paths), "sha256": files}
+    record = {
+        **cfg.record(),
+        "images": str(images or "the photo pool's evaluation split"),
+        "num_images": len(paths),
+        "videos": clips,
+        "sha256": files,
+    }
     record = json.loads(json.dumps(record))  # as run.json holds it (tuples as lists)
     run_file = ed / "run.json"
     if force and ed.exists():
@@ -154,45 +214,55 @@ def run_evaluate(
         f"evaluate: {len(paths)} image(s) x {messages_per_image} message(s) x {len(emb)} embedder(s) x {len(attack_list)} attack(s) "
         f"x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {engine}" + (" (RANDOM weights)" if random_weights else "")
     )
-    if engine == "local":
-        timing = engines.run_local(cfg, paths, rows_dir, progress)
-    else:
-        per_image = messages_per_image * len(emb) * len(attack_list) * len(dec)
-        timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers, expected_rows=len(paths) * per_image)
-    table = engines.read_rows(rows_dir)
-    s = summary.summarize(table, [label(d) for d in dec])
-    s.update(
-        {
-            "model": model,
-            "random_weights": random_weights,
-            "engine": engine,
-            "timing": timing,
-            "attacks": [a.name for a in attack_list],
-            "machine": machine_description(),
-            "wall_s": round(time.time() - t0, 1),
-            "unverified_files": unverified,
-        }
-    )
-    write_json(ed / "run.json", {**record, "random_weights": random_weights, "timing": timing, "machine": s["machine"]})
-    head = (
-        f"# Evaluation: {model}{' (RANDOM weights)' if random_weights else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
-        f"Images: {record['images']}; {messages_per_image} seeded message(s) per image (seed {seed}); embedders: "
-        f"{', '.join(label(e) for e in emb)}; decoders: {', '.join(label(d) for d in dec)}; engine {engine}; {s['machine']}. "
-        f"{s['rows']} rows in {rows_dir}."
-        + (f" **Files used with --allow-unverified**: {', '.join(f'{k} ({v})' for k, v in unverified.items())}." if unverified else "")
-    )
-    write_json(ed / "summary.json", s)
-    write_text(ed / "summary.md", summary.render(s, head))
-    summary.plot(s, ed / "summary.png")
-    say(summary.family_table(s))
-    if s["errors"]:
-        say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
-    ips = timing.get("images_per_s")
-    if unverified:
-        say(f"evaluate: UNVERIFIED files used (--allow-unverified): {', '.join(f'{k} ({v})' for k, v in unverified.items())}")
-    say(
-        f"evaluate: {timing['images']} image(s) in {timing['wall_s']:.0f} s"
-        + (f" ({ips:.3f} images/s)" if ips else "")
-        + f"; report: {ed / 'summary.md'}"
-    )
-    return s
+    # Ray: one cluster for both passes (starting a local one costs tens of seconds); run_ray leaves it running.
+    ray_mod, ray_started = engines.start_ray(ray_address, engines.cluster_cpus(cfg)) if engine == "ray" and clips else (None, False)
+    try:
+        if engine == "local":
+            timing = engines.run_local(cfg, paths, rows_dir, progress)
+        else:
+            per_image = messages_per_image * len(emb) * len(attack_list) * len(dec)
+            timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers, expected_rows=len(paths) * per_image)
+        table = engines.read_rows(rows_dir)
+        s = summary.summarize(table, [label(d) for d in dec])
+        s.update(
+            {
+                "model": model,
+                "random_weights": random_weights,
+                "engine": engine,
+                "timing": timing,
+                "attacks": [a.name for a in attack_list],
+                "machine": machine_description(),
+                "wall_s": round(time.time() - t0, 1),
+                "unverified_files": unverified,
+            }
+        )
+        write_json(ed / "run.json", {**record, "random_weights": random_weights, "timing": timing, "machine": s["machine"]})
+        head = (
+            f"# Evaluation: {model}{' (RANDOM weights)' if random_weights else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
+            f"Images: {record['images']}; {messages_per_image} seeded message(s) per image (seed {seed}); embedders: "
+            f"{', '.join(label(e) for e in emb)}; decoders: {', '.join(label(d) for d in dec)}; engine {engine}; {s['machine']}. "
+            f"{s['rows']} rows in {rows_dir}."
+            + (f" **Files used with --allow-unverified**: {', '.join(f'{k} ({v})' for k, v in unverified.items())}." if unverified else "")
+        )
+        write_json(ed / "summary.json", s)
+        write_text(ed / "summary.md", summary.render(s, head))
+        summary.plot(s, ed / "summary.png")
+        say(summary.family_table(s))
+        if s["errors"]:
+            say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
+        if clips:
+            s["video"] = _video_pass(cfg, clips, ed, engine, ray_address, workers, dec, emb)
+            s["wall_s"] = round(time.time() - t0, 1)
+            write_json(ed / "summary.json", s)
+        ips = timing.get("images_per_s")
+        if unverified:
+            say(f"evaluate: UNVERIFIED files used (--allow-unverified): {', '.join(f'{k} ({v})' for k, v in unverified.items())}")
+        say(
+            f"evaluate: {timing['images']} image(s) in {timing['wall_s']:.0f} s"
+            + (f" ({ips:.3f} images/s)" if ips else "")
+            + f"; report: {ed / 'summary.md'}"
+        )
+        return s
+    finally:
+        if ray_started:
+            ray_mod.shutdown()

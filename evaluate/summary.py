@@ -147,3 +147,16 @@ def plot(s: dict[str, Any], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+
+
+def attack_table(s: dict[str, Any]) -> str:
+    """Bit accuracy per attack, one column per embedder/variant (side by side): the video pass's terminal table."""
+    cols = variants_of(s)
+    by = {(e["attack"], e["embedder"], e["variant"]): e for e in s["table"]}
+    multi = len({c[0] for c in cols}) > 1
+    names = [f"{v} ({emb})" if multi else v for emb, v in cols]
+    lines = ["| attack | " + " | ".join(names) + " |", "|---" * (1 + len(cols)) + "|"]
+    for a in dict.fromkeys(e["attack"] for e in s["table"]):
+        cells = [_pct(by[(a, emb, v)]["bit_accuracy"]) if (a, emb, v) in by else "-" for emb, v in cols]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

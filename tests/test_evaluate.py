@@ -177,19 +177,25 @@ def setup_eval(demo_run, tmp_path_factory):
     return root, photos, variants
 
 
+VIDEO_ATTACKS = "none,h264_crf28,fps_half"
+
+
 def _evaluate(setup_eval, name, engine="local", **kw):
+    """The 20 photos, and the video pass on the first 4 frames of a real clip (176 x 144) with three video attacks."""
     from videoseal_litert.evaluate.run import run_evaluate
+    from videoseal_litert.video.clips import clip_path
 
     root, photos, variants = setup_eval
     return run_evaluate(
-        "tiny", root / "art", images=str(photos), attacks=ATTACKS, variants=variants, engine=engine, threads=1, eval_dir=root / name, **kw
-    )
+        "tiny", root / "art", images=str(photos), attacks=ATTACKS, variants=variants, engine=engine, threads=1, eval_dir=root / name,
+        videos=str(clip_path("carphone_pristine.mp4")), video_attacks=VIDEO_ATTACKS, video_frames=4, **kw,
+    )  # fmt: skip
 
 
-def _rows(setup_eval, name):
+def _rows(setup_eval, name, rows="rows"):
     from videoseal_litert.evaluate.engines import read_rows
 
-    return read_rows(setup_eval[0] / name / "rows")
+    return read_rows(setup_eval[0] / name / rows)
 
 
 def _same(a, b) -> None:
@@ -232,6 +238,15 @@ def test_local_rows_and_summary(setup_eval, local_run):
     lo, hi = e["bit_accuracy"]["wilson95"]
     assert lo <= e["bit_accuracy"]["rate"] <= hi
     assert "| attack family |" in (root / "local" / "summary.md").read_text()
+    # The video pass: 1 clip x 2 embedders x 3 video attacks x 3 decoders, the image rows' columns.
+    v = _rows(setup_eval, "local", "video-rows")
+    assert v.num_rows == 2 * 3 * 3 and v.schema.names == t.schema.names
+    assert [r["family"] for r in v.to_pylist()[:9:3]] == ["none", "h264", "frame_rate"]
+    vs = {(e["embedder"], e["attack"], e["variant"]): e for e in s["video"]["table"]}
+    assert vs[("pytorch", "none", "pytorch")]["bit_accuracy"]["rate"] == 1.0  # its own unattacked watermark, 4 frames
+    assert vs[("pytorch", "none", "fp32")]["agreement_with_pytorch"]["rate"] == 1.0
+    assert all(r["width"] == 176 and r["height"] == 144 and 30 < r["psnr_db"] < 50 for r in v.to_pylist())
+    assert "## Video: 1 clip(s)" in (root / "local" / "summary.md").read_text()
 
 
 @pytest.mark.slow
@@ -250,6 +265,7 @@ def test_ray_engine_survives_a_killed_worker_with_the_same_rows(setup_eval, loca
     assert (kill / "killed").is_file(), "no worker was killed: the test did not test a failure"
     assert s["timing"]["engine"] == "ray"
     _same(_rows(setup_eval, "ray"), _rows(setup_eval, "local"))  # every row exactly once, identical to the local engine
+    _same(_rows(setup_eval, "ray", "video-rows"), _rows(setup_eval, "local", "video-rows"))  # the video pass too
 
 
 @pytest.mark.slow

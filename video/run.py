@@ -383,50 +383,19 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-# The codec attacks (what a platform does to an uploaded clip): name -> (codec, crf, keep frame i?, frame rate
-# factor, resize factor). The watermarked clip is decoded and re-encoded by FFmpeg through PyAV, then detected.
-CODEC_ATTACKS: dict[str, tuple[str, int, Any, float, float]] = {
-    "h264_crf18": ("libx264", 18, None, 1.0, 1.0),
-    "h264_crf23": ("libx264", 23, None, 1.0, 1.0),
-    "h264_crf28": ("libx264", 28, None, 1.0, 1.0),
-    "h264_crf33": ("libx264", 33, None, 1.0, 1.0),
-    "h265_crf23": ("libx265", 23, None, 1.0, 1.0),
-    "h265_crf28": ("libx265", 28, None, 1.0, 1.0),
-    "h265_crf33": ("libx265", 33, None, 1.0, 1.0),
-    "fps_half": ("libx264", 23, lambda i: i % 2 == 0, 0.5, 1.0),  # every other frame dropped, half the rate
-    "temporal_crop_0.5": ("libx264", 23, "middle", 1.0, 1.0),  # the middle half of the clip
-    "resize_0.5": ("libx264", 23, None, 1.0, 0.5),
-}
-
-
 def attack_clip(src: Path, dst: Path, name: str, frames: int) -> int:
-    """Re-encode ``src`` (its first ``frames`` frames) into ``dst`` by the codec attack ``name``; the frames written."""
-    from fractions import Fraction
-
+    """Re-encode ``src`` (its first ``frames`` frames) into ``dst`` by the video attack ``name``
+    (``video/attacks.py``); the frames written."""
+    from videoseal_litert.video.attacks import BY_NAME
     from videoseal_litert.video.io import transcode
 
-    if name not in CODEC_ATTACKS:
-        raise UsageError(f"unknown codec attack {name!r}: {', '.join(CODEC_ATTACKS)}")
-    codec, crf, keep, rate_f, scale = CODEC_ATTACKS[name]
-    if keep == "middle":
-        lo, hi = frames // 4, frames // 4 + max(1, frames // 2)
-
-        def keep(i: int) -> bool:
-            return lo <= i < hi
-
+    a = BY_NAME.get(name)
+    if a is None or a.codec is None:
+        raise UsageError(f"unknown codec attack {name!r}: {', '.join(n for n, x in BY_NAME.items() if x.codec)}")
     info = probe(src)
-    rate = Fraction(info.fps).limit_denominator(1001) * Fraction(rate_f).limit_denominator() if (rate_f != 1.0 or keep) else None
-
-    def fn(f: Any) -> np.ndarray:
-        if scale == 1.0:
-            return f.rgb
-        from videoseal_litert.runtime.route import resize_aa
-
-        h, w = f.rgb.shape[:2]
-        y = resize_aa(f.rgb.astype(np.float32) / 255, max(2, int(h * scale) // 2 * 2), max(2, int(w * scale) // 2 * 2))
-        return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
-
-    return transcode(src, dst, fn, crf=crf, codec=codec, max_frames=frames, rate=rate, keep=keep).frames
+    n = frames if info.frames is None else min(frames, info.frames)
+    rate = a.rate(info.fps) if a.select else None
+    return transcode(src, dst, lambda f: a.resize(f.rgb), crf=a.crf, codec=a.codec, max_frames=frames, rate=rate, keep=a.keep(n)).frames
 
 
 def run_video_attacks(
@@ -453,7 +422,9 @@ def run_video_attacks(
     rec = read_json(side)
     msg = parse_message(rec["message"], ExtractorPart(opts).nbits)
     size = int(opts.spec.card.config.img_size)
-    names = [a.strip() for a in (attacks or ",".join(CODEC_ATTACKS)).split(",") if a.strip()]
+    from videoseal_litert.video.attacks import resolve_video_attacks
+
+    names = [a.name for a in resolve_video_attacks(attacks) if a.codec is not None]
     runners = {}
     for n in dict.fromkeys(v.strip() for v in variants.split(",") if v.strip()):
         label, run, _ = _runner(opts, "extractor", n, allow_unverified)

@@ -56,6 +56,29 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
+class KeyFrames:
+    """The official video blend over frames in order: the residual of every ``step``-th frame (made at
+    ``size``, resized to the frame), reused for the frames after it; ``mark(index, rgb)`` -> 8-bit frame."""
+
+    def __init__(self, run: Run, route: dict[str, Any], size: int, bits: np.ndarray, step: int = DEFAULT_STEP) -> None:
+        if step < 1:
+            raise UsageError(f"step {step}: at least 1")
+        self.run, self.route, self.size, self.bits, self.step = run, route, size, bits, step
+        self.res: np.ndarray | None = None
+        self.keys = 0
+        self.psnr_db: list[float] = []
+
+    def mark(self, index: int, rgb: np.ndarray) -> np.ndarray:
+        x = rgb.astype(np.float32) / 255.0
+        if index % self.step == 0 or self.res is None or self.res.shape[:2] != x.shape[:2]:
+            self.res = residual(self.run, self.size, x, self.bits)
+            self.keys += 1
+        y = to_uint8(blend(self.route, x, self.res))
+        mse = float(np.mean((y.astype(np.float64) - rgb) ** 2))
+        self.psnr_db.append(math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse))
+        return y
+
+
 @dataclass
 class Embedded:
     written: Written
@@ -79,25 +102,16 @@ def embed_video(
 ) -> Embedded:
     """Watermark ``src`` into ``dst`` (H.264 at ``crf``) with ``bits`` through ``run`` (an embedder runner with
     a ``residual`` output), the residual of every ``step``-th frame reused until the next."""
-    if step < 1:
-        raise UsageError(f"--step {step}: at least 1")
-    state: dict[str, Any] = {"res": None, "keys": 0}
-    psnrs: list[float] = []
+    k = KeyFrames(run, route, size, bits, step)
 
     def mark(f: Frame) -> np.ndarray:
-        x = f.rgb.astype(np.float32) / 255.0
-        if f.index % step == 0:
-            state["res"] = residual(run, size, x, bits)
-            state["keys"] += 1
-        y = to_uint8(blend(route, x, state["res"]))
-        mse = float(np.mean((y.astype(np.float64) - f.rgb) ** 2))
-        psnrs.append(math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse))
+        y = k.mark(f.index, f.rgb)
         if tick:
             tick()
         return y
 
     w = transcode(src, dst, mark, crf=crf, codec=codec, max_frames=max_frames)
-    return Embedded(w, w.frames, state["keys"], psnrs)
+    return Embedded(w, w.frames, k.keys, k.psnr_db)
 
 
 def detect_video(

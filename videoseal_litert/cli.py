@@ -200,6 +200,14 @@ def _video(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", type=Path, default=None, help="detect: where reports go (default OUT/video/<clip>)")
 
 
+def _evaluate_videos(p: argparse.ArgumentParser) -> None:
+    _evaluate(p)
+    p.add_argument("--videos", default=None, help="clips (video/clips.json's real clips), a folder, glob or list of videos (default: none)")
+    p.add_argument("--video-attacks", default=None, help="codec (default: all), or a comma list: h264_crf23, h265_crf28, fps_half, ...")
+    p.add_argument("--video-frames", type=int, default=16, help="frames of each clip embedded, attacked and decoded (default 16)")
+    p.add_argument("--video-aggregation", default="avg", help="avg (default), squared_avg, l1norm_avg, l2norm_avg")
+
+
 def _evaluate(p: argparse.ArgumentParser) -> None:
     _allow_unverified(p)
     p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
@@ -334,9 +342,9 @@ COMMANDS: dict[str, Spec] = {
     "package": ("deployment bundle of both parts with golden vectors (make package)", [COMMON, MODEL, VAR_P], _package, "package"),
     "demo": ("embed, convert, quantize and decode with the tiny pair (make demo)", [COMMON], _demo, "demo"),
     "evaluate": (
-        "the official attack suite over any images: rows, per-attack table and plot (make evaluate)",
+        "the official attack suite over any images (and clips: the codec attacks): rows, per-attack table and plot (make evaluate)",
         [COMMON],
-        _evaluate,
+        _evaluate_videos,
         "evaluate",
     ),
     "video": (
@@ -590,6 +598,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         a.attacks, a.variants = a.attacks or "robustness", a.variants or ROBUSTNESS_VARIANTS
         a.eval_dir = a.eval_dir or a.out / a.model / "robustness"
     kw = _evaluate_kwargs(a)
+    if a.command == "evaluate":
+        kw |= {k: getattr(a, k) for k in ("videos", "video_attacks", "video_frames", "video_aggregation")}
     _logged(
         a.out / a.model / "logs" / f"{a.command}.log",
         lambda _: run_evaluate(a.model, a.out, engine=a.engine, eval_dir=a.eval_dir, force=a.force, **kw),

@@ -1,0 +1,150 @@
+"""Video rows for ``evaluate``: clips embedded by the official video route, attacked by the codec suite.
+
+:class:`VideoMarker` is the video pass's step 1, in place of :class:`~videoseal_litert.evaluate.core.Marker`:
+per clip (its first ``video_frames`` frames) and seeded message, each embedder watermarks the frames by
+the key-frame route (``video/watermark.py``, the card's step), the 8-bit frames are attacked
+(``video/attacks.py``: H.264 and H.265 at several CRFs, half frame rate, temporal crop, half size, each
+through FFmpeg), and every attacked frame is resized to the extractor's input. One row per clip x message
+x embedder x attack holds its frames (padded to ``video_frames``) and their count. The same
+:class:`~videoseal_litert.evaluate.core.Decoder` then decodes every frame of a row and aggregates over them
+(``video_aggregation``, official ``avg``), and :func:`~videoseal_litert.evaluate.core.to_rows` makes the
+result rows, with the image rows' columns: ``image`` is the clip, ``width``/``height`` its size, ``psnr_db``
+the mean over frames. The pass writes to its own rows folder (its batches carry frames, not pixels).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoseal_litert.convert.parts import EmbedderPart
+from videoseal_litert.core.errors import PipelineError
+from videoseal_litert.evaluate.core import PYTORCH, Batch, EvalConfig, label, message, set_threads
+from videoseal_litert.runtime.route import resize_aa
+from videoseal_litert.runtime.runners import Runner, open_file
+from videoseal_litert.video.attacks import resolve_video_attacks
+from videoseal_litert.video.io import probe, read_frames
+from videoseal_litert.video.watermark import DEFAULT_STEP, KeyFrames
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
+ORDER_OFFSET = 1000  # video attacks sort after the image attacks in the tables
+
+
+def card_step(cfg: EvalConfig) -> int:
+    import yaml
+
+    spec = cfg.options().spec
+    args = (yaml.safe_load(Path(spec.card.path).read_text()) or {}).get("args") or {}
+    return int(args.get("videoseal_step_size") or DEFAULT_STEP)
+
+
+class VideoMarker:
+    """Embed and attack clips (the video pass's step 1)."""
+
+    def __init__(self, cfg: EvalConfig) -> None:
+        set_threads(cfg.threads)
+        self.cfg = cfg
+        opts = cfg.options()
+        part = EmbedderPart(opts)
+        self.route = part.family.route(opts.spec.card.embedder)
+        self.size = int(opts.spec.card.config.img_size)
+        self.nbits = part.nbits
+        self.step = card_step(cfg)
+        self.frames = cfg.video_frames
+        self.embedders: dict[str, Runner] = {}
+        for e in cfg.embedders:
+            self.embedders[label(e)] = part.torch_runner(part.load()) if e == PYTORCH else open_file(e, cfg.threads)
+        self.attacks = resolve_video_attacks(cfg.video_attacks)
+
+    def __call__(self, batch: Batch) -> Batch:
+        cols: dict[str, list[Any]] = {
+            k: []
+            for k in (
+                "image", "image_index", "message_index", "embedder", "attack", "attack_order", "family", "strength", "message",
+                "psnr_db", "width", "height", "error", "frames", "frame_count",
+            )
+        }  # fmt: skip
+
+        def add(**kw: Any) -> None:
+            for k, v in kw.items():
+                cols[k].append(v)
+
+        blank = np.zeros((self.frames, self.size, self.size, 3), np.float32)
+        for path, idx in zip(batch["image"].tolist(), batch["image_index"].tolist(), strict=True):
+            try:
+                info = probe(path)
+                clip = [f.rgb for f in read_frames(path, self.frames)]
+            except (PipelineError, OSError) as e:
+                add(
+                    image=path, image_index=idx, message_index=-1, embedder="", attack="", attack_order=-1, family="",
+                    strength=math.nan, message=np.zeros(self.nbits, np.uint8), psnr_db=math.nan, width=0, height=0,
+                    error=str(e), frames=blank, frame_count=0,
+                )  # fmt: skip
+                continue
+            for j in range(self.cfg.messages_per_image):
+                m = message(self.cfg, path, j, self.nbits)
+                for name, run in self.embedders.items():
+                    k = KeyFrames(run, self.route, self.size, m, self.step)
+                    marked = [k.mark(i, f) for i, f in enumerate(clip)]
+                    psnr = float(np.mean([p for p in k.psnr_db if math.isfinite(p)] or [math.inf]))
+                    for order, a in enumerate(self.attacks):
+                        ys = a.apply(marked, info.fps)[: self.frames]
+                        pix = blank.copy()
+                        for i, y in enumerate(ys):
+                            pix[i] = resize_aa(y.astype(np.float32) / 255.0, self.size, self.size)
+                        add(
+                            image=path, image_index=idx, message_index=j, embedder=name, attack=a.name,
+                            attack_order=ORDER_OFFSET + order, family=a.family, strength=math.nan if a.strength is None else a.strength,
+                            message=m.astype(np.uint8), psnr_db=psnr, width=info.width, height=info.height, error="",
+                            frames=pix, frame_count=len(ys),
+                        )  # fmt: skip
+        return columns(cols, self.nbits, self.frames, self.size, self.cfg.random_init or self.cfg.untrained)
+
+
+def columns(cols: dict[str, list[Any]], nbits: int, frames: int, size: int, random_weights: bool) -> Batch:
+    out: Batch = {"random_weights": np.full(len(cols["image"]), random_weights, dtype=bool)}
+    for k, v in cols.items():
+        if k == "message":
+            out[k] = np.stack(v).astype(np.uint8) if v else np.zeros((0, nbits), np.uint8)
+        elif k == "frames":
+            out[k] = np.stack(v).astype(np.float32) if v else np.zeros((0, frames, size, size, 3), np.float32)
+        elif k in ("image", "embedder", "attack", "family", "error"):
+            out[k] = np.array(v, dtype=object)
+        elif k in ("strength", "psnr_db"):
+            out[k] = np.array(v, dtype=np.float64)
+        else:
+            out[k] = np.array(v, dtype=np.int64)
+    return out
+
+
+def list_videos(spec: str) -> list[str]:
+    """``clips``: the real clips of ``video/clips.json``; a folder (its video files, sorted), a glob, one file,
+    or a text file of paths (one per line, relative to its folder; ``#`` comments)."""
+    import glob
+
+    from videoseal_litert.core.errors import UsageError
+    from videoseal_litert.video.clips import clip_path, clips
+
+    if spec == "clips":
+        return [str(clip_path(c["name"])) for c in clips()]
+    p = Path(spec)
+    if p.is_dir():
+        paths = sorted(str(q) for q in p.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
+    elif any(c in spec for c in "*?["):
+        paths = sorted(q for q in glob.glob(spec, recursive=True) if Path(q).suffix.lower() in VIDEO_SUFFIXES and Path(q).is_file())
+    elif p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+        paths = [spec]
+    elif p.is_file():
+        paths = [
+            str(q if (q := Path(line.strip())).is_absolute() else p.parent / q)
+            for line in p.read_text(errors="replace").splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+    else:
+        raise UsageError(f"videos not found: {spec} (clips, a folder, a glob such as 'clips/*.mp4', or a text file listing paths)")
+    if not paths:
+        raise UsageError(f"no videos in {spec} (looked for {', '.join(VIDEO_SUFFIXES)})")
+    return paths
