@@ -27,18 +27,11 @@ from videoseal_litert.runtime.route import resize_aa
 from videoseal_litert.runtime.runners import Runner, open_file
 from videoseal_litert.video.attacks import resolve_video_attacks
 from videoseal_litert.video.io import probe, read_frames
-from videoseal_litert.video.watermark import DEFAULT_STEP, KeyFrames
+from videoseal_litert.video.run import card_video_args
+from videoseal_litert.video.watermark import KeyFrames
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 ORDER_OFFSET = 1000  # video attacks sort after the image attacks in the tables
-
-
-def card_step(cfg: EvalConfig) -> int:
-    import yaml
-
-    spec = cfg.options().spec
-    args = (yaml.safe_load(Path(spec.card.path).read_text()) or {}).get("args") or {}
-    return int(args.get("videoseal_step_size") or DEFAULT_STEP)
 
 
 class VideoMarker:
@@ -52,7 +45,7 @@ class VideoMarker:
         self.route = part.family.route(opts.spec.card.embedder)
         self.size = int(opts.spec.card.config.img_size)
         self.nbits = part.nbits
-        self.step = card_step(cfg)
+        self.step = card_video_args(opts)["step"]
         self.frames = cfg.video_frames
         self.embedders: dict[str, Runner] = {}
         for e in cfg.embedders:

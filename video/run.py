@@ -1,4 +1,4 @@
-"""``videoseal-litert video embed|detect`` (``make video-embed`` / ``make video-detect``).
+"""``videoseal-litert video embed|detect|attack`` (``make video-embed`` / ``video-detect`` / ``video-attack``).
 
 embed: ``--input`` clip -> ``--output`` (H.264 at ``--crf``) watermarked by the official video route
 (``watermark.py``) through one embedder (``pytorch``, a variant's file, or a ``.tflite`` path), audio and
@@ -30,7 +30,7 @@ from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.verify import require_verified
 from videoseal_litert.core.artifacts import atomic_path, machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress, say
-from videoseal_litert.core.errors import UsageError
+from videoseal_litert.core.errors import UsageError, VerificationError
 from videoseal_litert.models.gate import judge
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import band_for, variant
@@ -261,8 +261,6 @@ def run_video_detect(
     say(render_summary(r, rd))
     failed = [k for k, p in parity.items() if not p["passed"]]
     if failed:
-        from videoseal_litert.core.errors import VerificationError
-
         raise VerificationError(f"video detect: {', '.join(failed)} disagree with PyTorch beyond the rule; {rd / 'detect.md'}")
     return r
 

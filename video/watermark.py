@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.core.metrics import binomial_pvalue, rms
 from videoseal_litert.runtime.route import blend, residual, resize_aa
@@ -50,10 +51,6 @@ def aggregate(bit_logits: np.ndarray, how: str = "avg") -> np.ndarray:
     if how == "l2norm_avg":
         return (b * np.sqrt(np.square(b).sum(axis=1, keepdims=True))).mean(axis=0)
     raise UsageError(f"unknown aggregation {how!r}: {', '.join(AGGREGATIONS)}")
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 class KeyFrames:
