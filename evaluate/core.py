@@ -211,18 +211,21 @@ class Marker:
                             psnr_db=psnr, width=w, height=h, error="",
                             pixels=resize_like_detect(y8, self.size)[0].numpy().transpose(1, 2, 0),
                         )  # fmt: skip
-        return _columns(
+        return columns(
             cols, self.nbits, self.size, self.cfg.random_init or self.cfg.untrained
         )  # every row says whether the weights were random
 
 
-def _columns(cols: dict[str, list[Any]], nbits: int, size: int, random_weights: bool) -> Batch:
+def columns(cols: dict[str, list[Any]], nbits: int, size: int, random_weights: bool, frames: int = 0) -> Batch:
+    """A marker's lists as a batch of numpy columns; ``pixels`` (N, size, size, 3), or a video pass's
+    ``frames`` (N, frames, size, size, 3)."""
     out: Batch = {"random_weights": np.full(len(cols["image"]), random_weights, dtype=bool)}
     for k, v in cols.items():
         if k == "message":
             out[k] = np.stack(v).astype(np.uint8) if v else np.zeros((0, nbits), np.uint8)
-        elif k == "pixels":
-            out[k] = np.stack(v).astype(np.float32) if v else np.zeros((0, size, size, 3), np.float32)
+        elif k in ("pixels", "frames"):
+            shape = (size, size, 3) if k == "pixels" else (frames, size, size, 3)
+            out[k] = np.stack(v).astype(np.float32) if v else np.zeros((0, *shape), np.float32)
         elif k in ("image", "embedder", "attack", "family", "error"):
             out[k] = np.array(v, dtype=object)
         elif k in ("strength", "psnr_db"):

@@ -35,7 +35,7 @@ from videoseal_litert.core.artifacts import atomic_path
 from videoseal_litert.core.console import working
 from videoseal_litert.core.errors import ImageError, UsageError
 from videoseal_litert.evaluate.core import SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, label, to_rows
-from videoseal_litert.evaluate.video import VideoMarker
+from videoseal_litert.evaluate.video import VIDEO_SUFFIXES, VideoMarker
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,20 @@ class MissingDependencyError(UsageError):
 # ---- the image list ------------------------------------------------------------------------------
 
 
-def list_inputs(spec: str | Path) -> list[str]:
+def list_inputs(
+    spec: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES, kind: str = "images", error: type[Exception] = ImageError
+) -> list[str]:
     """A folder (its image files, sorted), a glob (``photos/*.jpg``, ``**`` recurses) or a text file of
     paths (one per line, relative to the file's folder; ``#`` comments). Any number of images: files
     that are not images by suffix are left out of a folder or glob; a listed file that cannot be read
-    becomes a row with its error."""
+    becomes a row with its error. (``suffixes``, ``kind``, ``error``: the same for videos.)"""
     s = str(spec)
     p = Path(s)
     if p.is_dir():
-        paths = sorted(str(q) for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(str(q) for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
     elif any(c in s for c in "*?["):
-        paths = sorted(q for q in glob.glob(s, recursive=True) if Path(q).suffix.lower() in IMAGE_SUFFIXES and Path(q).is_file())
-    elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        paths = sorted(q for q in glob.glob(s, recursive=True) if Path(q).suffix.lower() in suffixes and Path(q).is_file())
+    elif p.is_file() and p.suffix.lower() in suffixes:
         paths = [s]
     elif p.is_file():
         paths = []
@@ -72,10 +74,19 @@ def list_inputs(spec: str | Path) -> list[str]:
                 q = Path(line)
                 paths.append(str(q if q.is_absolute() else p.parent / q))
     else:
-        raise ImageError(f"images not found: {s} (a folder, a glob such as 'photos/*.jpg', or a text file listing paths)")
+        raise error(f"{kind} not found: {s} (a folder, a glob such as 'photos/*.jpg', or a text file listing paths)")
     if not paths:
-        raise ImageError(f"no images in {s} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise error(f"no {kind} in {s} (looked for {', '.join(suffixes)})")
     return paths
+
+
+def list_videos(spec: str) -> list[str]:
+    """``clips``: the real clips of ``video/clips.json``; else a folder, glob, file or list of videos, as images."""
+    if spec == "clips":
+        from videoseal_litert.video.clips import clip_path, clips
+
+        return [str(clip_path(c["name"])) for c in clips()]
+    return list_inputs(spec, VIDEO_SUFFIXES, "videos", UsageError)
 
 
 # ---- rows on disk ----------------------------------------------------------------------------------

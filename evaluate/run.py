@@ -145,11 +145,10 @@ def run_evaluate(
     attack_list = resolve_attacks(attacks)
     clips: list[str] = []
     if videos and videos != "none":
-        from videoseal_litert.evaluate.video import list_videos
         from videoseal_litert.video.attacks import resolve_video_attacks
         from videoseal_litert.video.watermark import AGGREGATIONS
 
-        clips = list_videos(videos)
+        clips = engines.list_videos(videos)
         if not resolve_video_attacks(video_attacks) or video_frames < 1 or video_aggregation not in AGGREGATIONS:
             raise UsageError(
                 f"videos: --video-attacks {video_attacks!r} names none, or --video-frames {video_frames} < 1, or --video-aggregation "

@@ -15,16 +15,13 @@ the mean over frames. The pass writes to its own rows folder (its batches carry 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from videoseal_litert.convert.parts import EmbedderPart
 from videoseal_litert.core.errors import PipelineError
-from videoseal_litert.evaluate.core import PYTORCH, Batch, EvalConfig, label, message, set_threads
+from videoseal_litert.evaluate.core import Batch, EvalConfig, Marker, columns, message
 from videoseal_litert.runtime.route import resize_aa
-from videoseal_litert.runtime.runners import Runner, open_file
 from videoseal_litert.video.attacks import resolve_video_attacks
 from videoseal_litert.video.io import probe, read_frames
 from videoseal_litert.video.run import card_video_args
@@ -34,23 +31,14 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 ORDER_OFFSET = 1000  # video attacks sort after the image attacks in the tables
 
 
-class VideoMarker:
-    """Embed and attack clips (the video pass's step 1)."""
+class VideoMarker(Marker):
+    """Embed and attack clips (the video pass's step 1): the image marker's embedders and route, the video attacks."""
 
     def __init__(self, cfg: EvalConfig) -> None:
-        set_threads(cfg.threads)
-        self.cfg = cfg
-        opts = cfg.options()
-        part = EmbedderPart(opts)
-        self.route = part.family.route(opts.spec.card.embedder)
-        self.size = int(opts.spec.card.config.img_size)
-        self.nbits = part.nbits
-        self.step = card_video_args(opts)["step"]
+        super().__init__(cfg)
+        self.step = card_video_args(cfg.options())["step"]
         self.frames = cfg.video_frames
-        self.embedders: dict[str, Runner] = {}
-        for e in cfg.embedders:
-            self.embedders[label(e)] = part.torch_runner(part.load()) if e == PYTORCH else open_file(e, cfg.threads)
-        self.attacks = resolve_video_attacks(cfg.video_attacks)
+        self.video_attacks = resolve_video_attacks(cfg.video_attacks)
 
     def __call__(self, batch: Batch) -> Batch:
         cols: dict[str, list[Any]] = {
@@ -83,7 +71,7 @@ class VideoMarker:
                     k = KeyFrames(run, self.route, self.size, m, self.step)
                     marked = [k.mark(i, f) for i, f in enumerate(clip)]
                     psnr = float(np.mean([p for p in k.psnr_db if math.isfinite(p)] or [math.inf]))
-                    for order, a in enumerate(self.attacks):
+                    for order, a in enumerate(self.video_attacks):
                         ys = a.apply(marked, info.fps)[: self.frames]
                         pix = blank.copy()
                         for i, y in enumerate(ys):
@@ -94,50 +82,4 @@ class VideoMarker:
                             message=m.astype(np.uint8), psnr_db=psnr, width=info.width, height=info.height, error="",
                             frames=pix, frame_count=len(ys),
                         )  # fmt: skip
-        return columns(cols, self.nbits, self.frames, self.size, self.cfg.random_init or self.cfg.untrained)
-
-
-def columns(cols: dict[str, list[Any]], nbits: int, frames: int, size: int, random_weights: bool) -> Batch:
-    out: Batch = {"random_weights": np.full(len(cols["image"]), random_weights, dtype=bool)}
-    for k, v in cols.items():
-        if k == "message":
-            out[k] = np.stack(v).astype(np.uint8) if v else np.zeros((0, nbits), np.uint8)
-        elif k == "frames":
-            out[k] = np.stack(v).astype(np.float32) if v else np.zeros((0, frames, size, size, 3), np.float32)
-        elif k in ("image", "embedder", "attack", "family", "error"):
-            out[k] = np.array(v, dtype=object)
-        elif k in ("strength", "psnr_db"):
-            out[k] = np.array(v, dtype=np.float64)
-        else:
-            out[k] = np.array(v, dtype=np.int64)
-    return out
-
-
-def list_videos(spec: str) -> list[str]:
-    """``clips``: the real clips of ``video/clips.json``; a folder (its video files, sorted), a glob, one file,
-    or a text file of paths (one per line, relative to its folder; ``#`` comments)."""
-    import glob
-
-    from videoseal_litert.core.errors import UsageError
-    from videoseal_litert.video.clips import clip_path, clips
-
-    if spec == "clips":
-        return [str(clip_path(c["name"])) for c in clips()]
-    p = Path(spec)
-    if p.is_dir():
-        paths = sorted(str(q) for q in p.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
-    elif any(c in spec for c in "*?["):
-        paths = sorted(q for q in glob.glob(spec, recursive=True) if Path(q).suffix.lower() in VIDEO_SUFFIXES and Path(q).is_file())
-    elif p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-        paths = [spec]
-    elif p.is_file():
-        paths = [
-            str(q if (q := Path(line.strip())).is_absolute() else p.parent / q)
-            for line in p.read_text(errors="replace").splitlines()
-            if line.strip() and not line.strip().startswith("#")
-        ]
-    else:
-        raise UsageError(f"videos not found: {spec} (clips, a folder, a glob such as 'clips/*.mp4', or a text file listing paths)")
-    if not paths:
-        raise UsageError(f"no videos in {spec} (looked for {', '.join(VIDEO_SUFFIXES)})")
-    return paths
+        return columns(cols, self.nbits, self.size, self.cfg.random_init or self.cfg.untrained, self.frames)
