@@ -79,14 +79,13 @@ def choose(opts: RunOptions, spec: str | None) -> tuple[tuple[str, ...], tuple[s
 VIDEO_FRAMES = 16  # frames of each clip the video pass embeds, attacks and decodes
 
 
-def _video_pass(
-    cfg: EvalConfig, clips: list[str], ed: Path, engine: str, address: str | None, workers: int | None, dec: tuple, emb: tuple
-) -> dict[str, Any]:
+def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, address: str | None, workers: int | None) -> dict[str, Any]:
     """The clips through the video pass (``evaluate/video.py``): rows in ``video-rows/``, a section of
     summary.md and, on the terminal, the bit accuracy per attack with the decoders side by side."""
     from videoseal_litert.video.attacks import resolve_video_attacks
 
     rows_dir = ed / "video-rows"
+    emb, dec = cfg.embedders, cfg.decoders
     n_att = len(resolve_video_attacks(cfg.video_attacks))
     say(
         f"evaluate video: {len(clips)} clip(s) x {cfg.video_frames} frames x {cfg.messages_per_image} message(s) x {len(emb)} embedder(s) "
@@ -250,7 +249,7 @@ def run_evaluate(
         if s["errors"]:
             say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
         if clips:
-            s["video"] = _video_pass(cfg, clips, ed, engine, ray_address, workers, dec, emb)
+            s["video"] = _video_pass(cfg, clips, ed, engine, ray_address, workers)
             s["wall_s"] = round(time.time() - t0, 1)
             write_json(ed / "summary.json", s)
         ips = timing.get("images_per_s")

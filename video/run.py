@@ -15,10 +15,13 @@ per-frame series ``frames.csv`` and ``frames.parquet``, and ``frames.png``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from videoseal_litert.core.errors import UsageError, VerificationError
 from videoseal_litert.models.gate import judge
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import band_for, variant
+from videoseal_litert.models.variants import names as variant_names
 from videoseal_litert.quantize.stage import ensure_files
 from videoseal_litert.runtime.runners import Runner, open_file
 from videoseal_litert.video.io import probe
@@ -80,10 +84,10 @@ def parse_message(text: str, nbits: int) -> np.ndarray:
     digits = math.ceil(nbits / 4)
     if len(t) != digits or any(c not in "0123456789abcdef" for c in t):
         raise UsageError(f"--message {text!r}: {nbits} characters of 0/1, or {digits} hex digits, for this model's {nbits} bits")
-    bits = bin(int(t, 16))[2:].zfill(digits * 4)[:nbits]
-    if int(bin(int(t, 16))[2:].zfill(digits * 4)[nbits:] or "0", 2):
+    bits = bin(int(t, 16))[2:].zfill(digits * 4)
+    if "1" in bits[nbits:]:
         raise UsageError(f"--message {text!r}: the hex holds more than {nbits} bits")
-    return np.array([c == "1" for c in bits], np.int64)
+    return np.array([c == "1" for c in bits[:nbits]], np.int64)
 
 
 def to_hex(bits: np.ndarray) -> str:
@@ -142,9 +146,8 @@ def run_video_embed(
         bits = parse_message(message, nbits)
     route = part.family.route(opts.spec.card.embedder)
     va = card_video_args(opts)
-    bar = progress(iter(range(10**9)), total=_total(info.frames, max_frames), desc=f"embedding {src.name}")
-    e = embed_video(run, route, size, src, dst, bits, step=va["step"], crf=crf, max_frames=max_frames, tick=lambda: next(bar, None))
-    bar.close()
+    with _ticker(_total(info.frames, max_frames), f"embedding {src.name}") as tick:
+        e = embed_video(run, route, size, src, dst, bits, step=va["step"], crf=crf, max_frames=max_frames, tick=tick)
     r = {
         "model": opts.spec.name,
         "random_init": opts.random_weights,
@@ -212,9 +215,8 @@ def run_video_detect(
     for n in dict.fromkeys(names):
         label, run, f = _runner(opts, "extractor", n, allow_unverified)
         runners[label], files[label] = run, f
-    bar = progress(iter(range(10**9)), total=_total(info.frames, max_frames), desc=f"detecting {src.name}")
-    logits = detect_video(runners, src, size, max_frames, tick=lambda: next(bar, None))
-    bar.close()
+    with _ticker(_total(info.frames, max_frames), f"detecting {src.name}") as tick:
+        logits = detect_video(runners, src, size, max_frames, tick=tick)
     results = {k: {**clip_result(lg, aggregation, msg), "all_aggregations": {}} for k, lg in logits.items()}
     for k, lg in logits.items():
         for how in AGGREGATIONS:
@@ -226,7 +228,7 @@ def run_video_detect(
         for k, lg in logits.items():
             if k == PYTORCH or files[k]["file"] is None:
                 continue
-            row = variant(k) if k in _variant_names() else None
+            row = variant(k) if k in variant_names("extractor") else None
             band = band_for(opts.spec, "extractor", row, opts.random_weights) if row else None
             frames = [f"frame {i}" for i in range(len(ref))]
             v = None
@@ -272,10 +274,14 @@ def _total(frames: int | None, max_frames: int | None) -> int | None:
     return frames if max_frames is None else min(frames, max_frames)
 
 
-def _variant_names() -> set[str]:
-    from videoseal_litert.models.variants import names
-
-    return set(names("extractor"))
+@contextlib.contextmanager
+def _ticker(total: int | None, desc: str) -> Iterator[Callable[[], None]]:
+    """``core.console.progress`` driven by a callback (the frames arrive inside the streaming loops): one tick a frame."""
+    bar = progress(itertools.count(), total=total, desc=desc)
+    try:
+        yield lambda: next(bar, None)
+    finally:
+        bar.close()
 
 
 def _write_series(rd: Path, logits: dict[str, np.ndarray], msg: np.ndarray | None) -> None:
@@ -405,6 +411,9 @@ def run_video_attacks(
     max_frames: int = 32,
     aggregation: str = "avg",
     report_dir: Path | None = None,
+    ckpt: Path | None = None,
+    random_init: bool = False,
+    untrained: bool = False,
     allow_unverified: bool = False,
     threads: int = 2,
 ) -> dict[str, Any]:
@@ -413,7 +422,7 @@ def run_video_attacks(
     import tempfile
 
     t0 = time.time()
-    opts = RunOptions(spec=resolve(model), out=out, threads=threads)
+    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
     side = sidecar(src)
     if not side.is_file():
         raise UsageError(f"{side} not found: attack a clip `video embed` wrote (its .json names the message)")

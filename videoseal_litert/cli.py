@@ -626,18 +626,7 @@ def cmd_video(a: argparse.Namespace) -> None:
 
         def body(_: Path | None) -> None:
             if a.action == "attack":
-                run_video_attacks(
-                    a.model,
-                    a.out,
-                    src,
-                    a.variants,
-                    a.attacks,
-                    a.max_frames or 32,
-                    a.aggregation,
-                    a.report_dir,
-                    a.allow_unverified,
-                    a.threads,
-                )
+                run_video_attacks(a.model, a.out, src, a.variants, a.attacks, a.max_frames or 32, a.aggregation, a.report_dir, **common)
             else:
                 run_video_detect(a.model, a.out, src, a.variants, a.message, a.aggregation, a.max_frames, a.report_dir, **common)
 
