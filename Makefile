@@ -146,8 +146,10 @@ test-full: setup
 inspect export tflite load: setup
 	$(CLI) $@ $(ARGS)
 
+# VARIANT= one of the model's files (default fp32), or FILE= any .tflite (made elsewhere, edited by hand): judged
+# against the model's PyTorch by the rule wherever it lies, report beside it, exit 2 naming the failing group.
 verify: setup
-	$(CLI) verify $(ARGS) --variant $(or $(VARIANT),fp32)
+	$(CLI) verify $(ARGS) $(if $(FILE),--file $(FILE),--variant $(or $(VARIANT),fp32))
 
 # load + export + tflite + verify fp32 of the part, each in its own process (its peak RSS its own:
 # ChunkySeal), one line each, then one summary table.
@@ -210,7 +212,7 @@ web: setup
 BROWSERS ?= chromium,firefox
 web-check: web-setup
 	@test -f $(DIST)/$(MODEL)/model.json || $(MAKE) --no-print-directory convert quantize embedder package MODEL=$(MODEL)
-	$(CLI) web-check --model $(MODEL) --out $(OUT) --dist $(DIST) --browsers $(BROWSERS) $(if $(PHOTO),--photo $(PHOTO))
+	$(CLI) web-check --model $(MODEL) --out $(OUT) --dist $(DIST) --browsers $(BROWSERS) $(if $(PHOTO),--photo $(PHOTO)) $(UNVERIFIED)
 
 # One pointwise layer, float vs INT8: what bounds INT8 speed on this CPU ($(OUT)/kernel_bench.json).
 kernel-bench: setup

@@ -126,8 +126,40 @@ def watermarked_items(items: Iterable[Item], embed: Callable[[np.ndarray, int], 
         yield Item(it.name + WATERMARK_SUFFIX, it.source, it.view + WATERMARK_SUFFIX, px)
 
 
+ATTACK_MARK = WATERMARK_SUFFIX + "/"  # "astronaut:full+wm/jpeg_50": the watermarked view under an attack
+
+
 def is_watermarked(name: str) -> bool:
-    return name.endswith(WATERMARK_SUFFIX)
+    """The item carries a message: a watermarked view, or one under an attack."""
+    return name.endswith(WATERMARK_SUFFIX) or ATTACK_MARK in name
+
+
+def attack_of(name: str) -> str | None:
+    """The attack that made an item (None: a clean or watermarked view)."""
+    return name.split(ATTACK_MARK, 1)[1] if ATTACK_MARK in name else None
+
+
+def attacked_items(items: Iterable[Item], attacks: Iterable[str], seed: int = 0) -> Iterator[Item]:
+    """Each item, then after each watermarked view the same view under each attack (``calibration_data/attacks.py``
+    names), streamed: what a shared photo meets. An attack that changes the size is undone as ``detect()`` does
+    (bilinear, antialias, back to the item's size), and the result is rounded to 8 bits as a stored image is."""
+    import torch
+
+    from videoseal_litert.calibration_data.attacks import resolve_attacks
+
+    chosen = resolve_attacks(",".join(attacks)) if attacks else []
+    for it in items:
+        yield it
+        if not chosen or not it.name.endswith(WATERMARK_SUFFIX):
+            continue
+        size = it.pixels.shape[-1]
+        x = torch.from_numpy(np.ascontiguousarray(it.pixels[0]))
+        for a in chosen:
+            y = a(x, torch.Generator().manual_seed(seed))
+            if tuple(y.shape[-2:]) != (size, size):
+                y = resize_like_detect(y[None], size)[0]
+            px = to_uint8(y.numpy()[None]).astype(np.float32) / 255.0
+            yield Item(f"{it.name}/{a.name}", it.source, f"{it.view}/{a.name}", px)
 
 
 def build_manifest(size: int = 256) -> dict:

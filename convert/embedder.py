@@ -39,7 +39,7 @@ from videoseal_litert.core.artifacts import sha256_file, tool_versions
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.core.metrics import psnr_db
 from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of, message_for
-from videoseal_litert.models.gate import Band, judge, judge_noise
+from videoseal_litert.models.gate import DECODED_BITS, DECODED_DETECTION, PIXELS, Rule, judge_embedder, judge_signal
 from videoseal_litert.models.parts import (
     EMBEDDER,
     EMBEDDER_CONTRACT,
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 VALIDATION_MESSAGE_SEED = 5  # the embedder's validation inputs (accuracy control)
 VERIFY_MESSAGE_SEED = 7  # the embedder's verification messages
 CALIBRATION_MESSAGE_SEED = 8  # the embedder's calibration messages
-ROUTE_TOLERANCE = 1e-4  # the odd-size route (host resize + JND + blend around the fp32 file) vs PyTorch
 KEEP_DECODER_BYTES = 1_000_000_000  # an embedder's decoder (its model's extractor) above this is loaded per use
 
 
@@ -193,7 +192,7 @@ class EmbedderPart(Part):
                 ckpt = self.opts.checkpoint_path()
                 if self.opts.random_init or (ckpt and ckpt.is_file() and any(k.startswith("detector.") for k in checkpoint_keys(ckpt))):
                     extractor = ExtractorPart(self.opts)
-                    self._decoder = extractor.torch_runner(extractor.load(), ("bit_logits",))
+                    self._decoder = extractor.torch_runner(extractor.load())
                     self._decoder_bytes = extractor.float_bytes()
         return self._decoder  # type: ignore[return-value]
 
@@ -205,65 +204,77 @@ class EmbedderPart(Part):
             gc.collect()
 
     def decode(self, images: np.ndarray) -> np.ndarray:
+        """The card's extractor (PyTorch) on each image: (N, 1 + nbits) logits, the mask logit first."""
         runner = self.decoder()
         assert runner is not None
-        return run_all(runner, ({"image": x[None]} for x in images), ["bit_logits"])["bit_logits"]
+        out = run_all(runner, ({"image": x[None]} for x in images), ["mask_logit", "bit_logits"])
+        return np.concatenate([out["mask_logit"], out["bit_logits"]], axis=1)
 
-    def figures(self, inputs: InputSet, ref: Reference, got: dict[str, np.ndarray], band: Band) -> dict[str, Any]:
+    def groups_of(self, name: str) -> set[str]:
+        return {PIXELS, DECODED_BITS, DECODED_DETECTION}  # every input takes part in every group
+
+    def figures(self, inputs: InputSet, ref: Reference, got: dict[str, np.ndarray], rule: Rule) -> dict[str, Any]:
         covers = np.concatenate([x["image"] for x in inputs.inputs])
         messages = np.concatenate([x["message"] for x in inputs.inputs])
         want, wm = ref.outputs["watermarked"], got["watermarked"]
-        # The watermark itself (PyTorch's watermarked minus cover) against the file's error on it.
-        pixels = judge_noise(want.astype(np.float64) - covers, wm.astype(np.float64) - want, band, "pixels")
+        decoded = None
+        if self.decoder() is not None:
+            if "decoded" not in ref.extras:
+                ref.extras["decoded"] = self.decode(want)
+            decoded = (ref.extras["decoded"], self.decode(wm))
+            self.release_decoder()
+        # The watermark (PyTorch's watermarked minus cover) against the file's error on it; and the decisions
+        # PyTorch's extractor reads from the file's output against those it reads from PyTorch's.
+        verdict = judge_embedder(covers, want, wm, rule, inputs.names, decoded)
         f: dict[str, Any] = {
             "max_abs_pixel_diff": float(np.abs(wm - want).max()),
             "mean_abs_pixel_diff": float(np.abs(wm - want).mean()),
             "psnr_vs_pytorch_db": psnr_db(wm, want),
             "psnr_watermark_vs_cover_db": {"tflite": psnr_db(wm, covers), "pytorch": psnr_db(want, covers)},
-            "watermark_snr_db": pixels.as_dict()["snr_db"],  # None: no error at all
+            "watermark_snr_db": verdict.groups[0].as_dict()["snr_db"],  # None: no error at all
             "output_range": [float(wm.min()), float(wm.max())],
             "decoding": None,
-            "gate": {"pixels": pixels.as_dict()},
-            "failures": list(pixels.failures),
+            "pixels_only": decoded is None,
+            "gate": verdict.as_dict(),
+            "failures": verdict.failures,
+            "notes": verdict.notes,
         }
         if not (0.0 <= f["output_range"][0] and f["output_range"][1] <= 1.0):
             f["failures"].append(f"output outside [0, 1]: {f['output_range']}")
-        if self.decoder() is not None:
-            if "decoded" not in ref.extras:
-                ref.extras["decoded"] = self.decode(want)
-            dec, ref_dec = self.decode(wm), ref.extras["decoded"]
-            # The bits the extractor reads from the file's output, against those it reads from PyTorch's, by the
-            # same rule; their noise is capped (not judged) at the pixels' band.
-            bits = judge(
-                ref_dec, dec, np.ones(dec.shape, dtype=bool), band, inputs.names, lambda j: f"bit {j}", "decoded bits", gate_noise=False
-            )
+        if decoded is not None:
+            ref_dec, dec = decoded[0][:, 1:], decoded[1][:, 1:]
             f["decoding"] = {
                 "extractor": "the card's extractor in PyTorch",
                 "bit_agreement_tflite_vs_pytorch_embedded": float(np.mean((dec > 0) == (ref_dec > 0))),
                 "bit_accuracy_pytorch_embedded": float(np.mean((ref_dec > 0) == (messages > 0.5))),
                 "bit_accuracy_tflite_embedded": float(np.mean((dec > 0) == (messages > 0.5))),
             }
-            f["gate"]["decoded bits"] = bits.as_dict()
-            f["failures"] += bits.failures
-            self.release_decoder()
+        else:
+            f["notes"].append(
+                "pixels only: the card has no extractor (or the checkpoint no extractor weights) to decode the file's output; "
+                "the message this file writes is not checked"
+            )
         return f
 
-    def extra_checks(self, variant: str, path: Path, ref: Reference) -> dict[str, Any]:
-        """The FP32 file through the route for other sizes (``runtime/route.py``) against the official path."""
-        if variant != "fp32":
-            return {}
+    def extra_checks(self, variant: str, path: Path, ref: Reference, rule: Rule) -> dict[str, Any]:
+        """The file through the route for other sizes (``runtime/route.py``: the host's resize, JND and blend
+        around it) against the official path on a photo at 240 x 320, by the rule's pixels group."""
         name, img, msg, want = ref.extras["route_case"]
         runner: Runner = self.opts.opener(path, self.opts.threads)
         got = route_embed(runner, ref.extras["route"], self.size, img, msg)
-        diff = float(np.abs(got - want).max())
-        return {"route": {"image": name, "max_abs_diff_vs_pytorch": diff, "tolerance": ROUTE_TOLERANCE, "passed": diff <= ROUTE_TOLERANCE}}
+        g = judge_signal(f"{PIXELS} / route at 240x320", want.astype(np.float64) - img, got.astype(np.float64) - want, rule.floor.snr_db)
+        return {
+            "route": {
+                "image": name,
+                "max_abs_diff_vs_pytorch": float(np.abs(got - want).max()),
+                **g.as_dict(),
+            }
+        }
 
     @staticmethod
     def table(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         cover = r["psnr_watermark_vs_cover_db"]
-        rows = gate_rows("pixels", r["gate"]["pixels"])
-        if "decoded bits" in r["gate"]:
-            rows += gate_rows("decoded bits", r["gate"]["decoded bits"])
+        rows = gate_rows(r["gate"])
         rows += [
             ("max abs pixel diff vs PyTorch", f"{r['max_abs_pixel_diff']:.3g}", "-"),
             ("PSNR vs PyTorch", f"{r['psnr_vs_pytorch_db']:.1f} dB", "-"),
@@ -280,19 +291,21 @@ class EmbedderPart(Part):
                 ),
             ]
         else:
-            rows.append(("decoding", "not checked: no extractor weights for this card", "-"))
+            rows.append(("decoding", "PIXELS ONLY: no extractor (or no extractor weights) for this card; the message is not checked", "-"))
         if "route" in r["checks"]:
             c = r["checks"]["route"]
+            snr = "exact" if c["snr_db"] is None else f"{c['snr_db']:.1f} dB"
             rows.append(
-                (f"other sizes: route on {c['image']}, max abs diff", f"{c['max_abs_diff_vs_pytorch']:.2g}", f"<= {c['tolerance']:g}")
+                (
+                    f"other sizes: the route on {c['image']} ({'pass' if c['passed'] else 'FAIL'})",
+                    f"SNR {snr}, max abs diff {c['max_abs_diff_vs_pytorch']:.2g}",
+                    f"SNR >= {c['floor_db']:g} dB",
+                )
             )
         return rows
 
     @staticmethod
     def one_line(r: dict[str, Any]) -> str:
-        text = "pixels " + gate_line(r["gate"]["pixels"])
-        if "decoded bits" in r["gate"]:
-            text += f"; decoded bits {r['decoding']['bit_agreement_tflite_vs_pytorch_embedded']:.2%} as PyTorch's, " + gate_line(
-                r["gate"]["decoded bits"]
-            )
-        return text
+        if r.get("pixels_only", r.get("decoding") is None):
+            return "PIXELS ONLY (no extractor to decode it): " + gate_line(r["gate"])
+        return f"decoded bits {r['decoding']['bit_agreement_tflite_vs_pytorch_embedded']:.2%} as PyTorch's; " + gate_line(r["gate"])

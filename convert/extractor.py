@@ -2,7 +2,9 @@
 
 Watermarked inputs come from the model's embedder part, for any family that has one and whose weights
 are there: the extractor is calibrated and verified on clean photos and on the same photos watermarked
-with seeded messages (bits are compared where a message was embedded).
+with seeded messages (bits are compared where a message was embedded); verified and validated also on
+the watermarked views under the attacks a shared photo meets (``VERIFY_ATTACKS``), each attack a group
+of the rule of its own.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from videoseal_litert.calibration_data.attacks import VERIFY_ATTACKS
 from videoseal_litert.calibration_data.build import (
     HELDOUT_VIEWS,
     Tally,
+    attack_of,
+    attacked_items,
     is_watermarked,
     split_items,
     watermarked_items,
@@ -33,6 +38,7 @@ from videoseal_litert.convert.part import (
     flipped_bits,
     gate_line,
     gate_rows,
+    input_set,
     nhwc,
     untrained,
 )
@@ -41,7 +47,7 @@ from videoseal_litert.core.logits import split_logits
 from videoseal_litert.core.metrics import sqnr_db
 from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.families import DeployExtractor, Family, FamilyConfig, family_of
-from videoseal_litert.models.gate import Band, judge
+from videoseal_litert.models.gate import BITS, DETECTION, Rule, group_name, judge_extractor
 from videoseal_litert.models.parts import (
     EXTRACTOR,
     EXTRACTOR_CONTRACT,
@@ -163,55 +169,67 @@ class ExtractorPart(Part):
             return items
         return list(watermarked_items(items, fn)) if isinstance(items, list) else watermarked_items(items, fn)
 
+    def with_attacks(self, items: Any) -> list[Any]:
+        """The items with their watermarks, and each watermarked view under ``VERIFY_ATTACKS`` after it (none
+        without an embedder: there is no watermark to attack)."""
+        return list(attacked_items(self.with_watermarks(items), VERIFY_ATTACKS if self.watermarker() is not None else ()))
+
     def verification_set(self) -> InputSet:
         items, tally = self.heldout()
-        items = self.with_watermarks(items)
-        return InputSet([i.name for i in items], [{"image": nhwc(i.pixels)} for i in items], tally, [f"{i.name}:{i.sha256}" for i in items])
+        return input_set(self.with_attacks(items), tally, lambda i: {"image": nhwc(i.pixels)})
 
     def calibration_inputs(self, calib_dir: Path | None, tally: Tally, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         return ({"image": nhwc(i.pixels)} for i in self.with_watermarks(self.calibration_items(calib_dir, tally, limit)))
 
     def validation_set(self) -> InputSet:
-        """The photo pool's validation split (three views each, watermarked twins when the model has an
-        embedder): what the accuracy control chooses on; at most the spec's ``verify_images`` items."""
+        """The photo pool's validation split (three views each, watermarked twins and their attacked views when
+        the model has an embedder): what the accuracy control and the fallback choose on; at most the spec's
+        ``verify_images`` photos' views."""
         tally = Tally()
         items = list(islice(split_items("validation", self.size, tally, HELDOUT_VIEWS), self.opts.spec.verify_images))
-        items = self.with_watermarks(items)
-        return InputSet([i.name for i in items], [{"image": nhwc(i.pixels)} for i in items], tally, [f"{i.name}:{i.sha256}" for i in items])
+        return input_set(self.with_attacks(items), tally, lambda i: {"image": nhwc(i.pixels)})
 
     # ---- verification -------------------------------------------------------------------------
 
-    def figures(self, inputs: InputSet, ref: Reference, got: dict[str, np.ndarray], band: Band) -> dict[str, Any]:
+    def groups_of(self, name: str) -> set[str]:
+        a = attack_of(name)
+        return {group_name(DETECTION, a), group_name(BITS, a)}
+
+    def figures(self, inputs: InputSet, ref: Reference, got: dict[str, np.ndarray], rule: Rule) -> dict[str, Any]:
         r = np.concatenate([ref.outputs["mask_logit"], ref.outputs["bit_logits"]], axis=1)
         g = np.concatenate([got["mask_logit"], got["bit_logits"]], axis=1)
-        diff = np.abs(r - g)
-        # Bits, and the SQNR of the logits, where a message was embedded (every row without an embedder):
-        # an unwatermarked image's bit logits are noise around zero. The mask is judged on every row.
         marked = np.array([is_watermarked(n) for n in inputs.names])
-        rows = marked if marked.any() else np.ones(len(inputs.names), dtype=bool)
-        judged = np.zeros(r.shape, dtype=bool)
-        judged[:, 0] = True
-        judged[rows, 1:] = True
-        verdict = judge(r, g, judged, band, inputs.names, lambda j: "mask" if j == 0 else f"bit {j - 1}", "logits")
+        attacks = [attack_of(n) for n in inputs.names]
+        verdict = judge_extractor(r, g, inputs.names, marked, rule, attacks)
+        # The figures below are reported, not judged (the verdict is): the clean and watermarked views, bits
+        # where a message was embedded (every row for a model without an embedder).
+        base = np.array([a is None for a in attacks])
+        rows = base & (marked if marked.any() else True)
+        diff = np.abs(r - g)
+        bits = verdict.group(BITS)
         return {
             "max_abs_logit_diff": float(diff.max()),
             "max_abs_mask_diff": float(diff[:, 0].max()),
             "max_abs_bit_diff": float(diff[:, 1:].max()),
-            "mask_agreement": float(np.mean((r[:, 0] > 0) == (g[:, 0] > 0))),
+            "mask_agreement": float(np.mean((r[base, 0] > 0) == (g[base, 0] > 0))),
             "bit_agreement": float(np.mean((r[rows, 1:] > 0) == (g[rows, 1:] > 0))),
-            "sqnr_db": verdict.as_dict()["snr_db"],
-            "mask_sqnr_db": sqnr_db(r[:, 0], g[:, 0]),
+            "sqnr_db": None if bits is None else bits.as_dict()["snr_db"],
+            "mask_sqnr_db": sqnr_db(r[base, 0], g[base, 0]),
             "bit_sqnr_db": sqnr_db(r[rows, 1:], g[rows, 1:]),
-            "bit_rows": "watermarked images" if not rows.all() else "all images",
-            "bit_agreement_unwatermarked": float(np.mean((r[~rows, 1:] > 0) == (g[~rows, 1:] > 0))) if (~rows).any() else None,
+            "bit_rows": "watermarked images" if marked.any() else "all images",
+            "bit_agreement_unwatermarked": float(np.mean((r[~marked, 1:] > 0) == (g[~marked, 1:] > 0)))
+            if marked.any() and (~marked).any()
+            else None,
+            "attacks": attack_figures(r, g, attacks),
             "flipped_bits": flipped_bits(inputs.names, rows, r[:, 1:], g[:, 1:]),
-            "gate": {"logits": verdict.as_dict()},
+            "gate": verdict.as_dict(),
             "failures": verdict.failures,
+            "notes": verdict.notes,
         }
 
     @staticmethod
     def table(r: dict[str, Any]) -> list[tuple[str, str, str]]:
-        rows = gate_rows("logits", r["gate"]["logits"]) + [
+        rows = gate_rows(r["gate"]) + [
             ("max abs logit diff", f"{r['max_abs_logit_diff']:.3g}", "-"),
             ("mask agreement", f"{r['mask_agreement']:.4%}", "-"),
             (f"bit agreement ({r['bit_rows']})", f"{r['bit_agreement']:.4%}", "-"),
@@ -223,7 +241,21 @@ class ExtractorPart(Part):
 
     @staticmethod
     def one_line(r: dict[str, Any]) -> str:
-        return f"bits {r['bit_agreement']:.2%}, " + gate_line(r["gate"]["logits"])
+        return f"bits {r['bit_agreement']:.2%}, " + gate_line(r["gate"])
+
+
+def attack_figures(ref: np.ndarray, got: np.ndarray, attacks: list[str | None]) -> dict[str, dict[str, Any]]:
+    """Per attack (reported beside the verdict): bits and detections as PyTorch's on the same attacked inputs."""
+    out = {}
+    for a in dict.fromkeys(x for x in attacks if x is not None):
+        idx = np.array([x == a for x in attacks])
+        out[a] = {
+            "inputs": int(idx.sum()),
+            "bit_agreement": float(np.mean((ref[idx, 1:] > 0) == (got[idx, 1:] > 0))),
+            "detections_pytorch": int((ref[idx, 0] > 0).sum()),
+            "detections_file": int((got[idx, 0] > 0).sum()),
+        }
+    return out
 
 
 def _db(v: float | None) -> str:

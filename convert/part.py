@@ -35,7 +35,7 @@ from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import ImageError
 from videoseal_litert.models.embedders import EmbedderConfig
 from videoseal_litert.models.families import FamilyConfig, QuantPolicy
-from videoseal_litert.models.gate import Band
+from videoseal_litert.models.gate import Rule
 from videoseal_litert.models.parts import (
     Contract,
     UnitChain,
@@ -227,12 +227,18 @@ class Part(ABC):
         return {}
 
     @abstractmethod
-    def figures(self, inputs: InputSet, ref: Reference, got: dict[str, np.ndarray], band: Band) -> dict[str, Any]:
+    def figures(self, inputs: InputSet, ref: Reference, got: dict[str, np.ndarray], rule: Rule) -> dict[str, Any]:
         """What the report says of a file's outputs ``got`` against the reference, with the verdict of the
-        one rule (``models/gate.py``) under ``band``: ``gate`` (per kind of output) and ``failures``."""
+        one rule (``models/gate.py``): ``gate`` (every group), ``failures`` (the gated groups') and ``notes``
+        (what the reported groups found)."""
 
-    def extra_checks(self, variant: str, path: Path, ref: Reference) -> dict[str, Any]:
-        """Checks of a file beyond its outputs on the input set (the embedder's route): {name: {..., "passed"}}."""
+    @abstractmethod
+    def groups_of(self, name: str) -> set[str]:
+        """The rule's groups (``models/gate.py``) the input named ``name`` takes part in."""
+
+    def extra_checks(self, variant: str, path: Path, ref: Reference, rule: Rule) -> dict[str, Any]:
+        """Checks of a file beyond its outputs on the input set (the embedder's route), by the same rule:
+        {name: {..., "passed", "failures"}}."""
         return {}
 
     @staticmethod
@@ -268,31 +274,42 @@ def _rejected(tally: Tally) -> str:
     return "; ".join(f"{f}: {w}" for f, w in tally.rejected) or "none found"
 
 
-def gate_rows(name: str, g: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """A verdict of ``models/gate.py`` as (figure, measured, rule) rows."""
-    snr = "exact (no error)" if g["snr_db"] is None else f"{g['snr_db']:.2f} dB"
-    rows = [
-        (
-            f"{name}: watermark SNR (signal RMS {g['signal_rms']:.3g}, noise RMS {g['noise_rms']:.3g})",
-            snr,
-            f">= {g['min_snr_db']:g} dB" if g["noise_gated"] else f"reported (band capped at noise {g['noise_cap_rms']:.3g})",
-        ),
-    ]
-    if g["flips_judged"]:
-        rows += [
-            (f"{name}: clear-margin flips (outside the noise band)", str(g["clear_flips"]), "0"),
-            (
-                f"{name}: flips in the noise band",
-                f"{g['flips_in_band']} of {g['outputs_in_band']} in band ({g['outputs_judged']} judged)",
-                f"<= {g['flips_in_band_allowed']}",
-            ),
-        ]
+def input_set(items: list[Item], tally: Tally, make: Any) -> InputSet:
+    """An InputSet of ``items``, each input ``make(item)``."""
+    return InputSet([i.name for i in items], [make(i) for i in items], tally, [f"{i.name}:{i.sha256}" for i in items])
+
+
+def _snr(g: dict[str, Any]) -> str:
+    return "exact" if g["snr_db"] is None else f"{g['snr_db']:.1f} dB"
+
+
+def gate_rows(gate: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A verdict of ``models/gate.py`` as (figure, measured, rule) rows: one per group."""
+    rows = []
+    for name, g in gate["groups"].items():
+        floor = f"SNR >= {g['floor_db']:g} dB" if g["floor_db"] is not None else "SNR reported"
+        if g["clear_threshold"] is None:  # no decisions: the watermark's pixels
+            measured, rule = f"SNR {_snr(g)} (watermark RMS {g['signal_rms']:.3g}, error RMS {g['noise_rms']:.3g})", floor
+        else:
+            measured = (
+                f"SNR {_snr(g)}; {g['clear_flips']} of {g['clear_decisions']} clear and {g['near_flips']} of "
+                f"{g['decisions'] - g['clear_decisions']} near decisions flipped (clear: |PyTorch| > {g['clear_threshold']:.3g})"
+            )
+            rule = f"{floor}; no clear flip; <= {g['near_flips_allowed']} near flips"
+        verdict = ("pass" if g["passed"] else "FAIL") if g["gated"] else ("reported" + ("" if g["passed"] else ": would fail"))
+        rows.append((f"{name} ({verdict})", measured, rule))
     return rows
 
 
-def gate_line(g: dict[str, Any]) -> str:
-    """A verdict in a few words, for summary tables."""
-    snr = "exact" if g["snr_db"] is None else f"SNR {g['snr_db']:.1f} dB"
-    band = f" (band {g['min_snr_db']:g})" if g["noise_gated"] else ""
-    flips = f", {g['clear_flips']} clear flips, {g['flips_in_band']}/{g['outputs_in_band']} in band" if g["flips_judged"] else ""
-    return f"{snr}{band}{flips}"
+def gate_line(gate: dict[str, Any]) -> str:
+    """A verdict in a few words, for summary tables: the lowest gated SNR, the flips, any failing group."""
+    groups = list(gate["groups"].values())
+    gated = [g for g in groups if g["gated"] and g["floor_db"] is not None]
+    snrs = [g["snr_db"] for g in gated if g["snr_db"] is not None]
+    worst = min(gated, key=lambda g: g["snr_db"] if g["snr_db"] is not None else float("inf"), default=None)
+    snr = "exact" if worst is None or not snrs else f"SNR >= {min(snrs):.1f} dB (floor {worst['floor_db']:g})"
+    clear = sum(g["clear_flips"] for g in groups if g["gated"])
+    near = sum(g["near_flips"] for g in groups if g["gated"])
+    text = f"{snr} in {len(groups)} groups, flips {clear} clear / {near} near"
+    failing = [g["group"] for g in groups if g["gated"] and not g["passed"]]
+    return text + (f"; FAILING {', '.join(failing)}" if failing else "")

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from videoseal_litert.core.artifacts import (
 )
 from videoseal_litert.core.console import say
 from videoseal_litert.core.errors import UsageError
-from videoseal_litert.models.variants import band_for, variant
+from videoseal_litert.models.variants import rule_for, variant
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -211,7 +211,7 @@ def stage_verify(opts: RunOptions, part: Part, name: str = "fp32") -> StageSumma
         "sha256": sha256_file(path),
         "images": inputs.fingerprint,
         "threads": opts.threads,
-        "band": asdict(band_for(opts.spec, part.name, row, opts.random_weights)),
+        "rule": rule_for(opts.spec, part.name, row).as_dict(),
     }
     if is_current(opts, rec, fingerprint):
         return StageSummary(rec, opts.spec.name, True, verify_rows(part, read_json(md / f"{rec}.json")) + rejected + stage_rows(opts, rec))
@@ -222,6 +222,39 @@ def stage_verify(opts: RunOptions, part: Part, name: str = "fp32") -> StageSumma
         log.info("verify peak RSS %.0f MB", peak_rss_mb())
     md.record(rec, fingerprint, [f"{rec}.json", f"{rec}.md"], t0)
     return StageSummary(rec, opts.spec.name, False, verify_rows(part, report) + rejected + stage_rows(opts, rec))
+
+
+def stage_verify_file(opts: RunOptions, path: Path) -> StageSummary:
+    """Judge any ``.tflite`` (made by another tool, edited by hand) against the model's PyTorch on the held-out
+    photos, wherever it lies: the part from its signature (``image`` -> extractor, ``image`` and ``message`` ->
+    embedder), the floor from what its tensors say it is, the report beside it (``verify-<name>.{json,md}``).
+    VerificationError (exit 2) naming the failing groups; the file is never moved."""
+    from videoseal_litert.convert.parts import make_part
+    from videoseal_litert.convert.verify import precision_of, report_path, verify_file
+    from videoseal_litert.core.errors import ArtifactMissingError, VerificationError
+    from videoseal_litert.runtime.runners import open_runner
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactMissingError(f"--file {path}: no such file")
+    inputs_of = set(open_runner(path, 1, use_xnnpack=False).input_shapes)
+    by_inputs = {frozenset(p.contract.input_names): name for name, p in PARTS.items()}
+    part_name = by_inputs.get(frozenset(inputs_of))
+    if part_name is None:
+        raise VerificationError(
+            f"{path}: inputs {sorted(inputs_of)} are neither an extractor's ({sorted(PARTS['extractor'].contract.input_names)}) nor an "
+            f"embedder's ({sorted(PARTS['embedder'].contract.input_names)}): not a file of a {opts.spec.name} part"
+        )
+    part = make_part(opts, part_name)
+    inputs = part.verification_set()
+    rejected = say_rejected(inputs.tally)
+    say(
+        f"verify {path}: a {part_name} file of {opts.spec.name} ({precision_of(path)} floor), against PyTorch on {len(inputs.names)} inputs"
+    )
+    ref = part.reference(inputs)
+    report = verify_file(part, None, path, inputs, ref, in_place=True)
+    rows = verify_rows(part, report) + rejected + [("report", str(report_path(path).with_suffix(".md")))]
+    return StageSummary(f"verify {path.name}", opts.spec.name, False, rows)
 
 
 def verify_rows(part: Part, r: dict[str, Any]) -> list[tuple[str, str]]:

@@ -2,7 +2,7 @@
 
 Checks names, then shapes, then values: the file's inputs and outputs must carry the part's
 contract names and shapes, then every output is compared with the reference on the part's input
-set and judged by the one rule of ``models/gate.py`` under the variant's band. Writes
+set and judged by the one rule of ``models/gate.py`` under the variant's floor. Writes
 ``verify-<prefix><variant>.json`` and ``.md``; a file that fails is moved to ``<name>.failed.tflite``
 (it never sits under a shipping name) and VerificationError names why. ``require_verified`` is what
 every command that uses files (evaluate, arm-check, bench, package) asks before it does.
@@ -12,7 +12,6 @@ The file is run by ``opts.opener`` (in-process LiteRT unless another runner is p
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from videoseal_litert.convert.parts import InputSet, Part, Reference
 from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import ArtifactMissingError, UnverifiedFileError, VerificationError
-from videoseal_litert.models.gate import BAND_SIGMAS, MAX_BAND_FLIP_FRACTION
-from videoseal_litert.models.variants import Variant, band_for
+from videoseal_litert.models.gate import Rule
+from videoseal_litert.models.variants import Variant, rule_for
 from videoseal_litert.runtime.runners import Opener, Runner, kernels, run_all
 
 log = logging.getLogger(__name__)
@@ -82,28 +81,45 @@ def quarantine(part: Part, path: Path, report: dict[str, Any], reason: str | Non
     return bad
 
 
-def verify_file(part: Part, row: Variant, path: Path, inputs: InputSet, ref: Reference) -> dict[str, Any]:
-    """Verify one file of ``part`` by the rule of ``models/gate.py``, write its JSON and Markdown reports, and
-    raise VerificationError if it fails; a failed file is moved to ``<name>.failed.tflite``."""
+def precision_of(path: Path) -> str:
+    """What a file's arithmetic is, from its tensors' types: "quantized" (any 8-, 4- or 16-bit integer tensor),
+    "fp16" (float16 tensors) or "fp32": which floor of the rule judges a file made elsewhere."""
+    from videoseal_litert.runtime.runners import open_runner
+
+    kinds = {np.dtype(d["dtype"]).name for d in open_runner(path, 1, use_xnnpack=False).interpreter.get_tensor_details()}
+    if kinds & {"int8", "uint8", "int16", "int4"}:
+        return "quantized"
+    return "fp16" if "float16" in kinds else "fp32"
+
+
+def verify_file(
+    part: Part, row: Variant | None, path: Path, inputs: InputSet, ref: Reference, rule: Rule | None = None, in_place: bool = False
+) -> dict[str, Any]:
+    """Verify one file of ``part`` by the rule of ``models/gate.py``, write its JSON and Markdown reports beside it
+    (``verify-<name>``), and raise VerificationError if it fails. A pipeline file (``row``) that fails is moved to
+    ``<name>.failed.tflite``; a file the user brings (``row`` None, judged by ``rule``, or by the floor of what its
+    tensors say it is) is judged where it lies and left there (``in_place``)."""
     opts = part.opts
     got, ran_on = _run(part, path, inputs, opts.threads, opts.opener)
     for name, want in ref.outputs.items():
         if got[name].shape != want.shape:
             raise VerificationError(f"{path}: output {name!r} has shape {got[name].shape[1:]}, PyTorch's {want.shape[1:]}")
-    variant = row.name
-    band = band_for(opts.spec, part.name, row, ref.random_init)
-    figures = part.figures(inputs, ref, got, band)
+    precision = row.precision if row is not None else precision_of(path)
+    if rule is None:
+        rule = rule_for(opts.spec, part.name, row, precision)
+    variant = row.name if row is not None else path.name
+    figures = part.figures(inputs, ref, got, rule)
     del got
     failures = figures.pop("failures")
-    checks = part.extra_checks(variant, path, ref)
-    failures += [
-        f"{name}: " + ", ".join(f"{k} {v}" for k, v in c.items() if k != "passed") for name, c in checks.items() if not c["passed"]
-    ]
+    checks = part.extra_checks(row.name if row is not None else precision, path, ref, rule)
+    failures += [f for c in checks.values() for f in c.get("failures", [])]
     report = {
         "model_id": opts.spec.name,
         "part": part.name,
         "variant": variant,
+        "precision": precision,
         "file": path.name,
+        "path": str(path.resolve()) if row is None else None,
         "sha256": sha256_file(path),
         "runner": opts.opener.__name__ if hasattr(opts.opener, "__name__") else type(opts.opener).__name__,
         "kernels": ran_on,
@@ -113,22 +129,25 @@ def verify_file(part: Part, row: Variant, path: Path, inputs: InputSet, ref: Ref
         **figures,
         "checks": checks,
         "random_init": ref.random_init,
-        "band": asdict(band),
+        "rule": rule.as_dict(),
         "passed": not failures,
         "failures": failures,
         "machine": machine_description(),
         "num_threads": opts.threads,
     }
-    stem = part.report(variant)
-    if failures:
+    report_file = report_path(path)
+    if failures and not in_place:
         bad = quarantine(part, path, report)
         raise VerificationError(
             f"{opts.spec.name} {part.name} {variant} failed verification: " + "; ".join(failures) + f" (kept as {bad.name}; "
-            f"see {path.parent / stem}.md)"
+            f"see {report_file.with_suffix('.md')})"
         )
-    failed_path(path).unlink(missing_ok=True)  # an earlier attempt's failed file is stale now
-    write_json(path.parent / f"{stem}.json", report)
-    write_text(path.parent / f"{stem}.md", render_markdown(part, report))
+    if not in_place:
+        failed_path(path).unlink(missing_ok=True)  # an earlier attempt's failed file is stale now
+    write_json(report_file, report)
+    write_text(report_file.with_suffix(".md"), render_markdown(part, report))
+    if failures:
+        raise VerificationError(f"{path} FAILED verification: " + "; ".join(failures) + f" (see {report_file.with_suffix('.md')})")
     return report
 
 
@@ -174,37 +193,46 @@ def render_table(part: Part, r: dict[str, Any]) -> str:
 
 
 def render_flips(r: dict[str, Any]) -> str:
-    """The flips each verdict found, clear-margin ones first (the ones that fail a file)."""
+    """The flips each group found, clear ones first (each fails the file)."""
     out = []
-    for kind, g in r.get("gate", {}).items():
-        for title, key in (
-            ("clear-margin flips (outside the noise band: each fails the file)", "clear_flip_list"),
-            ("flips inside the noise band", "band_flip_list"),
-        ):
+    for name, g in (r.get("gate") or {}).get("groups", {}).items():
+        for title, key in (("clear flips (each fails the file)", "clear_flip_list"), ("near flips", "near_flip_list")):
             flips = g.get(key) or []
             if flips:
                 out += [
-                    f"\n{kind}: {title}, largest PyTorch margin first:\n",
-                    "| input | output | PyTorch | file | band |",
-                    "|---|---|---|---|---|",
-                    *[f"| {f['input']} | {f['output']} | {f['pytorch']:+.4g} | {f['file']:+.4g} | {f['band']:.3g} |" for f in flips[:20]],
+                    f"\n{name}: {title}, largest PyTorch margin first:\n",
+                    "| input | output | PyTorch | file |",
+                    "|---|---|---|---|",
+                    *[f"| {f['input']} | {f['output']} | {f['pytorch']:+.4g} | {f['file']:+.4g} |" for f in flips[:20]],
                 ]
     return "\n".join(out)
+
+
+def rule_text(rule: dict[str, Any]) -> str:
+    """The rule in one paragraph, with this file's figures."""
+    det = "" if rule["detection_gated"] else " Detection is reported, not gated: the card says the mask head was not trained."
+    return (
+        f"Rule (docs/verification.md): each group of decisions (detection on every input; bits on watermarked inputs; each "
+        f"attack's views a group of their own) against PyTorch: no flip of a clear decision (|PyTorch| > {rule['clear_fraction']:g} x "
+        f"the RMS of PyTorch's values in the group), at most floor({rule['near_flip_fraction']:g} x N) near flips, and SNR >= "
+        f"{rule['floor_db']:g} dB ({rule['floor_why']}).{det}"
+    )
 
 
 def render_markdown(part: Part, r: dict[str, Any]) -> str:
     status = "PASSED" if r["passed"] else "FAILED: " + "; ".join(r["failures"])
     weights = "**RANDOM weights (not a trained model)**" if r["random_init"] else "checkpoint weights"
     rejected = f" Rejected: {', '.join(x['file'] + ' (' + x['why'] + ')' for x in r['rejected'])}." if r["rejected"] else ""
-    band = r["band"]
+    notes = "".join(f"\n- {n}" for n in r.get("notes") or [])
     return (
         f"# Verification: {r['model_id']} {part.name} / {r['variant']}\n\n"
         f"{status}\n\n"
-        f"`{r['file']}` against the PyTorch {part.name} ({weights}) on {r['num_images']} held-out images "
-        f"({', '.join(r['images'])}), 256x256 views resized as official `detect()` does; {r['num_threads']} threads on {r['machine']}, "
+        f"`{r['file']}` against the PyTorch {part.name} ({weights}) on {r['num_images']} held-out inputs "
+        f"({_names(r['images'])}), 256x256 views resized as official `detect()` does; {r['num_threads']} threads on {r['machine']}, "
         f"{r.get('kernels', 'XNNPACK')}.{rejected}\n\n"
-        f"Rule (docs/verification.md): watermark SNR >= {band['min_snr_db']:g} dB ({band['source']}); no flip of an output whose "
-        f"PyTorch value lies outside {BAND_SIGMAS:g} x the file's noise on that input (capped at the band's noise); at most "
-        f"{MAX_BAND_FLIP_FRACTION:g} of the outputs inside that band may flip.\n\n"
-        f"{render_table(part, r)}\n{render_flips(r)}\n"
+        f"{rule_text(r['rule'])}\n" + (f"\nNotes:{notes}\n" if notes else "") + f"\n{render_table(part, r)}\n{render_flips(r)}\n"
     )
+
+
+def _names(names: list[str], most: int = 12) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -188,7 +188,8 @@ def prepare_artifacts(
         tables += [stage_load(opts, part), stage_tflite(opts, part), stage_verify(opts, part, "fp32")]
         if variants:
             target = target_agreement if part.name == "extractor" else None  # the embedder: its default (10 dB)
-            tables.append(stage_quantize(opts, part, variants=variants, target=target))
+            # The demo's target is the INT8 file's (its accuracy control's): int8-dynamic is judged by the rule alone.
+            tables.append(stage_quantize(opts, part, variants=variants, target=target, target_variants=("int8",)))
     return tables
 
 

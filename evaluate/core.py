@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from videoseal_litert.calibration_data.attacks import Attack, resolve_attacks
 from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.calibration_data.images import read_rgb, resize_like_detect
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.core.errors import ImageError
 from videoseal_litert.core.metrics import binomial_tail, psnr_db
-from videoseal_litert.evaluate.attacks import Attack, resolve_attacks
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.runtime.route import embed
 from videoseal_litert.runtime.runners import Runner, open_file

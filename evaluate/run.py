@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from videoseal_litert.calibration_data.attacks import resolve_attacks
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.verify import failed_path, require_verified
 from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress, say
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.evaluate import engines, summary
-from videoseal_litert.evaluate.attacks import resolve_attacks
 from videoseal_litert.evaluate.core import PYTORCH, EvalConfig, label
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
@@ -77,6 +77,17 @@ def choose(opts: RunOptions, spec: str | None) -> tuple[tuple[str, ...], tuple[s
 
 
 VIDEO_FRAMES = 16  # frames of each clip the video pass embeds, attacks and decodes
+
+
+def _verdicts(checked: dict[str, dict[str, Any]]) -> str:
+    """Each file's verdict by the rule (its verification report), beside the table of its differences from PyTorch."""
+    parts = []
+    for c in checked.values():
+        rep = c.get("report") or {}
+        what = "PASSED" if c["status"] == "verified" else c["status"].upper()
+        n = rep.get("num_images")
+        parts.append(f"{label(c['file'])} {what}" + (f" on {n} held-out inputs, attacked views included" if n else ""))
+    return "verdicts by the rule (docs/verification.md): " + ("; ".join(parts) if parts else "PyTorch only")
 
 
 def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, address: str | None, workers: int | None) -> dict[str, Any]:
@@ -246,6 +257,7 @@ def run_evaluate(
         write_text(ed / "summary.md", summary.render(s, head))
         summary.plot(s, ed / "summary.png")
         say(summary.family_table(s))
+        say(_verdicts(checked))
         if s["errors"]:
             say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
         if clips:

@@ -70,22 +70,45 @@ def variants_of(s: dict[str, Any]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((e["embedder"], e["variant"]) for e in s["table"]))
 
 
+PYTORCH = "pytorch"
+
+
 def family_table(s: dict[str, Any]) -> str:
-    """Bit accuracy per attack family (all strengths together), one column per embedder/variant: the terminal's table."""
+    """Per attack family (all strengths together), one column per embedder/variant: bit accuracy, and beside each
+    file its difference from the PyTorch decoder with the same embedder in percentage points; then the mask's
+    detections (watermark detected by the mask logit) as counts, PyTorch's beside each file's. The terminal's table."""
     cols = variants_of(s)
     acc: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    det: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     fams: list[str] = []
     for e in s["table"]:
         fams.append(e["family"])
-        a = acc[(e["family"], e["embedder"], e["variant"])]
-        a[0] += e["bit_accuracy"]["k"]
-        a[1] += e["bit_accuracy"]["n"]
+        key = (e["family"], e["embedder"], e["variant"])
+        acc[key][0] += e["bit_accuracy"]["k"]
+        acc[key][1] += e["bit_accuracy"]["n"]
+        det[key][0] += e["detected_mask"]["k"]
+        det[key][1] += e["detected_mask"]["n"]
     multi = len({c[0] for c in cols}) > 1
     names = [f"{v} ({emb})" if multi else v for emb, v in cols]
+
+    def cell(f: str, emb: str, v: str) -> str:
+        k, n = acc[(f, emb, v)]
+        if not n:
+            return "-"
+        ref = acc[(f, emb, PYTORCH)]
+        pp = "" if v == PYTORCH or not ref[1] else f" ({100 * (k / n - ref[0] / ref[1]):+.2f} pp)"
+        return f"{k / n:.2%}{pp}"
+
+    def mask(f: str, emb: str, v: str) -> str:
+        k, n = det[(f, emb, v)]
+        return f"{k}/{n}" if n else "-"
+
     lines = ["| attack family | " + " | ".join(names) + " |", "|---" * (1 + len(cols)) + "|"]
     for f in dict.fromkeys(fams):
-        cells = [f"{acc[(f, emb, v)][0] / acc[(f, emb, v)][1]:.2%}" if acc[(f, emb, v)][1] else "-" for emb, v in cols]
-        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {f} | " + " | ".join(cell(f, emb, v) for emb, v in cols) + " |")
+    lines += ["", "| mask detected | " + " | ".join(names) + " |", "|---" * (1 + len(cols)) + "|"]
+    for f in dict.fromkeys(fams):
+        lines.append(f"| {f} | " + " | ".join(mask(f, emb, v) for emb, v in cols) + " |")
     return "\n".join(lines)
 
 

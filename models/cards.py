@@ -10,18 +10,64 @@ VideoSeal-family variant with other sizes or nbits converts without code changes
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.embedders import EmbedderConfig, embedder_family_for_model
 from videoseal_litert.models.families import FamilyConfig, card_value, family_for_model, positive_int
+from videoseal_litert.models.gate import CLEAR_FRACTION
+from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 
 log = logging.getLogger(__name__)
 
 IMG_SIZE_KEYS = ("img_size_proc", "img_size_extractor", "img_size")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The card's ``verification`` section (this project's; the official loader ignores keys it does not
+    read): how the one rule (``models/gate.py``) judges this model's files. A card may raise a floor or
+    lower the clear fraction, never the reverse (``models/variants.rule_for``)."""
+
+    # False: the checkpoint's mask head was not trained (the released VideoSeal checkpoints trained it
+    # with zero weight): detection is reported, not gated, and judged through the message bits.
+    mask_trained: bool = True
+    floors: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # part -> variant -> dB
+    clear_fraction: float = CLEAR_FRACTION
+
+
+VERIFICATION_KEYS = ("mask_trained", "floors", "clear_fraction")
+
+
+def parse_verification(raw: Any, where: str) -> Verification:
+    """The ``verification`` section, each key checked; CardError naming a bad one."""
+    if raw is None:
+        return Verification()
+    if not isinstance(raw, dict):
+        raise CardError(f"{where}: 'verification' must be a mapping of {', '.join(VERIFICATION_KEYS)}")
+    unknown = sorted(set(raw) - set(VERIFICATION_KEYS))
+    if unknown:
+        raise CardError(f"{where}: unknown key(s) {', '.join(unknown)} under 'verification'; known: {', '.join(VERIFICATION_KEYS)}")
+    mask = raw.get("mask_trained", True)
+    if not isinstance(mask, bool):
+        raise CardError(f"{where}: verification.mask_trained must be true or false, not {mask!r}")
+    floors: dict[str, dict[str, float]] = {}
+    for part, per in (raw.get("floors") or {}).items():
+        if part not in (EXTRACTOR, EMBEDDER) or not isinstance(per, dict):
+            raise CardError(f"{where}: verification.floors.{part}: expected '{EXTRACTOR}' or '{EMBEDDER}' mapping variant names to dB")
+        for v, db in per.items():
+            if isinstance(db, bool) or not isinstance(db, (int, float)):
+                raise CardError(f"{where}: verification.floors.{part}.{v} must be a number of dB, not {db!r}")
+        floors[part] = {str(v): float(db) for v, db in per.items()}
+    frac = raw.get("clear_fraction", CLEAR_FRACTION)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+        raise CardError(f"{where}: verification.clear_fraction must be a number in (0, 1], not {frac!r}")
+    return Verification(mask, floors, float(frac))
 
 
 @dataclass(frozen=True)
@@ -38,6 +84,7 @@ class Card:
     checkpoint_path: str | None
     embedder_model: str | None = None
     embedder_config: EmbedderConfig | None = None
+    verification: Verification = Verification()
 
     @property
     def config(self) -> FamilyConfig:
@@ -100,4 +147,5 @@ def _parse(path: Path, raw: dict) -> Card:
         section = card_value(raw, "embedder", "")
         emb_model = str(card_value(section, "model", "embedder."))
         emb_cfg = embedder_family_for_model(emb_model, f"card {path}").parse_card(emb_model, section, args, nbits, img_size, f"card {path}")
-    return Card(path, model, cfg, raw.get("checkpoint_path"), emb_model, emb_cfg)
+    verification = parse_verification(raw.get("verification"), f"card {path}")
+    return Card(path, model, cfg, raw.get("checkpoint_path"), emb_model, emb_cfg, verification)

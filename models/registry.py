@@ -7,6 +7,7 @@ closest match.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 from collections.abc import Mapping
@@ -14,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videoseal_litert.core.errors import UnknownModelError
-from videoseal_litert.models.cards import Card, read_card
-from videoseal_litert.models.gate import Band
+from videoseal_litert.models.cards import Card, Verification, read_card
 from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
@@ -43,9 +43,9 @@ class ModelSpec:
     released: bool = True
     input_layout: str = "NHWC"
     input_range: tuple[float, float] = (0.0, 1.0)
-    # Bands stricter than the variants table's (models/variants.py), by part and variant: a spec may
-    # tighten the rule's band for its files, never loosen it (models/gate.py, BandError).
-    bands: Mapping[str, Mapping[str, Band]] = field(default_factory=dict)
+    # Floors (dB) over the card's and the variants table's, by part and variant: a spec may raise the rule's
+    # floor for its files, never lower it (models/variants.rule_for, FloorError).
+    floors: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # Quantized variants `make quantize` (and `make embedder`) write by default, by part; a part not
     # named here gets every quantized variant of the table that applies to it. VARIANTS= overrides.
     variants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -57,6 +57,15 @@ class ModelSpec:
     @property
     def card(self) -> Card:
         return read_card(self.card_path)
+
+    @property
+    def verification(self) -> Verification:
+        """The card's verification section with the spec's own floors over it."""
+        v = self.card.verification
+        if not self.floors:
+            return v
+        merged = {p: {**v.floors.get(p, {}), **self.floors.get(p, {})} for p in {*v.floors, *self.floors}}
+        return dataclasses.replace(v, floors=merged)
 
     def default_checkpoint(self) -> Path:
         return self.checkpoint_dir / (self.checkpoint_file or f"{self.name}.pth")

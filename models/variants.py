@@ -3,9 +3,9 @@
 A row says what a variant is for every stage: the recipe that makes it from the float file (an
 ai-edge-quantizer configuration; ``None`` for ``fp32``, which the converter writes), whether it needs
 calibration, its input/output dtype, where it sits in the benchmark, which parts (extractor,
-embedder) it applies to, its band per part for trained and for random weights (the watermark SNR the
-one rule of ``models/gate.py`` holds a file to; a model's spec may tighten it), whether a bundle ships
-it by default, and whether the accuracy-driven fallback may keep ops float to reach its band. Adding a variant is one row and, unless an
+embedder) it applies to, its precision (which floor of ``FLOORS`` the one rule of ``models/gate.py`` holds its
+files to; a model's card may raise it), whether a bundle ships it by default, and whether the
+accuracy-driven fallback may keep ops float until it passes the rule. Adding a variant is one row and, unless an
 existing recipe fits, one recipe function; every stage reads this table.
 
 Which ops a recipe touches is the family's ``QuantPolicy`` (``models/families.py``), with its reasons.
@@ -13,15 +13,14 @@ Which ops a recipe touches is the family's ``QuantPolicy`` (``models/families.py
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.models.families import QuantPolicy
-from videoseal_litert.models.gate import HEADROOM_DB, Band, Bands, tightened
+from videoseal_litert.models.gate import CLEAR_FRACTION, Floor, Rule
 from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.registry import ModelSpec
 
@@ -132,86 +131,78 @@ class Variant:
     parts: tuple[str, ...]
     needs_calibration: bool = False
     io_dtype: str = "float32"  # the file's input and output dtype
-    # The watermark SNR a file of this variant keeps against PyTorch, per part, for trained and for random
-    # weights (the one rule that judges it: ``models/gate.py``); a model's spec may tighten it. None: the
-    # bands measured for ``measured_as`` (default: this row's name) in MEASURED.
-    bands: Mapping[str, Bands] | None = None
-    measured_as: str | None = None
+    # Which floor of FLOORS judges its groups: "fp32", "fp16" or "quantized" (any integer arithmetic).
+    precision: str = "quantized"
     ships: bool = False  # in a bundle unless VARIANTS= says otherwise
-    fallback: bool = False  # the accuracy-driven fallback may keep ops float to reach the band
+    fallback: bool = False  # the accuracy-driven fallback may keep ops float until the file passes the rule
     # The accuracy control (quantize/control.py) may give op groups more precision to reach its target:
     # "float" (no quantization) or "int8" (8-bit weights instead of 4); None: no control.
     controlled: str | None = None
     default: bool = True  # written by `make quantize` unless VARIANTS= (or the model's spec) says otherwise
-    # The bundle's golden-vector tolerance per part, for float arithmetic (another CPU rounds float
-    # files to ~1e-5); None: integer arithmetic, about one output step (the bundle derives it).
-    golden_atol: Mapping[str, float] | None = None
     summary: str = ""
     bench_order: int | None = None  # where it sits in the benchmark (None: its place in the table)
 
-    def __post_init__(self) -> None:
-        if self.bands is None:
-            object.__setattr__(self, "bands", {part: _bands(part, self.measured_as or self.name) for part in self.parts})
+    def floor(self, part: str) -> Floor:
+        """The SNR floor this row's files of ``part`` are held to (before a card raises it)."""
+        return FLOORS[part][self.precision]
 
     def file(self, prefix: str) -> str:
         return f"{prefix}{self.name}.tflite"
 
 
-# Where each band comes from: the worst watermark SNR (dB) measured on that kind of weights, less
-# HEADROOM_DB, by `make quantize` / `make embedder` (every variant) on 2026-12-04 (Intel Xeon, AVX-512
-# VNNI, AMX, 2 threads; the figures in each verify-*.json). Trained: the tiny pair and the fixture
-# (extractor: both; embedder: the tiny pair's, which the fixture shares); for the extractor's fp32 and
-# fp16, whose error is float rounding that grows with a network's depth and width, also the full-size
-# extractors with RANDOM_INIT (no trained network of the ViT's or ChunkySeal's size exists here).
-# Random: the reference minis (extractor: VideoSeal 1.0, ChunkySeal, VideoSeal 0.0; embedder: VideoSeal
-# 1.0, PixelSeal, ChunkySeal, VideoSeal 0.0, each under the embedder's default accuracy control) and, for
-# the extractor, the full-size RANDOM_INIT extractors of the three families (quantization noise grows
-# with depth: VideoSeal 0.0's int8-dynamic 35.3 dB as a mini, 28.3 dB at full size). All verified on the
-# held-out photos; per model: docs/verification.md.
-Measured = tuple[tuple[float, str], tuple[float, str]]  # ((trained dB, on what), (random dB, on what))
-MEASURED: dict[str, dict[str, Measured]] = {
+# The rule's SNR floors (dB) of a group against PyTorch (models/gate.py), by part and by what a variant's
+# arithmetic is: constants with their reasons, none derived from this project's own files. A card may raise a
+# floor (``verification: floors:``), never lower it (FloorError).
+FLOORS: dict[str, dict[str, Floor]] = {
     EXTRACTOR: {
-        # float rounding grows with size: full-size random VideoSeal 0.0 (tiny 129.7, fixture 127.3, ChunkySeal 118.5)
-        "fp32": ((115.3, "VideoSeal 0.0 at full size, RANDOM_INIT"), (115.3, "VideoSeal 0.0 at full size")),
-        "fp16": ((60.4, "VideoSeal 0.0 at full size, RANDOM_INIT"), (60.4, "VideoSeal 0.0 at full size")),  # tiny 70.6, fixture 77.1
-        "int8-dynamic": ((42.0, "tiny"), (28.25, "VideoSeal 0.0 at full size")),  # its mini 35.3
-        "int8": ((17.9, "tiny, under its accuracy control"), (20.6, "VideoSeal 1.0 mini")),  # fixture 19.2
-        "int8-full": ((16.6, "tiny"), (18.95, "VideoSeal 0.0 at full size")),
-        "int4": ((21.0, "tiny"), (11.3, "VideoSeal 0.0 at full size")),  # fixture 29.8; ChunkySeal at full size 11.46
+        "fp32": Floor(
+            80.0,
+            "float32 errs by rounding alone (over 110 dB on every model here); 80 dB still fails an error a ten-thousandth of the decisions' RMS",
+        ),
+        "fp16": Floor(
+            40.0, "float16 weights keep 11 significant bits (about 66 dB); 40 dB leaves the error a hundredth of the decisions' RMS"
+        ),
+        "quantized": Floor(
+            12.0, "at 12 dB the quantization noise is a quarter of S, so a clear decision (|PyTorch| > S/2) lies two noise RMS from zero"
+        ),
     },
-    EMBEDDER: {  # trained: the tiny pair's embedder (the fixture shares it); random U-Nets amplify rounding
-        "fp32": ((121.8, "tiny"), (96.6, "ChunkySeal embedder mini")),
-        "fp16": ((71.8, "tiny"), (37.5, "PixelSeal embedder mini")),
-        "int8": ((35.4, "tiny"), (11.1, "PixelSeal embedder mini, under its accuracy control (all-INT8: 5.1)")),
+    EMBEDDER: {
+        "fp32": Floor(80.0, "float32 rounding, as the extractor's: far under any watermark"),
+        "fp16": Floor(
+            30.0,
+            "float16 through U-Nets whose norms amplify rounding (a random PixelSeal mini's FP16 measured 37.5 dB); 30 dB keeps the error a thirtieth of the watermark's amplitude",
+        ),
+        "quantized": Floor(
+            10.0,
+            "at 10 dB the error is a third of the watermark's amplitude; what it does to the message is judged by the decoded bits' flips",
+        ),
     },
 }
-# An embedder's error stays at least this far under the watermark it writes, whatever was measured: at 10 dB
-# the error is a third of the watermark's amplitude (issue 31; the embedder's accuracy-control target too).
-EMBEDDER_MIN_SNR_DB = 10.0
 
 
-def _bands(part: str, variant: str) -> Bands:
-    """The variant's bands for ``part``: the worst SNR measured on trained and on random weights, each less the
-    headroom (an embedder's never under EMBEDDER_MIN_SNR_DB)."""
-    least = EMBEDDER_MIN_SNR_DB if part == EMBEDDER else -math.inf
-
-    def band(measured: tuple[float, str], kind: str) -> Band:
-        worst, where = measured
-        value = round(max(worst - HEADROOM_DB, least), 1)
-        why = f"{kind}: worst {worst:g} dB ({where}) less {HEADROOM_DB:g}" + (f", at least {least:g}" if value == least else "")
-        return Band(value, why)
-
-    trained, random = MEASURED[part][variant]
-    return Bands(trained=band(trained, "trained weights"), random=band(random, "random weights"))
+class FloorError(UsageError):
+    """A card or spec that would loosen the rule: lower a floor, or raise the clear fraction."""
 
 
 BOTH = (EXTRACTOR, EMBEDDER)
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("fp32", None, BOTH, ships=True, golden_atol={EXTRACTOR: 1e-3, EMBEDDER: 1e-4}, summary="float32, the converter's output"),
         Variant(
-            "fp16", recipe_fp16, BOTH, ships=True, golden_atol={EXTRACTOR: 2e-3, EMBEDDER: 1e-3}, summary="float16 weights, float32 compute"
+            "fp32",
+            None,
+            BOTH,
+            precision="fp32",
+            ships=True,
+            summary="float32, the converter's output",
+        ),
+        Variant(
+            "fp16",
+            recipe_fp16,
+            BOTH,
+            precision="fp16",
+            ships=True,
+            summary="float16 weights, float32 compute",
         ),
         Variant("int8-dynamic", recipe_dynamic, (EXTRACTOR,), summary="dynamic-range int8 weights, float activations"),
         Variant(
@@ -239,12 +230,10 @@ VARIANTS: dict[str, Variant] = {
             default=False,
             summary="4-bit weights (blockwise 32) for the pointwise layers, dynamic int8 activations; 8-bit elsewhere",
         ),
-        # The same band as int4: the control only adds precision to an int4 file.
         Variant(
             "int4-mixed",
             recipe_int4,
             (EXTRACTOR,),
-            measured_as="int4",
             controlled="int8",
             default=False,
             summary="int4 where the accuracy control allows, 8-bit weights for the op groups it needs",
@@ -276,11 +265,34 @@ def quantized(part: str) -> tuple[str, ...]:
     return tuple(n for n in names(part) if VARIANTS[n].recipe is not None and VARIANTS[n].default)
 
 
-def band_for(spec: ModelSpec, part: str, row: Variant, random_init: bool) -> Band:
-    """The band one file of ``row`` is judged by: this table's for the part and the kind of weights, or the
-    model's spec's own where it is stricter (BandError where it would be looser)."""
-    default = row.bands[part].pick(random_init)
-    return tightened(default, spec.bands.get(part, {}).get(row.name), f"{spec.name} {part} {row.name}")
+def rule_for(spec: ModelSpec, part: str, row: Variant | None = None, precision: str | None = None) -> Rule:
+    """The rule one file is judged by: the floor of its row (or, for a file made elsewhere, of its ``precision``:
+    "fp32", "fp16" or "quantized") for the part, raised where the model's card or spec raises it (for a file made
+    elsewhere: the highest raise among the rows of its precision); the clear fraction, lowered where they lower
+    it; detection gated unless the card says the mask head was not trained. FloorError where a card or spec
+    would loosen the rule."""
+    if row is None and precision is None:
+        raise ValueError("rule_for: give a row or a precision")
+    rows = [row] if row is not None else [v for v in VARIANTS.values() if v.precision == precision and part in v.parts]
+    floor = FLOORS[part][row.precision if row is not None else str(precision)]
+    v = spec.verification
+    for r in rows:
+        own = v.floors.get(part, {}).get(r.name)
+        if own is None:
+            continue
+        if own < FLOORS[part][r.precision].snr_db:
+            raise FloorError(
+                f"{spec.name} {part} {r.name}: the card's floor {own:g} dB is under the rule's {FLOORS[part][r.precision].snr_db:g} dB "
+                f"({FLOORS[part][r.precision].why}); a card may raise a floor, never lower it"
+            )
+        if own > floor.snr_db:
+            floor = Floor(own, f"raised by {spec.name}'s card from {FLOORS[part][r.precision].snr_db:g} dB")
+    if v.clear_fraction > CLEAR_FRACTION:
+        raise FloorError(
+            f"{spec.name}: the card's clear fraction {v.clear_fraction:g} is over the rule's {CLEAR_FRACTION:g}; a card may lower it "
+            "(more decisions count as clear), never raise it"
+        )
+    return Rule(floor, v.clear_fraction, detection_gated=v.mask_trained)
 
 
 def default_variants(spec: ModelSpec, part: str) -> tuple[str, ...]:

@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from videoseal_litert.calibration_data.build import heldout_items, to_uint8
+from videoseal_litert.calibration_data.build import heldout_items, is_watermarked, to_uint8
+from videoseal_litert.calibration_data.images import Tally
+from videoseal_litert.convert.arm_check import output_steps
 from videoseal_litert.convert.options import RunOptions
-from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, Part
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, InputSet, Part
 from videoseal_litert.convert.stages import StageSummary, exclusive_stage
 from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
 from videoseal_litert.convert.verify import failed_path, report_path, verification_of
@@ -39,7 +41,8 @@ from videoseal_litert.core.artifacts import machine_description, read_json, sha2
 from videoseal_litert.core.console import say, working
 from videoseal_litert.core.errors import NativeRunError, PipelineError, UnverifiedFileError
 from videoseal_litert.models.embedders import message_for
-from videoseal_litert.models.variants import VARIANTS, variant
+from videoseal_litert.models.gate import Verdict, judge_embedder, judge_extractor
+from videoseal_litert.models.variants import VARIANTS, rule_for, variant
 from videoseal_litert.runtime.litert_runner import METADATA_NAME
 from videoseal_litert.runtime.native_build import build_x86
 from videoseal_litert.runtime.route import embed as route_embed
@@ -49,10 +52,6 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime"
-# Golden-vector tolerance for integer arithmetic (float files: the variants table's ``golden_atol``):
-# integer kernels on another CPU (or another XNNPACK build) may round to about one output step.
-INT_LOGIT_ATOL_FRACTION = 0.02  # of the largest |bit logit|
-INT_PIXEL_ATOL = 2e-2
 GOLDEN_MESSAGE_SEED = 11
 
 
@@ -174,52 +173,110 @@ def _same_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray], dst: Path)
     return b
 
 
-def _extractor_golden(part: Part, name: str, src: Path, dst: Path, images: list[tuple[str, np.ndarray]], stage: Path) -> dict[str, Any]:
+def _refuse_failing(dst: Path, verdict: Verdict, where: str) -> None:
+    """The file's x86 outputs on the golden vectors must pass the rule themselves: a bundle's self-test judges
+    every other runtime by it."""
+    if not verdict.passed:
+        raise PackagingError(f"{dst.name} fails the rule against PyTorch on {where}: {'; '.join(verdict.failures)}; not packaged")
+
+
+def _extractor_golden(
+    part: Part, name: str, src: Path, dst: Path, images: list[tuple[str, np.ndarray]], stage: Path, pt: Any
+) -> dict[str, Any]:
+    """The file's outputs on the golden images (the x86 reference of every other runtime) with PyTorch's on the
+    same images and the rule the self-tests judge them by."""
     a, b = part.opts.opener(src, 2), part.opts.opener(dst, 2)
+    rule = rule_for(part.opts.spec, part.name, variant(name, part.name))
     vectors = []
-    for img, x in images:
+    for i, (img, x) in enumerate(images):
         out = _same_outputs(a({"image": x}), b({"image": x}), dst)
         bits = out["bit_logits"].reshape(-1)
         vectors.append(
             {
                 "image": img,
+                "watermarked": is_watermarked(Path(img).stem),
                 "mask_logit": float(out["mask_logit"].reshape(-1)[0]),
                 "bit_logits": [float(t) for t in bits],
                 "bits_hex": bits_hex(bits),
+                "pytorch": {"mask_logit": float(pt["mask_logit"][i, 0]), "bit_logits": [float(t) for t in pt["bit_logits"][i]]},
             }
         )
-    scale = max(max(abs(t) for t in vec["bit_logits"]) for vec in vectors)
-    atol = variant(name).golden_atol
-    return {"file": dst.name, "logit_atol": atol[part.name] if atol else max(1e-3, INT_LOGIT_ATOL_FRACTION * scale), "vectors": vectors}
+    got = np.array([[v["mask_logit"], *v["bit_logits"]] for v in vectors])
+    ref = np.array([[v["pytorch"]["mask_logit"], *v["pytorch"]["bit_logits"]] for v in vectors])
+    _refuse_failing(
+        dst, judge_extractor(ref, got, [v["image"] for v in vectors], [v["watermarked"] for v in vectors], rule), "the golden images"
+    )
+    return {"file": dst.name, "rule": rule.as_dict(), "output_step": output_steps(dst, "bit_logits"), "vectors": vectors}
 
 
-def _embedder_golden(part: Part, name: str, src: Path, dst: Path, images: list[tuple[str, np.ndarray]], stage: Path) -> dict[str, Any]:
-    """Covers (the unwatermarked golden images and one at 320 x 240, so the self-test runs the route) and
-    seeded messages through the file, by the route ``run_embedder.py`` follows."""
-    route = read_json(part.opts.model_dir / part.description_file)["route"]
+def _embedder_covers(part: Part, images: list[tuple[str, np.ndarray]], stage: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, cover (H, W, 3), message) of the embedder's golden vectors: the unwatermarked golden images and one at
+    320 x 240, so the self-test runs the route."""
     (stage / "golden" / "embedder").mkdir(exist_ok=True)
     covers = [(n, x[0]) for n, x in images if "+wm" not in n][:2]
     odd_name = Path(covers[0][0]).stem + "_320x240.png"
     if not (stage / "golden" / odd_name).exists():
         Image.fromarray(to_uint8(covers[0][1])).resize((320, 240), Image.BILINEAR).save(stage / "golden" / odd_name)
     covers.append((odd_name, np.asarray(Image.open(stage / "golden" / odd_name), np.float32) / 255))
+    return [(n, x, message_for(i, part.nbits, GOLDEN_MESSAGE_SEED).numpy()[0]) for i, (n, x) in enumerate(covers)]
+
+
+def _embedder_pytorch(part: Part, images: list[tuple[str, np.ndarray]], stage: Path) -> dict[str, str]:
+    """PyTorch's watermarked output on each golden cover and message (the official path, any size), saved once: {cover: npy}."""
+    import torch
+
+    module = part.load().module.eval()
+    out = {}
+    for img, x, m in _embedder_covers(part, images, stage):
+        with torch.no_grad():
+            want = module(torch.from_numpy(x).permute(2, 0, 1)[None].float(), torch.from_numpy(m)[None].long())[0].permute(1, 2, 0).numpy()
+        npy = f"golden/embedder/pytorch-{Path(img).stem}.npy"
+        np.save(stage / npy, want.astype(np.float32))
+        out[img] = npy
+    return out
+
+
+def _embedder_golden(
+    part: Part, name: str, src: Path, dst: Path, images: list[tuple[str, np.ndarray]], stage: Path, pt: Any
+) -> dict[str, Any]:
+    """Each golden cover and message through the file by the route ``run_embedder.py`` follows (the x86 reference of
+    every other runtime), PyTorch's output on the same, and the rule the self-tests judge them by."""
+    route = read_json(part.opts.model_dir / part.description_file)["route"]
+    rule = rule_for(part.opts.spec, part.name, variant(name, part.name))
     a, b = part.opts.opener(src, 2), part.opts.opener(dst, 2)
     vectors = []
-    for i, (img, x) in enumerate(covers):
-        m = message_for(i, part.nbits, GOLDEN_MESSAGE_SEED).numpy()[0]
+    for img, x, m in _embedder_covers(part, images, stage):
         wa, wb = route_embed(a, route, part.size, x, m), route_embed(b, route, part.size, x, m)
         _same_outputs({"w": wa}, {"w": wb}, dst)
+        _refuse_failing(dst, judge_embedder(x, np.load(stage / pt[img]), wb, rule), f"the golden cover {img}")
         npy = f"golden/embedder/{name}-{Path(img).stem}.npy"
         np.save(stage / npy, wb)
-        vectors.append({"image": img, "message": "".join(str(int(t)) for t in m), "watermarked": npy})
-    atol = variant(name).golden_atol
-    return {"file": dst.name, "atol": atol[part.name] if atol else INT_PIXEL_ATOL, "vectors": vectors}
+        vectors.append({"image": img, "message": "".join(str(int(t)) for t in m), "watermarked": npy, "pytorch": pt[img]})
+    return {"file": dst.name, "rule": rule.as_dict(), "vectors": vectors}
 
 
-GOLDEN: dict[str, tuple[str, Callable[..., dict[str, Any]], tuple[str, ...]]] = {
-    # part -> (golden.json, writer, runtime files the bundle's runner needs)
-    "extractor": ("golden/golden.json", _extractor_golden, ("run_extractor.py", "litert_runner.py")),
-    "embedder": ("golden/embedder/golden.json", _embedder_golden, ("run_embedder.py", "litert_runner.py", "route.py")),
+def _extractor_pytorch(part: Part, images: list[tuple[str, np.ndarray]], stage: Path) -> dict[str, np.ndarray]:
+    """PyTorch's extractor outputs on the golden images, once for every file."""
+    inputs = InputSet([n for n, _ in images], [{"image": x} for _, x in images], Tally(), [])
+    return part.reference(inputs).outputs
+
+
+# The rule (models/gate.py) and its figures (core/metrics.py) ship beside the runners: each self-test judges by it.
+RULE_FILES = ("models/gate.py", "core/metrics.py")
+GOLDEN: dict[str, tuple[str, Callable[..., dict[str, Any]], Callable[..., Any], tuple[str, ...]]] = {
+    # part -> (golden.json, writer, PyTorch's outputs on the golden inputs, files (from the repository root) the bundle's runner needs)
+    "extractor": (
+        "golden/golden.json",
+        _extractor_golden,
+        _extractor_pytorch,
+        ("runtime/run_extractor.py", "runtime/litert_runner.py", *RULE_FILES),
+    ),
+    "embedder": (
+        "golden/embedder/golden.json",
+        _embedder_golden,
+        _embedder_pytorch,
+        ("runtime/run_embedder.py", "runtime/litert_runner.py", "runtime/route.py", *RULE_FILES),
+    ),
 }
 REPORT_KEYS = ("passed", "num_images", "band", "checks", "failures")
 
@@ -230,8 +287,9 @@ def _ship_part(
     """The part's files (description as metadata), golden vectors, reports and runner files into ``stage``;
     a file shipped with --allow-unverified keeps the name it has (``.failed.tflite`` when it failed)."""
     md = part.opts.model_dir
-    golden_file, writer, runtime_files = GOLDEN[part.name]
+    golden_file, writer, pytorch, runtime_files = GOLDEN[part.name]
     shipped, golden = {}, {}
+    pt = pytorch(part, images, stage)
     for v in names:
         src, rep = reports[v]
         dst = stage / src.name
@@ -250,11 +308,12 @@ def _ship_part(
                 "integer_io": integer_io,
             },
         )
-        golden[v] = writer(part, v, src, dst, images, stage)
+        golden[v] = writer(part, v, src, dst, images, stage, pt)
         shipped[v] = {
             "file": dst.name,
             "size_bytes": dst.stat().st_size,
-            "verified_sha256": rep["sha256"] if rep.get("passed") else None,
+            "verified_sha256": rep["sha256"] if rep.get("passed") else None,  # of the file verified (before its metadata)
+            "sha256": sha256_file(dst),
             "verification": {k: rep[k] for k in (*REPORT_KEYS, *part.summary_keys) if k in rep},
             "integer_io": integer_io,
         }
@@ -265,7 +324,7 @@ def _ship_part(
                 shutil.copy(md / f"{part.report(v)}.{ext}", stage / "reports")
     write_json(stage / golden_file, {"model_id": desc["model_id"], "nbits": part.nbits, "variants": golden})
     for f in runtime_files:
-        shutil.copy(RUNTIME / f, stage / f)
+        shutil.copy(ROOT / f, stage / Path(f).name)
     for extra in (
         f"{part.prefix}quantize.json",
         f"{part.prefix}bench.json",

@@ -16,7 +16,7 @@ from typing import Any
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.verify import run_file
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
-from videoseal_litert.models.variants import band_for, variant
+from videoseal_litert.models.variants import rule_for, variant
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.stage import quantize_to
 
@@ -28,7 +28,7 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
     inputs = part.verification_set()
     ref = part.reference(inputs)
     row = variant("int8", part.name)
-    band = band_for(opts.spec, part.name, row, ref.random_init)
+    rule = rule_for(opts.spec, part.name, row)
     rows = []
     with tempfile.TemporaryDirectory(dir=md.path) as d:
         out = Path(d) / part.file("int8")
@@ -37,7 +37,7 @@ def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:
             qsvs, used = calibrate_part(part, fp32, limit=n)
             cal_s = time.time() - t0
             quantize_to(fp32, out, row, qsvs, [], False, part.family.quant)
-            figures = part.figures(inputs, ref, run_file(part, out, inputs, opts.threads, opts.opener), band)
+            figures = part.figures(inputs, ref, run_file(part, out, inputs, opts.threads, opts.opener), rule)
             rows.append(
                 {
                     "calibration_inputs": used,

@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from videoseal_litert.core.artifacts import atomic_path, collect_if_large, machi
 from videoseal_litert.core.console import progress, working
 from videoseal_litert.core.errors import UsageError, VerificationError
 from videoseal_litert.models.families import QuantPolicy
-from videoseal_litert.models.variants import Variant, band_for, default_variants, variant
+from videoseal_litert.models.variants import Variant, default_variants, rule_for, variant
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.op_error import op_errors, write_op_report
 from videoseal_litert.quantize.partition import PieceSource, quantize_partitioned
@@ -104,12 +105,15 @@ def stage_quantize(
     io_int8: bool = False,
     variants: tuple[str, ...] | None = None,
     target: float | None = None,
+    target_variants: tuple[str, ...] | None = None,
 ) -> StageSummary:
     """The part's quantized ``variants`` (default: its spec's) from its FP32 file, each made, chosen on the
     validation split and verified: plan, skip when current, open the source (one file or pieces), each
-    variant (:func:`_make_variant`), then the summary and the stage record."""
+    variant (:func:`_make_variant`), then the summary and the stage record. A ``target`` given gates every
+    variant (or those of ``target_variants``): the accuracy control reaches for it where a row has one, and a
+    variant that misses it on the validation split fails."""
     md, t0 = opts.model_dir, time.time()
-    run = _plan(opts, part, calib_dir, io_int8, variants, target)
+    run = _plan(opts, part, calib_dir, io_int8, variants, target, target_variants)
     rec, summary_file = part.record("quantize"), f"{part.prefix}quantize.json"
     inputs = part.verification_set()
     rejected = say_rejected(inputs.tally)
@@ -163,6 +167,7 @@ class _Run:
     io_int8: bool
     target: float | None  # the accuracy control's target (None: off)
     target_is_gate: bool  # set by the user (or the demo): a miss fails the stage
+    gated: frozenset[str]  # the variants the user's target gates (every row unless the caller named some)
     partitioned: bool
     source: FileSource | PieceSource | None = None
     qsvs: dict | None = None
@@ -171,7 +176,13 @@ class _Run:
 
 
 def _plan(
-    opts: RunOptions, part: Part, calib_dir: Path | None, io_int8: bool, variants: tuple[str, ...] | None, target: float | None
+    opts: RunOptions,
+    part: Part,
+    calib_dir: Path | None,
+    io_int8: bool,
+    variants: tuple[str, ...] | None,
+    target: float | None,
+    target_variants: tuple[str, ...] | None = None,
 ) -> _Run:
     """The rows to make (each looked up once), the target and whether it gates, the FP32 file, whether in pieces."""
     names = default_variants(opts.spec, part.name) if variants is None else variants
@@ -184,7 +195,8 @@ def _plan(
     partitioned = opts.max_part_bytes is not None or fp32.stat().st_size >= FLATBUFFER_LIMIT
     # The accuracy control's target for this part (None: the part's default; 0: off).
     chosen = default_target(part) if target is None else (target or None)
-    return _Run(opts, part, rows, fp32, calib_dir, io_int8, chosen, bool(target), partitioned)
+    gated = frozenset(row.name for row in rows if target and (target_variants is None or row.name in target_variants))
+    return _Run(opts, part, rows, fp32, calib_dir, io_int8, chosen, bool(gated), gated, partitioned)
 
 
 def _fingerprint(run: _Run, inputs: InputSet) -> dict[str, Any]:
@@ -198,12 +210,13 @@ def _fingerprint(run: _Run, inputs: InputSet) -> dict[str, Any]:
         "calib_dir_sha256": dir_fingerprint(run.calib_dir),
         "io_int8": run.io_int8,
         "variants": [row.name for row in run.rows],
-        "bands": {row.name: asdict(band_for(opts.spec, part.name, row, opts.random_weights)) for row in run.rows},
+        "rules": {row.name: rule_for(opts.spec, part.name, row).as_dict() for row in run.rows},
         "images": inputs.fingerprint,
         "calibration_images": opts.spec.calibration_images,
         "max_part_bytes": opts.max_part_bytes,
         "control_target": run.target,
         "control_target_is_gate": run.target_is_gate,
+        "target_gates": sorted(run.gated),
     }
 
 
@@ -288,7 +301,8 @@ def _verify_and_gate(
     except VerificationError as e:
         run.failures.append(str(e))
         return None
-    if run.target_is_gate and control.get("reached") is False:
+    gated = row.name in run.gated
+    if gated and control.get("reached") is False:
         miss = (
             f"{opts.spec.name} {part.name} {row.name}: accuracy target {run.target:g} missed ({control['metric']} "
             f"{control['curve'][-1]['value']:.4f} with {len(control['kept_float_groups'])} op group(s) kept float; see "
@@ -297,7 +311,33 @@ def _verify_and_gate(
         quarantine(part, path, rep, miss)
         run.failures.append(miss)
         return None
+    if gated and row.controlled is None:
+        # A target the user set gates every variant it applies to: one the control does not make is measured on
+        # the validation split by the same task metric, and a miss fails it.
+        got = _target_measure(run, path)
+        rep["target"] = got
+        if not got["reached"]:
+            miss = (
+                f"{opts.spec.name} {part.name} {row.name}: accuracy target {run.target:g} missed ({got['metric']} {got['value']:.4f}; "
+                f"{row.name} has no accuracy control to reach it)"
+            )
+            quarantine(part, path, rep, miss)
+            run.failures.append(miss)
+            return None
     return rep
+
+
+def _target_measure(run: _Run, path: Path) -> dict[str, Any]:
+    """The accuracy control's task metric of ``path`` on the validation split, against the user's target."""
+    from videoseal_litert.quantize.control import task_metric
+    from videoseal_litert.runtime.runners import run_all
+
+    opts, part = run.opts, run.part
+    valset, ref = _validation(part, run.valref)
+    what, rows, metric = task_metric(part.name, valset, ref.outputs)
+    m = metric(run_all(opts.opener(path, opts.threads), (valset.inputs[i] for i in rows)))
+    assert run.target is not None
+    return {"metric": what, "value": m.value, "target": run.target, "reached": m.value >= run.target}
 
 
 def _watermark_report(part: Part, fp32: Path, path: Path, name: str, inputs: InputSet) -> None:
@@ -366,7 +406,7 @@ def _failures_on(part: Part, path: Path, row: Variant, inputs: InputSet, ref: Re
     """What the rule finds wrong with ``path`` on ``inputs`` (the validation split), without writing a report."""
     opts = part.opts
     got = run_file(part, path, inputs, opts.threads, opts.opener)
-    return part.figures(inputs, ref, got, band_for(opts.spec, part.name, row, ref.random_init))["failures"]
+    return part.figures(inputs, ref, got, rule_for(opts.spec, part.name, row))["failures"]
 
 
 def default_target(part: Part) -> float | None:
@@ -382,7 +422,7 @@ def _control(
     part: Part, fp32: Path, path: Path, row: Variant, qsvs: dict | None, io_int8: bool, policy: QuantPolicy, target: float, valref: dict
 ) -> dict[str, Any]:
     """Run the accuracy control on ``path`` (the variant's file as its recipe wrote it), write its report, return its summary."""
-    from videoseal_litert.quantize.control import control, task_metric, write_control_report
+    from videoseal_litert.quantize.control import Measure, control, task_metric, write_control_report
     from videoseal_litert.runtime.runners import run_all
 
     opts = part.opts
@@ -391,8 +431,29 @@ def _control(
     valset, ref = _validation(part, valref)
     what, rows, metric = task_metric(part.name, valset, ref.outputs)
 
-    def measure(p: Path) -> Any:
-        return metric(run_all(opts.opener(p, opts.threads), (valset.inputs[i] for i in rows)))
+    rule = rule_for(opts.spec, part.name, row)
+    row_of = {i: k for k, i in enumerate(rows)}
+
+    def measure(p: Path, only: list[int] | None = None) -> Any:
+        """The task metric on its rows and the rule on the validation split (attacked views included), or on the
+        inputs ``only``; the tie-break: the worst gated group's SNR against PyTorch; the focus: the inputs of the
+        groups that fail."""
+        idx = list(range(len(valset.names))) if only is None else only
+        sub = InputSet([valset.names[i] for i in idx], [valset.inputs[i] for i in idx], valset.tally, [])
+        sref = Reference({k: v[idx] for k, v in ref.outputs.items()}, ref.random_init, ref.extras if only is None else {})
+        got = run_all(opts.opener(p, opts.threads), sub.inputs)
+        mine = [k for k, i in enumerate(idx) if i in row_of]
+        # On inputs the metric does not count (attacked views alone) every candidate ties on it: the rule decides.
+        m = metric({k: v[mine] for k, v in got.items()}, [row_of[idx[k]] for k in mine]) if mine else Measure(0.0, None)
+        fig = part.figures(sub, sref, got, rule)
+        gated = [g for g in fig["gate"]["groups"].values() if g["gated"]]
+        worst = min((g["snr_db"] if g["snr_db"] is not None else math.inf for g in gated if g["floor_db"] is not None), default=math.inf)
+        m.tiebreak = None if math.isinf(worst) else worst  # None: no error at all
+        m.failures = fig["failures"]
+        m.flips = sum(g.get("clear_flips", 0) + g.get("near_flips", 0) for g in gated)
+        failing = {g["group"] for g in gated if not g["passed"]}
+        m.focus = sorted(idx[k] for k, n in enumerate(sub.names) if part.groups_of(n) & failing) if failing else None
+        return m
 
     def cost(all_int8: Path, controlled: Path) -> dict[str, Any]:
         med, note = _interleaved(opts, {"all-int8": all_int8, "controlled": controlled})

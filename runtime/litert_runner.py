@@ -238,6 +238,16 @@ def dequantize(detail: dict[str, Any], y: np.ndarray) -> np.ndarray:
     return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
+def unverified_files(bundle: str | Path, part: str) -> list[str]:
+    """The ``part``'s files a bundle's ``model.json`` marks as not verified (shipped with --allow-unverified): a
+    self-test refuses them, as every command of the pipeline refuses a file whose sha256 is not the verified one."""
+    model = json.loads((Path(bundle) / "model.json").read_text())
+    files = model["variants"] if part == "extractor" else (model.get("embedder") or {}).get("variants", {})
+    return [
+        f"{v['file']}: not verified ({v.get('UNVERIFIED', 'no verified sha256')})" for v in files.values() if not v.get("verified_sha256")
+    ]
+
+
 def read_metadata(path: str | Path, name: str = METADATA_NAME) -> dict | None:
     """The JSON description embedded in a ``.tflite`` under ``name``, or None."""
     from ai_edge_litert import schema_py_generated as schema

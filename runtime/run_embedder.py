@@ -1,7 +1,7 @@
 """Embed a watermark with a converted embedder, without torch. Needs ai-edge-litert, numpy, pillow, litert_runner.py and route.py.
 
     python run_embedder.py embedder-int8.tflite photo.png --bits 0101... --out marked.png
-    python run_embedder.py --selftest          # the bundle's embedder golden vectors; exit 1 on a mismatch
+    python run_embedder.py --selftest          # the bundle's embedder golden vectors by the rule; exit 1 on a failure
     python run_embedder.py --selftest --native ./litert_run    # the same through the LiteRT C library
 
 Any image size: at the file's processing size its ``watermarked`` output is the whole official embed
@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 
 try:  # inside the videoseal_litert package
-    from .litert_runner import open_file
+    from videoseal_litert.models.gate import Rule, judge_embedder, judge_runtime_difference
+
+    from .litert_runner import open_file, unverified_files
     from .route import embed
-except ImportError:  # a bundle: these ship beside this script
-    from litert_runner import open_file
+except ImportError:  # a bundle: these, and the rule (gate.py, metrics.py), ship beside this script
+    from gate import Rule, judge_embedder, judge_runtime_difference
+    from litert_runner import open_file, unverified_files
     from route import embed
 
 
@@ -45,25 +48,44 @@ class Embedder:
 HERE = Path(__file__).resolve().parent
 
 
-def selftest(bundle: Path = HERE, native: list[str] | None = None) -> int:
-    """Every embedder golden vector: the cover PNG and message through each file (through the C library
-    with ``native``, the command that starts ``litert_run``), against the stored output."""
+def selftest(bundle: Path = HERE, native: list[str] | None = None, allow_unverified: bool = False) -> int:
+    """Every embedder golden vector: the cover PNG and message through each file (through the C library with
+    ``native``, the command that starts ``litert_run``), judged by the project's rule (``gate.py``): the watermark
+    PyTorch writes on the same cover against the file's error (the ``pixels`` group; the message PyTorch's extractor
+    decodes was judged at verification, which has PyTorch), and the difference from the x86 outputs at most 1% of
+    the watermark's RMS. Files the bundle marks unverified are refused unless ``allow_unverified``."""
     from PIL import Image
 
+    refused = unverified_files(bundle, "embedder")
+    if refused and not allow_unverified:
+        for line in refused:
+            print(f"FAIL {line}")
+        print("selftest: the bundle holds embedder files that were not verified (--allow-unverified runs them anyway)")
+        return 1
     route = json.loads((bundle / "model.json").read_text())["embedder"]["route"]
     golden = json.loads((bundle / "golden" / "embedder" / "golden.json").read_text())
     failures = 0
     for variant, g in golden["variants"].items():
         emb = Embedder(bundle / g["file"], route, native=native)
+        why = []
         for v in g["vectors"]:
             img = np.asarray(Image.open(bundle / "golden" / v["image"]).convert("RGB"), np.float32) / 255
             got = emb.embed(img, np.array([int(c) for c in v["message"]]))
-            diff = float(np.abs(got - np.load(bundle / v["watermarked"])).max())
-            ok = diff <= g["atol"]
-            failures += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {variant} {v['image']}: max abs diff {diff:.2g} (tolerance {g['atol']:g})")
+            torch_, x86 = np.load(bundle / v["pytorch"]), np.load(bundle / v["watermarked"])
+            verdict = judge_embedder(img, torch_, got, Rule.from_dict(g["rule"]))
+            diff = judge_runtime_difference(x86, got, verdict.groups[0].signal_rms, None)
+            bad = verdict.failures + diff["failures"]
+            why += [f"{v['image']}: {w}" for w in bad]
+            snr = verdict.groups[0].as_dict()["snr_db"]
+            print(
+                f"{'ok  ' if not bad else 'FAIL'} {variant} {v['image']}: SNR against PyTorch {'exact' if snr is None else f'{snr:.1f} dB'} "
+                f"(at least {g['rule']['floor_db']:g}); max |diff| to x86 {diff['max_abs_diff']:.2g} (at most {diff['bound']:.2g})"
+            )
+        for w in why:
+            print(f"     {w}")
+        failures += bool(why)
     runner = f" (native: {' '.join(native)})" if native else ""
-    print(f"selftest{runner}: " + ("all embedder golden vectors match" if not failures else f"{failures} mismatch(es)"))
+    print(f"selftest{runner}: " + ("all embedder golden vectors pass the rule" if not failures else f"{failures} file(s) FAILED"))
     return 1 if failures else 0
 
 
@@ -72,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv is None:
         argv = sys.argv[1:]
-    if argv and argv[0] == "--selftest" and (len(argv) == 1 or (len(argv) == 3 and argv[1] == "--native")):
-        return selftest(native=shlex.split(argv[2]) if len(argv) == 3 else None)
+    if argv and argv[0] == "--selftest":
+        sp = argparse.ArgumentParser(prog="run_embedder.py --selftest")
+        sp.add_argument("--native", metavar="CMD", help="run through the LiteRT C library: the command that starts litert_run")
+        sp.add_argument("--allow-unverified", action="store_true", help="run files the bundle marks unverified too")
+        s = sp.parse_args(argv[1:])
+        return selftest(native=shlex.split(s.native) if s.native else None, allow_unverified=s.allow_unverified)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tflite")
     ap.add_argument("image")

@@ -3,7 +3,7 @@
 
     python run_extractor.py MODEL.tflite IMAGE.png     # mask logit and the decoded bits (hex)
     python run_extractor.py MODEL.tflite --info        # the description embedded in the file
-    python run_extractor.py --selftest                 # every golden vector of this bundle
+    python run_extractor.py --selftest                 # every golden vector of this bundle, judged by the rule
     python run_extractor.py --selftest --native ./litert_run   # the same through the LiteRT C library
 
 Input contract (also in model.json and in each .tflite's metadata): RGB, NHWC (1, 256, 256, 3),
@@ -26,9 +26,12 @@ import numpy as np
 from PIL import Image
 
 try:  # inside the videoseal_litert package
-    from .litert_runner import open_file, read_metadata
-except ImportError:  # a bundle: the runner ships beside this script
-    from litert_runner import open_file, read_metadata
+    from videoseal_litert.models.gate import Rule, judge_extractor, judge_runtime_difference
+
+    from .litert_runner import open_file, read_metadata, unverified_files
+except ImportError:  # a bundle: the runner and the rule (gate.py, metrics.py) ship beside this script
+    from gate import Rule, judge_extractor, judge_runtime_difference
+    from litert_runner import open_file, read_metadata, unverified_files
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,31 +81,45 @@ def check_manifest(bundle: Path = HERE) -> list[str]:
     return bad
 
 
-def selftest(bundle: Path = HERE, native: list[str] | None = None) -> int:
-    """Check the manifest, then every golden vector (through the C library with ``native``, the command
-    that starts ``litert_run``); exit code 1 on any mismatch."""
+def selftest(bundle: Path = HERE, native: list[str] | None = None, allow_unverified: bool = False) -> int:
+    """Check the manifest and that every file is the verified one, then every golden vector of each file (through
+    the C library with ``native``, the command that starts ``litert_run``) by the project's rule (``gate.py``,
+    docs/verification.md): its decisions against PyTorch's on the same images, and its difference from the x86
+    outputs at most two output steps of an integer output (1% of PyTorch's RMS of a float one). Exit code 1 on
+    any failure."""
     bad = check_manifest(bundle)
     for line in bad:
         print(f"FAIL manifest {line}")
     if bad:
         print(f"selftest: {len(bad)} file(s) do not match manifest.json; not running the golden vectors")
         return 1
+    refused = unverified_files(bundle, "extractor")
+    if refused and not allow_unverified:
+        for line in refused:
+            print(f"FAIL {line}")
+        print("selftest: the bundle holds files that were not verified (--allow-unverified runs them anyway)")
+        return 1
     golden = json.loads((bundle / "golden" / "golden.json").read_text())
     failures = 0
     for variant, g in golden["variants"].items():
         ex = Extractor(bundle / g["file"], native=native)
-        for v in g["vectors"]:
-            mask, logits = ex(load_image(bundle / "golden" / v["image"], ex.size))
-            exp = np.asarray(v["bit_logits"], dtype=np.float32)
-            tol = g["logit_atol"]
-            diff = max(abs(mask - v["mask_logit"]), float(np.abs(logits - exp).max()))
-            sure = np.abs(exp) > tol  # bits whose expected logit is clear of the tolerance must match
-            bad_bits = int(np.sum(((logits > 0) != (exp > 0)) & sure))
-            ok = diff <= tol and bad_bits == 0
-            failures += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {variant:13s} {v['image']:28s} max|diff| {diff:.2e} (tol {tol:.1e}), {bad_bits} bits differ")
+        vecs = g["vectors"]
+        got = np.array([[m, *b] for m, b in (ex(load_image(bundle / "golden" / v["image"], ex.size)) for v in vecs)], np.float64)
+        torch_ = np.array([[v["pytorch"]["mask_logit"], *v["pytorch"]["bit_logits"]] for v in vecs], np.float64)
+        x86 = np.array([[v["mask_logit"], *v["bit_logits"]] for v in vecs], np.float64)
+        verdict = judge_extractor(torch_, got, [v["image"] for v in vecs], [v["watermarked"] for v in vecs], Rule.from_dict(g["rule"]))
+        signal = min(gr.signal_rms for gr in verdict.groups if gr.signal_rms > 0)
+        diff = judge_runtime_difference(x86, got, signal, g.get("output_step"))
+        why = verdict.failures + diff["failures"]
+        failures += bool(why)
+        print(
+            f"{'ok  ' if not why else 'FAIL'} {variant:13s} {len(vecs)} vectors: rule {'PASSED' if verdict.passed else 'FAILED'} against PyTorch "
+            f"({', '.join(gr.group for gr in verdict.groups)}); max |diff| to x86 {diff['max_abs_diff']:.2e} (at most {diff['bound']:.2e})"
+        )
+        for w in why:
+            print(f"     {w}")
     runner = f" (native: {' '.join(native)})" if native else ""
-    print(f"selftest{runner}:", "passed" if not failures else f"{failures} vector(s) FAILED")
+    print(f"selftest{runner}:", "passed" if not failures else f"{failures} file(s) FAILED")
     return 1 if failures else 0
 
 
@@ -114,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selftest", action="store_true", help="check every golden vector of this bundle")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--native", metavar="CMD", help="run through the LiteRT C library: the command that starts litert_run")
+    p.add_argument("--allow-unverified", action="store_true", help="with --selftest: run files the bundle marks unverified too")
     a = p.parse_args(argv)
     native = shlex.split(a.native) if a.native else None
     if a.selftest:
-        return selftest(native=native)
+        return selftest(native=native, allow_unverified=a.allow_unverified)
     if not a.model:
         p.error("give a .tflite file (and an image), or --selftest")
     if a.info:

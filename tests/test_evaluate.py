@@ -23,8 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
+from videoseal_litert.calibration_data import attacks as A
 from videoseal_litert.core.errors import UsageError
-from videoseal_litert.evaluate import attacks as A
 
 
 def _img(h: int = 24, w: int = 32, seed: int = 0) -> torch.Tensor:

@@ -16,7 +16,6 @@ from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.split import MergeError, convert_pieces, join, plan, write_model
 from videoseal_litert.convert.stages import stage_tflite
 from videoseal_litert.convert.tflite import short_name
-from videoseal_litert.models.gate import Band
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS
 from videoseal_litert.quantize.stage import CONTROL_IN_PIECES, stage_quantize

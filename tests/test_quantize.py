@@ -18,7 +18,6 @@ from videoseal_litert.calibration_data.pool import photos as pool_photos
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.core.errors import ImageError, VerificationError
-from videoseal_litert.models.gate import Band
 from videoseal_litert.models.parts import EXTRACTOR
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS, quantized
@@ -101,9 +100,9 @@ def test_quantize_reruns_without_reconverting(pipeline, tmp_path, capsys):
     assert (d / "int8.tflite").exists() and (d / "fp32.tflite").stat().st_mtime_ns == fp32_mtime
 
 
-def _opts(pipeline, out, mini: str, **bands: Band) -> RunOptions:
+def _opts(pipeline, out, mini: str, **floors: float) -> RunOptions:
     spec = resolve(str(pipeline.card(mini)))
-    return RunOptions(spec=dataclasses.replace(spec, bands={EXTRACTOR: bands}), out=out, force=True, untrained=True)
+    return RunOptions(spec=dataclasses.replace(spec, floors={EXTRACTOR: floors}), out=out, force=True, untrained=True)
 
 
 def test_tightened_band_fails_the_file_and_keeps_it_off_its_shipping_name(pipeline, tmp_path):

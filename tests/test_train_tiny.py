@@ -174,8 +174,13 @@ def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
     from videoseal_litert.models.embedders import message_for
 
     part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path))
+    from videoseal_litert.calibration_data.attacks import VERIFY_ATTACKS
+
     vset = part.verification_set()
-    assert len(vset.names) == 42 and [n.endswith("+wm") for n in vset.names[:4]] == [False, True, False, True]
+    # Each clean view, its watermarked twin, then the twin under each attack a shared photo meets.
+    per = 2 + len(VERIFY_ATTACKS)
+    assert len(vset.names) == 21 * per
+    assert vset.names[:per] == ["astronaut:full", "astronaut:full+wm", *(f"astronaut:full+wm/{a}" for a in VERIFY_ATTACKS)]
     clean, marked = (torch.from_numpy(vset.inputs[i]["image"]) for i in (0, 1))
     assert 37.0 < 10 * torch.log10(1 / F.mse_loss(marked, clean)) < 39.0  # the card's 38 dB strength
     # Decoding the watermarked inputs gives back the seeded message of each (an independent check of
@@ -183,8 +188,17 @@ def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
     ext = part.load().module
     with torch.no_grad():
         for k in range(3):
-            bits = ext(torch.from_numpy(vset.inputs[2 * k + 1]["image"]).permute(0, 3, 1, 2))[0, 1:] > 0
+            bits = ext(torch.from_numpy(vset.inputs[per * k + 1]["image"]).permute(0, 3, 1, 2))[0, 1:] > 0
             assert torch.equal(bits, message_for(k, 48)[0].bool())
+    # The JPEG 80 view is the watermarked one through PIL's JPEG at quality 80, read back (an independent encode).
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.round(vset.inputs[1]["image"][0] * 255).astype(np.uint8)).save(buf, format="JPEG", quality=80)
+    jpeg = np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255
+    assert np.array_equal(vset.inputs[2]["image"][0], jpeg)
     cal = list(islice(part.calibration_inputs(None, Tally()), 4))  # chelsea:center, its watermarked copy, chelsea:center@0.75, ...
     with torch.no_grad():
         for k in (0, 1):
@@ -198,19 +212,21 @@ def test_bits_are_compared_only_where_a_message_was_embedded(tmp_path):
     from videoseal_litert.calibration_data.images import Tally
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.convert.parts import ExtractorPart, InputSet, Reference
-    from videoseal_litert.models.gate import Band
+    from videoseal_litert.models.gate import Floor, Rule
 
     part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path))
     ref = np.ones((3, 49), np.float32)
     got = ref.copy()
     got[[0, 2], 1:] = -1  # every bit of the unwatermarked rows flipped: noise there is not an error
-    band = Band(20.0)
-    f = part.figures(InputSet(["a:full", "a:full+wm", "b:full"], [], Tally(), []), _ref(Reference, ref), _split(got), band)
+    rule = Rule(Floor(20.0))
+    f = part.figures(InputSet(["a:full", "a:full+wm", "b:full"], [], Tally(), []), _ref(Reference, ref), _split(got), rule)
     assert f["bit_agreement"] == 1.0 and f["bit_rows"] == "watermarked images" and f["bit_agreement_unwatermarked"] == 0.0
-    assert f["gate"]["logits"]["outputs_judged"] == 3 + 48 and f["gate"]["logits"]["snr_db"] is None  # the masks and one row's bits
-    f = part.figures(InputSet(["a:full", "b:full", "c:full"], [], Tally(), []), _ref(Reference, ref), _split(got), band)
+    groups = f["gate"]["groups"]
+    assert groups["detection"]["decisions"] == 3 and groups["bits"]["decisions"] == 48 and groups["bits"]["snr_db"] is None
+    assert f["failures"] == []  # the masks and one row's bits, all as PyTorch's
+    f = part.figures(InputSet(["a:full", "b:full", "c:full"], [], Tally(), []), _ref(Reference, ref), _split(got), rule)
     assert f["bit_agreement"] == pytest.approx(1 / 3) and f["bit_rows"] == "all images"  # no embedder: every row
-    assert f["gate"]["logits"]["outputs_judged"] == 3 * 49 and f["failures"]  # two rows' bits flipped: judged, failed
+    assert f["gate"]["groups"]["bits"]["decisions"] == 3 * 48 and f["failures"]  # two rows' bits flipped: judged, failed
 
 
 def _split(x: np.ndarray) -> dict[str, np.ndarray]:

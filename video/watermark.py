@@ -26,7 +26,8 @@ import numpy as np
 
 from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.core.errors import UsageError
-from videoseal_litert.core.metrics import binomial_pvalue, rms
+from videoseal_litert.core.metrics import binomial_pvalue
+from videoseal_litert.models.gate import Rule, Verdict, judge_decisions, judge_extractor
 from videoseal_litert.runtime.route import blend, residual, resize_aa
 from videoseal_litert.video.io import DEFAULT_CRF, Frame, Written, read_frames, transcode
 
@@ -34,7 +35,6 @@ Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 AGGREGATIONS = ("avg", "squared_avg", "l1norm_avg", "l2norm_avg")
 DEFAULT_STEP = 4  # the official cards' videoseal_step_size
 DEFAULT_CHUNK = 32  # the official cards' videoseal_chunk_size
-BAND_SIGMAS = 5.0  # the rule's margin (models/gate.py), for the aggregate's flips
 
 
 def aggregate(bit_logits: np.ndarray, how: str = "avg") -> np.ndarray:
@@ -151,17 +151,20 @@ def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dic
     return r
 
 
-def aggregate_parity(ref: np.ndarray, got: np.ndarray, how: str) -> dict[str, Any]:
-    """The aggregate's bits of a file against PyTorch's on the same frames, by the rule's margin: a bit may
-    differ only where PyTorch's aggregate lies within ``BAND_SIGMAS`` x the RMS of the aggregate's error."""
+AGGREGATED = "aggregated bits"
+
+
+def video_parity(ref: np.ndarray, got: np.ndarray, how: str, rule: Rule, watermarked: bool) -> Verdict:
+    """A file's frames against PyTorch's on the same decoded frames, by the rule: per frame (detection on every
+    frame, bits on the frames of a clip known to carry a message) and the ``how`` aggregate over the clip, a
+    group of its own whose S is the RMS of PyTorch's aggregated logits. Without a known message the bits are
+    reported, not gated (a clean clip's bits carry no decision)."""
+    frames = [f"frame {i}" for i in range(len(ref))]
+    v = judge_extractor(ref, got, frames, [watermarked] * len(ref), rule)
+    if not watermarked:
+        for g in v.groups:
+            if g.group != "detection":
+                g.gated = False
     a, b = aggregate(ref[:, 1:], how), aggregate(got[:, 1:], how)
-    sigma = rms(b - a)
-    flips = (a > 0) != (b > 0)
-    clear = flips & (np.abs(a) > BAND_SIGMAS * sigma)
-    return {
-        "agreement": float(1 - flips.mean()),
-        "flips": int(flips.sum()),
-        "clear_flips": [int(i) for i in np.flatnonzero(clear)],
-        "error_rms": sigma,
-        "passed": not clear.any(),
-    }
+    v.groups.append(judge_decisions(AGGREGATED, a[None], b[None], ["clip"], lambda j: f"bit {j}", rule, rule.floor.snr_db, watermarked))
+    return v

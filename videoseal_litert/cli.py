@@ -88,6 +88,13 @@ def _brief(p: argparse.ArgumentParser) -> None:
 
 def _verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="fp32", help="the file to verify (fp32, int8, ...)")
+    p.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="any .tflite (made by another tool, edited by hand), judged against the model's PyTorch on the held-out photos "
+        "wherever it lies: extractor or embedder from its signature, report beside it, exit 2 on a FAIL",
+    )
     _brief(p)
 
 
@@ -156,6 +163,7 @@ def _web_serve(p: argparse.ArgumentParser) -> None:
 
 def _web_check(p: argparse.ArgumentParser) -> None:
     _web(p)
+    _allow_unverified(p)
     p.add_argument("--browsers", default="chromium,firefox", help="comma-separated: chromium, firefox")
     p.add_argument("--photo", type=Path, default=None, help="the photo the page embeds into (default: an evaluation photo of the pool)")
 
@@ -469,7 +477,7 @@ def cmd_stage(a: argparse.Namespace) -> None:
         "inspect": lambda: st.stage_inspect(opts, part),
         "export": lambda: st.stage_export(opts, part),
         "tflite": lambda: st.stage_tflite(opts, part),
-        "verify": lambda: st.stage_verify(opts, part, a.variant),
+        "verify": lambda: st.stage_verify(opts, part, a.variant) if a.file is None else st.stage_verify_file(opts, a.file),
     }[a.command]
     _run_stages(a, opts, [fn])
 
@@ -831,11 +839,24 @@ def cmd_web_check(a: argparse.Namespace) -> None:
     report_dir = a.out / name
 
     def body(_: Path | None) -> None:
-        r = web_check(bundle, report_dir, report_dir, a.photo, tuple(b.strip() for b in a.browsers.split(",") if b.strip()))
+        r = web_check(
+            bundle, report_dir, report_dir, a.photo, tuple(b.strip() for b in a.browsers.split(",") if b.strip()), a.allow_unverified
+        )
         for b, e in r["browsers"].items():
-            files = [*e["extractor"].values(), *e["embedder"].values()]
+            runs = [
+                f"{k}: {len(x['extractor']) + len(x['embedder'])} files"
+                + (
+                    ""
+                    if not any(f.get("fell_back") for f in [*x["extractor"].values(), *x["embedder"].values()])
+                    else " (some fell back to WASM)"
+                )
+                if "no_adapter" not in x
+                else f"{k}: no adapter"
+                for k, x in e["backends"].items()
+            ]
             say(
-                f"  {b} {e['version']}: {len(files)} files as the golden vectors by the rule; the page embedded, downloaded and detected ({e['seconds']} s)"
+                f"  {b} {e['version']}: {'; '.join(runs)}, each by the rule against PyTorch; the page embedded, downloaded and "
+                f"detected ({e['seconds']} s)"
             )
         say(f"report: {report_dir / 'web-check.md'}\nPASSED: the bundle's files and the page work in {', '.join(r['browsers'])}")
 

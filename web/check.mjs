@@ -1,6 +1,7 @@
 // make web-check's browser side: open the page in one headless browser, run every file of the bundle on its
-// golden vectors (window.videoseal.goldenRun), then use the page as a person would: choose a photo, embed a
-// message, download the watermarked PNG, detect it again, detect the unmarked photo, and give it a non-image.
+// golden vectors (window.videoseal.goldenRun) on each backend the page uses (WASM, and WebGPU where the browser
+// has an adapter), then use the page as a person would: choose a photo, embed a message, download the
+// watermarked PNG, detect it again, detect the unmarked photo, and give it a non-image.
 // Usage: node check.mjs chromium|firefox BROWSER_BINARY BASE_URL OUT.json PHOTO NOT_AN_IMAGE MESSAGE [EXTRA_URL...]
 // Writes OUT.json (raw outputs and what the page showed); web/check.py judges them.
 import fs from 'node:fs';
@@ -13,7 +14,10 @@ const browser = await puppeteer.launch({
   browser: name === 'firefox' ? 'firefox' : 'chrome',
   executablePath: exe,
   headless: true,
-  args: name === 'firefox' ? [] : ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  // Chromium's software WebGPU adapter (SwiftShader over Vulkan, libvk_swiftshader.so of the unpacked tree):
+  // the page picks WebGPU whenever the browser has an adapter, so that backend is checked too.
+  args: name === 'firefox' ? [] : ['--no-sandbox', '--disable-dev-shm-usage', '--enable-unsafe-webgpu',
+    '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'],
   protocolTimeout: 900000,
   env: process.env,
 });
@@ -28,6 +32,14 @@ try {
   result.status = await page.$eval('#status', (e) => e.textContent);
   if (!result.status.startsWith('ready')) throw new Error(`the page did not load: ${result.status}`);
   result.golden = await page.evaluate((urls) => window.videoseal.goldenRun('/bundle', urls), extra);
+  result.backends = {wasm: result.golden};
+  if (result.golden.webgpu) {
+    try {
+      result.backends.webgpu = await page.evaluate(() => window.videoseal.goldenRun('/bundle', [], 3, 'webgpu'));
+    } catch (e) {
+      result.backends.webgpu = {error: String(e.message || e)};
+    }
+  }
 
   const e2e = result.e2e;
   const count = (key) => page.evaluate((k) => Number(document.body.dataset[k] || 0), key);

@@ -1,22 +1,24 @@
-"""``make web-check``: the bundle's files in real browsers (LiteRT.js, WASM backend), judged by the project's rule.
+"""``make web-check``: the bundle's files in real browsers (LiteRT.js), on each backend the page uses, judged by the project's rule.
 
 For each browser (headless Chromium and Firefox ESR, ``web/browsers.py``), ``web/check.mjs`` opens the page
 (``web/index.html``, served by ``web/serve.py`` with the headers that allow threads) and
 
 1. runs every extractor and embedder file of the bundle on the bundle's golden vectors (the embedder's
-   odd-size cover through the page's port of the official route), timing each file;
+   odd-size cover through the page's port of the official route), timing each file, on the WASM backend and,
+   where the browser has a WebGPU adapter (Chromium's SwiftShader one here), on WebGPU: the page picks WebGPU
+   whenever there is an adapter. A file WebGPU cannot load or run falls back to WASM, as the page does, and
+   the report says so;
 2. uses the page as a person would: chooses a photo, embeds a message, downloads the watermarked PNG,
    detects it again, detects the unmarked photo, and is given a file that is not an image;
 3. tries files a bundle does not ship (``int8-full``: the JS API has no int8 tensors) and reports them.
 
-Judged here with the golden vectors (the x86 Python interpreter's outputs) as the reference: by the bundle's
-self-test rule (within the golden tolerance, no bit clear of it flipped: what ``run_extractor.py --selftest``
-checks on ARM64 and through the C library), and by the rule the Python verification uses (``models/gate.py``,
-docs/verification.md) with each file's own band from ``model.json``: no decision clear of the noise band
-flipped, the difference noise under the band's cap and, for an integer output, at most two output steps (the
-ARM64-x86 bound); an embedder's difference under the band's cap against the watermark it writes. The page's bits on the
-downloaded PNG must equal the Python runner's on the same bytes but where the Python logit lies within two
-output steps of zero. Report: ``OUT/<model>/web-check.{json,md}``, timings as ratios to fp32 in the same page.
+Every file is judged by the one rule (``models/gate.py``, docs/verification.md) against PyTorch's outputs on
+the same golden inputs (which the bundle carries): an extractor's detection and bits groups, an embedder's
+pixels; and its difference from the x86 outputs of the same file by the rule's runtime bound (two output steps
+of an integer output, 1% of PyTorch's RMS of a float one). Files the bundle marks unverified, or whose sha256 is
+not in its manifest, are refused unless ``allow_unverified``. The page's bits on the downloaded PNG must equal
+the Python runner's on the same bytes but where the Python logit lies within two output steps of zero. Report:
+``OUT/<model>/web-check.{json,md}``, timings as ratios to fp32 in the same page.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ import numpy as np
 from PIL import Image
 
 from videoseal_litert.convert.arm_check import ARM_MAX_STEPS, output_steps
+from videoseal_litert.convert.part import gate_line
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 from videoseal_litert.core.console import working
-from videoseal_litert.core.errors import WebCheckError
-from videoseal_litert.models.gate import Band, judge
-from videoseal_litert.runtime.litert_runner import LiteRTRunner
+from videoseal_litert.core.errors import UnverifiedFileError, WebCheckError
+from videoseal_litert.models.gate import PIXELS, Rule, Verdict, judge_extractor, judge_runtime_difference, signal_verdict
+from videoseal_litert.runtime.litert_runner import LiteRTRunner, unverified_files
 from videoseal_litert.runtime.route import resize_aa
+from videoseal_litert.runtime.run_extractor import check_manifest
 from videoseal_litert.web.browsers import ensure_browsers, ensure_node_modules, versions
 from videoseal_litert.web.serve import serve_in_background
 
@@ -50,64 +54,58 @@ BROWSER_TIMEOUT_S = 900
 DETECT_PVALUE = 1e-6  # the page's threshold (web/app.js)
 
 
-def _band(desc: dict[str, Any]) -> Band:
-    b = desc["verification"]["band"]
-    return Band(float(b["min_snr_db"]), b.get("source", ""))
+def _rule(golden: dict[str, Any]) -> Rule:
+    return Rule.from_dict(golden["rule"])
 
 
-def judge_extractor(bundle: Path, golden: dict[str, Any], desc: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
-    """One extractor file's browser outputs against its golden vectors: the rule, plus the output-step bound."""
+def judge_extractor_run(golden: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
+    """One extractor file's browser outputs: by the rule against PyTorch's on the golden images, and against the
+    x86 outputs of the same file by the runtime bound."""
     vecs = golden["vectors"]
-    ref = np.array([[v["mask_logit"], *v["bit_logits"]] for v in vecs], np.float64)
+    torch_ = np.array([[v["pytorch"]["mask_logit"], *v["pytorch"]["bit_logits"]] for v in vecs], np.float64)
+    x86 = np.array([[v["mask_logit"], *v["bit_logits"]] for v in vecs], np.float64)
     out = np.array([[r["mask_logit"], *r["bit_logits"]] for r in got["vectors"]], np.float64)
-    v = judge(ref, out, np.ones_like(ref, bool), _band(desc), [x["image"] for x in vecs], lambda j: "mask" if j == 0 else f"bit {j - 1}")
-    step = output_steps(bundle / golden["file"], "bit_logits")
-    largest = float(np.abs(out - ref).max())
-    failures = list(v.failures)
-    # The bundle's own self-test rule (run_extractor.py --selftest, as on ARM64 and through the C library).
-    tol = float(golden["logit_atol"])
-    sure = np.abs(ref[:, 1:]) > tol
-    flipped = int((((out[:, 1:] > 0) != (ref[:, 1:] > 0)) & sure).sum())
-    if largest > tol or flipped:
-        failures.append(f"max |diff| {largest:.3g} against the golden vectors' tolerance {tol:.3g}; {flipped} bits clear of it differ")
-    if step is not None and largest > (ARM_MAX_STEPS + 1e-3) * step:  # float rounding of an exact two steps
-        failures.append(f"differs from the golden vectors by {largest / step:.2f} output steps (at most {ARM_MAX_STEPS})")
+    verdict = judge_extractor(torch_, out, [v["image"] for v in vecs], [v["watermarked"] for v in vecs], _rule(golden))
+    signal = min(g.signal_rms for g in verdict.groups if g.signal_rms > 0)
+    diff = judge_runtime_difference(x86, out, signal, golden.get("output_step"))
     return {
         "file": golden["file"],
-        "max_abs_diff": largest,
-        "output_step": step,
-        "diff_in_output_steps": None if step is None else round(largest / step, 2),
-        "snr_db": None if v.noise_rms == 0 else round(v.snr_db, 2),
-        "band_db": v.band.min_snr_db,
-        "clear_flips": v.clear_flips,
-        "bits_equal": bool(((out[:, 1:] > 0) == (ref[:, 1:] > 0)).all()),
+        "ran_on": got.get("ran_on"),
+        "fell_back": got.get("fell_back"),
+        "gate": verdict.as_dict(),
+        "to_x86": diff,
+        "snr_db": min((g["snr_db"] for g in verdict.as_dict()["groups"].values() if g["snr_db"] is not None), default=None),
+        "bits_equal_to_x86": bool(((out[:, 1:] > 0) == (x86[:, 1:] > 0)).all()),
         "median_ms": got["median_ms"],
-        "failures": failures,
+        "failures": verdict.failures + diff["failures"],
     }
 
 
-def judge_embedder(golden: dict[str, Any], desc: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
-    """One embedder file's browser outputs against its golden vectors: within their tolerance (the bundle's self-test
-    rule), and the error under the band's cap against the watermark (``watermarked - cover``), over all vectors."""
-    band = _band(desc)
-    largest = max(r["max_abs_diff"] for r in got["vectors"])
-    failures = [f"max |diff| {largest:.3g} over the golden vectors' tolerance {golden['atol']:g}"] if largest > golden["atol"] else []
-    failures += [
+def judge_embedder_run(golden: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
+    """One embedder file's browser outputs: the pixels group of the rule against PyTorch's watermarked output on the
+    same covers (from the sums the page returns), and the largest difference from the x86 outputs by the runtime bound."""
+    rule = _rule(golden)
+    failures = [
         f"{r['image']}: output {r['shape']} != golden {r['expected_shape']}" for r in got["vectors"] if r["shape"] != r["expected_shape"]
     ]
     n = sum(r["n"] for r in got["vectors"])
-    noise = (sum(r["error_sq_sum"] for r in got["vectors"]) / n) ** 0.5
-    signal = (sum(r["watermark_sq_sum"] for r in got["vectors"]) / n) ** 0.5
-    snr = float("inf") if noise == 0 else 20 * np.log10(signal / noise)
-    if snr < band.min_snr_db:
-        failures.append(f"watermark SNR against the golden output {snr:.2f} dB < {band.min_snr_db:g} dB (error RMS {noise:.3g})")
+    g = signal_verdict(
+        PIXELS,
+        (sum(r["watermark_sq_sum"] for r in got["vectors"]) / n) ** 0.5,
+        (sum(r["error_sq_sum"] for r in got["vectors"]) / n) ** 0.5,
+        rule.floor.snr_db,
+    )
+    largest = max(r["max_abs_diff_x86"] for r in got["vectors"])
+    diff = judge_runtime_difference(np.zeros(1), np.array([largest]), g.signal_rms, None)
     return {
         "file": got["file"],
-        "max_abs_diff": largest,
-        "snr_db": None if noise == 0 else round(snr, 2),
-        "band_db": band.min_snr_db,
+        "ran_on": got.get("ran_on"),
+        "fell_back": got.get("fell_back"),
+        "gate": Verdict(rule, [g]).as_dict(),
+        "to_x86": diff,
+        "snr_db": g.as_dict()["snr_db"],
         "median_ms": got["median_ms"],
-        "failures": failures,
+        "failures": failures + g.failures + diff["failures"],
     }
 
 
@@ -151,10 +149,50 @@ def judge_page(bundle: Path, model: dict[str, Any], e2e: dict[str, Any], message
     return {**e2e, "bits_agreement_with_python": agree, "failures": failures}
 
 
+def refuse_unverified(bundle: Path, allow_unverified: bool) -> list[str]:
+    """The bundle's files that are not the verified ones (changed since the manifest, or shipped unverified):
+    UnverifiedFileError unless ``allow_unverified``; the list either way."""
+    bad = check_manifest(bundle) + unverified_files(bundle, "extractor") + unverified_files(bundle, "embedder")
+    if bad and not allow_unverified:
+        raise UnverifiedFileError(
+            f"web-check: {bundle} holds files that are not the verified ones: {'; '.join(bad[:5])}. It checks verified files "
+            "only; --allow-unverified (ALLOW_UNVERIFIED=1) runs them anyway and the report says so"
+        )
+    return bad
+
+
+def judge_backend(run: dict[str, Any], golden: dict[str, Any], egolden: dict[str, Any]) -> dict[str, Any]:
+    """Every file one backend ran (``goldenRun``'s result), judged; files it could not load named."""
+    b: dict[str, Any] = {
+        "threads": run.get("threads"),
+        "not_loadable": run.get("not_loadable", {}),
+        "extractor": {v: judge_extractor_run(golden[v], x) for v, x in run.get("extractor", {}).items()},
+        "embedder": {v: judge_embedder_run(egolden[v], x) for v, x in run.get("embedder", {}).items()},
+        "failures": [],
+    }
+    for part, names in (("extractor", golden), ("embedder", egolden)):
+        for v in names:
+            if v not in b[part]:
+                b["failures"].append(f"{names[v]['file']}: {b['not_loadable'].get(names[v]['file'], 'not run')}")
+    for part in ("extractor", "embedder"):
+        fp32 = (b[part].get("fp32") or {}).get("median_ms")
+        for f in b[part].values():
+            f["ratio_to_fp32"] = round(f["median_ms"] / fp32, 2) if fp32 and f.get("median_ms") else None
+            b["failures"] += [f"{f['file']}: {x}" for x in f["failures"]]
+    return b
+
+
 def web_check(
-    bundle: Path, model_dir: Path | None, report_dir: Path, photo: Path, browsers: tuple[str, ...] = ("chromium", "firefox")
+    bundle: Path,
+    model_dir: Path | None,
+    report_dir: Path,
+    photo: Path,
+    browsers: tuple[str, ...] = ("chromium", "firefox"),
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
-    """Every browser on ``bundle``; the report in ``report_dir``; WebCheckError listing the failures."""
+    """Every browser, every backend the page uses, on ``bundle``; the report in ``report_dir``; WebCheckError listing
+    the failures. UnverifiedFileError, before any browser runs, for files that are not the verified ones."""
+    unverified = refuse_unverified(bundle, allow_unverified)
     model = json.loads((bundle / "model.json").read_text())
     golden = json.loads((bundle / "golden" / "golden.json").read_text())["variants"]
     egolden = json.loads((bundle / "golden" / "embedder" / "golden.json").read_text())["variants"] if model.get("embedder") else {}
@@ -170,6 +208,7 @@ def web_check(
         "packages": {**versions(), **json.loads((WEB / "package.json").read_text())["dependencies"]},
         "photo": photo.name,
         "message": message,
+        "unverified_files": unverified,
         "browsers": {},
     }
     failures: list[str] = []
@@ -207,25 +246,18 @@ def web_check(
                 if got.get("error"):
                     entry["failures"].append(f"the page: {got['error']}")
                 g = got.get("golden") or {}
-                entry.update(threads=g.get("threads"), webgpu_adapter=g.get("webgpu"), not_loadable=g.get("not_loadable", {}))
-                entry["extractor"] = {
-                    v: judge_extractor(bundle, golden[v], model["variants"][v], x) for v, x in g.get("extractor", {}).items()
-                }
-                entry["embedder"] = {
-                    v: judge_embedder(egolden[v], model["embedder"]["variants"][v], x) for v, x in g.get("embedder", {}).items()
-                }
-                for part, names in (("extractor", golden), ("embedder", egolden)):
-                    for v in names:
-                        if v not in entry[part] and not got.get("error"):
-                            entry["failures"].append(f"{names[v]['file']}: {entry['not_loadable'].get(names[v]['file'], 'not run')}")
+                entry.update(threads=g.get("threads"), webgpu_adapter=g.get("webgpu"), backends={})
+                for backend, run in (got.get("backends") or {}).items():
+                    if run.get("error"):
+                        entry["failures"].append(f"{backend}: the golden run failed: {run['error']}")
+                        continue
+                    entry["backends"][backend] = judge_backend(run, golden, egolden)
+                    entry["failures"] += [f"{backend}: {x}" for x in entry["backends"][backend]["failures"]]
+                if not g.get("webgpu"):
+                    entry["backends"]["webgpu"] = {"no_adapter": f"{name} has no WebGPU adapter here: the page runs WASM"}
                 if got.get("golden"):
                     entry["page"] = judge_page(bundle, model, got.get("e2e") or {}, message)
                     entry["failures"] += entry["page"]["failures"]
-                for part in ("extractor", "embedder"):
-                    fp32 = (entry[part].get("fp32") or {}).get("median_ms")
-                    for f in entry[part].values():
-                        f["ratio_to_fp32"] = round(f["median_ms"] / fp32, 2) if fp32 and f.get("median_ms") else None
-                        entry["failures"] += [f"{f['file']}: {x}" for x in f["failures"]]
                 failures += [f"{name}: {x}" for x in entry["failures"]]
                 report["browsers"][name] = entry
     finally:
@@ -241,28 +273,38 @@ def web_check(
 
 def render(r: dict[str, Any]) -> str:
     lines = [
-        f"# web-check: {r['model_id']} in browsers (LiteRT.js, WASM)",
+        f"# web-check: {r['model_id']} in browsers (LiteRT.js: WASM and WebGPU)",
         "",
         ("**RANDOM WEIGHTS.** " if r["random_init"] else "")
-        + f"Measured on {r['machine']}; packages {', '.join(f'{k} {v}' for k, v in r['packages'].items())}. Golden vectors: the x86 "
-        "Python interpreter's outputs in the bundle; each file judged by its own band (docs/verification.md), integer outputs within "
-        f"{ARM_MAX_STEPS} output steps. Times: median of 5 runs on one input, in the same page; ratio to fp32.",
+        + (f"**UNVERIFIED FILES (--allow-unverified): {'; '.join(r['unverified_files'])}.** " if r.get("unverified_files") else "")
+        + f"Measured on {r['machine']}; packages {', '.join(f'{k} {v}' for k, v in r['packages'].items())}. Each file on each backend "
+        "the page uses, judged by the rule against PyTorch's outputs on the bundle's golden inputs (docs/verification.md), and "
+        f"against the x86 outputs of the same file: within {ARM_MAX_STEPS} output steps of an integer output, 1% of PyTorch's RMS "
+        "of a float one. A file WebGPU cannot run falls back to WASM, as the page does (column `ran on`). Times: median of a few "
+        "runs on one input, in the same page; ratio to fp32 on the same backend (WebGPU here is SwiftShader, a software adapter: "
+        "its times say nothing of a GPU).",
         "",
-        "| browser | file | max abs diff | in output steps | SNR vs golden (dB) | band (dB) | median ms | x fp32 | verdict |",
+        "| browser | backend | file | ran on | rule against PyTorch | max diff to x86 (bound) | median ms | x fp32 | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, b in r["browsers"].items():
-        for part in ("extractor", "embedder"):
-            for f in b.get(part, {}).values():
-                steps = f.get("diff_in_output_steps")
-                lines.append(
-                    f"| {name} {b['version']} | {f['file']} | {f['max_abs_diff']:.3g} | {'-' if steps is None else steps} | "
-                    f"{'exact' if f['snr_db'] is None else f['snr_db']} | {f['band_db']:g} | {f['median_ms']:.1f} | "
-                    f"{f.get('ratio_to_fp32') or '-'} | {'FAIL' if f['failures'] else 'pass'} |"
-                )
-        for file, why in (b.get("not_loadable") or {}).items():
-            lines.append(f"| {name} {b['version']} | {file} | not loadable: {why} | | | | | | reported |")
-    lines += ["", "## The page, end to end (choose a photo, embed, download, detect)", ""]
+        for backend, x in b.get("backends", {}).items():
+            if "no_adapter" in x:
+                lines.append(f"| {name} {b['version']} | {backend} | - | - | {x['no_adapter']} | | | | not run |")
+                continue
+            for part in ("extractor", "embedder"):
+                for f in x.get(part, {}).values():
+                    d = f["to_x86"]
+                    ran = f["ran_on"] + (f" (fell back: {f['fell_back']})" if f.get("fell_back") else "")
+                    ms = "-" if f["median_ms"] is None else f"{f['median_ms']:.1f}"
+                    lines.append(
+                        f"| {name} {b['version']} | {backend} | {f['file']} | {ran} | {gate_line(f['gate'])} | "
+                        f"{d['max_abs_diff']:.3g} ({d['bound']:.3g}) | {ms} | {f.get('ratio_to_fp32') or '-'} | "
+                        f"{'FAIL' if f['failures'] else 'pass'} |"
+                    )
+            for file, why in (x.get("not_loadable") or {}).items():
+                lines.append(f"| {name} {b['version']} | {backend} | {file} | not loadable: {why} | | | | | reported |")
+    lines += ["", "## The page, end to end (choose a photo, embed, download, detect; WASM)", ""]
     for name, b in r["browsers"].items():
         p = b.get("page") or {}
         d, u = p.get("detect_downloaded") or {}, p.get("detect_unmarked") or {}

@@ -254,51 +254,70 @@ async function median(f, runs) {
 }
 
 /** Every extractor and embedder file of the bundle at `base` on its golden vectors: raw outputs and timings. */
-export async function goldenRun(base, extra = [], runs = 5) {
+export async function goldenRun(base, extra = [], runs = 5, accelerator = 'wasm') {
   const golden = await (await fetchOk(`${base}/golden/golden.json`)).json();
   const model = await (await fetchOk(`${base}/model.json`)).json();
   await init();
-  const result = {accelerator: 'wasm', crossOriginIsolated, threads: wasmInfo.threads, userAgent: navigator.userAgent, webgpu: await bestAccelerator() === 'webgpu',
+  const result = {accelerator, crossOriginIsolated, threads: wasmInfo.threads, userAgent: navigator.userAgent, webgpu: await bestAccelerator() === 'webgpu',
     extractor: {}, embedder: {}, not_loadable: {}};
+  // A file the accelerator cannot load or run falls back to the CPU (as the page does): `ran_on` says where it ran.
+  const open = (file) => openModel(`${base}/${file}`, accelerator);
   for (const [variant, g] of Object.entries(golden.variants)) {
     let ex;
-    try { ex = await openModel(`${base}/${g.file}`); } catch (e) { result.not_loadable[g.file] = e.message; continue; }
+    try { ex = await open(g.file); } catch (e) { result.not_loadable[g.file] = e.message; continue; }
     const rows = [];
-    let first = null;
+    let first = null, fellBack = null;
     for (const v of g.vectors) {
       const img = await decodeImage(await (await fetchOk(`${base}/golden/${v.image}`)).blob());
       first = first || img;
-      const out = await ex.run({image: img.data});
+      let out;
+      try { out = await ex.run({image: img.data}); } catch (e) {
+        if (ex.accelerator === 'wasm') throw e;
+        fellBack = String(e.message || e).split('\n')[0];
+        ex.delete();
+        ex = await openModel(`${base}/${g.file}`, 'wasm');
+        out = await ex.run({image: img.data});
+      }
       rows.push({image: v.image, mask_logit: out.mask_logit[0], bit_logits: Array.from(out.bit_logits)});
     }
     const ms = await median(() => ex.run({image: first.data}), runs);
-    result.extractor[variant] = {file: g.file, vectors: rows, median_ms: ms};
+    result.extractor[variant] = {file: g.file, vectors: rows, median_ms: ms, ran_on: ex.accelerator, fell_back: fellBack};
     ex.delete();
   }
   if (model.embedder) {
     const eg = await (await fetchOk(`${base}/golden/embedder/golden.json`)).json();
     for (const [variant, g] of Object.entries(eg.variants)) {
       let em;
-      try { em = await openModel(`${base}/${g.file}`); } catch (e) { result.not_loadable[g.file] = e.message; continue; }
+      try { em = await open(g.file); } catch (e) { result.not_loadable[g.file] = e.message; continue; }
       const rows = [];
-      let first = null;
+      let first = null, fellBack = null;
       for (const v of g.vectors) {
         const img = await decodeImage(await (await fetchOk(`${base}/golden/${v.image}`)).blob());
         const bits = Array.from(v.message, Number);
-        const out = await embed(em, model.embedder.route, img, bits);
-        const want = await readNpy(`${base}/${v.watermarked}`);
-        if (!first && img.height === em.inputs.image[1]) first = {img, bits};
-        // Sums, not pixels (megabytes per vector): the check judges the error against the watermark from these.
-        let err2 = 0, wm2 = 0, maxAbs = 0;
-        for (let i = 0; i < want.data.length; i++) {
-          const d = out.data[i] - want.data[i], w = want.data[i] - img.data[i];
-          err2 += d * d; wm2 += w * w; maxAbs = Math.max(maxAbs, Math.abs(d));
+        let out;
+        try { out = await embed(em, model.embedder.route, img, bits); } catch (e) {
+          if (em.accelerator === 'wasm') throw e;
+          fellBack = String(e.message || e).split('\n')[0];
+          em.delete();
+          em = await openModel(`${base}/${g.file}`, 'wasm');
+          out = await embed(em, model.embedder.route, img, bits);
         }
-        rows.push({image: v.image, n: want.data.length, error_sq_sum: err2, watermark_sq_sum: wm2, max_abs_diff: maxAbs,
-          shape: [out.height, out.width, 3], expected_shape: want.shape});
+        const want = await readNpy(`${base}/${v.watermarked}`);
+        const torch = await readNpy(`${base}/${v.pytorch}`);
+        if (!first && img.height === em.inputs.image[1]) first = {img, bits};
+        // Sums, not pixels (megabytes per vector): the check judges the file against PyTorch (the watermark PyTorch
+        // writes, the file's error on it) and against the x86 outputs from these.
+        let err2 = 0, wm2 = 0, maxAbs = 0, maxX86 = 0;
+        for (let i = 0; i < want.data.length; i++) {
+          const d = out.data[i] - torch.data[i], w = torch.data[i] - img.data[i];
+          err2 += d * d; wm2 += w * w; maxAbs = Math.max(maxAbs, Math.abs(d));
+          maxX86 = Math.max(maxX86, Math.abs(out.data[i] - want.data[i]));
+        }
+        rows.push({image: v.image, n: want.data.length, error_sq_sum: err2, watermark_sq_sum: wm2, max_abs_diff_pytorch: maxAbs,
+          max_abs_diff_x86: maxX86, shape: [out.height, out.width, 3], expected_shape: want.shape});
       }
       const ms = first ? await median(() => em.run({image: first.img.data, message: Float32Array.from(first.bits)}), runs) : null;
-      result.embedder[variant] = {file: g.file, vectors: rows, median_ms: ms};
+      result.embedder[variant] = {file: g.file, vectors: rows, median_ms: ms, ran_on: em.accelerator, fell_back: fellBack};
       em.delete();
     }
   }

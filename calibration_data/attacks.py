@@ -1,5 +1,9 @@
 """The official image attack suite (``videoseal/augmentation``, ``get_validation_augs``), on one image.
 
+Used by ``make evaluate`` (any attack of the suite) and by verification: the held-out and validation sets
+carry the watermarked views under ``VERIFY_ATTACKS`` (``calibration_data/build.attacked_items``), each judged
+against PyTorch on the same attacked input.
+
 Each attack takes a (3, H, W) float tensor in [0, 1] at the image's own size and a seeded
 ``torch.Generator`` (crop position and perspective corners are random in the official code, drawn with
 the same formulas here from the generator instead of the global RNG, so a run is reproducible and two
@@ -281,6 +285,10 @@ def official_suite() -> list[Attack]:
         )
     return suite
 
+
+# What a shared photo meets (issue 38): the watermarked views of the verification and validation sets under
+# these, at the strengths users meet, are judged against PyTorch on the same attacked inputs.
+VERIFY_ATTACKS = ("jpeg_80", "jpeg_50", "brightness_1.5", "gaussian_blur_5", "resize_0.5")
 
 # ``quick``: one strength of the common edits; ``robustness``: the edits `make robustness` has always shown.
 PRESETS = {
