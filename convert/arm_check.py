@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from videoseal_litert.calibration_data.build import attack_of
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import InputSet, Part, gate_line, parts_of
 from videoseal_litert.convert.verify import failed_path, require_verified
@@ -39,7 +40,16 @@ from videoseal_litert.runtime.runners import open_runner, run_all
 
 log = logging.getLogger(__name__)
 
-ARM_INPUTS = 4  # held-out inputs per file (evaluation photos, their watermarked twins first pairs)
+ARM_INPUTS = 4  # held-out inputs per file (evaluation photos, their watermarked twins, one JPEG'd view)
+
+
+def arm_inputs(items: InputSet, n: int) -> InputSet:
+    """``n`` inputs of the verification set: the first clean and watermarked views, and (for a model with an
+    embedder) the first watermarked view after JPEG 50, where integer kernels part from PyTorch first."""
+    base = [i for i, name in enumerate(items.names) if attack_of(name) is None]
+    jpeg = [i for i, name in enumerate(items.names) if attack_of(name) == "jpeg_50"][:1]
+    pick = sorted(base[: n - len(jpeg)] + jpeg) if n > 1 else base[:n]
+    return InputSet([items.names[i] for i in pick], [items.inputs[i] for i in pick], items.tally, [items.fingerprint[i] for i in pick])
 
 
 def chosen_files(part: Part, only: tuple[str, ...] | None, allow_unverified: bool) -> list[tuple[str, dict[str, Any]]]:
@@ -197,8 +207,7 @@ def arm_check(
     random_init = False
     used: list[dict[str, Any]] = []
     for part, vs in chosen:
-        items = part.verification_set()
-        inputs = InputSet(items.names[:inputs_per_file], items.inputs[:inputs_per_file], items.tally, items.fingerprint[:inputs_per_file])
+        inputs = arm_inputs(part.verification_set(), inputs_per_file)
         ref = part.reference(inputs)
         random_init = random_init or ref.random_init
         entry: dict[str, Any] = {"inputs": inputs.names, "random_init": ref.random_init, "files": {}}

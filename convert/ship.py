@@ -76,7 +76,7 @@ def _accuracy(part: str, rep: dict[str, Any] | None) -> tuple[float | None, floa
     psnr = rep.get("psnr_vs_pytorch_db")
     if "bit_agreement_tflite_vs_pytorch_embedded" in dec:
         return dec["bit_agreement_tflite_vs_pytorch_embedded"], psnr, "bits the extractor reads, as from PyTorch's embedding"
-    return None, psnr, "pixels vs PyTorch only (no extractor weights to decode)"
+    return None, psnr, "PIXELS ONLY: no extractor (or extractor weights) to decode its output, so never picked"
 
 
 def rows(model_dir: Path, part: Any, bench: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,7 +114,9 @@ def rows(model_dir: Path, part: Any, bench: dict[str, Any]) -> list[dict[str, An
 
 
 def _faithful(r: dict[str, Any]) -> bool:
-    return r["verified"] and (r["agreement"] is None or r["agreement"] >= AGREEMENT_TARGET)
+    """Verified, and its decisions as PyTorch's at the target; a pixels-only embedder (no extractor decoded what it
+    writes) is never picked: the message it embeds was never checked."""
+    return r["verified"] and r["agreement"] is not None and r["agreement"] >= AGREEMENT_TARGET
 
 
 def recommend(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -132,7 +134,7 @@ def recommend(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             best = min(fits, key=lambda r: (r["peak_rss_mb"], r["size_mb"]), default=None)
         if best is None:
             smallest = min((r for r in table if r["verified"] and r["peak_rss_mb"]), key=lambda r: r["peak_rss_mb"], default=None)
-            why = f"no verified file reaches {AGREEMENT_TARGET:.1%} agreement within {t.ram_mb:.0f} MB" + (
+            why = f"no verified file with decoded bits reaches {AGREEMENT_TARGET:.1%} agreement within {t.ram_mb:.0f} MB" + (
                 f"; the smallest verified is {smallest['variant']} at {smallest['peak_rss_mb']:.0f} MB" if smallest else ""
             )
             picks.append({"target": t.name, "ram_mb": t.ram_mb, "rule": t.rule, "variant": None, "why": why})

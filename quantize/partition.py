@@ -143,10 +143,17 @@ class PieceSource:
     def op_errors(self, quantized: Path, inputs: list[dict[str, np.ndarray]]) -> list[dict]:
         """Per-op error of a joined file from :meth:`quantize`: each piece against its float piece on
         that piece's float inputs, merged and ranked for the whole model."""
+        from videoseal_litert.convert.verify import FAILED_SUFFIX
         from videoseal_litert.quantize.op_error import op_errors, rank
 
+        # A file that failed verification was moved to its failed name: its pieces are those of its shipping name.
+        joined = (
+            quantized.with_name(quantized.name.removesuffix(FAILED_SUFFIX) + ".tflite")
+            if quantized.name.endswith(FAILED_SUFFIX)
+            else quantized
+        )
         rows = []
-        for k, (fp, qp, feed) in enumerate(zip(self.paths, self._quantized[quantized], self.feeds(inputs), strict=True)):
+        for k, (fp, qp, feed) in enumerate(zip(self.paths, self._quantized[joined], self.feeds(inputs), strict=True)):
             rows += [{**r, "tensor": f"piece{k}/{r['tensor']}"} for r in op_errors(fp, qp, feed, self.threads)]
         return rank(rows)
 

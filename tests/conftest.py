@@ -110,16 +110,18 @@ class Pipeline:
     def card(self, name: str) -> Path:
         return self.reference / f"{name}.yaml"
 
-    def _once(self, key: tuple[str, ...], *args: str) -> None:
-        """Run a command once per test run, whichever worker asks first (a marker file says it is done)."""
-        if key in self.done:
-            return
+    def _once(self, key: tuple[str, ...], *args: str, ok: tuple[int, ...] = (0,)) -> int:
+        """Run a command once per test run, whichever worker asks first (a marker file says it is done and holds
+        its exit code, one of ``ok``)."""
         marker = self.root / (".done-" + "-".join(key).replace("/", "_"))
-        with locked(self.root / f".lock-{key[0]}"):  # one lock per model folder: workers build different minis at once
-            if not marker.exists():
-                assert cli(*args) == 0, f"{' '.join(map(str, args))} failed"
-                marker.touch()
-        self.done.add(key)
+        if key not in self.done:
+            with locked(self.root / f".lock-{key[0]}"):  # one lock per model folder: workers build different minis at once
+                if not marker.exists():
+                    rc = cli(*args)
+                    assert rc in ok, f"{' '.join(map(str, args))} failed"
+                    marker.write_text(str(rc))
+            self.done.add(key)
+        return int(marker.read_text() or 0)
 
     def converted(self, name: str) -> Path:
         """``make convert`` of an extractor mini: its artifact folder. The minis' official checkpoints hold random
@@ -128,9 +130,12 @@ class Pipeline:
         return self.root / name
 
     def quantized(self, name: str) -> Path:
-        """``make convert`` and ``make quantize`` (every variant) of an extractor mini."""
+        """``make convert`` and ``make quantize`` (every variant) of an extractor mini. Its weights are random: some
+        variants fail the rule there (a random network puts many decisions near zero, where all-integer noise flips
+        more of them than the rule allows), the honest verdict, kept under their failed names (the exit code 2 of a
+        failed stage is expected; ``tests/test_quantize.py`` checks every verdict against its figures)."""
         self.converted(name)
-        self._once((name, "quantize"), "quantize", "--model", self.card(name), "--out", self.root, *UNTRAINED)
+        self._once((name, "quantize"), "quantize", "--model", self.card(name), "--out", self.root, *UNTRAINED, ok=(0, 2))
         return self.root / name
 
     def embedder(self, name: str, variants: str = "fp32,fp16,int8") -> Path:

@@ -46,7 +46,8 @@ def test_model_json_and_verify_report(pipeline):
     rep = json.loads((d / "verify-fp32.json").read_text())
     assert rep["part"] == "extractor" and rep["variant"] == "fp32" and rep["file"] == "fp32.tflite" and rep["runner"] == "open_file"
     assert rep["passed"] and rep["num_images"] == 21 and rep["max_abs_logit_diff"] <= 1e-4 and rep["bit_agreement"] == 1.0
-    assert rep["sqnr_db"] >= rep["band"]["min_snr_db"] >= 80 and rep["rejected"] == []  # float32 arithmetic: 80 dB and more
+    assert rep["sqnr_db"] >= rep["rule"]["floor_db"] == 80 and rep["rejected"] == []  # float32 arithmetic: 80 dB and more
+    assert [g["group"] for g in rep["gate"]["groups"].values()] == ["detection", "bits"]  # no embedder: no attacked views
     assert "coffee:full" in rep["images"] and "coffee:full-flip" in rep["images"]
 
 
@@ -94,9 +95,9 @@ def test_verify_exits_nonzero_on_a_different_model(pipeline, random_mini, tmp_pa
         rec.unlink()
     assert cli("verify", "--model", card, "--out", out, "--untrained") == 2
     err = capsys.readouterr().err
-    assert "VerificationError" in err and "clear-margin flip" in err and "kept as fp32.failed.tflite" in err
+    assert "VerificationError" in err and "decisions flipped (clear" in err and "kept as fp32.failed.tflite" in err
     rep = json.loads((d / "verify-fp32.json").read_text())
-    assert rep["passed"] is False and [f for f in rep["failures"] if f.startswith("logits: watermark SNR")]
+    assert rep["passed"] is False and [f for f in rep["failures"] if f.startswith("bits: ") and "SNR" in f]
     assert rep["file"] == "fp32.failed.tflite" and (d / "fp32.failed.tflite").is_file() and not (d / "fp32.tflite").exists()
 
 

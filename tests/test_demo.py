@@ -216,7 +216,8 @@ def _arm_files(r: dict) -> tuple[dict, dict]:
     for per in (*ex.values(), *em.values()):
         assert set(per) == set(CPU_MODELS)
     for f in em["embedder-int8.tflite"].values():  # the embedder gated on ARM as on x86: pixels and the bits they decode to
-        assert f["gate"]["pixels"]["passed"] and f["gate"]["decoded bits"]["passed"] and f["failures"] == []
+        g = f["gate"]["groups"]
+        assert g["pixels"]["passed"] and g["decoded bits"]["passed"] and g["decoded detection"]["passed"] and f["failures"] == []
     return ex, em
 
 
@@ -238,9 +239,9 @@ def test_tiny_pair_on_arm64(demo, tmp_path):
     ex, em = _arm_files(json.loads((out / "tiny" / "arm64.json").read_text()))
     assert set(ex) == {"int8.tflite"} and set(em) == {"embedder-int8.tflite"}
     for f in ex["int8.tflite"].values():
-        # Judged against PyTorch by the rule, as on x86: no clear flip, the SNR over its band.
-        g = f["gate"]["logits"]
-        assert g["passed"] and g["clear_flips"] == 0 and g["snr_db"] >= g["min_snr_db"] and f["failures"] == []
+        # Judged against PyTorch by the rule, as on x86: every group (attacked views too) without a clear flip, at its floor.
+        assert f["gate"]["passed"] and f["failures"] == [] and {"detection", "bits", "bits / jpeg_50"} <= set(f["gate"]["groups"])
+        assert all(g["clear_flips"] == 0 and (g["snr_db"] is None or g["snr_db"] >= g["floor_db"]) for g in f["gate"]["groups"].values())
         assert f["diff_in_output_steps"] is None or f["diff_in_output_steps"] <= 2
     assert (out / "tiny" / "arm64.md").read_text().count("| int8.tflite |") >= 4
 
@@ -254,7 +255,7 @@ def test_tiny_pair_on_arm64(demo, tmp_path):
     assert "LiteRT C library" in checked[1]["kernels"] and any("C library" in r for r in checked[2]["runtimes"])
     golden = b / "golden" / "golden.json"
     g = json.loads(golden.read_text())
-    g["variants"]["int8"]["vectors"][0]["bit_logits"][0] += 5.0
+    g["variants"]["int8"]["vectors"][0]["bit_logits"][0] += 5.0  # the x86 reference moved: the runtime bound fails
     golden.write_text(json.dumps(g))
     with pytest.raises(ArmRunError, match="run_extractor.py --selftest on emulated cortex-a53"):
         bundle_selftests(b, ("cortex-a53",), ("run_extractor.py",))
@@ -269,4 +270,4 @@ def test_tiny_pair_fp32_on_arm64(demo):
     assert cli("arm-check", "--model", "tiny", "--out", out, "--files", "fp32,embedder-int8") == 0
     ex, _ = _arm_files(json.loads((out / "tiny" / "arm64.json").read_text()))
     for f in ex["fp32.tflite"].values():
-        assert f["max_abs_diff_to_x86"] < 1e-3 and f["output_step"] is None and f["gate"]["logits"]["passed"]
+        assert f["max_abs_diff_to_x86"] < 1e-3 and f["output_step"] is None and f["gate"]["passed"]

@@ -16,6 +16,7 @@ from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.split import MergeError, convert_pieces, join, plan, write_model
 from videoseal_litert.convert.stages import stage_tflite
 from videoseal_litert.convert.tflite import short_name
+from videoseal_litert.core.errors import VerificationError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS
 from videoseal_litert.quantize.stage import CONTROL_IN_PIECES, stage_quantize
@@ -170,11 +171,17 @@ def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
 
 
 @pytest.mark.slow
-def test_partitioned_quantize_passes_its_floors(pipeline, tmp_path):
+def test_partitioned_quantize_is_judged_by_the_rule(pipeline, tmp_path):
+    """ChunkySeal's path, on its mini cut in four pieces: int8, int8-full and int4 quantized piece by piece and
+    joined, each judged by the rule like any file. On these random weights the all-INT8 file fails on the
+    validation split, and the fallback keeps the worst ops float, in whichever piece they are, until it passes
+    there (then the evaluation views judge it); int8-full and int4 cannot keep ops float: 8- and 4-bit noise
+    flips more of the decisions a random network puts near zero than the rule allows, the honest verdict."""
     out, d = pipeline.copy(pipeline.converted(MINI), tmp_path)
     spec = dataclasses.replace(resolve(str(pipeline.card(MINI))), calibration_images=16, verify_images=4)
     opts = RunOptions(spec=spec, out=out, max_part_bytes=PART_BYTES, untrained=True)
-    stage_quantize(opts, ExtractorPart(opts), variants=("int8", "int8-full", "int4"))
+    with pytest.raises(VerificationError, match=r"int8-full failed verification: .*near, at most"):
+        stage_quantize(opts, ExtractorPart(opts), variants=("int8", "int8-full", "int4"))
     q = json.loads((d / "quantize.json").read_text())
     assert q["partitioned"]["num_parts"] == 4 and q["calibration"]["used"] == 16
     assert set(q["partitioned"]["peak_rss_mb_after"]) == {
@@ -184,30 +191,22 @@ def test_partitioned_quantize_passes_its_floors(pipeline, tmp_path):
         "quantize_int8-full",
         "quantize_int4",
     }
-    int8, full = q["variants"]["int8"], q["variants"]["int8-full"]
-    assert int8["passed"] and full["passed"]
-    assert int8["xnnpack"]["num_not_delegated"] == 0
+    int8, full, int4 = q["variants"]["int8"], q["variants"]["int8-full"], q["variants"]["int4"]
+    assert int8["passed"] and int8["xnnpack"]["num_not_delegated"] == 0
+    assert int8["kept_float_by_fallback"] and int8["fallback"]["chosen_on"].startswith("the validation split")
+    assert all(n.startswith("piece") and n.split("/", 1)[1] for n in int8["kept_float_by_fallback"])
+    assert int8["fallback"]["size_bytes_after"] > int8["fallback"]["size_bytes_before"]
+    assert json.loads((d / "verify-int8.json").read_text())["num_images"] == 4
     # int8-full joins its parts at int8 seams: integer input and outputs, nothing float in between.
     assert full["io"]["inputs"][0]["dtype"] == "int8" and all(o["dtype"] == "int8" for o in full["io"]["outputs"])
-    assert json.loads((d / "verify-int8.json").read_text())["num_images"] == 4
-    for v in ("int8", "int8-full"):
-        assert q["variants"][v]["size_ratio_to_fp32"] < 0.3
-    # int4 through the same parts: 4-bit pointwise weights, so smaller than int8's 8-bit ones.
-    int4 = q["variants"]["int4"]
-    assert int4["passed"] and int4["xnnpack"]["num_not_delegated"] == 0
-    assert int4["size_ratio_to_fp32"] < int8["size_ratio_to_fp32"]
-    # The fallback on the same pieces: a band the recipe misses (its measured SNR + 3 dB, a spec's own, which
-    # may tighten) is reached by keeping the worst ops float, in whichever piece they are, chosen on the
-    # validation split; the file is then verified like any other.
-    snr = json.loads((d / "verify-int8.json").read_text())["sqnr_db"]
-    spec = dataclasses.replace(spec, bands={"extractor": {"int8": Band(snr + 3.0, "a spec's own band")}})
-    opts = dataclasses.replace(opts, spec=spec, force=True)
-    stage_quantize(opts, ExtractorPart(opts), variants=("int8",))
-    r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
-    assert r["passed"] and r["kept_float_by_fallback"] and r["fallback"]["chosen_on"].startswith("the validation split")
-    assert all(n.startswith("piece") and n.split("/", 1)[1] for n in r["kept_float_by_fallback"])
-    assert r["fallback"]["size_bytes_after"] > r["fallback"]["size_bytes_before"]
-    assert r["verification"]["sqnr_db"] >= snr + 3.0
+    assert full["size_ratio_to_fp32"] < 0.3 and not full["passed"] and (d / "int8-full.failed.tflite").is_file()
+    # int4 through the same parts: 4-bit pointwise weights, so smaller than int8-full's 8-bit ones.
+    assert int4["xnnpack"]["num_not_delegated"] == 0 and int4["size_ratio_to_fp32"] < full["size_ratio_to_fp32"]
+    for v in ("int8-full", "int4"):
+        rep = json.loads((d / f"verify-{v}.json").read_text())
+        assert rep["passed"] == q["variants"][v]["passed"] and rep["random_init"] is True
+        if not rep["passed"]:
+            assert any(g["near_flips"] > g["near_flips_allowed"] or g["clear_flips"] for g in rep["gate"]["groups"].values())
 
 
 def test_short_names_keep_classes_that_tell_list_items_apart():

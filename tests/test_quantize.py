@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -27,38 +28,75 @@ from videoseal_litert.runtime.runners import open_runner
 CALIBRATION_PHOTOS = tuple(p["name"] for p in pool_photos("calibration"))
 
 
+def _verdict_from_figures(rep: dict) -> bool:
+    """A report's verdict recomputed from its own figures by the rule's definition (docs/verification.md): every gated
+    group without a clear flip, with near flips within floor(0.005 N), its SNR at its floor."""
+    ok = True
+    for g in rep["gate"]["groups"].values():
+        if not g["gated"]:
+            continue
+        if g["clear_flips"] or g["near_flips"] > int(0.005 * g["decisions"] + 1e-9):
+            ok = False
+        if g["floor_db"] is not None and g["snr_db"] is not None and g["snr_db"] < g["floor_db"]:
+            ok = False
+    return ok
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mini", MINIS)
-def test_every_variant_verified_by_the_rule(mini, pipeline):
+def test_every_variant_judged_by_the_rule(mini, pipeline):
+    """Every variant of a random mini is judged by the rule like any file. float16 and int8 pass (int8 under the
+    fallback, which keeps float what it must, its cost recorded). int8-full fails on random weights: its all-integer
+    noise flips more of the decisions a random network puts near zero than the rule allows (0.5% of a group), and
+    the report says so; that is the honest verdict, and the file is kept under its failed name."""
     d = pipeline.quantized(mini)
     summary = json.loads((d / "quantize.json").read_text())
     assert set(summary["variants"]) == set(quantized(EXTRACTOR)) == {"int8", "int8-full", "int8-dynamic", "fp16"}
     assert summary["calibration"]["used"] == json.loads(MANIFEST.read_text())["num_items"] and summary["calibration"]["rejected"] == []
-    for v in summary["variants"]:
+    for v, entry in summary["variants"].items():
         rep = json.loads((d / f"verify-{v}.json").read_text())
-        assert rep["passed"] and rep["variant"] == v and rep["num_images"] == 21
-        g = rep["gate"]["logits"]
-        assert g["clear_flips"] == 0 and g["flips_in_band"] <= g["flips_in_band_allowed"] and rep["sqnr_db"] >= rep["band"]["min_snr_db"]
-        assert (d / f"{v}.tflite").stat().st_size < (d / "fp32.tflite").stat().st_size * (0.55 if v == "fp16" else 0.35)
+        assert rep["variant"] == v and rep["num_images"] == 21 and rep["random_init"] is True
+        assert rep["passed"] == _verdict_from_figures(rep) == entry["passed"] == (not rep["failures"]), v
+        assert (d / (f"{v}.tflite" if rep["passed"] else f"{v}.failed.tflite")).is_file()
+        assert "RANDOM weights" in (d / f"verify-{v}.md").read_text()
+    for v in ("fp16", "int8"):
+        assert summary["variants"][v]["passed"], v
+    full = json.loads((d / "verify-int8-full.json").read_text())
+    assert not full["passed"] and any(g["near_flips"] > g["near_flips_allowed"] for g in full["gate"]["groups"].values())
     # int8 runs wholly on XNNPACK with float I/O; int8-full takes and returns int8.
     r = summary["variants"]["int8"]
     assert r["xnnpack"]["num_not_delegated"] == 0 and r["xnnpack"]["num_partitions"] == 1
     assert {d["dtype"] for d in r["io"]["inputs"] + r["io"]["outputs"]} == {"float32"}
-    full = summary["variants"]["int8-full"]["io"]
-    assert full["inputs"][0] == {"name": "image", "dtype": "int8", "scale": full["inputs"][0]["scale"], "zero_point": -128}
-    assert full["inputs"][0]["scale"] == pytest.approx(1 / 255, rel=0.01)  # the declared [0, 1], not the photos' range
+    io = summary["variants"]["int8-full"]["io"]
+    assert io["inputs"][0] == {"name": "image", "dtype": "int8", "scale": io["inputs"][0]["scale"], "zero_point": -128}
+    assert io["inputs"][0]["scale"] == pytest.approx(1 / 255, rel=0.01)  # the declared [0, 1], not the photos' range
+    assert (d / "int8-full.failed.tflite").stat().st_size < (d / "fp32.tflite").stat().st_size * 0.35
 
 
 def test_per_op_error_report(pipeline):
+    """The per-op report of the all-integer file (int8-full: every op quantized; written whatever its verdict)."""
     d = pipeline.quantized("videoseal_1.0-mini")
-    rep = json.loads((d / "op-error-int8.json").read_text())
+    rep = json.loads((d / "op-error-int8-full.json").read_text())
     sq = [r["sqnr_db"] for r in rep["ops"] if r["sqnr_db"] is not None]
     assert len(sq) > 20 and sq == sorted(sq)
     assert not set(rep["images"]) & {f"{p.rsplit('.', 1)[0]}" for p in CALIBRATION_PHOTOS}
-    assert (d / "op-error-int8.png").read_bytes()[:4] == b"\x89PNG" and (d / "op-error-int8.md").exists()
+    assert (d / "op-error-int8-full.png").read_bytes()[:4] == b"\x89PNG" and (d / "op-error-int8-full.md").exists()
 
 
-def test_op_errors_match_the_validator(pipeline):
+def _all_int8(pipeline, d, tmp_path):
+    """The mini's int8 recipe with nothing kept float (what the fallback starts from), calibrated as the stage does."""
+    from videoseal_litert.quantize.calibrate import calibrate_part
+    from videoseal_litert.quantize.stage import quantize_to
+
+    opts = RunOptions(spec=resolve(str(pipeline.card(d.name))), out=d.parent, untrained=True)
+    part = ExtractorPart(opts)
+    qsvs, _ = calibrate_part(part, d / "fp32.tflite")
+    out = tmp_path / "int8-all.tflite"
+    quantize_to(d / "fp32.tflite", out, VARIANTS["int8"], qsvs, [], False, part.family.quant)
+    return out
+
+
+def test_op_errors_match_the_validator(pipeline, tmp_path):
     """``op_errors`` (one file alive at a time, float op outputs kept as float16) gives what
     ai-edge-quantizer's ``compare_model`` gives for the same files and inputs: the same op outputs
     (inputs and weights set apart), each SNR under 40 dB within 0.05 dB (float16 keeps 11 bits: its
@@ -70,13 +108,14 @@ def test_op_errors_match_the_validator(pipeline):
 
     from videoseal_litert.quantize.op_error import op_errors
 
-    d = pipeline.quantized("videoseal_1.0-mini")
+    d = pipeline.converted("videoseal_1.0-mini")
+    int8 = _all_int8(pipeline, d, tmp_path)
     rng = np.random.default_rng(0)
     inputs = [{"image": rng.random((1, 256, 256, 3), dtype=np.float32)} for _ in range(2)]
-    ours = {r["tensor"]: r["sqnr_db"] for r in op_errors(d / "fp32.tflite", d / "int8.tflite", inputs)}
+    ours = {r["tensor"]: r["sqnr_db"] for r in op_errors(d / "fp32.tflite", int8, inputs)}
     result = model_validator.compare_model(
         (d / "fp32.tflite").read_bytes(),
-        (d / "int8.tflite").read_bytes(),
+        int8.read_bytes(),
         {"serving_default": inputs},
         [validation_utils.ValidationErrorMetric.SNR],
     )
@@ -92,12 +131,14 @@ def test_quantize_reruns_without_reconverting(pipeline, tmp_path, capsys):
     out, d = pipeline.copy(pipeline.quantized("videoseal_1.0-mini"), tmp_path)
     card = pipeline.card("videoseal_1.0-mini")
     fp32_mtime = (d / "fp32.tflite").stat().st_mtime_ns
+    args = ("quantize", "--model", card, "--out", out, "--variants", "fp16", "--untrained")
+    assert cli(*args) == 0
     capsys.readouterr()
-    assert cli("quantize", "--model", card, "--out", out, "--untrained") == 0
+    assert cli(*args) == 0
     assert "up to date, skipped" in capsys.readouterr().out
-    (d / "int8.tflite").unlink()
-    assert cli("quantize", "--model", card, "--out", out, "--variants", "int8", "--untrained") == 0
-    assert (d / "int8.tflite").exists() and (d / "fp32.tflite").stat().st_mtime_ns == fp32_mtime
+    (d / "fp16.tflite").unlink()
+    assert cli(*args) == 0
+    assert (d / "fp16.tflite").exists() and (d / "fp32.tflite").stat().st_mtime_ns == fp32_mtime
 
 
 def _opts(pipeline, out, mini: str, **floors: float) -> RunOptions:
@@ -105,31 +146,26 @@ def _opts(pipeline, out, mini: str, **floors: float) -> RunOptions:
     return RunOptions(spec=dataclasses.replace(spec, floors={EXTRACTOR: floors}), out=out, force=True, untrained=True)
 
 
-def test_tightened_band_fails_the_file_and_keeps_it_off_its_shipping_name(pipeline, tmp_path):
+def test_a_raised_floor_fails_the_file_and_keeps_it_off_its_shipping_name(pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.quantized("videoseal_1.0-mini"), tmp_path)
-    opts = _opts(pipeline, out, "videoseal_1.0-mini", **{"int8-dynamic": Band(90.0, "a spec's own band")})
-    with pytest.raises(
-        VerificationError, match=r"int8-dynamic failed verification: logits: watermark SNR [\d.]+ dB < 90 dB.*int8-dynamic.failed.tflite"
-    ):
-        stage_quantize(opts, ExtractorPart(opts), variants=("int8-dynamic",))
-    assert not (d / "int8-dynamic.tflite").exists() and (d / "int8-dynamic.failed.tflite").is_file()
-    rep = json.loads((d / "verify-int8-dynamic.json").read_text())
-    assert rep["passed"] is False and rep["file"] == "int8-dynamic.failed.tflite" and rep["band"]["min_snr_db"] == 90.0
-    summary = json.loads((d / "quantize.json").read_text())["variants"]["int8-dynamic"]
-    assert summary["passed"] is False and summary["file"] == "int8-dynamic.failed.tflite"
+    opts = _opts(pipeline, out, "videoseal_1.0-mini", fp16=90.0)  # a card may raise a floor: fp16's 40 dB to 90
+    with pytest.raises(VerificationError, match=r"fp16 failed verification: detection: SNR [\d.]+ dB < 90 dB.*fp16.failed.tflite"):
+        stage_quantize(opts, ExtractorPart(opts), variants=("fp16",))
+    assert not (d / "fp16.tflite").exists() and (d / "fp16.failed.tflite").is_file()
+    rep = json.loads((d / "verify-fp16.json").read_text())
+    assert rep["passed"] is False and rep["file"] == "fp16.failed.tflite" and rep["rule"]["floor_db"] == 90.0
+    summary = json.loads((d / "quantize.json").read_text())["variants"]["fp16"]
+    assert summary["passed"] is False and summary["file"] == "fp16.failed.tflite"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mini", ["videoseal_1.0-mini", "videoseal_0.0-mini"])  # one per family: the policy decides the ranked ops
-def test_fallback_keeps_ops_float_and_records_them(mini, pipeline, tmp_path):
-    out, d = pipeline.copy(pipeline.quantized(mini), tmp_path)
-    # A band the default recipe misses (measured SNR + 3 dB) but float ops can reach.
-    base = json.loads((d / "verify-int8.json").read_text())["sqnr_db"]
-    opts = _opts(pipeline, out, mini, int8=Band(base + 3.0, "a spec's own band"))
-    stage_quantize(opts, ExtractorPart(opts), variants=("int8",))  # passes: the fallback reaches the band
+def test_the_fallback_keeps_ops_float_and_records_them(pipeline):
+    """On a random mini the all-INT8 file fails the rule on the validation split (near flips over the allowance):
+    the fallback keeps the ops with the worst SQNR float, doubling until the file passes there, and records which
+    and what they cost; the evaluation split (its verification) then judges it."""
+    d = pipeline.quantized("videoseal_1.0-mini")
     r = json.loads((d / "quantize.json").read_text())["variants"]["int8"]
-    assert r["kept_float_by_fallback"], "the fallback must have kept at least one op float"
-    assert r["passed"] is True
+    assert r["passed"] is True and r["kept_float_by_fallback"], "the fallback must have kept at least one op float"
     cost = r["fallback"]
     # Chosen on the validation split (ranked and judged there), never on the evaluation photos it is verified on.
     assert cost["kept_float"] == r["kept_float_by_fallback"] and cost["passed_on_validation"] is True
@@ -138,7 +174,6 @@ def test_fallback_keeps_ops_float_and_records_them(mini, pipeline, tmp_path):
     assert cost["size_bytes_after"] > cost["size_bytes_before"] and cost["size_bytes_after"] == r["size_bytes"]
     assert cost["latency_ratio_after_to_before"] > 0 and "thread" in cost["latency_note"]
     assert not [p for p in d.iterdir() if "first-attempt" in p.name]
-    assert r["verification"]["sqnr_db"] >= base + 3.0
 
 
 @pytest.mark.slow
@@ -151,12 +186,17 @@ def test_io_int8_records_scales_and_runs(pipeline, tmp_path):
     out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
     rc = cli("quantize", "--model", pipeline.card("videoseal_1.0-mini"), "--out", out, "--io", "int8", "--variants", "int8", "--untrained")
     rep = json.loads((d / "verify-int8.json").read_text())
-    assert rc == 0 and rep["passed"] is True and rep["failures"] == []
-    assert rep["bit_agreement"] >= 0.97
     io = json.loads((d / "quantize.json").read_text())["variants"]["int8"]["io"]
     assert io["inputs"][0]["dtype"] == "int8" and io["inputs"][0]["scale"] == pytest.approx(1 / 255, rel=0.05)
     assert {o["dtype"] for o in io["outputs"]} == {"int8"} and all("zero_point" in o for o in io["outputs"])
-    assert np.dtype(open_runner(d / "int8.tflite").inputs["image"]["dtype"]) == np.int8
+    assert np.dtype(open_runner(d / "int8.failed.tflite").inputs["image"]["dtype"]) == np.int8
+    # The verdict on this random mini: its mask logit's int8 output spans 256 steps of the calibration set's range,
+    # narrower than the spread of PyTorch's mask logits on the held-out photos, so detection cannot hold there: the
+    # rule fails the file by its detection group (the float-output int8 of test_every_variant_judged_by_the_rule passes).
+    mask = next(o for o in io["outputs"] if o["name"] == "mask_logit")
+    det = rep["gate"]["groups"]["detection"]
+    assert 255 * mask["scale"] < det["signal_rms"]
+    assert rc == 2 and not rep["passed"] and any(f.startswith("detection: SNR") for f in rep["failures"])
 
 
 def test_calibration_set_is_deterministic_and_matches_manifest():
@@ -258,10 +298,12 @@ def test_bench_reports_every_variant_and_stage_costs(pipeline, tmp_path, monkeyp
             "--bench-threads",
             "1",
             "--untrained",
+            "--allow-unverified",  # int8-full fails the rule on these random weights: benchmarked, labelled so
         )
         == 0
     )
     r = json.loads((d / "bench.json").read_text())
+    assert r["verification"]["int8-full"] == "failed" and all(st == "verified" for v, st in r["verification"].items() if v != "int8-full")
     assert r["mode"].startswith("sequential" if sequential else "interleaved") and r["part"] == "extractor"
     lat = r["latency"]["1"]
     assert set(lat) == {"fp32", "fp16", "int8-dynamic", "int8", "int8-full", "pytorch"}
@@ -273,7 +315,8 @@ def test_bench_reports_every_variant_and_stage_costs(pipeline, tmp_path, monkeyp
     # ... and with XNNPACK's weight cache for every float-I/O file (int8-full takes int8: not that runner).
     wc = r["peak_rss_weight_cache_mb"]
     assert set(wc) == set(r["size"]) and wc["int8-full"] is None and all(wc[v] > 20 for v in wc if v != "int8-full")
-    assert {"tflite", "quantize"} <= set(r["stages"]) and r["stages"]["quantize"]["peak_rss_mb"] > 0
+    # The stages' costs from their records: the quantize stage failed (int8-full) and so left none (it reruns).
+    assert "tflite" in r["stages"] and r["stages"]["tflite"]["peak_rss_mb"] > 0 and "quantize" not in r["stages"]
     # The mini's checkpoint holds random weights (declared --untrained): the report says so in its title.
     assert "(RANDOM weights)" in (d / "bench.md").read_text() and "Pipeline stages" in (d / "bench.md").read_text()
     assert "1 thr int8" in capsys.readouterr().out
@@ -282,6 +325,7 @@ def test_bench_reports_every_variant_and_stage_costs(pipeline, tmp_path, monkeyp
     assert [x["variant"] for x in ship["rows"]] == list(r["size"]) and len(ship["recommended"]) == 4  # three phones, the web page
     assert ship["recommended"][3]["variant"] != "int8-full"  # browsers cannot feed its int8 input
     assert all(x["agreement"] == json.loads((d / f"verify-{x['variant']}.json").read_text())["bit_agreement"] for x in ship["rows"])
+    assert all(p["variant"] != "int8-full" for p in ship["recommended"])  # a failed file is never picked
     assert all(p["variant"] is None or p["variant"] in r["size"] for p in ship["recommended"])
     assert "Which file do I ship" in (d / "bench.md").read_text() and set(r["kernels"]) == set(r["size"])
 
@@ -321,46 +365,65 @@ def _int4_tensors(path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_int4_rows_on_a_mini(pipeline, tmp_path, capsys):
-    """int4 and int4-mixed (opt-in rows) on the VideoSeal 1.0 mini: every pointwise layer's weights in 4 bits
-    (blockwise where its input width is a multiple of 32), every op on XNNPACK, smaller than the same ops
-    in 8 bits (int8-dynamic), verified; int4-mixed with a target above int4's validation agreement gives
-    op groups 8 bits and reaches it. A target the user sets is a gate: one the control cannot reach (every
-    bit, on random weights whose 8-bit file does not reach it either) fails the stage, and the file is kept
-    under its failed name."""
-    card = pipeline.card("videoseal_1.0-mini")
-    out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
-    args = ("quantize", "--model", card, "--out", out, "--untrained")
-    assert cli(*args, "--variants", "int8-dynamic,int4,int4-mixed", "--target-agreement", "0.99") == 0
+def test_int4_rows_on_the_trained_pair(demo_run, tmp_path, capsys):
+    """int4 and int4-mixed (opt-in rows) on the trained tiny pair: every pointwise layer's weights in 4 bits
+    (blockwise where its input width is a multiple of 32), every op on XNNPACK, smaller than the same ops in 8 bits
+    (int8-dynamic). The all-int4 file parts from PyTorch on JPEG'd photos (near flips over the rule's allowance in
+    the JPEG groups: what the attacked views are there to catch) and fails; int4-mixed, under the accuracy control
+    with the user's target, gives op groups 8 bits until the target and the rule hold on the validation split, and
+    passes."""
+    from tests.conftest import locked
+
+    out0, rc, _ = demo_run
+    assert rc == 0
+    with locked(out0.parent / ".lock"):
+        shutil.copytree(out0 / "tiny", tmp_path / "out" / "tiny", ignore=shutil.ignore_patterns("evaluate", "robustness"))
+    out, d = tmp_path / "out", tmp_path / "out" / "tiny"
+    args = ("quantize", "--model", "tiny", "--out", out)
+    assert cli(*args, "--variants", "int4,int4-mixed", "--target-agreement", "1.0") == 2
     q = json.loads((d / "quantize.json").read_text())["variants"]
     fcs = open_runner(d / "fp32.tflite").delegation()["op_counts"]["FULLY_CONNECTED"]
-    n4, blockwise = _int4_tensors(d / "int4.tflite")
-    assert n4 == fcs and blockwise >= 1
-    assert q["int4"]["passed"] and q["int4"]["xnnpack"]["num_not_delegated"] == 0
-    assert q["int4"]["size_ratio_to_fp32"] < q["int8-dynamic"]["size_ratio_to_fp32"]
+    n4, blockwise = _int4_tensors(d / "int4.failed.tflite")
+    assert n4 == fcs and blockwise >= 1 and q["int4"]["xnnpack"]["num_not_delegated"] == 0
+    assert q["int4"]["size_ratio_to_fp32"] < (d / "int8-dynamic.tflite").stat().st_size / (d / "fp32.tflite").stat().st_size
+    rep = json.loads((d / "verify-int4.json").read_text())
+    failing = [g for g in rep["gate"]["groups"].values() if not g["passed"]]
+    assert not q["int4"]["passed"] and failing and all(g["group"].startswith("bits / jpeg") for g in failing)
+    assert all(g["near_flips"] > g["near_flips_allowed"] for g in failing)
     ctl = q["int4-mixed"]["accuracy_control"]
-    assert q["int4-mixed"]["passed"] and ctl["target"] == 0.99 and ctl["reached"]
-    assert ctl["start"]["value"] < 0.99 and ctl["kept_float_groups"] and ctl["curve"][-1]["value"] >= 0.99
+    assert q["int4-mixed"]["passed"] and ctl["target"] == 1.0 and ctl["reached"] and ctl["kept_float_groups"]
+    assert ctl["start"]["failures"]  # the all-int4 start failed the rule on the validation split too
     assert _int4_tensors(d / "int4-mixed.tflite")[0] < n4  # the groups it chose went to 8 bits
-    # Every bit: beyond what even the all-8-bit file decodes on this random mini (int8-dynamic's agreement < 1).
-    assert q["int8-dynamic"]["verification"]["bit_agreement"] < 1.0
+
+
+def test_a_users_target_gates_a_variant_without_an_accuracy_control(pipeline, tmp_path, capsys):
+    """A target the user sets gates every variant it applies to: fp16 has no accuracy control, passes the rule (61 dB
+    on this mini), and decodes 99.98% of the validation split's bits as PyTorch: every bit (1.0) is missed, and the
+    file fails by name, kept under its failed name."""
+    out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
+    card = pipeline.card("videoseal_1.0-mini")
     capsys.readouterr()
-    assert cli(*args, "--variants", "int4-mixed", "--target-agreement", "1.0") == 2
-    assert "accuracy target 1 missed" in capsys.readouterr().err
-    assert not (d / "int4-mixed.tflite").exists() and (d / "int4-mixed.failed.tflite").is_file()
-    rep = json.loads((d / "verify-int4-mixed.json").read_text())
-    assert rep["passed"] is False and "accuracy target 1 missed" in rep["failures"][-1]
+    assert cli("quantize", "--model", card, "--out", out, "--variants", "fp16", "--target-agreement", "1.0", "--untrained") == 2
+    err = capsys.readouterr().err
+    assert "fp16: accuracy target 1 missed" in err and "fp16 has no accuracy control to reach it" in err
+    rep = json.loads((d / "verify-fp16.json").read_text())
+    assert not (d / "fp16.tflite").exists() and (d / "fp16.failed.tflite").is_file() and rep["passed"] is False
+    assert rep["target"]["value"] < 1.0 and not rep["target"]["reached"] and rep["target"]["metric"].startswith("bit agreement")
 
 
 @pytest.mark.slow
 def test_int4_on_the_vit_family(pipeline, tmp_path):
-    """The ViT family's (VideoSeal 0.0) int4: its linear layers in 4 bits, every op on XNNPACK, verified."""
+    """The ViT family's (VideoSeal 0.0) int4: its linear layers in 4 bits, every op on XNNPACK. On the mini's random
+    weights it fails the rule: 4-bit noise flips more of the decisions a random network puts near zero than the
+    rule allows (near flips, no clear one named first), as on every random mini."""
     card = pipeline.card("videoseal_0.0-mini")
     out, d = pipeline.copy(pipeline.converted("videoseal_0.0-mini"), tmp_path)
-    assert cli("quantize", "--model", card, "--out", out, "--variants", "int4", "--untrained") == 0
+    assert cli("quantize", "--model", card, "--out", out, "--variants", "int4", "--untrained") == 2
     r = json.loads((d / "quantize.json").read_text())["variants"]["int4"]
-    assert r["passed"] and r["xnnpack"]["num_not_delegated"] == 0 and r["size_ratio_to_fp32"] < 0.3
-    assert _int4_tensors(d / "int4.tflite")[0] == open_runner(d / "fp32.tflite").delegation()["op_counts"]["FULLY_CONNECTED"]
+    assert r["xnnpack"]["num_not_delegated"] == 0 and r["size_ratio_to_fp32"] < 0.3
+    assert _int4_tensors(d / "int4.failed.tflite")[0] == open_runner(d / "fp32.tflite").delegation()["op_counts"]["FULLY_CONNECTED"]
+    rep = json.loads((d / "verify-int4.json").read_text())
+    assert not rep["passed"] and rep["gate"]["groups"]["bits"]["near_flips"] > rep["gate"]["groups"]["bits"]["near_flips_allowed"]
 
 
 def test_int4_clips_by_octav(tmp_path, monkeypatch):

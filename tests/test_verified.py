@@ -1,9 +1,12 @@
-"""A file that fails the rule never looks shipped, and commands that use files refuse it (issue 31).
+"""Files made worse on purpose fail the rule by name, never look shipped, and commands that use files refuse them.
 
-On the trained tiny pair (the demo's verified files, copied): its INT8 extractor with one layer's weights
-perturbed fails verification naming the clear-margin bits it flips, is kept as ``int8.failed.tflite``, and
-evaluate, package, bench and arm-check refuse it by name (``--allow-unverified`` lets package ship it,
-labelled). The same on the released-size fixture runs behind the ``fullsize`` marker. Also: the demo's
+On the trained tiny pair (the demo's verified files, copied): its INT8 extractor edited in its last layer (the
+mask bias moved so every clean photo is flagged; one bit's weights negated), calibrated on one flat grey image,
+or with its stem's weights sign-flipped (``tests/degrade.py``). Each fails ``verify --file`` (``make verify
+FILE=``) naming the group it breaks, where the untouched file passes; a file that fails in the pipeline is kept as
+``int8.failed.tflite``; evaluate, package, bench and arm-check refuse it by name (``--allow-unverified`` lets
+package ship it, labelled), and with it they judge it by the same rule and fail it (arm-check here; web-check in
+tests/test_web.py). The same on the released-size fixture runs behind the ``fullsize`` marker. Also: the demo's
 exit code, and the accuracy control's named refusal on a part quantized in pieces."""
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import cli, locked, mini_opts
+from tests.degrade import grey_calibrated, negate_bit, negate_first_conv, shift_mask_bias
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.convert.verify import verify_file
@@ -24,43 +27,14 @@ from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS
 
 
-def negate_first_conv(path: Path) -> str:
-    """A perturbed layer: the first CONV_2D's weights (the stem: int8, or float where the accuracy control
-    kept it float) with their signs flipped, written in place. Returns the op's output tensor name."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    from videoseal_litert.convert.tflite import as_numpy_buffers
-
-    model = flatbuffer_utils.read_model(str(path))
-    as_numpy_buffers(model)
-    sg = model.subgraphs[0]
-    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16}
-    for op in sg.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.CONV_2D:
-            continue
-        w = sg.tensors[op.inputs[1]]
-        buf = model.buffers[w.buffer]
-        if buf.data is None or w.type not in dtypes:
-            continue  # weights computed in the graph (a DEQUANTIZE output): not this layer
-        x = np.frombuffer(buf.data.tobytes(), dtype=dtypes[w.type])
-        flipped = np.clip(-x.astype(np.float64), -127, 127) if w.type == schema.TensorType.INT8 else -x
-        buf.data = np.frombuffer(flipped.astype(dtypes[w.type]).tobytes(), dtype=np.uint8)
-        flatbuffer_utils.write_model(model, str(path))
-        name = sg.tensors[op.outputs[0]].name
-        return name.decode() if isinstance(name, bytes) else name
-    raise AssertionError(f"{path}: no CONV_2D with constant weights")
-
-
 def degrade_and_verify(out: Path, model: str) -> tuple[Path, dict]:
     """The model's verified int8.tflite under ``out`` with its stem perturbed, verified again: (its folder, report)."""
     opts = RunOptions(spec=resolve(model), out=out)
     part = ExtractorPart(opts)
     d = opts.model_dir.path
-    negate_first_conv(d / "int8.tflite")
+    negate_first_conv(d / "int8.tflite", d / "int8.tflite")
     inputs = part.verification_set()
-    with pytest.raises(VerificationError, match=r"int8 failed verification: logits: watermark SNR .* clear-margin flip\(s\)"):
+    with pytest.raises(VerificationError, match=r"int8 failed verification: detection: .* it detects missed \(clear"):
         verify_file(part, VARIANTS["int8"], d / "int8.tflite", inputs, part.reference(inputs))
     return d, json.loads((d / "verify-int8.json").read_text())
 
@@ -103,14 +77,14 @@ def tiny_copy(demo_run, tmp_path) -> Path:
 def test_a_degraded_int8_file_fails_and_is_refused_everywhere(tiny_copy, tmp_path, capsys):
     out = tiny_copy
     d, rep = degrade_and_verify(out, "tiny")
-    gate = rep["gate"]["logits"]
+    groups = rep["gate"]["groups"]
     assert rep["passed"] is False and rep["file"] == "int8.failed.tflite" and rep["random_init"] is False
-    assert gate["snr_db"] < gate["min_snr_db"] and gate["clear_flips"] > 0
-    named = gate["clear_flip_list"][0]
-    assert named["output"].startswith(("bit ", "mask")) and abs(named["pytorch"]) > named["band"]  # outside its band, flipped
+    assert groups["bits"]["snr_db"] < groups["bits"]["floor_db"] and groups["bits"]["clear_flips"] > 0
+    named = groups["bits"]["clear_flip_list"][0]
+    assert named["output"].startswith("bit ") and abs(named["pytorch"]) > groups["bits"]["clear_threshold"]  # a clear decision, flipped
     assert (named["pytorch"] > 0) != (named["file"] > 0)
     assert not (d / "int8.tflite").exists() and (d / "int8.failed.tflite").is_file()  # never under its shipping name
-    assert "FAILED" in (d / "verify-int8.md").read_text() and "clear-margin flips" in (d / "verify-int8.md").read_text()
+    assert "FAILED" in (d / "verify-int8.md").read_text() and "clear flips (each fails the file)" in (d / "verify-int8.md").read_text()
     assert_refused_everywhere(out, "tiny", d, tmp_path, capsys)
     # Told so, package ships it under its failed name and says it is unverified; the untouched files pass.
     assert (
@@ -123,6 +97,71 @@ def test_a_degraded_int8_file_fails_and_is_refused_everywhere(tiny_copy, tmp_pat
     assert "PASSED, WITH UNVERIFIED FILES" in capsys.readouterr().out
 
 
+EDITS = {
+    # name: (how the copy is made, the group its failure names first, what the failure says)
+    "mask-bias+8": (lambda src, dst, part: shift_mask_bias(src, dst, 8.0), "detection", "inputs PyTorch finds unwatermarked flagged"),
+    "bit3-negated": (lambda src, dst, part: negate_bit(src, dst, 3), "bits", "decisions flipped (clear"),
+    "grey-calibrated": (lambda src, dst, part: grey_calibrated(part, src.with_name("fp32.tflite"), dst), "detection", "SNR"),
+}
+
+
+@pytest.fixture
+def edited(tiny_copy, tmp_path) -> tuple[Path, dict[str, Path]]:
+    """The tiny pair's verified int8.tflite and its edited copies, outside the model folder: (OUT, {name: file})."""
+    out = tiny_copy
+    src = out / "tiny" / "int8.tflite"
+    part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=out))
+    files = {}
+    for name, (make, _, _) in EDITS.items():
+        files[name] = tmp_path / "edited" / f"{name}.tflite"
+        files[name].parent.mkdir(exist_ok=True)
+        make(src, files[name], part)
+    return out, files
+
+
+@pytest.mark.slow
+def test_edited_files_fail_verify_file_by_the_group_they_break(edited, tmp_path, capsys):
+    """``make verify FILE=``: any .tflite judged against the model's PyTorch wherever it lies, the report beside it;
+    the untouched file passes, each edited copy exits 2 naming the group it breaks (and is left where it lies)."""
+    out, files = edited
+    untouched = tmp_path / "mine" / "int8.tflite"
+    untouched.parent.mkdir()
+    shutil.copy(out / "tiny" / "int8.tflite", untouched)
+    assert cli("verify", "--model", "tiny", "--out", out, "--file", untouched) == 0
+    rep = json.loads((untouched.parent / "verify-int8.json").read_text())
+    assert rep["passed"] and rep["precision"] == "quantized" and rep["rule"]["floor_db"] == 12.0 and rep["path"] == str(untouched)
+    assert {"detection / jpeg_50", "bits / jpeg_50", "bits / resize_0.5"} <= set(rep["gate"]["groups"])
+    for name, f in files.items():
+        _, group, says = EDITS[name]
+        capsys.readouterr()
+        assert cli("verify", "--model", "tiny", "--out", out, "--file", f) == 2, name
+        err = capsys.readouterr().err
+        assert f"FAILED verification: {group}: " in err and says in err, (name, err[-600:])
+        rep = json.loads((f.parent / f"verify-{name}.json").read_text())
+        assert rep["passed"] is False and rep["file"] == f.name and f.is_file()  # judged where it lies, never moved
+    # An edited file put under the pipeline's name is refused downstream: its sha256 is not the verified one.
+    shutil.copy(files["bit3-negated"], out / "tiny" / "int8.tflite")
+    capsys.readouterr()
+    assert cli("bench", "--model", "tiny", "--out", out, "--part", "extractor", "--runs", "1", "--warmup", "0") == 2
+    assert "changed since it was verified" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_edited_files_fail_arm_check_by_the_rule(edited, capsys):
+    """On an emulated ARM64 CPU the same rule judges the same edited files (run there with --allow-unverified, as
+    their sha256 is not the verified one): each fails by the group it breaks."""
+    out, files = edited
+    for name in ("mask-bias+8", "bit3-negated"):
+        shutil.copy(files[name], out / "tiny" / "int8.tflite")
+        capsys.readouterr()
+        args = ("arm-check", "--model", "tiny", "--out", out, "--files", "int8", "--cpus", "neoverse-n1", "--inputs", "3")
+        assert cli(*args) == 2  # refused: not the verified bytes
+        assert "UnverifiedFileError" in capsys.readouterr().err
+        assert cli(*args, "--allow-unverified") == 2, name
+        err = capsys.readouterr().err
+        assert "VerificationError: ARM64: int8.tflite on neoverse-n1:" in err and f"{EDITS[name][1]}: " in err, (name, err[-400:])
+
+
 @pytest.mark.fullsize
 def test_a_degraded_fixture_int8_file_fails_and_is_refused(tmp_path, capsys):
     """The same on the released-size fixture (`make train-fixture`, then `make quantize MODEL=fixture`; OUT=artifacts)."""
@@ -130,7 +169,7 @@ def test_a_degraded_fixture_int8_file_fails_and_is_refused(tmp_path, capsys):
     shutil.copytree(src, tmp_path / "out" / "fixture", ignore=shutil.ignore_patterns("evaluate", "robustness"))
     out = tmp_path / "out"
     d, rep = degrade_and_verify(out, "fixture")
-    assert rep["gate"]["logits"]["clear_flips"] > 0 and not (d / "int8.tflite").exists()
+    assert rep["gate"]["groups"]["bits"]["clear_flips"] > 0 and not (d / "int8.tflite").exists()
     assert_refused_everywhere(out, "fixture", d, tmp_path, capsys)
 
 
