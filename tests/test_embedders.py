@@ -256,7 +256,9 @@ def test_tiny_pair_decodes_tflite_embedded_images_as_pytorch(demo_run):
         assert d["bit_accuracy_pytorch_embedded"] > 0.99
     # The extractor of a pair is verified on the photos watermarked by its embedder, bits compared there.
     rep = json.loads((out / "tiny" / "verify-int8.json").read_text())
-    assert rep["bit_rows"] == "watermarked images" and rep["num_images"] == 42 and sum(n.endswith("+wm") for n in rep["images"]) == 21
+    assert (
+        rep["bit_rows"] == "watermarked images" and rep["num_images"] == 21 * 7 and sum(n.endswith("+wm") for n in rep["images"]) == 21
+    )  # and 5 attacked views each
 
 
 # ---- error cases ----------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_runner_selftest_in_a_torch_free_venv(built, tmp_path):
     shutil.copytree(b, copy)
     r = subprocess.run([str(py), "run_extractor.py", "--selftest"], cwd=copy, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "selftest: passed" in r.stdout and r.stdout.count("ok  ") == 9
+    assert "selftest: passed" in r.stdout and r.stdout.count("ok  ") == 3  # one line per file, its 3 vectors by the rule
     golden = json.loads((copy / "golden" / "golden.json").read_text())["variants"]["int8"]["vectors"][0]
     r = subprocess.run([str(py), "run_extractor.py", "int8.tflite", f"golden/{golden['image']}"], cwd=copy, capture_output=True, text=True)
     assert r.returncode == 0 and golden["bits_hex"] in r.stdout, r.stdout + r.stderr
@@ -167,27 +167,34 @@ def test_native_runner_matches_python_and_catches_a_tampered_golden_vector(built
     exe = build_x86()
     rng = np.random.default_rng(3)
     x = rng.random((1, 256, 256, 3), dtype=np.float32)
-    for name in ("fp32.tflite", "int8.tflite", "int8-full.tflite"):  # the embedder: test_demo's bundle, on x86 and ARM64
+    # int8-full fails the rule on the mini's random weights (test_quantize): kept under its failed name, it runs the same.
+    for name in ("fp32.tflite", "int8.tflite", "int8-full.failed.tflite"):  # the embedder: test_demo's bundle, on x86 and ARM64
         path = opts.model_dir / name
         inputs = {"image": x}
         native, ref = NativeRunner(path, [str(exe)]), LiteRTRunner(path, 2)
         assert native.input_shapes == ref.input_shapes
         got, want = native(inputs), ref(inputs)
         assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want), name
-    assert NativeRunner(opts.model_dir / "int8-full.tflite", [str(exe)]).inputs["image"]["dtype"] == "int8"
+    assert NativeRunner(opts.model_dir / "int8-full.failed.tflite", [str(exe)]).inputs["image"]["dtype"] == "int8"
 
     copy = tmp_path / "bundle"
     shutil.copytree(b, copy)
     r = subprocess.run([sys.executable, "run_extractor.py", "--selftest", "--native", str(exe)], cwd=copy, capture_output=True, text=True)
-    assert r.returncode == 0 and "selftest (native:" in r.stdout and r.stdout.count("ok  ") == 9, r.stdout + r.stderr
+    assert r.returncode == 0 and "selftest (native:" in r.stdout and r.stdout.count("ok  ") == 3, r.stdout + r.stderr
     golden = json.loads((copy / "golden" / "golden.json").read_text())
     vec = golden["variants"]["int8"]["vectors"][1]
-    vec["bit_logits"][7] += 4 * golden["variants"]["int8"]["logit_atol"]
+    # PyTorch's reference changed on one clear decision (its sign), and the x86 reference moved by twice the runtime
+    # bound on another (the manifest updated, so only the numbers can catch them): the rule and the bound each fail.
+    pt = np.array(vec["pytorch"]["bit_logits"])
+    j = int(np.argmax(np.abs(pt)))
+    vec["pytorch"]["bit_logits"][j] = -pt[j]
+    vec["bit_logits"][(j + 1) % len(pt)] += 0.02 * float(np.sqrt(np.mean(pt**2)))
     (copy / "golden" / "golden.json").write_text(json.dumps(golden))
     _rehash(copy, "golden/golden.json")
     r = subprocess.run([sys.executable, "run_extractor.py", "--selftest", "--native", str(exe)], cwd=copy, capture_output=True, text=True)
-    assert r.returncode == 1 and "1 vector(s) FAILED" in r.stdout, r.stdout + r.stderr
-    assert [ln.split()[1:3] for ln in r.stdout.splitlines() if ln.startswith("FAIL")] == [["int8", vec["image"]]]
+    assert r.returncode == 1 and "1 file(s) FAILED" in r.stdout, r.stdout + r.stderr
+    assert [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("FAIL")] == ["int8"]
+    assert f"{vec['image']} bit {j}" in r.stdout and "differs from x86" in r.stdout
 
     (tmp_path / "not-a-model.tflite").write_bytes(b"\x00" * 64)
     with pytest.raises(ModelFileError, match="not a model the LiteRT C library can run"):

@@ -49,24 +49,17 @@ def recipe_int8_weights(q, policy, io_int8):
 
 
 def test_a_new_variant_is_one_row(pipeline, tmp_path, monkeypatch):
-    """Register a row (and its recipe): quantize writes and verifies it against the row's band, the
+    """Register a row (and its recipe): quantize writes and verifies it by the rule at its precision's floor, the
     benchmark times it and a bundle ships it, with no other change."""
-    from videoseal_litert.models.gate import Band, Bands
     from videoseal_litert.models.parts import EXTRACTOR
 
-    row = Variant(
-        "int8-weights",
-        recipe_int8_weights,
-        (EXTRACTOR,),
-        bands={EXTRACTOR: Bands(trained=Band(20.0, "test"), random=Band(20.0, "test"))},
-        bench_order=9,
-    )
+    row = Variant("int8-weights", recipe_int8_weights, (EXTRACTOR,), bench_order=9)  # precision "quantized": the 12 dB floor
     monkeypatch.setitem(VARIANTS, row.name, row)
     out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
     card = pipeline.card("videoseal_1.0-mini")
     assert cli("quantize", "--model", card, "--out", out, "--variants", "int8-weights", "--untrained") == 0
     rep = json.loads((d / "verify-int8-weights.json").read_text())
-    assert rep["passed"] and rep["band"]["min_snr_db"] == 20.0 and rep["sqnr_db"] >= 20.0
+    assert rep["passed"] and rep["rule"]["floor_db"] == 12.0 and rep["sqnr_db"] >= 12.0
     assert (d / "int8-weights.tflite").stat().st_size < 0.35 * (d / "fp32.tflite").stat().st_size
     assert cli("bench", "--model", card, "--out", out, "--runs", "1", "--warmup", "0", "--bench-threads", "1", "--untrained") == 0
     assert "int8-weights" in json.loads((d / "bench.json").read_text())["latency"]["1"]
