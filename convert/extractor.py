@@ -211,11 +211,11 @@ class ExtractorPart(Part):
             "max_abs_logit_diff": float(diff.max()),
             "max_abs_mask_diff": float(diff[:, 0].max()),
             "max_abs_bit_diff": float(diff[:, 1:].max()),
-            "mask_agreement": float(np.mean((r[base, 0] > 0) == (g[base, 0] > 0))),
-            "bit_agreement": float(np.mean((r[rows, 1:] > 0) == (g[rows, 1:] > 0))),
+            "mask_agreement": float(np.mean((r[base, 0] > 0) == (g[base, 0] > 0))) if base.any() else None,
+            "bit_agreement": float(np.mean((r[rows, 1:] > 0) == (g[rows, 1:] > 0))) if rows.any() else None,
             "sqnr_db": None if bits is None else bits.as_dict()["snr_db"],
-            "mask_sqnr_db": sqnr_db(r[base, 0], g[base, 0]),
-            "bit_sqnr_db": sqnr_db(r[rows, 1:], g[rows, 1:]),
+            "mask_sqnr_db": sqnr_db(r[base, 0], g[base, 0]) if base.any() else None,
+            "bit_sqnr_db": sqnr_db(r[rows, 1:], g[rows, 1:]) if rows.any() else None,
             "bit_rows": "watermarked images" if marked.any() else "all images",
             "bit_agreement_unwatermarked": float(np.mean((r[~marked, 1:] > 0) == (g[~marked, 1:] > 0)))
             if marked.any() and (~marked).any()

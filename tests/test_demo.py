@@ -159,12 +159,8 @@ def test_bundle_ships_both_halves(demo, tmp_path):
 
 def test_accuracy_control_on_the_trained_pair(demo, tmp_path):
     """The demo's INT8 extractor was quantized under the accuracy control (target: every validation bit):
-    the report names the groups kept float, the curve reaches the target, the file holds those ops in
-    float, and a lower target keeps no more ops and reaches no higher agreement."""
-    from videoseal_litert.convert.options import RunOptions
-    from videoseal_litert.convert.parts import ExtractorPart
-    from videoseal_litert.models.registry import resolve
-    from videoseal_litert.quantize.stage import stage_quantize
+    the report names the groups kept float, the curve reaches the target and the rule on the validation split
+    (attacked views included), and the file holds those ops in float."""
     from videoseal_litert.runtime.litert_runner import LiteRTRunner
 
     out, _ = demo
@@ -172,8 +168,8 @@ def test_accuracy_control_on_the_trained_pair(demo, tmp_path):
     high = q["accuracy_control"]
     assert high["target"] == 1.0 and high["validation_inputs"] >= 40
     assert json.loads((out / "tiny" / "control-int8.json").read_text())["random_init"] is False
-    assert high["reached"] and high["curve"][-1]["value"] == 1.0
-    assert high["start"]["value"] < 1.0  # all-INT8 missed it on the validation split: the control acted
+    assert high["reached"] and high["curve"][-1]["value"] == 1.0 and high["curve"][-1]["rule_failures"] == 0
+    assert high["start"]["failures"]  # all-INT8 failed the rule on the validation split: the control acted
     assert high["kept_float_groups"] == [c["added"] for c in high["curve"][1:]]
     # The kept ops run float in the file: their output tensors are float32, not int8.
     details = {d["name"]: d for d in LiteRTRunner(out / "tiny" / "int8.tflite").interpreter.get_tensor_details()}
@@ -183,16 +179,7 @@ def test_accuracy_control_on_the_trained_pair(demo, tmp_path):
         assert (out / "tiny" / f"control-int8.{ext}").is_file()
     assert (out / "tiny" / "control-int8.png").read_bytes()[:4] == b"\x89PNG"
 
-    # A lower target on the same statistics: a prefix of the same path.
-    copy = tmp_path / "artifacts"
-    shutil.copytree(out / "tiny", copy / "tiny")
-    opts = RunOptions(spec=resolve("tiny"), out=copy)
-    stage_quantize(opts, ExtractorPart(opts), variants=("int8",), target=0.999)
-    low = json.loads((copy / "tiny" / "quantize.json").read_text())["variants"]["int8"]["accuracy_control"]
-    assert low["reached"] and low["curve"][-1]["value"] >= 0.999
-    assert len(low["kept_float_ops"]) <= len(high["kept_float_ops"])
-    assert low["curve"][-1]["value"] <= high["curve"][-1]["value"]
-    assert low["kept_float_groups"] == high["kept_float_groups"][: len(low["kept_float_groups"])]
+    # The path to a lower target is a prefix of this one: tests/test_quantize.py::test_the_control_path_is_greedy_and_lazy.
 
 
 def test_watermark_error_report_follows_the_watermark(demo):

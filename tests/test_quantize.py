@@ -464,3 +464,39 @@ def test_int4_clips_by_octav(tmp_path, monkeypatch):
         return float(10 * np.log10((want**2).sum() / ((want - got) ** 2).sum()))
 
     assert sqnr("OCTAV") > sqnr("min_max_uniform_quantize") + 1.0
+
+
+def test_the_control_path_is_greedy_and_lazy(tmp_path, monkeypatch):
+    """``control`` on a constructed problem (no model): four op groups, a file's rule failures and metric a known
+    function of the groups kept float. The next group in the ranking is kept while it helps; when it does not, every
+    remaining group is measured on top of those kept (on the failing groups' inputs) and the best kept. Here the head
+    ("d") matters only once "a" is float, as on the tiny pair; a lower target stops on a prefix of the same path."""
+    from videoseal_litert.quantize import control as C
+
+    groups = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"], "d": ["d1"]}
+    monkeypatch.setattr(C, "op_groups", lambda path, ops: groups)
+    calls: list[tuple[frozenset, object]] = []
+
+    def state(path):
+        return frozenset(path.read_text().split(",")) - {""}
+
+    def measure(path, inputs=None):
+        kept = {g for g, ts in groups.items() if set(ts) <= state(path)}
+        calls.append((frozenset(kept), inputs))
+        failures = ["x"] * (2 - ("a" in kept) - ("a" in kept and "d" in kept))  # d helps only after a
+        value = 0.9 + 0.03 * ("a" in kept) + 0.07 * ("a" in kept and "d" in kept)  # b and c change nothing
+        return C.Measure(value, None, failures=failures, focus=[7] if failures else None)
+
+    def run(target):
+        out = tmp_path / f"int8-{target}.tflite"
+        out.write_text("")
+        return C.control(tmp_path / "fp32.tflite", out, lambda p, keep: p.write_text(",".join(keep)), measure, "m", 4, target, ("X",))
+
+    high = run(1.0)
+    assert high.reached and high.kept_float == ["a", "d"] and high.reranked == [1]
+    assert [c["rule_failures"] for c in high.curve] == [2, 1, 0]
+    # After "a" (the best alone), "b" was next in the ranking and did not help: every remaining group was measured on
+    # top of "a" on the failing groups' inputs only (focus [7]), and "d" won.
+    assert {(k, tuple(i)) for k, i in calls if i is not None} == {(frozenset({"a", g}), (7,)) for g in "bcd"}
+    low = run(0.95)
+    assert low.kept_float == high.kept_float[: len(low.kept_float)]
