@@ -213,8 +213,11 @@ def control(
 
     try:
         alone: dict[str, tuple[Measure, int]] = {}
+        # Ranked on the inputs of the groups the all-INT8 file fails (the rest cannot tell the groups apart); the
+        # group chosen is then measured on the whole validation split.
+        focus = start.focus if start.failures else None
         for g in progress(list(groups), desc="ranking op groups on the validation split"):
-            alone[g] = trial(groups[g])
+            alone[g] = trial(groups[g], focus)
             m = alone[g][0]
             res.ranking.append(
                 {
@@ -231,7 +234,8 @@ def control(
         remaining = [r["group"] for r in res.ranking]
         keep: list[str] = []
         current = start
-        best, (m, size) = remaining[0], alone[remaining[0]]
+        best = remaining[0]
+        m, size = trial(groups[best]) if focus is not None else alone[best]
         while True:
             remaining.remove(best)
             res.kept_float.append(best)

@@ -224,7 +224,7 @@ def test_tiny_pair_on_arm64(demo, tmp_path):
     from videoseal_litert.runtime.arm import bundle_selftests
 
     out, _ = demo
-    assert cli("arm-check", "--model", "tiny", "--out", out, "--files", "int8,embedder-int8") == 0
+    assert cli("arm-check", "--model", "tiny", "--out", out, "--files", "int8,embedder-int8", "--inputs", "3") == 0
     ex, em = _arm_files(json.loads((out / "tiny" / "arm64.json").read_text()))
     assert set(ex) == {"int8.tflite"} and set(em) == {"embedder-int8.tflite"}
     for f in ex["int8.tflite"].values():

@@ -2,13 +2,14 @@
 // golden vectors (window.videoseal.goldenRun) on each backend the page uses (WASM, and WebGPU where the browser
 // has an adapter), then use the page as a person would: choose a photo, embed a message, download the
 // watermarked PNG, detect it again, detect the unmarked photo, and give it a non-image.
-// Usage: node check.mjs chromium|firefox BROWSER_BINARY BASE_URL OUT.json PHOTO NOT_AN_IMAGE MESSAGE [EXTRA_URL...]
+// Usage: node check.mjs chromium|firefox BROWSER_BINARY BASE_URL OUT.json PHOTO NOT_AN_IMAGE MESSAGE BACKENDS [EXTRA_URL...]
+// (BACKENDS: wasm,webgpu or wasm)
 // Writes OUT.json (raw outputs and what the page showed); web/check.py judges them.
 import fs from 'node:fs';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
 
-const [name, exe, base, outFile, photo, notImage, message, ...extra] = process.argv.slice(2);
+const [name, exe, base, outFile, photo, notImage, message, backends, ...extra] = process.argv.slice(2);
 const t0 = Date.now();
 const browser = await puppeteer.launch({
   browser: name === 'firefox' ? 'firefox' : 'chrome',
@@ -33,7 +34,7 @@ try {
   if (!result.status.startsWith('ready')) throw new Error(`the page did not load: ${result.status}`);
   result.golden = await page.evaluate((urls) => window.videoseal.goldenRun('/bundle', urls), extra);
   result.backends = {wasm: result.golden};
-  if (result.golden.webgpu) {
+  if (result.golden.webgpu && backends.split(',').includes('webgpu')) {
     try {
       result.backends.webgpu = await page.evaluate(() => window.videoseal.goldenRun('/bundle', [], 3, 'webgpu'));
     } catch (e) {

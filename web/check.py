@@ -194,6 +194,7 @@ def web_check(
     photo: Path,
     browsers: tuple[str, ...] = ("chromium", "firefox"),
     allow_unverified: bool = False,
+    backends: tuple[str, ...] = ("wasm", "webgpu"),
 ) -> dict[str, Any]:
     """Every browser, every backend the page uses, on ``bundle``; the report in ``report_dir``; WebCheckError listing
     the failures. UnverifiedFileError, before any browser runs, for files that are not the verified ones."""
@@ -237,6 +238,7 @@ def web_check(
                     str(photo.resolve()),
                     str(not_image),
                     message,
+                    ",".join(backends),
                 ]
                 t0 = time.time()
                 with working(f"{name}: the bundle's files on the golden vectors, then the page end to end"):
@@ -261,7 +263,7 @@ def web_check(
                         continue
                     entry["backends"][backend] = judge_backend(run, golden, egolden)
                     entry["failures"] += [f"{backend}: {x}" for x in entry["backends"][backend]["failures"]]
-                if not g.get("webgpu"):
+                if "webgpu" in backends and not g.get("webgpu"):
                     entry["backends"]["webgpu"] = {"no_adapter": f"{name} has no WebGPU adapter here: the page runs WASM"}
                 if got.get("golden") and (got.get("e2e") or {}).get("skipped"):
                     entry["page"] = {"skipped": got["e2e"]["skipped"]}
