@@ -487,7 +487,7 @@ blend and clamp in the graph) and `residual`. For an image of another size (the 
 
 {steps}
 
-    python run_embedder.py --selftest                                       # embedder golden vectors
+    python run_embedder.py --selftest                                       # embedder golden vectors by the rule
     python run_embedder.py embedder-int8.tflite photo.jpg --bits 0110... --out marked.png
 
 `android/EmbedWatermark.kt` is the same in Kotlin with the LiteRT Interpreter (an example: not compiled here).
@@ -497,11 +497,16 @@ blend and clamp in the graph) and `residual`. For an image of another size (the 
 {warn}{model["description"]}. Files: {", ".join(v["file"] for v in model["variants"].values())}; description in `model.json`
 (also embedded in each `.tflite` as metadata `{METADATA_NAME}`); hashes in `manifest.json`.
 
+The self-tests judge this runtime by the project's rule (`gate.py`, with `metrics.py`): each file's decisions
+on the golden images against PyTorch's (stored in `golden/`), and its difference from the x86 outputs at most
+two output steps of an integer output (1% of PyTorch's RMS of a float one). Files the bundle marks unverified
+are refused (`--allow-unverified` runs them, `--verified-only` skips them by name).
+
 Input: {inp["channel_order"]} {inp["layout"]} {inp["shape"]} {inp["dtype"]} in {inp["range"]} (bytes / 255). Resize rule: {inp["resize_rule"]}.
 Outputs: `mask_logit` (1, 1), then `bit_logits` (1, {model["nbits"]}); bit i = bit_logits[i] > 0.
 
     pip install ai-edge-litert numpy pillow
-    python run_extractor.py --selftest                 # golden vectors, exits 1 on a mismatch
+    python run_extractor.py --selftest                 # golden vectors by the rule (gate.py), exits 1 on a failure
     python run_extractor.py int8.tflite photo.png      # mask logit and bits (hex)
     python run_extractor.py int8.tflite --info         # embedded description
 {emb_text}

@@ -179,10 +179,8 @@ def pipeline(reference, tmp_path_factory) -> Pipeline:
     return Pipeline(shared_dir(tmp_path_factory, "pipeline"), reference)
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> tuple[Path, int, list[str]]:
-    """``videoseal-litert demo`` in a fresh process and a fresh OUT, once per run: (OUT, exit code, terminal lines)."""
-    root = shared_dir(tmp_path_factory, "demo")
+def _run_demo_once(root: Path) -> None:
+    """``videoseal-litert demo`` into ``root`` unless a worker already ran it: under the lock, its result kept."""
     out, result = root / "artifacts", root / "terminal.json"
     with locked(root / ".lock"):
         if not result.exists():
@@ -196,5 +194,26 @@ def demo_run(tmp_path_factory) -> tuple[Path, int, list[str]]:
                 timeout=900,
             )
             result.write_text(json.dumps({"rc": r.returncode, "lines": [ln for ln in r.stdout.splitlines() if ln.strip()]}))
-    saved = json.loads(result.read_text())
-    return out, saved["rc"], saved["lines"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _demo_starts_early(request, tmp_path_factory) -> None:
+    """The demo (a fresh process, 1-2 minutes) is started at once, in the background of the first worker, when the
+    run holds a test that needs it: the workers go on with other tests meanwhile instead of one of them waiting on
+    its lock when the first such test comes."""
+    import threading
+
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return
+    if not any("demo_run" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        return
+    threading.Thread(target=_run_demo_once, args=(shared_dir(tmp_path_factory, "demo"),), daemon=True).start()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, int, list[str]]:
+    """``videoseal-litert demo`` in a fresh process and a fresh OUT, once per run: (OUT, exit code, terminal lines)."""
+    root = shared_dir(tmp_path_factory, "demo")
+    _run_demo_once(root)
+    saved = json.loads((root / "terminal.json").read_text())
+    return root / "artifacts", saved["rc"], saved["lines"]

@@ -81,12 +81,18 @@ def test_demo_on_your_own_photos_at_any_size(demo, tmp_path, capsys):
 
 
 def test_demo_gate_failure_is_a_named_error(demo, tmp_path, monkeypatch):
+    """A gate the demo misses (here one no file can meet: INT8's accuracy within -1 pp of PyTorch's) is a named
+    error naming it; on one photo of your own, as `make demo IMAGES=` runs."""
     out, _ = demo
     import videoseal_litert.demo.watermark as dw
+    from videoseal_litert.calibration_data.photos import heldout_paths
 
-    monkeypatch.setitem(dw.GATES, "min_psnr_db", 99.0)
-    with pytest.raises(VerificationError, match="PSNR"):
-        run_demo(out)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(heldout_paths()[0], photos / "p.png")
+    monkeypatch.setitem(dw.GATES, "max_int8_accuracy_pp", -1.0)
+    with pytest.raises(VerificationError, match="int8 bit accuracy vs PyTorch"):
+        run_demo(out, images=photos)
 
 
 def test_demo_all_tflite_row(demo):
@@ -224,12 +230,16 @@ def test_tiny_pair_on_arm64(demo, tmp_path):
     from videoseal_litert.runtime.arm import bundle_selftests
 
     out, _ = demo
-    assert cli("arm-check", "--model", "tiny", "--out", out, "--files", "int8,embedder-int8", "--inputs", "3") == 0
+    assert cli("arm-check", "--model", "tiny", "--out", out, "--files", "int8,embedder-int8", "--inputs", "2") == 0
     ex, em = _arm_files(json.loads((out / "tiny" / "arm64.json").read_text()))
     assert set(ex) == {"int8.tflite"} and set(em) == {"embedder-int8.tflite"}
     for f in ex["int8.tflite"].values():
         # Judged against PyTorch by the rule, as on x86: every group (attacked views too) without a clear flip, at its floor.
-        assert f["gate"]["passed"] and f["failures"] == [] and {"detection", "bits", "bits / jpeg_50"} <= set(f["gate"]["groups"])
+        assert (
+            f["gate"]["passed"]
+            and f["failures"] == []
+            and {"detection", "detection / jpeg_50", "bits / jpeg_50"} <= set(f["gate"]["groups"])
+        )
         assert all(g["clear_flips"] == 0 and (g["snr_db"] is None or g["snr_db"] >= g["floor_db"]) for g in f["gate"]["groups"].values())
         assert f["diff_in_output_steps"] is None or f["diff_in_output_steps"] <= 2
     assert (out / "tiny" / "arm64.md").read_text().count("| int8.tflite |") >= 4

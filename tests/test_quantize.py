@@ -500,6 +500,8 @@ def test_the_control_path_is_greedy_and_lazy(tmp_path, monkeypatch):
     assert [c["rule_failures"] for c in high.curve] == [2, 1, 0]
     # After "a" (the best alone), "b" was next in the ranking and did not help: every remaining group was measured on
     # top of "a" on the failing groups' inputs only (focus [7]), and "d" won.
-    assert {(k, tuple(i)) for k, i in calls if i is not None} == {(frozenset({"a", g}), (7,)) for g in "bcd"}
+    # (The ranking itself measured each group alone on those inputs too: the all-INT8 file failed there.)
+    assert {(frozenset({"a", g}), (7,)) for g in "bcd"} <= {(k, tuple(i)) for k, i in calls if i is not None}
+    assert {(frozenset({g}), (7,)) for g in "abcd"} <= {(k, tuple(i)) for k, i in calls if i is not None}
     low = run(0.95)
     assert low.kept_float == high.kept_float[: len(low.kept_float)]

@@ -36,7 +36,7 @@ try {
   result.backends = {wasm: result.golden};
   if (result.golden.webgpu && backends.split(',').includes('webgpu')) {
     try {
-      result.backends.webgpu = await page.evaluate(() => window.videoseal.goldenRun('/bundle', [], 3, 'webgpu'));
+      result.backends.webgpu = await page.evaluate(() => window.videoseal.goldenRun('/bundle', [], 1, 'webgpu'));  // software: one timed run
     } catch (e) {
       result.backends.webgpu = {error: String(e.message || e)};
     }
