@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from videoseal_litert.calibration_data.build import (
-    HELDOUT_VIEWS,
+    VALIDATION_VIEWS,
     Tally,
     heldout_items,
     split_items,
@@ -153,10 +153,10 @@ class EmbedderPart(Part):
         return InputSet([i.name for i in items], inputs, tally, [f"{i.name}:{i.sha256}" for i in items])
 
     def validation_set(self) -> InputSet:
-        """The photo pool's validation split (three views each) with seeded messages: what the accuracy
+        """The photo pool's validation split (two views each: full and centre crop) with seeded messages: what the accuracy
         control chooses on; at most the spec's ``verify_images`` items."""
         tally = Tally()
-        items = list(islice(split_items("validation", self.size, tally, HELDOUT_VIEWS), self.opts.spec.verify_images))
+        items = list(islice(split_items("validation", self.size, tally, VALIDATION_VIEWS), self.opts.spec.verify_images))
         inputs = [
             {"image": nhwc(it.pixels), "message": message_for(i, self.nbits, VALIDATION_MESSAGE_SEED).float().numpy()}
             for i, it in enumerate(items)

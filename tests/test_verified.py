@@ -148,18 +148,21 @@ def test_edited_files_fail_verify_file_by_the_group_they_break(edited, tmp_path,
 
 @pytest.mark.slow
 def test_edited_files_fail_arm_check_by_the_rule(edited, capsys):
-    """On an emulated ARM64 CPU the same rule judges the same edited files (run there with --allow-unverified, as
-    their sha256 is not the verified one): each fails by the group it breaks."""
+    """On an emulated ARM64 CPU the same rule judges the same edited files (put in the model folder as int8 and
+    int8-dynamic, run there with --allow-unverified, as their sha256 is not the verified one): each fails by the
+    group it breaks."""
     out, files = edited
-    for name in ("mask-bias+8", "bit3-negated"):
-        shutil.copy(files[name], out / "tiny" / "int8.tflite")
-        capsys.readouterr()
-        args = ("arm-check", "--model", "tiny", "--out", out, "--files", "int8", "--cpus", "neoverse-n1", "--inputs", "3")
-        assert cli(*args) == 2  # refused: not the verified bytes
-        assert "UnverifiedFileError" in capsys.readouterr().err
-        assert cli(*args, "--allow-unverified") == 2, name
-        err = capsys.readouterr().err
-        assert "VerificationError: ARM64: int8.tflite on neoverse-n1:" in err and f"{EDITS[name][1]}: " in err, (name, err[-400:])
+    shutil.copy(files["mask-bias+8"], out / "tiny" / "int8.tflite")
+    shutil.copy(files["bit3-negated"], out / "tiny" / "int8-dynamic.tflite")
+    args = ("arm-check", "--model", "tiny", "--out", out, "--files", "int8,int8-dynamic", "--cpus", "neoverse-n1", "--inputs", "3")
+    capsys.readouterr()
+    assert cli(*args) == 2  # refused: not the verified bytes
+    assert "UnverifiedFileError" in capsys.readouterr().err
+    assert cli(*args, "--allow-unverified") == 2
+    err = capsys.readouterr().err
+    failures = json.loads((out / "tiny" / "arm64.json").read_text())["failures"]
+    assert any(f.startswith("int8.tflite on neoverse-n1: detection: ") for f in failures), err
+    assert any(f.startswith("int8-dynamic.tflite on neoverse-n1: bits: ") for f in failures), err
 
 
 @pytest.mark.fullsize
