@@ -30,9 +30,10 @@ CALIB_VIEWS: tuple[tuple[float, str], ...] = (
     (0.5, "bottom-right"),
 )
 HELDOUT_VIEWS: tuple[tuple[float, str], ...] = ((0.0, "full"), (0.6, "center"), (0.0, "full-flip"))
-# What the accuracy control and the fallback choose on (the validation split): the full view and the centre crop of
-# each photo, each watermarked and attacked; the flip of the held-out set's exam adds a mirror of the same photo,
-# and a third more inputs to every candidate they measure.
+# The embedder's validation split (what its accuracy control chooses on, by a continuous figure: the watermark's SNR
+# against the file's error): the full view and the centre crop of each photo; the flip, a mirror of the same photo,
+# would add a third more covers to every candidate for little. The extractor keeps all three views there, each
+# watermarked and attacked: with two, its control stopped a group short of what H.264'd frames needed.
 VALIDATION_VIEWS: tuple[tuple[float, str], ...] = HELDOUT_VIEWS[:2]
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from videoseal_litert.calibration_data.attacks import VERIFY_ATTACKS
 from videoseal_litert.calibration_data.build import (
-    VALIDATION_VIEWS,
+    HELDOUT_VIEWS,
     Tally,
     attack_of,
     attacked_items,
@@ -182,11 +182,11 @@ class ExtractorPart(Part):
         return ({"image": nhwc(i.pixels)} for i in self.with_watermarks(self.calibration_items(calib_dir, tally, limit)))
 
     def validation_set(self) -> InputSet:
-        """The photo pool's validation split (two views each: full and centre crop; watermarked twins and their attacked views when
+        """The photo pool's validation split (three views each, watermarked twins and their attacked views when
         the model has an embedder): what the accuracy control and the fallback choose on; at most the spec's
         ``verify_images`` photos' views."""
         tally = Tally()
-        items = list(islice(split_items("validation", self.size, tally, VALIDATION_VIEWS), self.opts.spec.verify_images))
+        items = list(islice(split_items("validation", self.size, tally, HELDOUT_VIEWS), self.opts.spec.verify_images))
         return input_set(self.with_attacks(items), tally, lambda i: {"image": nhwc(i.pixels)})
 
     # ---- verification -------------------------------------------------------------------------

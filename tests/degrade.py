@@ -25,7 +25,12 @@ def _edit_op(src: Path, dst: Path, op_name: str, which: str, edit: Callable[[np.
     as_numpy_buffers(model)
     sg = model.subgraphs[0]
     code = getattr(schema.BuiltinOperator, op_name)
-    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16}
+    dtypes = {
+        schema.TensorType.INT8: np.int8,
+        schema.TensorType.INT32: np.int32,
+        schema.TensorType.FLOAT32: np.float32,
+        schema.TensorType.FLOAT16: np.float16,
+    }
     ops = [
         o
         for o in sg.operators
@@ -37,7 +42,8 @@ def _edit_op(src: Path, dst: Path, op_name: str, which: str, edit: Callable[[np.
         if buf.data is None or t.type not in dtypes:
             continue  # computed in the graph (a DEQUANTIZE output): not this layer
         x = np.frombuffer(buf.data.tobytes(), dtype=dtypes[t.type]).reshape(t.shape).copy()
-        y = edit(x)
+        scales = None if t.quantization is None or t.quantization.scale is None else np.asarray(t.quantization.scale, np.float64)
+        y = edit(x, scales) if getattr(edit, "takes_scales", False) else edit(x)
         buf.data = np.frombuffer(y.astype(dtypes[t.type]).tobytes(), dtype=np.uint8)
         flatbuffer_utils.write_model(model, str(dst))
         name = sg.tensors[op.outputs[0]].name
@@ -55,13 +61,18 @@ def _on(input_: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.nda
 
 
 def shift_mask_bias(src: Path, dst: Path, delta: float) -> None:
-    """The last FULLY_CONNECTED's bias of output 0 (the mask logit) moved by ``delta`` logits (a float head)."""
+    """The last FULLY_CONNECTED's bias of output 0 (the mask logit) moved by ``delta`` logits: in float, or in the
+    int32 bias's own scale where the head is quantized (input scale x the row's weight scale)."""
 
-    def edit(b: np.ndarray) -> np.ndarray:
-        assert b.dtype != np.int8, "the head's bias is quantized: shift it in its own scale"
-        b[0] += delta
+    def edit(b: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
+        if np.issubdtype(b.dtype, np.integer):
+            assert scales is not None and len(scales), "a quantized bias without its scale"
+            b[0] += int(round(delta / float(scales[0])))
+        else:
+            b[0] += delta
         return b
 
+    edit.takes_scales = True  # type: ignore[attr-defined]
     _edit_op(src, dst, "FULLY_CONNECTED", "last", _on("bias", edit))
 
 
@@ -72,7 +83,7 @@ def negate_bit(src: Path, dst: Path, bit: int) -> None:
 
 
 def _negate_row(x: np.ndarray, row: int) -> np.ndarray:
-    x[row] = -x[row] if x.dtype != np.int8 else np.clip(-x[row].astype(np.int16), -127, 127)
+    x[row] = -x[row] if x.dtype != np.int8 else np.clip(-x[row].astype(np.int16), -127, 127)  # int32 biases negate as is
     return x
 
 

@@ -172,7 +172,7 @@ def test_accuracy_control_on_the_trained_pair(demo, tmp_path):
     out, _ = demo
     q = json.loads((out / "tiny" / "quantize.json").read_text())["variants"]["int8"]
     high = q["accuracy_control"]
-    assert high["target"] == 1.0 and high["validation_inputs"] >= 40
+    assert high["target"] == 1.0 and high["validation_inputs"] >= 40  # the validation split's watermarked views
     assert json.loads((out / "tiny" / "control-int8.json").read_text())["random_init"] is False
     assert high["reached"] and high["curve"][-1]["value"] == 1.0 and high["curve"][-1]["rule_failures"] == 0
     assert high["start"]["failures"]  # all-INT8 failed the rule on the validation split: the control acted
