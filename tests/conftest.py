@@ -56,7 +56,9 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if CONVERTING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: item.path.name not in INDEPENDENT_FIRST)  # stable: the order within stays
+    # Stable: the order within stays. The tests that need the demo come last: it starts at once in the background
+    # (``_demo_starts_early``) and is done by then, where a worker reaching one early would wait on its lock.
+    items.sort(key=lambda item: (item.path.name not in INDEPENDENT_FIRST, "demo_run" in getattr(item, "fixturenames", ())))
 
 
 def shared_dir(tmp_path_factory, name: str) -> Path:
