@@ -28,6 +28,7 @@ from videoseal_litert.core.console import progress, say
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.evaluate import engines, summary
 from videoseal_litert.evaluate.core import PYTORCH, EvalConfig, label
+from videoseal_litert.models.gate import ATTACK_SEPARATOR
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
 from videoseal_litert.quantize.stage import ensure_files
@@ -86,7 +87,8 @@ def _verdicts(checked: dict[str, dict[str, Any]]) -> str:
         rep = c.get("report") or {}
         what = "PASSED" if c["status"] == "verified" else c["status"].upper()
         n = rep.get("num_images")
-        parts.append(f"{label(c['file'])} {what}" + (f" on {n} held-out inputs, attacked views included" if n else ""))
+        attacked = any(ATTACK_SEPARATOR in g for g in (rep.get("gate") or {}).get("groups", {}))
+        parts.append(f"{label(c['file'])} {what}" + (f" on {n} held-out inputs" + (", attacked views included" if attacked else "") if n else ""))
     return "verdicts by the rule (docs/verification.md): " + ("; ".join(parts) if parts else "PyTorch only")
 
 
