@@ -148,8 +148,6 @@ def attacked_items(items: Iterable[Item], attacks: Iterable[str], seed: int = 0)
     """Each item, then after each watermarked view the same view under each attack (``calibration_data/attacks.py``
     names), streamed: what a shared photo meets. An attack that changes the size is undone as ``detect()`` does
     (bilinear, antialias, back to the item's size), and the result is rounded to 8 bits as a stored image is."""
-    import torch
-
     from videoseal_litert.calibration_data.attacks import resolve_attacks
 
     chosen = resolve_attacks(",".join(attacks)) if attacks else []
@@ -157,14 +155,20 @@ def attacked_items(items: Iterable[Item], attacks: Iterable[str], seed: int = 0)
         yield it
         if not chosen or not it.name.endswith(WATERMARK_SUFFIX):
             continue
-        size = it.pixels.shape[-1]
-        x = torch.from_numpy(np.ascontiguousarray(it.pixels[0]))
         for a in chosen:
-            y = a(x, torch.Generator().manual_seed(seed))
-            if tuple(y.shape[-2:]) != (size, size):
-                y = resize_like_detect(y[None], size)[0]
-            px = to_uint8(y.numpy()[None]).astype(np.float32) / 255.0
-            yield Item(f"{it.name}/{a.name}", it.source, f"{it.view}/{a.name}", px)
+            yield Item(f"{it.name}/{a.name}", it.source, f"{it.view}/{a.name}", attacked(it.pixels, a, seed))
+
+
+def attacked(pixels: np.ndarray, attack: object, seed: int = 0) -> np.ndarray:
+    """(1, 3, S, S) pixels in [0, 1] after one attack of ``calibration_data/attacks.py``, back at S x S as ``detect()``
+    resizes, rounded to 8 bits as a stored image is."""
+    import torch
+
+    size = pixels.shape[-1]
+    y = attack(torch.from_numpy(np.ascontiguousarray(pixels[0], dtype=np.float32)), torch.Generator().manual_seed(seed))  # type: ignore[operator]
+    if tuple(y.shape[-2:]) != (size, size):
+        y = resize_like_detect(y[None], size)[0]
+    return to_uint8(y.numpy()[None]).astype(np.float32) / 255.0
 
 
 def build_manifest(size: int = 256) -> dict:

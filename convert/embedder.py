@@ -22,6 +22,7 @@ from videoseal_litert.calibration_data.build import (
     Tally,
     heldout_items,
     split_items,
+    to_uint8,
 )
 from videoseal_litert.convert.extractor import ExtractorPart
 from videoseal_litert.convert.load import Loaded, checkpoint_keys, load_embedder
@@ -39,7 +40,7 @@ from videoseal_litert.core.artifacts import sha256_file, tool_versions
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.core.metrics import psnr_db
 from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of, message_for
-from videoseal_litert.models.gate import DECODED_BITS, DECODED_DETECTION, PIXELS, Rule, judge_embedder, judge_signal
+from videoseal_litert.models.gate import DECODED_BITS, DECODED_DETECTION, PIXELS, Rule, judge_embedder, judge_extractor, judge_signal
 from videoseal_litert.models.parts import (
     EMBEDDER,
     EMBEDDER_CONTRACT,
@@ -217,15 +218,21 @@ class EmbedderPart(Part):
         covers = np.concatenate([x["image"] for x in inputs.inputs])
         messages = np.concatenate([x["message"] for x in inputs.inputs])
         want, wm = ref.outputs["watermarked"], got["watermarked"]
-        decoded = None
+        decoded, attacked_groups, skipped = None, [], None
         if self.decoder() is not None:
             if "decoded" not in ref.extras:
                 ref.extras["decoded"] = self.decode(want)
             decoded = (ref.extras["decoded"], self.decode(wm))
+            if self._decoder_bytes <= KEEP_DECODER_BYTES:
+                attacked_groups = self._attacked_decisions(inputs.names, want, wm, ref, rule)
+            else:
+                skipped = f"attacked views not decoded: the decoder holds {self._decoder_bytes / 1e9:.1f} GB of weights (minutes a view)"
             self.release_decoder()
         # The watermark (PyTorch's watermarked minus cover) against the file's error on it; and the decisions
-        # PyTorch's extractor reads from the file's output against those it reads from PyTorch's.
+        # PyTorch's extractor reads from the file's output against those it reads from PyTorch's, on the outputs as
+        # they are and after each attack a shared photo meets (stored as 8 bits first).
         verdict = judge_embedder(covers, want, wm, rule, inputs.names, decoded)
+        verdict.groups += attacked_groups
         f: dict[str, Any] = {
             "max_abs_pixel_diff": float(np.abs(wm - want).max()),
             "mean_abs_pixel_diff": float(np.abs(wm - want).mean()),
@@ -237,7 +244,7 @@ class EmbedderPart(Part):
             "pixels_only": decoded is None,
             "gate": verdict.as_dict(),
             "failures": verdict.failures,
-            "notes": verdict.notes,
+            "notes": verdict.notes + ([skipped] if skipped else []),
         }
         if not (0.0 <= f["output_range"][0] and f["output_range"][1] <= 1.0):
             f["failures"].append(f"output outside [0, 1]: {f['output_range']}")
@@ -255,6 +262,23 @@ class EmbedderPart(Part):
                 "the message this file writes is not checked"
             )
         return f
+
+    def _attacked_decisions(self, names: list[str], want: np.ndarray, wm: np.ndarray, ref: Reference, rule: Rule) -> list[Any]:
+        """The decoded groups on PyTorch's output and the file's after each of ``VERIFY_ATTACKS`` (each stored as 8 bits
+        first, then attacked as a shared photo is): one group of decisions per attack, by the rule."""
+        from videoseal_litert.calibration_data.attacks import VERIFY_ATTACKS, resolve_attacks
+        from videoseal_litert.calibration_data.build import attacked
+
+        def views(images: np.ndarray) -> np.ndarray:
+            nchw = [to_uint8(x.transpose(2, 0, 1)[None]).astype(np.float32) / 255.0 for x in images]
+            return np.concatenate([attacked(x, a).transpose(0, 2, 3, 1) for a in resolve_attacks(",".join(VERIFY_ATTACKS)) for x in nchw])
+
+        if "decoded_attacked" not in ref.extras:
+            ref.extras["decoded_attacked"] = self.decode(views(want))
+        got = self.decode(views(wm))
+        labels = [f"{n}/{a}" for a in VERIFY_ATTACKS for n in names]
+        atts = [a for a in VERIFY_ATTACKS for _ in names]
+        return judge_extractor(ref.extras["decoded_attacked"], got, labels, [True] * len(labels), rule, atts, decoded=True).groups
 
     def extra_checks(self, variant: str, path: Path, ref: Reference, rule: Rule) -> dict[str, Any]:
         """The file through the route for other sizes (``runtime/route.py``: the host's resize, JND and blend

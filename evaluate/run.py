@@ -88,7 +88,9 @@ def _verdicts(checked: dict[str, dict[str, Any]]) -> str:
         what = "PASSED" if c["status"] == "verified" else c["status"].upper()
         n = rep.get("num_images")
         attacked = any(ATTACK_SEPARATOR in g for g in (rep.get("gate") or {}).get("groups", {}))
-        parts.append(f"{label(c['file'])} {what}" + (f" on {n} held-out inputs" + (", attacked views included" if attacked else "") if n else ""))
+        parts.append(
+            f"{label(c['file'])} {what}" + (f" on {n} held-out inputs" + (", attacked views included" if attacked else "") if n else "")
+        )
     return "verdicts by the rule (docs/verification.md): " + ("; ".join(parts) if parts else "PyTorch only")
 
 
