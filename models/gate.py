@@ -22,7 +22,9 @@ A decision is *clear* when ``|PyTorch| > clear_fraction x S`` (0.5 unless a card
 clear decision fails the file, named; near decisions may flip at most ``floor(0.005 x N)`` times in a group
 of ``N`` (42 detections: none; 1008 bits: 5). The group's SNR (``S`` against the RMS of the file's error on
 the group) must reach the variant's floor (``models/variants.py``), except the embedder's decoded groups,
-judged by their flips alone (the pixels carry the embedder's noise). Where a card says the mask head was not
+judged by their flips alone (the pixels carry the embedder's noise). A runtime that re-runs a few of the
+verification inputs (arm-check) is allowed the near flips of the group it drew them from (``Rule.drawn_from``),
+so its verdict does not hang on its sample size. Where a card says the mask head was not
 trained, detection groups are reported, not gated; detection is then judged through the message bits.
 
 **Monotone**: S, the clear set and the allowance come from PyTorch alone, so moving any output further from
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +79,11 @@ class Rule:
     floor: Floor
     clear_fraction: float = CLEAR_FRACTION
     detection_gated: bool = True  # False: the card says the mask head was not trained (reported, not gated)
+    # A runtime that re-runs a verified file on a few of its verification inputs (arm-check's emulated CPUs)
+    # is allowed the near flips of the whole set it drew them from: {group: decisions on x86}. Without it a
+    # subset of 96 decisions (allowance 0) would fail on the very flips x86 showed and passed within its
+    # allowance, and the verdict would depend on the runtime's sample size, not on the runtime.
+    drawn_from: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,11 +92,26 @@ class Rule:
             "clear_fraction": self.clear_fraction,
             "near_flip_fraction": NEAR_FLIP_FRACTION,
             "detection_gated": self.detection_gated,
+            **({"drawn_from": dict(self.drawn_from)} if self.drawn_from else {}),
         }
+
+    def allowance(self, group: str, n: int) -> int:
+        """Near flips a group of ``n`` decisions may have: floor(0.005 n), with n the size of the set the inputs
+        were drawn from where the rule says (never fewer than the group's own)."""
+        return allowed_near_flips(max(n, dict(self.drawn_from).get(group, 0)))
+
+    def drawn(self, sizes: dict[str, int]) -> Rule:
+        """This rule for a subset of a verification set whose groups held ``sizes`` decisions."""
+        return replace(self, drawn_from=tuple(sorted((str(g), int(n)) for g, n in sizes.items())))
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Rule:
-        return Rule(Floor(float(d["floor_db"]), d.get("floor_why", "")), float(d["clear_fraction"]), bool(d["detection_gated"]))
+        return Rule(
+            Floor(float(d["floor_db"]), d.get("floor_why", "")),
+            float(d["clear_fraction"]),
+            bool(d["detection_gated"]),
+            tuple(sorted((str(g), int(n)) for g, n in (d.get("drawn_from") or {}).items())),
+        )
 
 
 def allowed_near_flips(n: int) -> int:
@@ -219,7 +241,7 @@ def judge_decisions(
         gated=gated,
         clear_threshold=threshold,
         clear=int(clear.sum()),
-        near_flips_allowed=allowed_near_flips(int(ref.size)),
+        near_flips_allowed=rule.allowance(group, int(ref.size)),
     )
 
     def listed(mask: np.ndarray) -> list[dict[str, Any]]:

@@ -147,6 +147,28 @@ def test_near_flips_are_allowed_up_to_half_a_percent_of_the_group():
     assert "detection" in _judge(ref, got, names, marked).failures[0]
 
 
+def test_a_subset_is_allowed_the_near_flips_of_the_set_it_was_drawn_from():
+    """arm-check re-runs 2 of the verification inputs: 96 bits allow no near flip on their own, yet x86 passed
+    the same two flips within the 1008 bits' allowance of 5. Drawn from that set the subset passes them; a third
+    (6 > 5 would fail x86 too) and any clear flip still fail; the rule survives its JSON round trip (the bundle)."""
+    ref, got, names, marked = _pair(noise=0.0)
+    ref, got, names, marked = ref[:4], got[:4], names[:4], marked[:4]  # 2 watermarked photos: 96 bits
+    ref[1, 1:4] = [-0.1, -0.02, -0.05]
+    got[1, 1:4] = [0.08, 0.004, -0.05]  # two near flips
+    assert "2 near, at most 0 allowed" in _judge(ref, got, names, marked).failures[0]
+    drawn = QUANTIZED.drawn({"bits": 1008, "detection": 42})
+    assert _judge(ref, got, names, marked, drawn).passed
+    assert Rule.from_dict(drawn.as_dict()) == drawn
+    ref6, six = ref.copy(), got.copy()
+    ref6[3, 1:5] = np.sign(ref6[3, 1:5]) * 0.03  # four more near decisions of PyTorch's, each flipped
+    six[3, 1:5] = -ref6[3, 1:5]
+    assert "6 near, at most 5 allowed" in _judge(ref6, six, names, marked, drawn).failures[0]
+    clear = got.copy()
+    clear[3, 10] = -ref[3, 10]  # one clear bit inverted
+    assert not _judge(ref, clear, names, marked, drawn).passed
+    assert drawn.allowance("bits / jpeg_50", 96) == 0  # a group the set did not have keeps its own
+
+
 def test_mask_and_bits_are_judged_each_on_its_own():
     """One detection flip cannot hide among a thousand bits: it fails, though the bits are perfect."""
     ref, got, names, marked = _pair(noise=0.0)
