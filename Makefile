@@ -82,7 +82,8 @@ evaluate: setup
 
 # Video (the official video route, docs/video.md): VIDEO= a clip (default the real clip bikes.mp4 of
 # video/clips.json), EMBEDDER= pytorch|fp32|fp16|int8 (default int8), CRF= (H.264, default 23), FRAMES= the
-# first N frames. video-embed writes $(OUT)/video/<clip>.wm.mp4 and its .json (the message); video-detect
+# first N frames, SEED= or MESSAGE= (default: a random message per clip), FORCE=1 to replace an output, STRICT=1 to
+# refuse a truncated clip. video-embed writes $(OUT)/video/<clip name>.wm.mp4 (bikes.mp4.wm.mp4) and its .json; video-detect
 # reads that clip (or DETECT= any clip) with EXTRACTORS= (default pytorch,int8), AGGREGATION= (default avg), MESSAGE=.
 EMBEDDER ?= int8
 EXTRACTORS ?= pytorch,int8
@@ -90,16 +91,17 @@ CRF ?= 23
 VIDEO_COMMON = --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(FRAMES),--max-frames $(FRAMES)) $(if $(MESSAGE),--message $(MESSAGE)) \
 	$(if $(CKPT),--ckpt $(CKPT)) $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
 video-embed: setup
-	$(CLI) video embed $(VIDEO_COMMON) $(if $(VIDEO),--input $(VIDEO)) --embedder $(EMBEDDER) --crf $(CRF)
+	$(CLI) video embed $(VIDEO_COMMON) $(if $(VIDEO),--input $(VIDEO)) --embedder $(EMBEDDER) --crf $(CRF) \
+		$(if $(SEED),--seed $(SEED)) $(if $(call yes,$(FORCE)),--force) $(if $(call yes,$(STRICT)),--strict)
 
 video-detect: setup
-	$(CLI) video detect $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(basename $(notdir $(or $(VIDEO),bikes.mp4))).wm.mp4) --variants $(EXTRACTORS) \
+	$(CLI) video detect $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(notdir $(or $(VIDEO),bikes.mp4)).wm.mp4) --variants $(EXTRACTORS) \
 		$(if $(AGGREGATION),--aggregation $(AGGREGATION))
 
 # The codec attacks (H.264 and H.265 at several CRFs, half frame rate, temporal crop, half size) on the clip
 # video-embed wrote, each detected by EXTRACTORS: $(OUT)/video/<clip>.wm/attacks.{json,md}. ATTACKS= a list.
 video-attack: setup
-	$(CLI) video attack $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(basename $(notdir $(or $(VIDEO),bikes.mp4))).wm.mp4) --variants $(EXTRACTORS) \
+	$(CLI) video attack $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(notdir $(or $(VIDEO),bikes.mp4)).wm.mp4) --variants $(EXTRACTORS) \
 		$(if $(ATTACKS),--attacks $(ATTACKS))
 
 # Both engines on the same images, one after the other (rows must be identical): images/s measured on

@@ -124,5 +124,13 @@ class CorruptVideoError(PipelineError):
     """FFmpeg failed while decoding or encoding the video stream."""
 
 
+class OutputExistsError(PipelineError):
+    """An output that already exists is not replaced without ``--force`` (``FORCE=1``)."""
+
+
+class TruncatedVideoError(PipelineError):
+    """Under ``--strict``: a clip whose decodable frames fall short of what its container declares."""
+
+
 class ClipSetError(PipelineError):
     """The real clips of video/clips.json are not installed, or one is not the file its manifest names."""

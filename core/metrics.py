@@ -65,6 +65,9 @@ def binomial_tail(matches: int, n: int) -> int:
     return sum(math.comb(n, k) for k in range(matches, n + 1))
 
 
+DETECTION_PVALUE = 1e-3  # a message is detected when this many or more bits match with p below this (chance: 1/2 a bit)
+
+
 def binomial_pvalue(matches: int, n: int) -> float:
     """P(X >= matches) for X ~ Binomial(n, 1/2): the chance an unwatermarked image matches this well."""
     return float(binomial_tail(matches, n) / 2**n)

@@ -98,13 +98,15 @@ def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, addres
     """The clips through the video pass (``evaluate/video.py``): rows in ``video-rows/``, a section of
     summary.md and, on the terminal, the bit accuracy per attack with the decoders side by side."""
     from videoseal_litert.video.attacks import resolve_video_attacks
+    from videoseal_litert.video.run import card_video_args
 
     rows_dir = ed / "video-rows"
+    va = card_video_args(cfg.options())
     emb, dec = cfg.embedders, cfg.decoders
     n_att = len(resolve_video_attacks(cfg.video_attacks))
     say(
         f"evaluate video: {len(clips)} clip(s) x {cfg.video_frames} frames x {cfg.messages_per_image} message(s) x {len(emb)} embedder(s) "
-        f"x {n_att} attack(s) x {len(dec)} decoder(s), aggregation {cfg.video_aggregation}"
+        f"x {n_att} attack(s) x {len(dec)} decoder(s), aggregation {cfg.video_aggregation}, key frame every {va['step']} ({va['source']})"
     )
     if engine == "local":
         timing = engines.run_local(cfg, clips, rows_dir, progress, video=True)
@@ -113,9 +115,10 @@ def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, addres
         timing = engines.run_ray(cfg, clips, rows_dir, address, workers, expected_rows=expected, video=True)
     v = summary.summarize(engines.read_rows(rows_dir), [label(d) for d in dec])
     v["timing"] = timing
+    v["video_settings"] = va
     head = (
         f"\n## Video: {v['images']} clip(s), their first {cfg.video_frames} frames, the official video route and the codec attacks\n\n"
-        f"Embedded with the key-frame route (video/watermark.py), stored as 8-bit frames, attacked (video/attacks.py), every frame "
+        f"Embedded with the key-frame route (video/watermark.py; a key frame every {va['step']} frames, {va['source']}), stored as 8-bit frames, attacked (video/attacks.py), every frame "
         f"decoded and the bits aggregated by `{cfg.video_aggregation}`; bit accuracy per clip x attack. {v['rows']} rows in {rows_dir}.\n\n"
         + summary.attack_table(v)
     )

@@ -43,6 +43,47 @@ class Verification:
 
 VERIFICATION_KEYS = ("mask_trained", "floors", "clear_fraction")
 
+# The video settings as the official loader reads them (videoseal/utils/cfg.py at 871eda0): ``args.videoseal_*``, or
+# the older ``args.videowam_*`` names it maps onto them (PixelSeal's and ChunkySeal's official cards use those).
+VIDEO_KEYS = {"step": ("videoseal_step_size", "videowam_step_size"), "chunk": ("videoseal_chunk_size", "videowam_chunk_size")}
+# A card without them (the project's tiny pair, a user's card): VideoSeal 1.0's card values. The official loader
+# would pass None and fail; a key frame every 4 frames is the released models' densest setting.
+FALLBACK_VIDEO = {"step": 4, "chunk": 32}
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How the official video route runs this model: the embedder on every ``step``-th frame (its residual reused
+    until the next), ``chunk`` key frames per batch; ``source`` says which card keys gave them."""
+
+    step: int = FALLBACK_VIDEO["step"]
+    chunk: int = FALLBACK_VIDEO["chunk"]
+    source: str = "the card names none: VideoSeal 1.0's card values (step 4, chunk 32)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "chunk": self.chunk, "source": self.source}
+
+
+def parse_video(args: Mapping[str, Any], where: str) -> VideoSettings:
+    """``args``' step and chunk under either name the official loader reads; CardError for a bad value or for both
+    names given different values."""
+    got: dict[str, int] = {}
+    said: list[str] = []
+    for what, (new, old) in VIDEO_KEYS.items():
+        present = [k for k in (new, old) if args.get(k) is not None]
+        values = {k: positive_int(args[k], f"args.{k}") for k in present}
+        if len(set(values.values())) > 1:
+            raise CardError(f"{where}: args.{new} ({values[new]}) and its older name args.{old} ({values[old]}) disagree")
+        if present:
+            got[what] = values[present[0]]
+            said.append(f"args.{present[0]} {values[present[0]]}")
+    if not got:
+        return VideoSettings()
+    missing = [w for w in VIDEO_KEYS if w not in got]
+    older = " (older names, mapped by the official loader)" if any("videowam_" in x for x in said) else ""
+    source = "card: " + ", ".join(said) + older + "".join(f"; {w} {FALLBACK_VIDEO[w]} (none in the card)" for w in missing)
+    return VideoSettings(got.get("step", FALLBACK_VIDEO["step"]), got.get("chunk", FALLBACK_VIDEO["chunk"]), source)
+
 
 def parse_verification(raw: Any, where: str) -> Verification:
     """The ``verification`` section, each key checked; CardError naming a bad one."""
@@ -85,6 +126,7 @@ class Card:
     embedder_model: str | None = None
     embedder_config: EmbedderConfig | None = None
     verification: Verification = Verification()
+    video: VideoSettings = VideoSettings()
 
     @property
     def config(self) -> FamilyConfig:
@@ -148,4 +190,5 @@ def _parse(path: Path, raw: dict) -> Card:
         emb_model = str(card_value(section, "model", "embedder."))
         emb_cfg = embedder_family_for_model(emb_model, f"card {path}").parse_card(emb_model, section, args, nbits, img_size, f"card {path}")
     verification = parse_verification(raw.get("verification"), f"card {path}")
-    return Card(path, model, cfg, raw.get("checkpoint_path"), emb_model, emb_cfg, verification)
+    video = parse_video(args, f"card {path}")
+    return Card(path, model, cfg, raw.get("checkpoint_path"), emb_model, emb_cfg, verification, video)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -115,15 +115,43 @@ def probe(path: str | Path) -> ClipInfo:
 
 @dataclass
 class Frame:
-    """One decoded frame: its index in the clip, RGB pixels (H, W, 3) uint8, and its timestamp."""
+    """One decoded frame: its index in the clip, RGB pixels (H, W, 3) uint8 as stored, its timestamp, and the
+    display rotation its container or stream gives (degrees counterclockwise, FFmpeg's display matrix: a phone's
+    portrait clip stores landscape frames with -90)."""
 
     index: int
     rgb: np.ndarray
     pts: int | None
     time_base: Fraction | None
+    rotation: int = 0
+
+    def upright(self) -> np.ndarray:
+        """The pixels as a player shows them (the display rotation applied)."""
+        return to_upright(self.rgb, self.rotation)
+
+    def stored(self, upright: np.ndarray) -> np.ndarray:
+        """Pixels in this frame's upright orientation turned back to how it is stored (the rotation undone)."""
+        return np.ascontiguousarray(np.rot90(upright, -_quarter_turns(self.rotation)))
 
 
-def _frames_of(c: Any, path: Path, on_packet: Callable[[Any], None] | None, max_frames: int | None) -> Iterator[Frame]:
+def _quarter_turns(rotation: int) -> int:
+    turns, rest = divmod(int(rotation), 90)
+    if rest:
+        raise UsageError(f"a display rotation of {rotation} degrees: only multiples of 90 are supported")
+    return turns % 4
+
+
+def to_upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """(H, W, 3) pixels turned counterclockwise by ``rotation`` degrees, as FFmpeg's display matrix says a player does."""
+    k = _quarter_turns(rotation)
+    return rgb if k == 0 else np.ascontiguousarray(np.rot90(rgb, k))
+
+
+def _frames_of(
+    c: Any, path: Path, on_packet: Callable[[Any], None] | None, max_frames: int | None, damage: list[str] | None = None
+) -> Iterator[Frame]:
+    """The frames in order. A stream FFmpeg fails to decode raises CorruptVideoError, unless ``damage`` is given and
+    some frames came first: then the frames end there and ``damage`` says where and why (a truncated MP4)."""
     av = _av()
     v = c.streams.video[0]
     streams = [v, *(c.streams.audio if on_packet else [])]
@@ -137,10 +165,12 @@ def _frames_of(c: Any, path: Path, on_packet: Callable[[Any], None] | None, max_
             for fr in packet.decode():
                 if max_frames is not None and n >= max_frames:
                     return
-                yield Frame(n, fr.to_ndarray(format="rgb24"), fr.pts, fr.time_base)
+                yield Frame(n, fr.to_ndarray(format="rgb24"), fr.pts, fr.time_base, int(round(fr.rotation or 0)))
                 n += 1
     except av.error.FFmpegError as e:
-        raise CorruptVideoError(f"{path}: the video stream is corrupt after frame {n} ({e})") from e
+        if damage is None or n == 0:
+            raise CorruptVideoError(f"{path}: the video stream is corrupt after frame {n} ({e})") from e
+        damage.append(f"decoding stopped after frame {n} ({e})")
     if n == 0:
         raise EmptyVideoError(f"{path}: the video track holds no decodable frame")
 
@@ -161,6 +191,8 @@ class Written:
     pix_fmt: str
     audio: list[str]  # what happened to each audio stream: "copied <codec>"
     metadata_keys: list[str]
+    damage: str | None = None  # where a damaged input stopped decoding (its frames before that were written)
+    metadata_dropped: list[str] = field(default_factory=list)  # what was not carried, and why
 
 
 def transcode(
@@ -194,7 +226,7 @@ def transcode(
         with atomic_path(dst) as tmp:
             out = av.open(str(tmp), mode="w", format=fmt)
             try:
-                copied = _carry_metadata(c, out)
+                copied, dropped = _carry_metadata(c, out), dropped_metadata(c)
                 audio_out, audio_notes = {}, []
                 if rate is None and keep is None:  # a changed timeline leaves the audio behind
                     for a in c.streams.audio:
@@ -218,15 +250,22 @@ def transcode(
                         else:
                             out.mux(packet)
 
-                for f in _frames_of(c, src, mux_audio if audio_out else None, max_frames):
+                damage: list[str] = []
+                for f in _frames_of(c, src, mux_audio if audio_out else None, max_frames, damage):
                     if keep is not None and not keep(f.index):
                         continue
                     rgb = np.ascontiguousarray(fn(f))
                     if vs is None:
                         vs = _video_stream(out, codec, out_rate, rgb.shape[1], rgb.shape[0], crf, preset)
                         vs.metadata.update({k: x for k, x in v.metadata.items() if k not in NOT_CARRIED})
+                        if f.rotation:  # the display matrix: the frames are written as stored, shown as the input is
+                            vs.set_display_rotation(f.rotation)
+                            copied.append(f"display rotation {f.rotation}")
                         if not renumber:
+                            # The input's own time base, in the stream and in the encoder: every frame keeps its
+                            # presentation time (a variable-rate clip stays variable; 1/rate would round them).
                             vs.time_base = v.time_base
+                            vs.codec_context.time_base = v.time_base
                         state["pix_fmt"] = vs.pix_fmt
                         for packet in pending:
                             out.mux(packet)
@@ -249,7 +288,7 @@ def transcode(
         raise CorruptVideoError(f"{src} -> {dst}: FFmpeg failed while writing ({e})") from e
     finally:
         c.close()
-    return Written(state["n"], state["pix_fmt"], audio_notes, copied)
+    return Written(state["n"], state["pix_fmt"], audio_notes, copied, damage[0] if damage else None, dropped)
 
 
 def _video_stream(out: Any, codec: str, rate: Fraction, width: int, height: int, crf: int, preset: str) -> Any:
@@ -270,3 +309,9 @@ def _carry_metadata(src: Any, dst: Any) -> list[str]:
     keys = [k for k in src.metadata if k not in NOT_CARRIED]
     dst.metadata.update({k: src.metadata[k] for k in keys})
     return keys
+
+
+def dropped_metadata(src: Any) -> list[str]:
+    """The container's and video stream's keys not carried over (they describe the old encoder, not the clip)."""
+    v = src.streams.video[0]
+    return [f"{k} (names the old encoder)" for k in dict.fromkeys([*src.metadata, *v.metadata]) if k in NOT_CARRIED]

@@ -26,29 +26,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.verify import precision_of, require_verified
 from videoseal_litert.core.artifacts import atomic_path, machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress, say
-from videoseal_litert.core.errors import UsageError, VerificationError
+from videoseal_litert.core.errors import OutputExistsError, TruncatedVideoError, UsageError, VerificationError
+from videoseal_litert.core.metrics import DETECTION_PVALUE
 from videoseal_litert.models.gate import Rule
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
 from videoseal_litert.models.variants import rule_for, variant
 from videoseal_litert.quantize.stage import ensure_files
 from videoseal_litert.runtime.runners import Runner, open_file
-from videoseal_litert.video.io import probe
+from videoseal_litert.video.io import ClipInfo, probe
 from videoseal_litert.video.watermark import (
     AGGREGATED,
     AGGREGATIONS,
-    DEFAULT_CHUNK,
-    DEFAULT_STEP,
+    bits_hex,
     clip_result,
     detect_video,
     embed_video,
+    verdict_line,
     video_parity,
 )
 
@@ -63,14 +63,9 @@ def sidecar(video: Path) -> Path:
 
 
 def card_video_args(opts: RunOptions) -> dict[str, Any]:
-    """The card's ``videoseal_step_size`` and ``videoseal_chunk_size`` (the official defaults where it has none)."""
-    args = (yaml.safe_load(Path(opts.spec.card.path).read_text()) or {}).get("args") or {}
-    step, chunk = args.get("videoseal_step_size"), args.get("videoseal_chunk_size")
-    return {
-        "step": int(step or DEFAULT_STEP),
-        "chunk": int(chunk or DEFAULT_CHUNK),
-        "source": "card" if step else f"official default (the card names none): step {DEFAULT_STEP}, chunk {DEFAULT_CHUNK}",
-    }
+    """The card's step and chunk as the official loader reads them (``models/cards.parse_video``: ``videoseal_*`` or
+    the older ``videowam_*`` names) and where they came from."""
+    return opts.spec.card.video.as_dict()
 
 
 def bits_to_text(bits: np.ndarray) -> str:
@@ -92,9 +87,7 @@ def parse_message(text: str, nbits: int) -> np.ndarray:
 
 
 def to_hex(bits: np.ndarray) -> str:
-    b = bits_to_text(bits)
-    b += "0" * (-len(b) % 4)
-    return "".join(f"{int(b[i : i + 4], 2):x}" for i in range(0, len(b), 4))
+    return bits_hex(bits)
 
 
 def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool) -> tuple[str, Runner, dict[str, Any]]:
@@ -116,6 +109,32 @@ def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool)
     return f.stem, open_file(f, opts.threads), {"file": str(f), "sha256": sha256_file(f), "status": info["status"]}
 
 
+def default_output(out: Path, src: Path) -> Path:
+    """Where ``video embed`` writes by default: ``OUT/video/<the clip's name, extension kept>.wm.mp4``, so ``pan.webm``
+    and ``pan.mkv`` never share one."""
+    return out / "video" / f"{src.name}.wm.mp4"
+
+
+def declared_frames(info: ClipInfo) -> tuple[int | None, str]:
+    """The frames a container declares, and how: its count (MP4), else its duration times its rate (Matroska and
+    WebM state no count; that estimate is good to a frame)."""
+    if info.frames:
+        return info.frames, "its frame count"
+    if info.duration_s and info.fps:
+        return round(info.duration_s * info.fps), f"its duration {info.duration_s:.3f} s x {info.fps:g} fps"
+    return None, "no count and no duration"
+
+
+def choose_message(message: str | None, seed: int | None, nbits: int) -> tuple[np.ndarray, str]:
+    """(bits, where they came from): ``--message``, else drawn from ``--seed``, else drawn afresh for this clip
+    (the operating system's entropy: two clips never share an ID by default)."""
+    if message is not None:
+        return parse_message(message, nbits), "--message"
+    if seed is not None:
+        return np.random.default_rng(seed).integers(0, 2, nbits), f"drawn from --seed {seed}"
+    return np.random.default_rng().integers(0, 2, nbits), "random for this clip (pass --message or --seed to choose it)"
+
+
 def run_video_embed(
     model: str,
     out: Path,
@@ -123,7 +142,7 @@ def run_video_embed(
     dst: Path | None = None,
     embedder: str = "int8",
     message: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     crf: int = 23,
     max_frames: int | None = None,
     ckpt: Path | None = None,
@@ -131,36 +150,56 @@ def run_video_embed(
     untrained: bool = False,
     allow_unverified: bool = False,
     threads: int = 2,
+    force: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
     t0 = time.time()
     opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
     info = probe(src)  # named errors for bad input before any model work
-    dst = dst or out / "video" / f"{src.stem}.wm.mp4"
+    dst = dst or default_output(out, src)
     if dst.resolve() == src.resolve():
         raise UsageError(f"--output {dst} is the input: write the watermarked clip elsewhere")
+    if dst.exists() and not force:
+        raise OutputExistsError(f"{dst} already exists: pass --force (make video-embed FORCE=1) to replace it, or --output another name")
     name, run, file = _runner(opts, "embedder", embedder, allow_unverified)
     part = EmbedderPart(opts)
-    nbits, size = part.nbits, int(opts.spec.card.config.img_size)
-    if message is None:
-        bits = np.random.default_rng(seed).integers(0, 2, nbits)
-    else:
-        bits = parse_message(message, nbits)
+    nbits, size = part.nbits, part.size
+    bits, msg_source = choose_message(message, seed, nbits)
     route = part.family.route(opts.spec.card.embedder)
     va = card_video_args(opts)
     with _ticker(_total(info.frames, max_frames), f"embedding {src.name}") as tick:
-        e = embed_video(run, route, size, src, dst, bits, step=va["step"], crf=crf, max_frames=max_frames, tick=tick)
+        # Written beside ``dst`` and moved there once the frames are counted: a refused clip (--strict) leaves the old
+        # output, if any, as it was.
+        unchecked = dst.with_name(f".{dst.stem}.unchecked{dst.suffix}")
+        e = embed_video(run, route, size, src, unchecked, bits, step=va["step"], crf=crf, max_frames=max_frames, tick=tick)
+    declared, how = declared_frames(info)
+    expected = declared if max_frames is None or declared is None else min(declared, max_frames)
+    damaged = None
+    if e.written.damage or (expected is not None and e.frames < expected - 1):  # a duration rounds to within a frame
+        said = "an unknown number of" if expected is None else str(expected)
+        damaged = f"{src.name} declares {said} frames ({how}), only {e.frames} could be decoded: the clip is damaged or truncated" + (
+            f" ({e.written.damage})" if e.written.damage else ""
+        )
+        if strict:
+            unchecked.unlink(missing_ok=True)
+            raise TruncatedVideoError(f"{damaged}; --strict: nothing written")
+        log.warning("%s; embedded the %d that decode", damaged, e.frames)
+    unchecked.replace(dst)
     r = {
         "model": opts.spec.name,
         "random_init": opts.random_weights,
-        "input": {**info.as_dict(), "sha256": sha256_file(src)},
+        "input": {**info.as_dict(), "sha256": sha256_file(src), "frames_declared": declared, "frames_decoded": e.frames},
         "output": {"file": str(dst), "sha256": sha256_file(dst), "codec": "h264 (libx264)", "crf": crf, "pix_fmt": e.written.pix_fmt},
         "embedder": {"variant": name, **file},
         "message": bits_to_text(bits),
         "message_hex": to_hex(bits),
+        "message_source": msg_source,
         "nbits": nbits,
         "video": {**va, "key_frames": e.key_frames, "frames": e.frames},
+        "damaged": damaged,
         "audio": e.written.audio,
         "metadata_carried": e.written.metadata_keys,
+        "metadata_not_carried": e.written.metadata_dropped,
         "psnr_db": {
             "mean": float(np.mean(e.psnr_db)),
             "min": float(np.min(e.psnr_db)),
@@ -172,9 +211,10 @@ def run_video_embed(
     write_json(sidecar(dst), r)
     say(
         f"video embed {opts.spec.name}: {e.frames} frames of {src.name} ({info.width}x{info.height}, {info.fps:g} fps) through "
-        f"{name}, key frame every {va['step']}; PSNR {r['psnr_db']['mean']:.1f} dB (min {r['psnr_db']['min']:.1f}); "
-        f"H.264 CRF {crf} {e.written.pix_fmt}; audio: {', '.join(e.written.audio) or 'none'}\n"
-        f"message {r['message_hex']} ({nbits} bits); wrote {dst} and {sidecar(dst).name} in {r['seconds']} s"
+        f"{name}, key frame every {va['step']} ({va['source']}); PSNR {r['psnr_db']['mean']:.1f} dB (min {r['psnr_db']['min']:.1f}); "
+        f"H.264 CRF {crf} {e.written.pix_fmt}; audio: {', '.join(e.written.audio) or 'none'}"
+        + (f"\nWARNING: {damaged}; embedded the {e.frames} that decode" if damaged else "")
+        + f"\nmessage {r['message_hex']} ({nbits} bits, {msg_source}); wrote {dst} and {sidecar(dst).name} in {r['seconds']} s"
         + ("\nRANDOM WEIGHTS: this clip's watermark comes from an untrained model" if opts.random_weights else "")
     )
     return r
@@ -216,8 +256,10 @@ def run_video_detect(
     for n in dict.fromkeys(names):
         label, run, f = _runner(opts, "extractor", n, allow_unverified)
         runners[label], files[label] = run, f
+    t1 = time.time()
     with _ticker(_total(info.frames, max_frames), f"detecting {src.name}") as tick:
         logits = detect_video(runners, src, size, max_frames, tick=tick)
+    fps = len(next(iter(logits.values()))) / max(time.time() - t1, 1e-9)
     results = {k: {**clip_result(lg, aggregation, msg), "all_aggregations": {}} for k, lg in logits.items()}
     for k, lg in logits.items():
         for how in AGGREGATIONS:
@@ -241,6 +283,7 @@ def run_video_detect(
         "random_init": opts.random_weights,
         "input": {**info.as_dict(), "sha256": sha256_file(src)},
         "frames": int(len(next(iter(logits.values())))),
+        "frames_per_second": round(fps, 2),
         "message": None if msg is None else bits_to_text(msg),
         "message_source": msg_source,
         "aggregation": aggregation,
@@ -321,12 +364,14 @@ def _write_series(rd: Path, logits: dict[str, np.ndarray], msg: np.ndarray | Non
 
 
 def render_summary(r: dict[str, Any], rd: Path) -> str:
-    lines = [f"video detect {r['model']}: {r['frames']} frames of {Path(r['input']['path']).name}, aggregation {r['aggregation']}"]
+    lines = [
+        f"video detect {r['model']}: {r['frames']} frames of {Path(r['input']['path']).name}, aggregation {r['aggregation']}, "
+        f"{r['frames_per_second']:.1f} frames/s ({len(r['results'])} decoder(s) a frame, decoding and resizing included)"
+    ]
     for k, x in r["results"].items():
-        acc = f", bits {x['bit_accuracy']:.2%} of the message, p {x['pvalue']:.2g}" if "bit_accuracy" in x else ""
         par = r["parity_with_pytorch"].get(k)
         pt = "" if par is None else f"; as PyTorch: {par['aggregate']['agreement']:.2%} {'PASSED' if par['passed'] else 'FAILED'}"
-        lines.append(f"  {k}: mean mask logit {x['mean_mask_logit']:+.2f}{acc}{pt}")
+        lines.append(f"  {k}: {verdict_line(x)}; mean mask logit {x['mean_mask_logit']:+.2f}{pt}")
     if r["message"] is None:
         lines.append("  no message given (--message, or the .json video embed writes beside the clip): bits only")
     if r["random_init"]:
@@ -340,17 +385,18 @@ def render(r: dict[str, Any]) -> str:
         f"# Video detect: {Path(r['input']['path']).name}, model {r['model']}" + (" (RANDOM WEIGHTS)" if r["random_init"] else ""),
         "",
         f"{r['frames']} frames, {r['input']['width']}x{r['input']['height']} at {r['input']['fps']:g} fps ({r['input']['codec']}); "
-        f"aggregation `{r['aggregation']}`; message: {r['message_source'] or 'none given'}. Machine: {r['machine']}; {r['seconds']} s.",
+        f"aggregation `{r['aggregation']}`; message: {r['message_source'] or 'none given'}. Machine: {r['machine']}; {r['seconds']} s "
+        f"({r['frames_per_second']:g} frames/s). Detected: the aggregated bits match the message with p < {DETECTION_PVALUE:g}.",
         "",
-        "| decoder | bits (aggregated) | bit accuracy | p-value | mean mask logit | frames mask > 0 | mean / min frame bit accuracy |",
-        "|---|---|---|---|---|---|---|",
+        "| decoder | verdict | bits (aggregated, hex) | bit accuracy | p-value | mean mask logit | frames mask > 0 | mean / min frame bit accuracy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k, x in r["results"].items():
         acc = f"{x['bit_accuracy']:.2%}" if "bit_accuracy" in x else ""
         pv = f"{x['pvalue']:.3g}" if "pvalue" in x else ""
         fr = f"{x['frame_bit_accuracy_mean']:.2%} / {x['frame_bit_accuracy_min']:.2%}" if "frame_bit_accuracy_mean" in x else ""
         out.append(
-            f"| {k} | `{x['bits']}` | {acc} | {pv} | {x['mean_mask_logit']:+.3f} | {x['frames_mask_positive']}/{x['frames']} | {fr} |"
+            f"| {k} | {('DETECTED' if x['detected'] else 'not detected') if 'detected' in x else 'no message to test'} | `{x['bits_hex']}` | {acc} | {pv} | {x['mean_mask_logit']:+.3f} | {x['frames_mask_positive']}/{x['frames']} | {fr} |"
         )
     if r["parity_with_pytorch"]:
         out += [

@@ -1,7 +1,8 @@
 """The official video path, frame by frame: embed with key frames, detect per frame, aggregate over the clip.
 
 Embedding follows the official ``VideoWam.embed``: the embedder runs on every ``step``-th frame (the
-card's ``videoseal_step_size``; 4 in the official cards), at the processing size (256 x 256), and its
+card's ``videoseal_step_size`` or its older name ``videowam_step_size``: 4 for VideoSeal 1.0 and 0.0, 8 for
+PixelSeal and ChunkySeal), at the processing size (256 x 256), and its
 residual, resized to the frame's size, is reused for that frame and the ``step - 1`` after it; each frame
 is blended with it by the official blend (its own JND heatmap when the model has one, then ``clamp(
 scaling_i * frame + scaling_w * residual, 0, 1)``). The official code batches ``chunk_size`` key frames
@@ -26,15 +27,15 @@ import numpy as np
 
 from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.core.errors import UsageError
-from videoseal_litert.core.metrics import binomial_pvalue
+from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue
+from videoseal_litert.models.cards import FALLBACK_VIDEO
 from videoseal_litert.models.gate import Rule, Verdict, judge_decisions, judge_extractor
 from videoseal_litert.runtime.route import blend, residual, resize_aa
 from videoseal_litert.video.io import DEFAULT_CRF, Frame, Written, read_frames, transcode
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 AGGREGATIONS = ("avg", "squared_avg", "l1norm_avg", "l2norm_avg")
-DEFAULT_STEP = 4  # the official cards' videoseal_step_size
-DEFAULT_CHUNK = 32  # the official cards' videoseal_chunk_size
+DEFAULT_STEP = FALLBACK_VIDEO["step"]  # where no card says (models/cards.py); the card's value otherwise
 
 
 def aggregate(bit_logits: np.ndarray, how: str = "avg") -> np.ndarray:
@@ -102,7 +103,8 @@ def embed_video(
     k = KeyFrames(run, route, size, bits, step)
 
     def mark(f: Frame) -> np.ndarray:
-        y = k.mark(f.index, f.rgb)
+        # Watermarked upright, as a player shows the frame and as detection reads it; stored back as it came.
+        y = f.stored(k.mark(f.index, f.upright()))
         if tick:
             tick()
         return y
@@ -118,7 +120,7 @@ def detect_video(
     decoded and resized once."""
     out: dict[str, list[np.ndarray]] = {k: [] for k in runners}
     for f in read_frames(src, max_frames):
-        x = resize_aa(f.rgb.astype(np.float32) / 255.0, size, size)[None]
+        x = resize_aa(f.upright().astype(np.float32) / 255.0, size, size)[None]  # upright, as a player shows it
         for k, run in runners.items():
             o = run({"image": x})
             out[k].append(np.concatenate([np.reshape(o["mask_logit"], -1)[:1], np.reshape(o["bit_logits"], -1)]).astype(np.float32))
@@ -138,17 +140,39 @@ def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dic
         "mean_mask_logit": float(logits[:, 0].mean()),
         "frames_mask_positive": int((logits[:, 0] > 0).sum()),
     }
+    r["bits_hex"] = bits_hex(bits)
     if message is not None:
         m = np.asarray(message, bool)
         matches = int((bits == m).sum())
         per_frame = ((logits[:, 1:] > 0) == m).mean(axis=1)
+        p = binomial_pvalue(matches, m.size)
         r.update(
             bit_accuracy=matches / m.size,
-            pvalue=binomial_pvalue(matches, m.size),
+            pvalue=p,
             frame_bit_accuracy_mean=float(per_frame.mean()),
             frame_bit_accuracy_min=float(per_frame.min()),
+            detected=bool(p < DETECTION_PVALUE),
         )
     return r
+
+
+def bits_hex(bits: np.ndarray) -> str:
+    """Bits (left to right) as hex, the last digit padded with zeros: how embed prints a message."""
+    b = "".join("1" if x else "0" for x in np.asarray(bits, bool))
+    b += "0" * (-len(b) % 4)
+    return "".join(f"{int(b[i : i + 4], 2):x}" for i in range(0, len(b), 4))
+
+
+def verdict_line(r: dict[str, Any]) -> str:
+    """What a person reads for one decoder on one clip: detected or not (the message's p-value), or, with no
+    message to test, the bits it reads."""
+    if "detected" not in r:
+        return f"no message to test against: reads {r['bits_hex']}"
+    word = "DETECTED" if r["detected"] else "NOT DETECTED"
+    return (
+        f"{word}: {r['bit_accuracy']:.2%} of the message's bits, p {r['pvalue']:.2g} "
+        f"({'<' if r['detected'] else '>='} {DETECTION_PVALUE:g}); reads {r['bits_hex']}"
+    )
 
 
 AGGREGATED = "aggregated bits"

@@ -194,14 +194,16 @@ def _video(p: argparse.ArgumentParser) -> None:
     p.add_argument("--untrained", action="store_true", help="the checkpoint holds untrained (random) weights (the random band)")
     p.add_argument("--input", type=Path, default=None, help="the clip (default: video/clips.json's bikes.mp4; detect: embed's output)")
     p.add_argument(
-        "--output", type=Path, default=None, help="embed: the watermarked clip, .mp4/.mov/.mkv (default OUT/video/<clip>.wm.mp4)"
+        "--output", type=Path, default=None, help="embed: the watermarked clip, .mp4/.mov/.mkv (default OUT/video/<clip name>.wm.mp4)"
     )
     p.add_argument("--embedder", default="int8", help="embed: pytorch, an embedder variant (fp32, fp16, int8) or a .tflite (default int8)")
     p.add_argument("--variants", default="pytorch,int8", help="detect: extractors, comma-separated: pytorch, variants, .tflite paths")
     p.add_argument(
         "--message", default=None, help="the bits (0/1 or hex); default: embed draws one from --seed, detect reads embed's .json"
     )
-    p.add_argument("--seed", type=int, default=0, help="embed: seed of the random message when none is given")
+    p.add_argument("--seed", type=int, default=None, help="embed: seed of the message when none is given (default: random per clip)")
+    p.add_argument("--force", action="store_true", help="embed: replace an existing output (default: refuse by name)")
+    p.add_argument("--strict", action="store_true", help="embed: refuse a clip that decodes fewer frames than it declares (default: warn)")
     p.add_argument("--crf", type=int, default=23, help="embed: H.264 constant rate factor (0 lossless .. 51; default 23)")
     p.add_argument("--aggregation", default="avg", help="detect: avg (default), squared_avg, l1norm_avg, l2norm_avg")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
@@ -616,7 +618,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 def cmd_video(a: argparse.Namespace) -> None:
     from videoseal_litert.video.clips import DEFAULT_CLIP, clip_path
-    from videoseal_litert.video.run import run_video_attacks, run_video_detect, run_video_embed
+    from videoseal_litert.video.run import default_output, run_video_attacks, run_video_detect, run_video_embed
 
     if a.max_frames is not None and a.max_frames < 1:
         raise UsageError(f"--max-frames {a.max_frames}: at least 1")
@@ -625,10 +627,12 @@ def cmd_video(a: argparse.Namespace) -> None:
         src = a.input or clip_path(DEFAULT_CLIP)
 
         def body(_: Path | None) -> None:
-            run_video_embed(a.model, a.out, src, a.output, a.embedder, a.message, a.seed, a.crf, a.max_frames, **common)
+            run_video_embed(
+                a.model, a.out, src, a.output, a.embedder, a.message, a.seed, a.crf, a.max_frames, **common, force=a.force, strict=a.strict
+            )
 
     else:
-        src = a.input or a.out / "video" / f"{Path(DEFAULT_CLIP).stem}.wm.mp4"
+        src = a.input or default_output(a.out, Path(DEFAULT_CLIP))
         if a.input is None and not src.is_file():
             raise UsageError(f"no --input, and {src} (what `video embed` writes by default) does not exist: run `make video-embed` first")
 
