@@ -66,12 +66,17 @@ class KeyFrames:
         self.keys = 0
         self.psnr_db: list[float] = []
 
-    def mark(self, index: int, rgb: np.ndarray) -> np.ndarray:
-        x = rgb.astype(np.float32) / 255.0
+    def watermark(self, index: int, x: np.ndarray) -> np.ndarray:
+        """Frame ``index`` ((H, W, 3) float32 in [0, 1]) watermarked, in float32, as the official ``embed`` returns it:
+        a key frame's residual (frame ``index - index % step``) resized back to the frame, its own JND, the blend."""
         if index % self.step == 0 or self.res is None or self.res.shape[:2] != x.shape[:2]:
             self.res = residual(self.run, self.size, x, self.bits)
             self.keys += 1
-        y = to_uint8(blend(self.route, x, self.res))
+        return blend(self.route, x, self.res)
+
+    def mark(self, index: int, rgb: np.ndarray) -> np.ndarray:
+        x = rgb.astype(np.float32) / 255.0
+        y = to_uint8(self.watermark(index, x))
         mse = float(np.mean((y.astype(np.float64) - rgb) ** 2))
         self.psnr_db.append(math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse))
         return y
