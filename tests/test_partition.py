@@ -140,7 +140,9 @@ def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
 
     out, d = pipeline.copy(pipeline.embedder(EMB_MINI, "fp32"), tmp_path)
     images = pipeline.reference / f"{EMB_MINI}-images"
-    opts = RunOptions(spec=resolve(str(pipeline.card(EMB_MINI))), out=out, max_part_bytes=EMB_STAGE_PIECE_BYTES, images=images, untrained=True)
+    opts = RunOptions(
+        spec=resolve(str(pipeline.card(EMB_MINI))), out=out, max_part_bytes=EMB_STAGE_PIECE_BYTES, images=images, untrained=True
+    )
     part = EmbedderPart(opts)
     (d / "embedder-fp32.tflite").unlink()
     stage_tflite(opts, part)
