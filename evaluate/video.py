@@ -57,7 +57,7 @@ class VideoMarker(Marker):
         for path, idx in zip(batch["image"].tolist(), batch["image_index"].tolist(), strict=True):
             try:
                 info = probe(path)
-                clip = [f.rgb for f in read_frames(path, self.frames)]
+                clip = [f.upright() for f in read_frames(path, self.frames)]  # as a player shows them
             except (PipelineError, OSError) as e:
                 add(
                     image=path, image_index=idx, message_index=-1, embedder="", attack="", attack_order=-1, family="",

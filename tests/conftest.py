@@ -47,6 +47,19 @@ def pytest_configure(config) -> None:
 INDEPENDENT_FIRST = ("test_train_tiny.py", "test_sam.py")
 
 
+# The longest tests of their group (measured: 45-85 s each on 2 cores), started first within it so that no worker
+# is left with one of them at the end while the other has nothing to do.
+LONGEST_FIRST = (
+    "test_embedder_files_and_contract",
+    "test_embedder_converted_and_quantized_in_pieces",
+    "test_partitioned_quantize_is_judged_by_the_rule",
+    "test_ray_engine_survives_a_killed_worker_with_the_same_rows",
+    "test_int4_rows_on_the_trained_pair",
+    "test_tiny_pair_on_arm64",
+    "test_tiny_pair_in_chromium_and_firefox",
+)
+
+
 # Fixtures that convert a model (a mini, the demo's pair, pieces) or train one: a test that uses one, even
 # through another fixture, is `slow`, so `-m "not slow"` (make test-quick) runs no conversion at all.
 CONVERTING_FIXTURES = {"pipeline", "demo_run", "part_files", "embedder_pieces", "runs"}
@@ -58,7 +71,13 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
     # Stable: the order within stays. The tests that need the demo come last: it starts at once in the background
     # (``_demo_starts_early``) and is done by then, where a worker reaching one early would wait on its lock.
-    items.sort(key=lambda item: (item.path.name not in INDEPENDENT_FIRST, "demo_run" in getattr(item, "fixturenames", ())))
+    items.sort(
+        key=lambda item: (
+            item.path.name not in INDEPENDENT_FIRST,
+            "demo_run" in getattr(item, "fixturenames", ()),
+            item.originalname not in LONGEST_FIRST,
+        )
+    )
 
 
 def shared_dir(tmp_path_factory, name: str) -> Path:

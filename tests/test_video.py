@@ -265,6 +265,11 @@ def test_codec_attacks_do_what_their_names_say(tmp_path):
     assert (probe(tmp_path / "small.mp4").width, probe(tmp_path / "small.mp4").height) == (88, 72)
     with pytest.raises(UsageError, match="unknown codec attack"):
         attack_clip(src, tmp_path / "x.mp4", "h266", 12)
+    # The attack table's sizes: the video bytes of the frames read, so the source's first 6 frames weigh less than
+    # its 12, and the whole file (container and all) more than either.
+    from videoseal_litert.video.io import video_bytes
+
+    assert 0 < video_bytes(src, 6) < video_bytes(src, 12) == video_bytes(src) < src.stat().st_size
 
 
 def test_tiny_int8_files_on_a_generated_clip_agree_with_pytorch(demo_run, tmp_path):

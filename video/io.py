@@ -175,6 +175,21 @@ def _frames_of(
         raise EmptyVideoError(f"{path}: the video track holds no decodable frame")
 
 
+def video_bytes(path: str | Path, frames: int | None = None) -> int:
+    """The bytes of the video stream's first ``frames`` packets (one a frame in H.264, H.265 and VP9), audio and the
+    container left out: the size of the frames a detection read, comparable between a source and its re-encodes."""
+    c = open_input(path)
+    try:
+        total = 0
+        for n, p in enumerate(c.demux(c.streams.video[0])):
+            if frames is not None and n >= frames:
+                break
+            total += p.size
+        return total
+    finally:
+        c.close()
+
+
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[Frame]:
     """The clip's frames one at a time (memory flat in its length); at most ``max_frames``."""
     path = Path(path)

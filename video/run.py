@@ -40,7 +40,7 @@ from videoseal_litert.models.variants import names as variant_names
 from videoseal_litert.models.variants import rule_for, variant
 from videoseal_litert.quantize.stage import ensure_files
 from videoseal_litert.runtime.runners import Runner, open_file
-from videoseal_litert.video.io import ClipInfo, probe
+from videoseal_litert.video.io import ClipInfo, probe, video_bytes
 from videoseal_litert.video.watermark import (
     AGGREGATED,
     AGGREGATIONS,
@@ -492,7 +492,7 @@ def run_video_attacks(
                 v = video_parity(logits[PYTORCH], lg, aggregation, rules[k], True) if PYTORCH in logits and k in rules else None
                 rows.append({"attack": name, "decoder": k, "frames": c["frames"], "bit_accuracy": c["bit_accuracy"], "pvalue": c["pvalue"],
                              "mean_mask_logit": c["mean_mask_logit"], "frame_bit_accuracy_mean": c["frame_bit_accuracy_mean"],
-                             "bytes": clip.stat().st_size, "rule": None if v is None else v.as_dict()})  # fmt: skip
+                             "bytes": video_bytes(clip, c["frames"]), "rule": None if v is None else v.as_dict()})  # fmt: skip
     rd = report_dir or out / "video" / src.name.removesuffix(".mp4")
     r = {
         "model": opts.spec.name,
@@ -510,10 +510,11 @@ def run_video_attacks(
         f"# Codec attacks on {src.name} (model {r['model']}, embedded with {r['embedded_with']})"
         + (" RANDOM WEIGHTS" if r["random_init"] else ""),
         "",
-        f"Bit accuracy of the `{aggregation}` aggregate over the frames (p-value); each file against PyTorch on the same attacked "
+        f"Bit accuracy of the `{aggregation}` aggregate over the frames (p-value); sizes are the video stream's bytes for the "
+        f"frames read (the source's first frames, not its whole file); each file against PyTorch on the same attacked "
         f"clip by the rule (docs/verification.md): pass or FAIL; {r['machine']}; {r['seconds']} s.",
         "",
-        "| attack | frames | MB | " + " | ".join(decoders) + " |",
+        "| attack | frames | video MB (those frames) | " + " | ".join(decoders) + " |",
         "|---|---|---|" + "---|" * len(decoders),
     ]
     for name in ["none", *names]:
