@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from videoseal_litert.core.artifacts import ModelDir, sha256_file, tool_versions
+from videoseal_litert.core.layers import LAYERS
 from videoseal_litert.models.registry import ModelSpec
 from videoseal_litert.runtime.runners import Opener, open_file
 
@@ -27,17 +28,14 @@ def default_threads() -> int:
     return int(os.environ.get(THREADS_ENV, "2"))
 
 
-# Every folder of the installed package: a stage may import any of them.
-CODE_DIRS = ("videoseal_litert", "models", "calibration_data", "runtime", "convert", "quantize", "package", "demo")
-
-
 @functools.cache
-def code_fingerprint() -> str:
-    """Hash of all the project's code and the versions of the tools it drives: a change to either reruns the stages."""
+def code_fingerprint(root: Path = ROOT) -> str:
+    """Hash of all the project's code (every folder of ``core.layers.LAYERS``, the list the layering test asserts:
+    a stage may import any of them) and the versions of the tools it drives: a change to either reruns the stages."""
     h = hashlib.sha256()
-    for sub in CODE_DIRS:
-        for p in sorted((ROOT / sub).rglob("*.py")):
-            h.update(p.relative_to(ROOT).as_posix().encode())
+    for sub in LAYERS:
+        for p in sorted((root / sub).rglob("*.py")):
+            h.update(p.relative_to(root).as_posix().encode())
             h.update(p.read_bytes())
     h.update(json.dumps(tool_versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]

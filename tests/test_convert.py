@@ -65,6 +65,30 @@ def test_stages_rerun_only_when_inputs_change(pipeline, tmp_path, capsys):
     assert json.loads((d / "model.json").read_text())["model_id"] == "videoseal_1.0-mini"
 
 
+def test_a_change_in_core_reruns_the_stage(pipeline, tmp_path, capsys, monkeypatch):
+    """The code the stages ran is part of what they record: the same folder, with one byte of core/metrics.py (the
+    verdict's arithmetic, which the fingerprint used to leave out) changed, makes an up-to-date stage run again."""
+    import shutil
+
+    from videoseal_litert.convert import options
+    from videoseal_litert.core.layers import LAYERS
+
+    out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
+    card = pipeline.card("videoseal_1.0-mini")
+    capsys.readouterr()
+    assert cli("load", "--model", card, "--out", out, "--untrained") == 0
+    assert "up to date, skipped" in capsys.readouterr().out
+    code = tmp_path / "code"
+    for folder in LAYERS:
+        shutil.copytree(options.ROOT / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    metrics = code / "core" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "\n# one more line\n")
+    fingerprint = options.code_fingerprint
+    monkeypatch.setattr(options, "code_fingerprint", lambda: fingerprint(code))
+    assert cli("load", "--model", card, "--out", out, "--untrained") == 0
+    assert "load extractor videoseal_1.0-mini: done" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def random_mini(reference, tmp_path_factory):
     """The VideoSeal 1.0 mini converted with RANDOM weights: another model with the same shapes."""

@@ -11,21 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from videoseal_litert.core.layers import LAYERS  # the one list: the stage fingerprint hashes the same folders
+
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = (
-    "core",
-    "models",
-    "calibration_data",
-    "runtime",
-    "convert",
-    "quantize",
-    "package",
-    "web",
-    "demo",
-    "video",
-    "evaluate",
-    "videoseal_litert",
-)
 IMPORT = re.compile(r"^\s*(?:from|import)\s+videoseal_litert\.(\w+)(?:\.(\w+))?(?:\s+import\s+\(?([^\n]*))?", re.M)
 
 
@@ -79,3 +67,27 @@ def test_core_is_the_bottom_and_imports_no_torch():
 
 def test_demo_and_evaluate_are_siblings():
     assert not [(a, b) for a, b, _, _ in edges() if {a, b} == {"demo", "evaluate"}]
+
+
+def test_the_stage_fingerprint_hashes_every_layer(tmp_path):
+    """One byte changed in any layer (core/ included, which no stage used to see) changes the fingerprint every stage
+    records; the same code gives the same one; and no folder of Python outside the layers exists to escape it."""
+    import shutil
+
+    from videoseal_litert.convert.options import code_fingerprint
+
+    for d in LAYERS:
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    base = code_fingerprint(tmp_path)
+    assert base == code_fingerprint(ROOT)
+    for d in LAYERS:
+        f = sorted((tmp_path / d).rglob("*.py"))[-1]
+        old = f.read_bytes()
+        f.write_bytes(old[:-1] + bytes([old[-1] ^ 1]))
+        code_fingerprint.cache_clear()
+        assert code_fingerprint(tmp_path) != base, f"a change in {d}/ leaves the stage fingerprint as it was"
+        f.write_bytes(old)
+    code_fingerprint.cache_clear()
+    skip = {"tests", ".venv", ".cache", ".git", "artifacts", "dist"}  # tests, the environment, outputs
+    folders = {d.name for d in ROOT.iterdir() if d.is_dir() and d.name not in skip and next(d.rglob("*.py"), None)}
+    assert folders <= set(LAYERS), f"folders of code the fingerprint does not see: {sorted(folders - set(LAYERS))}"
