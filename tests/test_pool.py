@@ -63,3 +63,28 @@ def test_changed_photo_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(pool, "photos", lambda split=None: [sk])
     pool.install(copy)
     assert hashlib.sha256((copy / sk["name"]).read_bytes()).hexdigest() == sk["sha256"]
+
+
+def test_a_photo_read_again_is_the_same_item_and_a_changed_one_is_read_anew(tmp_path):
+    """Stages read the same photos many times: the second read comes from the process's view cache, the very
+    same pixels as a fresh decode; a file changed on disk (new bytes, new mtime) is decoded again, never served old."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from videoseal_litert.calibration_data import build
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "p.png"
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(path)
+    views = build.HELDOUT_VIEWS
+    first = [i.pixels for i in build._items([path], views, 256, build.Tally())]
+    again = [i.pixels for i in build._items([path], views, 256, build.Tally())]
+    fresh = [build.view(build.read_rgb(path), s, w, 256) for s, w in views]
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) and a.dtype == c.dtype for a, b, c in zip(first, again, fresh, strict=True))
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    changed = [i.pixels for i in build._items([path], views, 256, build.Tally())]
+    assert not np.array_equal(changed[0], first[0])
+    assert np.array_equal(changed[0], build.view(build.read_rgb(path), *views[0], 256))
