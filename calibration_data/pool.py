@@ -18,7 +18,6 @@ missing or changed photo is a named ``PhotoPoolError`` that says how to install 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from videoseal_litert.core.artifacts import sha256_file
 from videoseal_litert.core.errors import PhotoPoolError
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,6 @@ def photos(split: str | None = None) -> list[dict]:
     return [p for p in manifest()["photos"] if split is None or p["split"] == split]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def split_paths(split: str, check: bool = False) -> list[Path]:
     """Paths of one split's photos in the installed pool; a missing one is a PhotoPoolError.
 
@@ -73,7 +65,7 @@ def split_paths(split: str, check: bool = False) -> list[Path]:
         f = d / p["name"]
         if not f.is_file():
             raise PhotoPoolError(f"photo pool: {p['name']} ({split} split) is not in {d}; {FIX}")
-        if check and _sha256(f) != p["sha256"]:
+        if check and sha256_file(f) != p["sha256"]:
             raise PhotoPoolError(f"photo pool: {f} is not the photo the manifest names (sha256 differs); {FIX}")
         out.append(f)
     return out
@@ -111,7 +103,7 @@ def install(dest: Path | None = None) -> Path:
     """Install every photo of the manifest into ``dest`` (default ``pool_dir()``); present and intact ones are kept."""
     dest = dest or pool_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in photos() if not ((dest / p["name"]).is_file() and _sha256(dest / p["name"]) == p["sha256"])]
+    todo = [p for p in photos() if not ((dest / p["name"]).is_file() and sha256_file(dest / p["name"]) == p["sha256"])]
     by_deb: dict[tuple[str, str], list[dict]] = {}
     for p in todo:
         pkg = p["package"]
@@ -138,7 +130,7 @@ def install(dest: Path | None = None) -> Path:
 def _place(src: Path, entry: dict, dest: Path) -> None:
     if not src.is_file():
         raise PhotoPoolError(f"photo pool: {entry['name']} is not at {entry['package']['path']} in its package")
-    if _sha256(src) != entry["sha256"]:
+    if sha256_file(src) != entry["sha256"]:
         raise PhotoPoolError(f"photo pool: {entry['name']} in its package is not the photo the manifest names (sha256 differs)")
     tmp = dest / f".{entry['name']}.tmp"
     shutil.copyfile(src, tmp)

@@ -277,7 +277,7 @@ class ModelDir:
         """With the lock held nobody else writes here: ``atomic_path`` files left by a killed run are debris."""
         for p in sorted({*self.path.rglob(".*.tmp"), *self.path.rglob(".*.tmp.*")}):
             with contextlib.suppress(OSError):
-                if p.is_dir():  # a scratch folder (quantize.partition.scratch_dir)
+                if p.is_dir():  # a scratch folder (convert.split.scratch_dir)
                     shutil.rmtree(p)
                 else:
                     p.unlink()

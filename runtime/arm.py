@@ -22,7 +22,6 @@ seconds under emulation).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from videoseal_litert.core.artifacts import sha256_file
 from videoseal_litert.core.errors import ArmRunError, ArmSetupError
 from videoseal_litert.runtime.runners import LiteRT, Opener, Outputs, open_runner
 
@@ -64,11 +64,6 @@ RUN_TIMEOUT_S = 1800
 def cache_dir() -> Path:
     env = os.environ.get("VIDEOSEAL_ARM64_CACHE")
     return Path(env) if env else ROOT / ".cache" / "arm64"
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -211,7 +206,7 @@ def _wheels(dest: Path, cache: Path) -> list[Path]:
 
 
 def _entry(path: Path) -> dict[str, Any]:
-    return {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def ensure_toolchain(cache: Path | None = None) -> Toolchain:

@@ -1,6 +1,6 @@
 """One-way layering of the project's folders: each imports only the layers below it, none imports a private name of another.
 
-core <- models <- calibration_data <- runtime <- convert <- quantize <- package <- web <- demo, evaluate <- the command
+core <- models <- calibration_data <- runtime <- convert <- quantize <- package <- web <- demo <- video <- evaluate <- the command
 line (``videoseal_litert/``); ``core`` (console, artifacts and hashing, metrics, the logit layout, errors and
 exit handling) imports no other folder and no torch, and ``demo`` and ``evaluate`` are siblings. Read from the source (every ``import videoseal_litert.<folder>``, at any
 indentation), so a lazy import inside a function counts too.

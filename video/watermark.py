@@ -17,7 +17,6 @@ is positive.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 
 from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.core.errors import UsageError
-from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue
+from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue, psnr_db
 from videoseal_litert.models.cards import FALLBACK_VIDEO
 from videoseal_litert.models.gate import Rule, Verdict, judge_decisions, judge_extractor
 from videoseal_litert.runtime.route import blend, residual, resize_aa
@@ -77,8 +76,7 @@ class KeyFrames:
     def mark(self, index: int, rgb: np.ndarray) -> np.ndarray:
         x = rgb.astype(np.float32) / 255.0
         y = to_uint8(self.watermark(index, x))
-        mse = float(np.mean((y.astype(np.float64) - rgb) ** 2))
-        self.psnr_db.append(math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse))
+        self.psnr_db.append(psnr_db(y / 255.0, rgb / 255.0))
         return y
 
 

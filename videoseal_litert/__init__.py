@@ -1,7 +1,7 @@
 """videoseal-litert: VideoSeal-family watermark extractors and embedders from PyTorch to verified, quantized LiteRT.
 
-The project's folders (``models/``, ``calibration_data/``, ``runtime/``, ``convert/``, ``quantize/``,
-``package/``, ``demo/``) are installed as subpackages of this one (``package-dir`` in
+The project's folders (``core.layers.LAYERS``: ``core/``, ``models/``, ``calibration_data/``, ``runtime/``,
+``convert/``, ``quantize/``, ``package/``, ``web/``, ``demo/``, ``video/``, ``evaluate/``) are installed as subpackages of this one (``package-dir`` in
 ``pyproject.toml``), so installing the project adds a single top-level name to an environment.
 """
 

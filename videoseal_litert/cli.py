@@ -4,7 +4,7 @@ Every command is a subcommand of one ``argparse`` parser; the options that mean 
 (``--model``, ``--part``, ``--ckpt``, ``--random-init``, ``--allow-*``, ``--out``, ``--images``,
 ``--threads``, ``--force``, ``--variants``) come from shared parent parsers, so they are spelled and
 checked the same everywhere. The Makefile's targets call these commands. Every command ends in the
-one error model of ``models.errors.run_main``: ``error: <Name>: <message>`` on stderr and exit code
+one error model of ``core.exit.run_main``: ``error: <Name>: <message>`` on stderr and exit code
 2 for a named error (a bad option included), 3 for an unexpected one (a bug), 130 after SIGINT and
 143 after SIGTERM, with no traceback unless ``--debug`` (or ``VIDEOSEAL_DEBUG=1``) is given.
 

@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from videoseal_litert.core.artifacts import sha256_file
 from videoseal_litert.core.errors import BrowserSetupError
 
 WEB = Path(__file__).resolve().parent
@@ -93,11 +94,6 @@ def _to_install() -> list[str]:
     return [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("Inst ")]
 
 
-def _sha256(p: Path) -> str:
-    with open(p, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def ensure_browsers(names: tuple[str, ...] = tuple(PACKAGES)) -> dict[str, Browser]:
     """Each browser in ``names``: a binary named by CHROMIUM=/FIREFOX=, the system's, or the unpacked Debian one."""
     unknown = [n for n in names if n not in PACKAGES]
@@ -140,7 +136,9 @@ def _unpack(cache: Path) -> None:
         for deb in sorted(debs.glob("*.deb")):
             _run(["dpkg-deb", "-x", str(deb), str(work / "root")], f"unpacking {deb.name}")
             name, version = deb.stem.split("_")[:2]
-            record.append({"package": name, "version": version.replace("%3a", ":"), "sha256": _sha256(deb), "bytes": deb.stat().st_size})
+            record.append(
+                {"package": name, "version": version.replace("%3a", ":"), "sha256": sha256_file(deb), "bytes": deb.stat().st_size}
+            )
         for docs in ("doc", "man", "lintian"):
             shutil.rmtree(work / "root" / "usr" / "share" / docs, ignore_errors=True)
         shutil.rmtree(debs)

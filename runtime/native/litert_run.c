@@ -13,7 +13,7 @@
  * The ai-edge-litert wheel ships libLiteRt.so without headers, so the few declarations used are written
  * below from LiteRT's public C API (litert/c/litert_*.h); only the first two fields of
  * LiteRtRankedTensorType are read (element type, then rank and dimensions), which are the same in every
- * LiteRT 2.x layout. Build: see runtime/native.py (gcc on x86-64, zig cc for aarch64).
+ * LiteRT 2.x layout. Build: see runtime/native_build.py (gcc on x86-64, zig cc for aarch64).
  */
 #include <errno.h>
 #include <math.h>
