@@ -28,6 +28,9 @@ def default_threads() -> int:
     return int(os.environ.get(THREADS_ENV, "2"))
 
 
+NOT_CODE = {"node_modules", "__pycache__"}  # installed by make web-setup, or written by Python: not the project's code
+
+
 @functools.cache
 def code_fingerprint(root: Path = ROOT) -> str:
     """Hash of all the project's code (every folder of ``core.layers.LAYERS``, the list the layering test asserts:
@@ -35,6 +38,8 @@ def code_fingerprint(root: Path = ROOT) -> str:
     h = hashlib.sha256()
     for sub in LAYERS:
         for p in sorted((root / sub).rglob("*.py")):
+            if NOT_CODE & set(p.relative_to(root).parts):
+                continue
             h.update(p.relative_to(root).as_posix().encode())
             h.update(p.read_bytes())
     h.update(json.dumps(tool_versions(), sort_keys=True).encode())

@@ -80,7 +80,7 @@ def test_a_change_in_core_reruns_the_stage(pipeline, tmp_path, capsys, monkeypat
     assert "up to date, skipped" in capsys.readouterr().out
     code = tmp_path / "code"
     for folder in LAYERS:
-        shutil.copytree(options.ROOT / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(options.ROOT / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
     metrics = code / "core" / "metrics.py"
     metrics.write_text(metrics.read_text() + "\n# one more line\n")
     fingerprint = options.code_fingerprint

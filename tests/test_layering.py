@@ -77,7 +77,7 @@ def test_the_stage_fingerprint_hashes_every_layer(tmp_path):
     from videoseal_litert.convert.options import code_fingerprint
 
     for d in LAYERS:
-        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
     base = code_fingerprint(tmp_path)
     assert base == code_fingerprint(ROOT)
     for d in LAYERS:
