@@ -59,6 +59,11 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 def view(img: np.ndarray, scale: float, where: str, size: int) -> np.ndarray:
     """One view of a (3, H, W) image: a square crop at `scale` of the short side, or the full image (scale 0)."""
+    return view_u8(img, scale, where, size).astype(np.float32) / 255.0
+
+
+def view_u8(img: np.ndarray, scale: float, where: str, size: int) -> np.ndarray:
+    """:func:`view`'s 8-bit pixels."""
     if where.endswith("flip"):
         img = img[:, :, ::-1]
     if scale > 0:
@@ -72,7 +77,7 @@ def view(img: np.ndarray, scale: float, where: str, size: int) -> np.ndarray:
             y, x = (h - s) // 2, (w - s) // 2
         img = img[:, y : y + s, x : x + s]
     # Quantize to 8 bits like a stored image, so an item is fully described by its uint8 pixels.
-    return to_uint8(resize_like_detect(np.ascontiguousarray(img), size).numpy()).astype(np.float32) / 255.0
+    return to_uint8(resize_like_detect(np.ascontiguousarray(img), size).numpy())
 
 
 # Views already made in this process, as their 8-bit pixels, by (file, its mtime and size, view, size): every
@@ -85,16 +90,14 @@ _views: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
 
 def _cached_views(p: Path, views: tuple[tuple[float, str], ...], size: int) -> list[np.ndarray]:
     """The 8-bit (3, size, size) pixels of each view of ``p``, decoding it only when one is not cached."""
-    try:
-        st = p.stat()
-        stamp: tuple[Any, ...] = (str(p.resolve()), st.st_mtime_ns, st.st_size, size)
-    except OSError:
-        stamp = ()
-    keys = [(*stamp, scale, where) for scale, where in views]
-    if not stamp or not all(k in _views for k in keys):
+    if not p.is_file():
+        read_rgb(p)  # the ImageError that names it
+    st = p.stat()
+    keys = [(str(p.resolve()), st.st_mtime_ns, st.st_size, size, scale, where) for scale, where in views]
+    if not all(k in _views for k in keys):
         img = read_rgb(p)  # ImageError names a file that is not a photo (never cached)
         for k, (scale, where) in zip(keys, views, strict=True):
-            _views[k] = to_uint8(view(img, scale, where, size))
+            _views[k] = view_u8(img, scale, where, size)
     out = []
     for k in keys:
         _views.move_to_end(k)

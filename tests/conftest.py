@@ -238,3 +238,15 @@ def demo_run(tmp_path_factory) -> tuple[Path, int, list[str]]:
     _run_demo_once(root)
     saved = json.loads((root / "terminal.json").read_text())
     return root / "artifacts", saved["rc"], saved["lines"]
+
+
+def copy_code(root: Path, dest: Path) -> None:
+    """The project's code (every folder of ``core.layers.LAYERS``, Python files only: not the photo pool, node_modules
+    or caches) from ``root`` into ``dest``: what the stage fingerprint hashes."""
+    from videoseal_litert.core.layers import LAYERS
+
+    def not_code(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if n in ("__pycache__", "node_modules") or not (n.endswith(".py") or (Path(folder) / n).is_dir())]
+
+    for d in LAYERS:
+        shutil.copytree(root / d, dest / d, ignore=not_code)

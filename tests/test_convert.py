@@ -68,10 +68,8 @@ def test_stages_rerun_only_when_inputs_change(pipeline, tmp_path, capsys):
 def test_a_change_in_core_reruns_the_stage(pipeline, tmp_path, capsys, monkeypatch):
     """The code the stages ran is part of what they record: the same folder, with one byte of core/metrics.py (the
     verdict's arithmetic, which the fingerprint used to leave out) changed, makes an up-to-date stage run again."""
-    import shutil
-
+    from tests.conftest import copy_code
     from videoseal_litert.convert import options
-    from videoseal_litert.core.layers import LAYERS
 
     out, d = pipeline.copy(pipeline.converted("videoseal_1.0-mini"), tmp_path)
     card = pipeline.card("videoseal_1.0-mini")
@@ -79,8 +77,7 @@ def test_a_change_in_core_reruns_the_stage(pipeline, tmp_path, capsys, monkeypat
     assert cli("load", "--model", card, "--out", out, "--untrained") == 0
     assert "up to date, skipped" in capsys.readouterr().out
     code = tmp_path / "code"
-    for folder in LAYERS:
-        shutil.copytree(options.ROOT / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+    copy_code(options.ROOT, code)
     metrics = code / "core" / "metrics.py"
     metrics.write_text(metrics.read_text() + "\n# one more line\n")
     fingerprint = options.code_fingerprint

@@ -72,12 +72,10 @@ def test_demo_and_evaluate_are_siblings():
 def test_the_stage_fingerprint_hashes_every_layer(tmp_path):
     """One byte changed in any layer (core/ included, which no stage used to see) changes the fingerprint every stage
     records; the same code gives the same one; and no folder of Python outside the layers exists to escape it."""
-    import shutil
-
+    from tests.conftest import copy_code
     from videoseal_litert.convert.options import code_fingerprint
 
-    for d in LAYERS:
-        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+    copy_code(ROOT, tmp_path)
     base = code_fingerprint(tmp_path)
     assert base == code_fingerprint(ROOT)
     for d in LAYERS:

@@ -45,6 +45,7 @@ from videoseal_litert.video.watermark import (
     AGGREGATED,
     AGGREGATIONS,
     bits_hex,
+    bits_text,
     clip_result,
     detect_video,
     embed_video,
@@ -68,10 +69,6 @@ def card_video_args(opts: RunOptions) -> dict[str, Any]:
     return opts.spec.card.video.as_dict()
 
 
-def bits_to_text(bits: np.ndarray) -> str:
-    return "".join("1" if b else "0" for b in np.asarray(bits, bool))
-
-
 def parse_message(text: str, nbits: int) -> np.ndarray:
     """``nbits`` characters of 0/1, or hex (the bits left to right, as ``embed`` writes them): (nbits,) int64."""
     t = text.strip().lower().removeprefix("0x")
@@ -86,8 +83,7 @@ def parse_message(text: str, nbits: int) -> np.ndarray:
     return np.array([c == "1" for c in bits[:nbits]], np.int64)
 
 
-def to_hex(bits: np.ndarray) -> str:
-    return bits_hex(bits)
+to_hex = bits_hex  # the name the CLI and tests know
 
 
 def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool) -> tuple[str, Runner, dict[str, Any]]:
@@ -191,7 +187,7 @@ def run_video_embed(
         "input": {**info.as_dict(), "sha256": sha256_file(src), "frames_declared": declared, "frames_decoded": e.frames},
         "output": {"file": str(dst), "sha256": sha256_file(dst), "codec": "h264 (libx264)", "crf": crf, "pix_fmt": e.written.pix_fmt},
         "embedder": {"variant": name, **file},
-        "message": bits_to_text(bits),
+        "message": bits_text(bits),
         "message_hex": to_hex(bits),
         "message_source": msg_source,
         "nbits": nbits,
@@ -284,7 +280,7 @@ def run_video_detect(
         "input": {**info.as_dict(), "sha256": sha256_file(src)},
         "frames": int(len(next(iter(logits.values())))),
         "frames_per_second": round(fps, 2),
-        "message": None if msg is None else bits_to_text(msg),
+        "message": None if msg is None else bits_text(msg),
         "message_source": msg_source,
         "aggregation": aggregation,
         "files": files,
@@ -332,7 +328,7 @@ def _write_series(rd: Path, logits: dict[str, np.ndarray], msg: np.ndarray | Non
             rows["decoder"].append(k)
             rows["mask_logit"].append(float(row[0]))
             rows["bit_accuracy"].append(None if msg is None else float(((row[1:] > 0) == msg.astype(bool)).mean()))
-            rows["bits"].append(bits_to_text(row[1:] > 0))
+            rows["bits"].append(bits_text(row[1:] > 0))
     rd.mkdir(parents=True, exist_ok=True)
     with atomic_path(rd / "frames.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)

@@ -139,7 +139,7 @@ def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dic
     r: dict[str, Any] = {
         "frames": int(len(logits)),
         "aggregation": how,
-        "bits": "".join("1" if b else "0" for b in bits),
+        "bits": bits_text(bits),
         "mean_mask_logit": float(logits[:, 0].mean()),
         "frames_mask_positive": int((logits[:, 0] > 0).sum()),
     }
@@ -159,9 +159,15 @@ def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dic
     return r
 
 
+def bits_text(bits: np.ndarray) -> str:
+    """Bits as a string of 0/1, left to right."""
+    return "".join("1" if x else "0" for x in np.asarray(bits, bool))
+
+
 def bits_hex(bits: np.ndarray) -> str:
-    """Bits (left to right) as hex, the last digit padded with zeros: how embed prints a message."""
-    b = "".join("1" if x else "0" for x in np.asarray(bits, bool))
+    """Bits (left to right) as hex, the last digit padded with zeros: how embed prints a message (``parse_message``
+    reads it back; the bundle's ``run_extractor.bits_hex`` pads to whole bytes instead)."""
+    b = bits_text(bits)
     b += "0" * (-len(b) % 4)
     return "".join(f"{int(b[i : i + 4], 2):x}" for i in range(0, len(b), 4))
 
