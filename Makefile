@@ -24,7 +24,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: video-embed video-detect video-attack setup photos demo train-fixture test test-quick test-full convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
+.PHONY: video-embed video-detect video-attack setup photos demo train-fixture test test-quick test-full test-platforms convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
 # records the extras it installed: asking for other extras installs again.
@@ -131,15 +131,24 @@ train-fixture: setup
 # (.failed.tflite), never-verified or changed file, and their summaries say so.
 UNVERIFIED = $(if $(call yes,$(ALLOW_UNVERIFIED)),--allow-unverified)
 
-# Two worker processes (pytest-xdist, one CPU thread each; they share the converted minis). The tests run the
-# tiny pair in headless Chromium and Firefox (web-setup) and through the LiteRT C library.
+# Two worker processes (pytest-xdist, one CPU thread each; they share the converted minis). worksteal: each
+# worker takes half of the ordered list and the first one done takes from the other's tail (about a minute
+# less than the default scheduling, which left one worker alone with the last long tests). The tests run
+# files in headless Chromium and Firefox (web-setup) and through the LiteRT C library.
 TEST_WORKERS ?= 2
+TEST_ARGS = -q -n $(TEST_WORKERS) --dist worksteal
 test: setup web-setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest $(TEST_ARGS)
+
+# The tiny pair on the platforms around the pipeline: the page in headless Chromium and Firefox, the INT8 files
+# and the bundle on three emulated ARM64 CPUs, the Ray engine losing a worker (the `platforms` marker; about
+# 3 minutes of emulators, browsers and a cluster after the demo). CI runs it after `make test`.
+test-platforms: setup web-setup
+	$(PY) -m pytest $(TEST_ARGS) -m platforms
 
 # The quick run: no conversion, no test over a few seconds (under 2 minutes on 2 cores).
 test-quick: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not fullsize"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not fullsize and not platforms"
 
 test-full: setup
 	$(PY) -m pytest -q -m fullsize

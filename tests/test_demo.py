@@ -216,6 +216,7 @@ def _arm_files(r: dict, cpus: tuple[str, ...] | None = None) -> tuple[dict, dict
     return ex, em
 
 
+@pytest.mark.platforms
 def test_tiny_pair_on_arm64(demo, tmp_path):
     """The trained tiny pair's INT8 extractor and INT8 embedder (the files whose kernels differ by CPU) on the
     four emulated ARM64 CPU models pass the rule against PyTorch as on x86, within the ARM-x86 bound, and its

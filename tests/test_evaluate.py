@@ -15,6 +15,7 @@ import colorsys
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -159,19 +160,23 @@ N_IMAGES = 20
 
 @pytest.fixture(scope="module")
 def setup_eval(demo_run, tmp_path_factory):
-    """20 small photos of the evaluation split (varied sizes) plus one unreadable file, and the demo's files."""
+    """20 small photos of the evaluation split (varied sizes) plus one unreadable file, and the demo's files: made once
+    per run in a folder both workers see (the local run below is shared the same way)."""
+    from tests.conftest import locked, shared_dir
     from videoseal_litert.calibration_data.pool import split_paths
 
     out, rc, lines = demo_run
     assert rc == 0, "\n".join(lines[-30:])
-    root = tmp_path_factory.mktemp("evaluate")
+    root = shared_dir(tmp_path_factory, "evaluate")
     photos = root / "photos"
-    photos.mkdir()
-    src = split_paths("evaluation")
-    for i in range(N_IMAGES):
-        with Image.open(src[i % len(src)]) as im:
-            im.convert("RGB").resize((96 + 8 * (i % 5), 80 + 16 * (i % 3))).save(photos / f"p{i:02d}.{'jpg' if i % 2 else 'png'}")
-    (photos / "zz-broken.jpg").write_bytes(b"not a jpeg")
+    with locked(root / ".lock-photos"):
+        if not (photos / "zz-broken.jpg").is_file():
+            photos.mkdir(exist_ok=True)
+            src = split_paths("evaluation")
+            for i in range(N_IMAGES):
+                with Image.open(src[i % len(src)]) as im:
+                    im.convert("RGB").resize((96 + 8 * (i % 5), 80 + 16 * (i % 3))).save(photos / f"p{i:02d}.{'jpg' if i % 2 else 'png'}")
+            (photos / "zz-broken.jpg").write_bytes(b"not a jpeg")
     md = out / "tiny"
     variants = ",".join(["pytorch", *(str(md / f) for f in ("fp32.tflite", "int8.tflite", "embedder-int8.tflite"))])
     return root, photos, variants
@@ -187,7 +192,7 @@ def _evaluate(setup_eval, name, engine="local", **kw):
 
     root, photos, variants = setup_eval
     return run_evaluate(
-        "tiny", root / "art", images=str(photos), attacks=ATTACKS, variants=variants, engine=engine, threads=1, eval_dir=root / name,
+        "tiny", root / f"art-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", images=str(photos), attacks=ATTACKS, variants=variants, engine=engine, threads=1, eval_dir=root / name,
         videos=str(clip_path("carphone_pristine.mp4")), video_attacks=VIDEO_ATTACKS, video_frames=4, **kw,
     )  # fmt: skip
 
@@ -208,7 +213,14 @@ def _same(a, b) -> None:
 
 @pytest.fixture(scope="module")
 def local_run(setup_eval):
-    return _evaluate(setup_eval, "local")
+    """The local engine's run, once per test run whichever worker asks first (the other waits on the lock)."""
+    from tests.conftest import locked
+
+    root = setup_eval[0]
+    with locked(root / ".lock-local"):
+        if not (root / "local" / "summary.json").is_file():
+            _evaluate(setup_eval, "local")
+    return json.loads((root / "local" / "summary.json").read_text())
 
 
 @pytest.mark.slow
@@ -250,6 +262,7 @@ def test_local_rows_and_summary(setup_eval, local_run):
 
 
 @pytest.mark.slow
+@pytest.mark.platforms
 def test_ray_engine_survives_a_killed_worker_with_the_same_rows(setup_eval, local_run, tmp_path):
     # The set-up's sentinel records the extras it installed: with 'scale' (make setup's default, CI's) Ray must
     # import; only a set-up made with EXTRAS=dev (no Ray, by choice) skips, and says why.

@@ -33,6 +33,7 @@ def tiny_bundle(demo_run, tmp_path_factory):
     return dist / "tiny", pool.pool_dir() / photo["name"]
 
 
+@pytest.mark.platforms
 def test_tiny_pair_in_chromium_and_firefox(tiny_bundle, pipeline, tmp_path):
     """Every file of the bundle in both browsers, on each backend the page uses (WASM; WebGPU where the browser has an
     adapter: Chromium's SwiftShader here, Firefox ESR none), passes the rule against PyTorch on the golden inputs and
