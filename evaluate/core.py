@@ -96,11 +96,9 @@ class EvalConfig:
     video_attacks: str = "off"  # the video pass (evaluate/video.py): its attacks, frames per clip, aggregation
     video_frames: int = 16
     video_aggregation: str = "avg"
-    kill_once: str | None = None  # tests only: a folder; the first decoder call to find it empty kills its process
 
     def record(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("kill_once")
         d.pop("threads")
         d.pop("out")
         return d
@@ -248,8 +246,8 @@ class Decoder:
             self.runner = open_file(variant, cfg.threads)
 
     def __call__(self, batch: Batch) -> Batch:
-        if self.cfg.kill_once:
-            _kill_once(Path(self.cfg.kill_once), self.name)
+        if os.environ.get(KILL_ONCE_ENV):
+            _kill_once(Path(os.environ[KILL_ONCE_ENV]), self.name)
         n = len(batch["image"])
         nbits = batch["message"].shape[1]
         logits = np.full((n, 1 + nbits), np.nan, np.float32)
@@ -268,6 +266,10 @@ class Decoder:
     def _one(self, image: np.ndarray) -> np.ndarray:
         out = self.runner({"image": image})
         return np.concatenate([out["mask_logit"].reshape(-1)[:1], out["bit_logits"].reshape(-1)])
+
+
+# Tests of fault tolerance only: a folder, read from the environment (the engine's workers inherit it), never an option.
+KILL_ONCE_ENV = "VIDEOSEAL_TEST_KILL_ONCE"
 
 
 def _kill_once(folder: Path, name: str) -> None:

@@ -145,7 +145,6 @@ def run_evaluate(
     threads: int = 2,
     eval_dir: Path | None = None,
     force: bool = False,
-    kill_once: str | None = None,
     allow_unverified: bool = False,
     videos: str | None = None,
     video_attacks: str | None = None,
@@ -153,39 +152,10 @@ def run_evaluate(
     video_aggregation: str = "avg",
 ) -> dict[str, Any]:
     t0 = time.time()
-    if engine not in engines.ENGINES:
-        raise UsageError(f"unknown engine {engine!r}: {', '.join(engines.ENGINES)}")
-    if engine == "ray":
-        engines.import_ray()  # the named error before any work
-    if messages_per_image < 1:
-        raise UsageError(f"--messages-per-image {messages_per_image}: at least 1")
-    attack_list = resolve_attacks(attacks)
-    clips: list[str] = []
-    if videos and videos != "none":
-        from videoseal_litert.video.attacks import resolve_video_attacks
-        from videoseal_litert.video.watermark import AGGREGATIONS
-
-        clips = engines.list_videos(videos)
-        if not resolve_video_attacks(video_attacks) or video_frames < 1 or video_aggregation not in AGGREGATIONS:
-            raise UsageError(
-                f"videos: --video-attacks {video_attacks!r} names none, or --video-frames {video_frames} < 1, or --video-aggregation "
-                f"{video_aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
-            )
+    attack_list, clips = _checked_request(engine, messages_per_image, attacks, videos, video_attacks, video_frames, video_aggregation)
     opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
-    random_weights = opts.random_weights
-    emb, dec, make = choose(opts, variants)
-    if images:
-        paths = engines.list_inputs(images)
-    else:
-        from videoseal_litert.calibration_data.pool import split_paths
-
-        paths = [str(p) for p in split_paths("evaluation")]
-    ensure_files(opts, make, "evaluate")
-    # Verified files only (a failed one resolves to its .failed.tflite name, labelled so in every row) unless allowed.
-    checked = {f: require_verified(Path(f), allow_unverified, "evaluate") for f in (*emb, *dec) if f != PYTORCH}
-    emb = tuple(checked[f]["file"] if f in checked else f for f in emb)
-    dec = tuple(checked[f]["file"] if f in checked else f for f in dec)
-    unverified = {label(c["file"]): c["status"] for c in checked.values() if c["status"] != "verified"}
+    paths = engines.list_inputs(images) if images else [str(p) for p in _evaluation_split()]
+    emb, dec, checked = _chosen_files(opts, variants, allow_unverified)
     cfg = EvalConfig(
         model=model,
         out=str(out),
@@ -198,24 +168,92 @@ def run_evaluate(
         messages_per_image=messages_per_image,
         seed=seed,
         threads=threads,
-        kill_once=kill_once,
         video_attacks=(video_attacks or "codec") if clips else "off",
         video_frames=video_frames,
         video_aggregation=video_aggregation,
     )
     ed = eval_dir or (opts.model_dir.path / "evaluate")
-    rows_dir = ed / "rows"
-    # What the rows depend on beyond the options: the bytes of every file and of the checkpoint (a
-    # re-quantized int8.tflite under the same name must not resume into the old rows).
-    files = {label(f): sha256_file(f) for f in (*emb, *dec) if f != PYTORCH}
-    files["checkpoint"] = opts.inputs()["checkpoint_sha256"] if PYTORCH in (*emb, *dec) else None
-    record = {
-        **cfg.record(),
-        "images": str(images or "the photo pool's evaluation split"),
-        "num_images": len(paths),
-        "videos": clips,
-        "sha256": files,
-    }
+    record = _start_record(cfg, opts, ed, force, images=str(images or "the photo pool's evaluation split"), paths=paths, clips=clips)
+    say(
+        f"evaluate: {len(paths)} image(s) x {messages_per_image} message(s) x {len(emb)} embedder(s) x {len(attack_list)} attack(s) "
+        f"x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {engine}"
+        + (" (RANDOM weights)" if opts.random_weights else "")
+    )
+    # Ray: one cluster for both passes (starting a local one costs tens of seconds); run_ray leaves it running.
+    ray_mod, ray_started = engines.start_ray(ray_address, engines.cluster_cpus(cfg)) if engine == "ray" and clips else (None, False)
+    try:
+        rows_dir = ed / "rows"
+        if engine == "local":
+            timing = engines.run_local(cfg, paths, rows_dir, progress)
+        else:
+            per_image = messages_per_image * len(emb) * len(attack_list) * len(dec)
+            timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers, expected_rows=len(paths) * per_image)
+        s = _image_report(cfg, record, ed, timing, attack_list, checked, engine, opts.random_weights, t0)
+        if clips:
+            s["video"] = _video_pass(cfg, clips, ed, engine, ray_address, workers)
+            s["wall_s"] = round(time.time() - t0, 1)
+            write_json(ed / "summary.json", s)
+        _closing_lines(s, timing, ed)
+        return s
+    finally:
+        if ray_started:
+            ray_mod.shutdown()
+
+
+def _evaluation_split() -> list[Path]:
+    from videoseal_litert.calibration_data.pool import split_paths
+
+    return split_paths("evaluation")
+
+
+def _checked_request(
+    engine: str,
+    messages_per_image: int,
+    attacks: str | None,
+    videos: str | None,
+    video_attacks: str | None,
+    video_frames: int,
+    aggregation: str,
+) -> tuple[list, list[str]]:
+    """The request's named errors before any work; its attacks and its clips."""
+    if engine not in engines.ENGINES:
+        raise UsageError(f"unknown engine {engine!r}: {', '.join(engines.ENGINES)}")
+    if engine == "ray":
+        engines.import_ray()
+    if messages_per_image < 1:
+        raise UsageError(f"--messages-per-image {messages_per_image}: at least 1")
+    attack_list = resolve_attacks(attacks)
+    clips: list[str] = []
+    if videos and videos != "none":
+        from videoseal_litert.video.attacks import resolve_video_attacks
+        from videoseal_litert.video.watermark import AGGREGATIONS
+
+        clips = engines.list_videos(videos)
+        if not resolve_video_attacks(video_attacks) or video_frames < 1 or aggregation not in AGGREGATIONS:
+            raise UsageError(
+                f"videos: --video-attacks {video_attacks!r} names none, or --video-frames {video_frames} < 1, or --video-aggregation "
+                f"{aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
+            )
+    return attack_list, clips
+
+
+def _chosen_files(opts: RunOptions, variants: str | None, allow_unverified: bool) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+    """The embedders and decoders (made where missing), verified files only (a failed one under its .failed.tflite
+    name, labelled so in every row) unless allowed; and what each file's check found."""
+    emb, dec, make = choose(opts, variants)
+    ensure_files(opts, make, "evaluate")
+    checked = {f: require_verified(Path(f), allow_unverified, "evaluate") for f in (*emb, *dec) if f != PYTORCH}
+    emb = tuple(checked[f]["file"] if f in checked else f for f in emb)
+    dec = tuple(checked[f]["file"] if f in checked else f for f in dec)
+    return emb, dec, checked
+
+
+def _start_record(cfg: EvalConfig, opts: RunOptions, ed: Path, force: bool, images: str, paths: list[str], clips: list[str]) -> dict:
+    """``run.json``: the settings and the bytes of every file and of the checkpoint the rows depend on (a re-quantized
+    int8.tflite under the same name must not resume into the old rows); other settings in the folder are refused."""
+    files = {label(f): sha256_file(f) for f in (*cfg.embedders, *cfg.decoders) if f != PYTORCH}
+    files["checkpoint"] = opts.inputs()["checkpoint_sha256"] if PYTORCH in (*cfg.embedders, *cfg.decoders) else None
+    record = {**cfg.record(), "images": images, "num_images": len(paths), "videos": clips, "sha256": files}
     record = json.loads(json.dumps(record))  # as run.json holds it (tuples as lists)
     run_file = ed / "run.json"
     if force and ed.exists():
@@ -225,61 +263,54 @@ def run_evaluate(
         if {k: old.get(k) for k in record} != record:
             diff = ", ".join(k for k in record if old.get(k) != record[k])
             raise UsageError(f"{ed} holds rows of other settings ({diff}); FORCE=1 (--force) starts it afresh, or choose --eval-dir")
-    write_json(run_file, {**record, "random_weights": random_weights})
-    say(
-        f"evaluate: {len(paths)} image(s) x {messages_per_image} message(s) x {len(emb)} embedder(s) x {len(attack_list)} attack(s) "
-        f"x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {engine}" + (" (RANDOM weights)" if random_weights else "")
+    write_json(run_file, {**record, "random_weights": opts.random_weights})
+    return record
+
+
+def _image_report(
+    cfg: EvalConfig, record: dict, ed: Path, timing: dict, attack_list: list, checked: dict, engine: str, random_weights: bool, t0: float
+) -> dict[str, Any]:
+    """The image pass's summary from its rows: summary.json / .md / .png, and its tables on the terminal."""
+    dec = [label(d) for d in cfg.decoders]
+    unverified = {label(c["file"]): c["status"] for c in checked.values() if c["status"] != "verified"}
+    rows_dir = ed / "rows"
+    s = summary.summarize(engines.read_rows(rows_dir), dec)
+    s.update(
+        {
+            "model": cfg.model,
+            "random_weights": random_weights,
+            "engine": engine,
+            "timing": timing,
+            "attacks": [a.name for a in attack_list],
+            "machine": machine_description(),
+            "wall_s": round(time.time() - t0, 1),
+            "unverified_files": unverified,
+        }
     )
-    # Ray: one cluster for both passes (starting a local one costs tens of seconds); run_ray leaves it running.
-    ray_mod, ray_started = engines.start_ray(ray_address, engines.cluster_cpus(cfg)) if engine == "ray" and clips else (None, False)
-    try:
-        if engine == "local":
-            timing = engines.run_local(cfg, paths, rows_dir, progress)
-        else:
-            per_image = messages_per_image * len(emb) * len(attack_list) * len(dec)
-            timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers, expected_rows=len(paths) * per_image)
-        table = engines.read_rows(rows_dir)
-        s = summary.summarize(table, [label(d) for d in dec])
-        s.update(
-            {
-                "model": model,
-                "random_weights": random_weights,
-                "engine": engine,
-                "timing": timing,
-                "attacks": [a.name for a in attack_list],
-                "machine": machine_description(),
-                "wall_s": round(time.time() - t0, 1),
-                "unverified_files": unverified,
-            }
-        )
-        write_json(ed / "run.json", {**record, "random_weights": random_weights, "timing": timing, "machine": s["machine"]})
-        head = (
-            f"# Evaluation: {model}{' (RANDOM weights)' if random_weights else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
-            f"Images: {record['images']}; {messages_per_image} seeded message(s) per image (seed {seed}); embedders: "
-            f"{', '.join(label(e) for e in emb)}; decoders: {', '.join(label(d) for d in dec)}; engine {engine}; {s['machine']}. "
-            f"{s['rows']} rows in {rows_dir}."
-            + (f" **Files used with --allow-unverified**: {', '.join(f'{k} ({v})' for k, v in unverified.items())}." if unverified else "")
-        )
-        write_json(ed / "summary.json", s)
-        write_text(ed / "summary.md", summary.render(s, head))
-        summary.plot(s, ed / "summary.png")
-        say(summary.family_table(s))
-        say(_verdicts(checked))
-        if s["errors"]:
-            say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
-        if clips:
-            s["video"] = _video_pass(cfg, clips, ed, engine, ray_address, workers)
-            s["wall_s"] = round(time.time() - t0, 1)
-            write_json(ed / "summary.json", s)
-        ips = timing.get("images_per_s")
-        if unverified:
-            say(f"evaluate: UNVERIFIED files used (--allow-unverified): {', '.join(f'{k} ({v})' for k, v in unverified.items())}")
-        say(
-            f"evaluate: {timing['images']} image(s) in {timing['wall_s']:.0f} s"
-            + (f" ({ips:.3f} images/s)" if ips else "")
-            + f"; report: {ed / 'summary.md'}"
-        )
-        return s
-    finally:
-        if ray_started:
-            ray_mod.shutdown()
+    write_json(ed / "run.json", {**record, "random_weights": random_weights, "timing": timing, "machine": s["machine"]})
+    head = (
+        f"# Evaluation: {cfg.model}{' (RANDOM weights)' if random_weights else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
+        f"Images: {record['images']}; {cfg.messages_per_image} seeded message(s) per image (seed {cfg.seed}); embedders: "
+        f"{', '.join(label(e) for e in cfg.embedders)}; decoders: {', '.join(dec)}; engine {engine}; {s['machine']}. "
+        f"{s['rows']} rows in {rows_dir}."
+        + (f" **Files used with --allow-unverified**: {', '.join(f'{k} ({v})' for k, v in unverified.items())}." if unverified else "")
+    )
+    write_json(ed / "summary.json", s)
+    write_text(ed / "summary.md", summary.render(s, head))
+    summary.plot(s, ed / "summary.png")
+    say(summary.family_table(s))
+    say(_verdicts(checked))
+    if s["errors"]:
+        say(f"{len(s['errors'])} image(s) could not be read (rows with their error; listed in summary.md)")
+    return s
+
+
+def _closing_lines(s: dict, timing: dict, ed: Path) -> None:
+    ips = timing.get("images_per_s")
+    if s["unverified_files"]:
+        say(f"evaluate: UNVERIFIED files used (--allow-unverified): {', '.join(f'{k} ({v})' for k, v in s['unverified_files'].items())}")
+    say(
+        f"evaluate: {timing['images']} image(s) in {timing['wall_s']:.0f} s"
+        + (f" ({ips:.3f} images/s)" if ips else "")
+        + f"; report: {ed / 'summary.md'}"
+    )

@@ -263,7 +263,7 @@ def test_local_rows_and_summary(setup_eval, local_run):
 
 @pytest.mark.slow
 @pytest.mark.platforms
-def test_ray_engine_survives_a_killed_worker_with_the_same_rows(setup_eval, local_run, tmp_path):
+def test_ray_engine_survives_a_killed_worker_with_the_same_rows(setup_eval, local_run, tmp_path, monkeypatch):
     # The set-up's sentinel records the extras it installed: with 'scale' (make setup's default, CI's) Ray must
     # import; only a set-up made with EXTRAS=dev (no Ray, by choice) skips, and says why.
     sentinel = Path(sys.prefix) / ".installed"  # the venv running the tests
@@ -274,7 +274,10 @@ def test_ray_engine_survives_a_killed_worker_with_the_same_rows(setup_eval, loca
 
     kill = tmp_path / "kill"
     kill.mkdir()
-    s = _evaluate(setup_eval, "ray", engine="ray", kill_once=str(kill))
+    from videoseal_litert.evaluate.core import KILL_ONCE_ENV
+
+    monkeypatch.setenv(KILL_ONCE_ENV, str(kill))  # the Ray workers started by this run inherit it
+    s = _evaluate(setup_eval, "ray", engine="ray")
     assert (kill / "killed").is_file(), "no worker was killed: the test did not test a failure"
     assert s["timing"]["engine"] == "ray"
     _same(_rows(setup_eval, "ray"), _rows(setup_eval, "local"))  # every row exactly once, identical to the local engine

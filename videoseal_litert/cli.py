@@ -661,7 +661,7 @@ def _evaluate_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "threads",
         "allow_unverified",
     )
-    return {k: getattr(a, k) for k in keys} | {"kill_once": os.environ.get("VIDEOSEAL_EVAL_KILL_ONCE") or None}
+    return {k: getattr(a, k) for k in keys}
 
 
 def cmd_evaluate_scale(a: argparse.Namespace) -> None:
