@@ -131,6 +131,29 @@ def choose_message(message: str | None, seed: int | None, nbits: int) -> tuple[n
     return np.random.default_rng().integers(0, 2, nbits), "random for this clip (pass --message or --seed to choose it)"
 
 
+def _output(out: Path, src: Path, dst: Path | None, force: bool) -> Path:
+    """Where the watermarked clip goes (OUT/video/<source name>.wm.mp4 by default); never the input, never an existing
+    file unless ``force``."""
+    dst = dst or default_output(out, src)
+    if dst.resolve() == src.resolve():
+        raise UsageError(f"--output {dst} is the input: write the watermarked clip elsewhere")
+    if dst.exists() and not force:
+        raise OutputExistsError(f"{dst} already exists: pass --force (make video-embed FORCE=1) to replace it, or --output another name")
+    return dst
+
+
+def _damage(info: Any, src: Path, e: Any, max_frames: int | None) -> tuple[int | None, str | None]:
+    """The frames the container declares, and what to say when fewer decoded (None: none missing)."""
+    declared, how = declared_frames(info)
+    expected = declared if max_frames is None or declared is None else min(declared, max_frames)
+    if not e.written.damage and (expected is None or e.frames >= expected - 1):  # a duration rounds to within a frame
+        return declared, None
+    said = "an unknown number of" if expected is None else str(expected)
+    return declared, f"{src.name} declares {said} frames ({how}), only {e.frames} could be decoded: the clip is damaged or truncated" + (
+        f" ({e.written.damage})" if e.written.damage else ""
+    )
+
+
 def run_video_embed(
     model: str,
     out: Path,
@@ -152,11 +175,7 @@ def run_video_embed(
     t0 = time.time()
     opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
     info = probe(src)  # named errors for bad input before any model work
-    dst = dst or default_output(out, src)
-    if dst.resolve() == src.resolve():
-        raise UsageError(f"--output {dst} is the input: write the watermarked clip elsewhere")
-    if dst.exists() and not force:
-        raise OutputExistsError(f"{dst} already exists: pass --force (make video-embed FORCE=1) to replace it, or --output another name")
+    dst = _output(out, src, dst, force)
     name, run, file = _runner(opts, "embedder", embedder, allow_unverified)
     part = EmbedderPart(opts)
     nbits, size = part.nbits, part.size
@@ -168,17 +187,11 @@ def run_video_embed(
         # output, if any, as it was.
         unchecked = dst.with_name(f".{dst.stem}.unchecked{dst.suffix}")
         e = embed_video(run, route, size, src, unchecked, bits, step=va["step"], crf=crf, max_frames=max_frames, tick=tick)
-    declared, how = declared_frames(info)
-    expected = declared if max_frames is None or declared is None else min(declared, max_frames)
-    damaged = None
-    if e.written.damage or (expected is not None and e.frames < expected - 1):  # a duration rounds to within a frame
-        said = "an unknown number of" if expected is None else str(expected)
-        damaged = f"{src.name} declares {said} frames ({how}), only {e.frames} could be decoded: the clip is damaged or truncated" + (
-            f" ({e.written.damage})" if e.written.damage else ""
-        )
-        if strict:
-            unchecked.unlink(missing_ok=True)
-            raise TruncatedVideoError(f"{damaged}; --strict: nothing written")
+    declared, damaged = _damage(info, src, e, max_frames)
+    if damaged and strict:
+        unchecked.unlink(missing_ok=True)
+        raise TruncatedVideoError(f"{damaged}; --strict: nothing written")
+    if damaged:
         log.warning("%s; embedded the %d that decode", damaged, e.frames)
     unchecked.replace(dst)
     r = {
@@ -216,6 +229,42 @@ def run_video_embed(
     return r
 
 
+def _known_message(message: str | None, side: Path, nbits: int) -> tuple[np.ndarray | None, str | None]:
+    """The message to score bits against: --message, else the clip's sidecar, else none (and where it came from)."""
+    if message is not None:
+        return parse_message(message, nbits), "--message"
+    if side.is_file():
+        return parse_message(read_json(side)["message"], nbits), str(side)
+    return None, None
+
+
+def _extractors(opts: RunOptions, variants: str, allow_unverified: bool) -> tuple[dict, dict]:
+    """Each extractor named in ``variants`` (once): its runner and its file's record, by label."""
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    if not names:
+        raise UsageError("--variants: name at least one extractor (pytorch, a variant, or a .tflite)")
+    runners, files = {}, {}
+    for n in dict.fromkeys(names):
+        label, run, f = _runner(opts, "extractor", n, allow_unverified)
+        runners[label], files[label] = run, f
+    return runners, files
+
+
+def _parity(opts: RunOptions, logits: dict, files: dict, aggregation: str, known: bool) -> dict[str, Any]:
+    """Each file's per-frame and aggregated decisions against PyTorch's by the rule (when PyTorch ran)."""
+    parity: dict[str, Any] = {}
+    if PYTORCH not in logits:
+        return parity
+    ref = logits[PYTORCH]
+    for k, lg in logits.items():
+        if k == PYTORCH or files[k]["file"] is None:
+            continue
+        v = video_parity(ref, lg, aggregation, _rule(opts, k, Path(files[k]["file"])), known)
+        agg = v.group(AGGREGATED)
+        parity[k] = {**v.as_dict(), "aggregate": {"agreement": 1 - agg.flips / agg.decisions, "flips": agg.flips} if agg else None}
+    return parity
+
+
 def run_video_detect(
     model: str,
     out: Path,
@@ -237,21 +286,8 @@ def run_video_detect(
     opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
     info = probe(src)
     nbits, size = ExtractorPart(opts).nbits, int(opts.spec.card.config.img_size)
-    side = sidecar(src)
-    msg_source = None
-    if message is not None:
-        msg, msg_source = parse_message(message, nbits), "--message"
-    elif side.is_file():
-        msg, msg_source = parse_message(read_json(side)["message"], nbits), str(side)
-    else:
-        msg = None
-    names = [v.strip() for v in variants.split(",") if v.strip()]
-    if not names:
-        raise UsageError("--variants: name at least one extractor (pytorch, a variant, or a .tflite)")
-    runners, files = {}, {}
-    for n in dict.fromkeys(names):
-        label, run, f = _runner(opts, "extractor", n, allow_unverified)
-        runners[label], files[label] = run, f
+    msg, msg_source = _known_message(message, sidecar(src), nbits)
+    runners, files = _extractors(opts, variants, allow_unverified)
     t1 = time.time()
     with _ticker(_total(info.frames, max_frames), f"detecting {src.name}") as tick:
         logits = detect_video(runners, src, size, max_frames, tick=tick)
@@ -261,18 +297,7 @@ def run_video_detect(
         for how in AGGREGATIONS:
             c = clip_result(lg, how, msg)
             results[k]["all_aggregations"][how] = {x: c[x] for x in ("bits", "bit_accuracy", "pvalue") if x in c}
-    parity = {}
-    if PYTORCH in logits:
-        ref = logits[PYTORCH]
-        for k, lg in logits.items():
-            if k == PYTORCH or files[k]["file"] is None:
-                continue
-            v = video_parity(ref, lg, aggregation, _rule(opts, k, Path(files[k]["file"])), msg is not None)
-            agg = v.group(AGGREGATED)
-            parity[k] = {
-                **v.as_dict(),
-                "aggregate": {"agreement": 1 - agg.flips / agg.decisions, "flips": agg.flips} if agg else None,
-            }
+    parity = _parity(opts, logits, files, aggregation, msg is not None)
     rd = report_dir or out / "video" / src.stem
     r = {
         "model": opts.spec.name,
@@ -501,19 +526,30 @@ def run_video_attacks(
         "machine": machine_description(),
     }
     write_json(rd / "attacks.json", r)
-    decoders = list(runners)
+    failed = [f"{x['decoder']} on {x['attack']}: {'; '.join(x['rule']['failures'])}" for x in rows if x["rule"] and not x["rule"]["passed"]]
+    md = _attack_table(r, src, list(runners), ["none", *names], failed)
+    write_text(rd / "attacks.md", "\n".join(md) + "\n")
+    say("\n".join(md[4:]) + f"\nreport: {rd / 'attacks.md'}")
+    if failed:
+        raise VerificationError(f"video attack: {'; '.join(failed[:3])}; {rd / 'attacks.md'}")
+    return r
+
+
+def _attack_table(r: dict[str, Any], src: Path, decoders: list[str], attacks: list[str], failed: list[str]) -> list[str]:
+    """attacks.md's lines: bit accuracy (p-value) and the rule's verdict per attack and decoder, the failures below."""
+    rows = r["rows"]
     md = [
         f"# Codec attacks on {src.name} (model {r['model']}, embedded with {r['embedded_with']})"
         + (" RANDOM WEIGHTS" if r["random_init"] else ""),
         "",
-        f"Bit accuracy of the `{aggregation}` aggregate over the frames (p-value); sizes are the video stream's bytes for the "
+        f"Bit accuracy of the `{r['aggregation']}` aggregate over the frames (p-value); sizes are the video stream's bytes for the "
         f"frames read (the source's first frames, not its whole file); each file against PyTorch on the same attacked "
         f"clip by the rule (docs/verification.md): pass or FAIL; {r['machine']}; {r['seconds']} s.",
         "",
         "| attack | frames | video MB (those frames) | " + " | ".join(decoders) + " |",
         "|---|---|---|" + "---|" * len(decoders),
     ]
-    for name in ["none", *names]:
+    for name in attacks:
         rs = {x["decoder"]: x for x in rows if x["attack"] == name}
         first = next(iter(rs.values()))
         cells = [
@@ -521,14 +557,9 @@ def run_video_attacks(
             for d in decoders
         ]
         md.append(f"| {name} | {first['frames']} | {first['bytes'] / 1e6:.2f} | " + " | ".join(cells) + " |")
-    failed = [f"{x['decoder']} on {x['attack']}: {'; '.join(x['rule']['failures'])}" for x in rows if x["rule"] and not x["rule"]["passed"]]
     if failed:
         md += ["", "FAILED (against PyTorch on the same attacked clip):", "", *[f"- {f}" for f in failed]]
-    write_text(rd / "attacks.md", "\n".join(md) + "\n")
-    say("\n".join(md[4:]) + f"\nreport: {rd / 'attacks.md'}")
-    if failed:
-        raise VerificationError(f"video attack: {'; '.join(failed[:3])}; {rd / 'attacks.md'}")
-    return r
+    return md
 
 
 def _verdict(rule: dict[str, Any]) -> str:
