@@ -164,6 +164,62 @@ class ControlResult:
         }
 
 
+def _rank(
+    res: ControlResult, groups: dict[str, list[str]], trial: Callable[[list[str]], tuple[Measure, int]]
+) -> dict[str, tuple[Measure, int]]:
+    """Each group alone kept float, measured; ``res.ranking`` best first. Returns each group's (measure, size)."""
+    alone: dict[str, tuple[Measure, int]] = {}
+    for g in progress(list(groups), desc="ranking op groups on the validation split"):
+        alone[g] = trial(groups[g])
+        m = alone[g][0]
+        res.ranking.append(
+            {
+                "group": g,
+                "ops": len(groups[g]),
+                "value": m.value,
+                "tiebreak": m.tiebreak,
+                "misses": m.misses,
+                "rule_failures": len(m.failures),
+                "flips": m.flips,
+            }
+        )
+    res.ranking.sort(key=lambda r: score(alone[r["group"]][0]))
+    return alone
+
+
+def _kept(res: ControlResult, added: str, keep: list[str], m: Measure, size: int) -> None:
+    """A point of the curve: ``added`` kept float with those before it."""
+    res.curve.append(
+        {
+            "groups": len(res.kept_float),
+            "ops": len(keep),
+            "added": added,
+            "value": m.value,
+            "tiebreak": m.tiebreak,
+            "rule_failures": len(m.failures),
+            "flips": m.flips,
+            "size_bytes": size,
+        }
+    )
+    log.info("accuracy control: + %s (%d ops float): %.4f, %d rule failure(s)", added, len(keep), m.value, len(m.failures))
+
+
+def _started(res: ControlResult, size: int) -> None:
+    """The curve's first point: the all-INT8 file."""
+    start = res.start
+    res.curve.append(
+        {"groups": 0, "ops": 0, "value": start.value, "tiebreak": start.tiebreak, "rule_failures": len(start.failures), "size_bytes": size}
+    )
+    log.info(
+        "accuracy control: all-INT8 %s %.4f on %d validation inputs (target %.4f), %d rule failure(s)",
+        res.metric,
+        start.value,
+        res.images,
+        res.target,
+        len(start.failures),
+    )
+
+
 def control(
     float_path: Path,
     out: Path,
@@ -182,24 +238,7 @@ def control(
     measures what the kept groups cost, while ``out`` still holds the all-INT8 file."""
     start = measure(out, None)
     res = ControlResult(target, metric, images, start, 0)
-    res.curve.append(
-        {
-            "groups": 0,
-            "ops": 0,
-            "value": start.value,
-            "tiebreak": start.tiebreak,
-            "rule_failures": len(start.failures),
-            "size_bytes": out.stat().st_size,
-        }
-    )
-    log.info(
-        "accuracy control: all-INT8 %s %.4f on %d validation inputs (target %.4f), %d rule failure(s)",
-        metric,
-        start.value,
-        images,
-        target,
-        len(start.failures),
-    )
+    _started(res, out.stat().st_size)
     if start.reaches(target):
         res.reached = True
         return res
@@ -212,25 +251,10 @@ def control(
         return measure(cand, inputs), cand.stat().st_size
 
     try:
-        alone: dict[str, tuple[Measure, int]] = {}
         # Ranked on the inputs of the groups the all-INT8 file fails (the rest cannot tell the groups apart); the
         # group chosen is then measured on the whole validation split.
         focus = start.focus if start.failures else None
-        for g in progress(list(groups), desc="ranking op groups on the validation split"):
-            alone[g] = trial(groups[g], focus)
-            m = alone[g][0]
-            res.ranking.append(
-                {
-                    "group": g,
-                    "ops": len(groups[g]),
-                    "value": m.value,
-                    "tiebreak": m.tiebreak,
-                    "misses": m.misses,
-                    "rule_failures": len(m.failures),
-                    "flips": m.flips,
-                }
-            )
-        res.ranking.sort(key=lambda r: score(alone[r["group"]][0]))
+        alone = _rank(res, groups, lambda keep: trial(keep, focus))
         remaining = [r["group"] for r in res.ranking]
         keep: list[str] = []
         current = start
@@ -241,19 +265,7 @@ def control(
             res.kept_float.append(best)
             keep += groups[best]
             current = m
-            res.curve.append(
-                {
-                    "groups": len(res.kept_float),
-                    "ops": len(keep),
-                    "added": best,
-                    "value": m.value,
-                    "tiebreak": m.tiebreak,
-                    "rule_failures": len(m.failures),
-                    "flips": m.flips,
-                    "size_bytes": size,
-                }
-            )
-            log.info("accuracy control: + %s (%d ops float): %.4f, %d rule failure(s)", best, len(keep), m.value, len(m.failures))
+            _kept(res, best, keep, m, size)
             if m.reaches(target) or not remaining:
                 res.reached = m.reaches(target)
                 break
