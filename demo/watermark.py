@@ -216,19 +216,41 @@ def run_demo(
     t0 = time.time()
     opts = prepared(out, ckpt, threads, model, target_agreement)
     md = opts.model_dir.path
+    extractor, embedder = ExtractorPart(opts), EmbedderPart(opts)
     pair = load_pair(opts)
     tally = Tally()
     wm = watermark_images(pair, images, tally=tally)
     say_rejected(tally)
     # The whole job on TFLite: the INT8 embedder marks the same images with the same messages, the
     # INT8 extractor reads them.
-    wm_tfl = watermark_images(pair, images, embedder=opts.opener(md / "embedder-int8.tflite", threads))
-    # The whole job on TFLite: the INT8 embedder marks the same images with the same messages, the
-    # INT8 extractor reads them.
+    wm_tfl = watermark_images(pair, images, embedder=opts.opener(md / embedder.file("int8"), threads))
     assert np.array_equal(wm_tfl.messages, wm.messages)
-    files = {"fp32": md / "fp32.tflite", "int8": md / "int8.tflite"}
+    files = {v: md / extractor.file(v) for v in ("fp32", "int8")}
     logits = decode(pair, files, wm.marked, threads)
     clean_logits = decode(pair, files, wm.clean, threads)
+    all_tfl = decode(pair, {"int8": files["int8"]}, wm_tfl.marked, threads)["int8"]
+    report = _figures(pair, wm, wm_tfl, logits, clean_logits, all_tfl)
+    report.update(
+        {
+            "images": f"the photo pool's evaluation split ({tally.sources} photos, full view at 256x256)"
+            if images is None
+            else str(images),
+            "rejected": tally.as_dict()["rejected"],
+            "all_tflite": {**report["all_tflite"], "embedder": embedder.file("int8"), "extractor": extractor.file("int8")},
+            "accuracy_control_target": target_agreement or None,
+        }
+    )
+    report["rule"] = _judged(pair, logits, clean_logits)
+    report["gates"] = check_gates(report, builtin=images is None)
+    report["passed"] = all(g["passed"] for g in report["gates"].values())
+    _finish(report, out / "demo", md, t0)
+    return report
+
+
+def _figures(
+    pair: Pair, wm: Any, wm_tfl: Any, logits: dict[str, np.ndarray], clean_logits: dict[str, np.ndarray], all_tfl: np.ndarray
+) -> dict:
+    """The demo's figures from the decoded logits: bit accuracy, agreement with PyTorch, false positives, detection."""
     msgs, n = wm.messages, wm.messages.shape[1]
 
     def accuracy(v: np.ndarray) -> float:
@@ -238,15 +260,12 @@ def run_demo(
         return [binomial_pvalue(int(np.sum((row[1:] > 0) == m)), n) for row, m in zip(v, msgs, strict=True)]
 
     fp = {k: pvalues(v) for k, v in clean_logits.items()}
-    all_tfl = decode(pair, {"int8": md / "int8.tflite"}, wm_tfl.marked, threads)["int8"]
-    report: dict[str, Any] = {
+    return {
         "model_id": pair.spec.name,
         "checkpoint": pair.checkpoint,
         "random_init": False,
-        "images": f"the photo pool's evaluation split ({tally.sources} photos, full view at 256x256)" if images is None else str(images),
         "num_images": len(wm.names),
         "image_names": wm.names,
-        "rejected": tally.as_dict()["rejected"],
         "messages_per_image": MESSAGES_PER_IMAGE,
         "nbits": n,
         "psnr_db": float(np.mean(wm.psnr_db)),
@@ -266,8 +285,6 @@ def run_demo(
         "int8_max_abs_bit_logit_diff": float(np.max(np.abs(logits["int8"][:, 1:] - logits["pytorch"][:, 1:]))),
         "min_abs_bit_logit_pytorch": float(np.min(np.abs(logits["pytorch"][:, 1:]))),
         "all_tflite": {
-            "embedder": "embedder-int8.tflite",
-            "extractor": "int8.tflite",
             "bit_accuracy": accuracy(all_tfl),
             "all_pytorch_bit_accuracy": accuracy(logits["pytorch"]),
             "difference_pp": round(100 * (accuracy(all_tfl) - accuracy(logits["pytorch"])), 4),
@@ -287,15 +304,14 @@ def run_demo(
             }
             for k in logits
         },
-        "accuracy_control_target": target_agreement or None,
         "training": {k: pair.record.get(k) for k in ("command", "steps", "train_seconds", "hardware", "heldout_metrics_256")},
         "machine": machine_description(),
         "note": f"the project's {pair.spec.name} pair: a demo and test fixture for the conversion pipeline, not a production watermarker",
     }
-    report["rule"] = _judged(pair, logits, clean_logits)
-    report["gates"] = check_gates(report, builtin=images is None)
-    report["passed"] = all(g["passed"] for g in report["gates"].values())
-    dd = out / "demo"
+
+
+def _finish(report: dict[str, Any], dd: Path, md: Path, t0: float) -> None:
+    """demo.json / demo.md, the report and the artifacts on the terminal, then one final verdict (FAILED exits non-zero)."""
     write_json(dd / "demo.json", report)
     write_text(dd / "demo.md", render(report))
     # On the terminal: the report without its last line, the artifacts, then one final verdict.
@@ -313,7 +329,6 @@ def run_demo(
     say("PASSED" if not failed else "FAILED: " + ", ".join(failed))
     if failed:  # whenever FAILED is printed, the command exits non-zero
         raise VerificationError(f"demo failed: {', '.join(failed)} (see {dd / 'demo.md'})")
-    return report
 
 
 def _judged(pair: Pair, logits: dict[str, np.ndarray], clean: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -395,41 +395,11 @@ def build_bundle(
         shutil.copy(RUNTIME / "native" / "litert_run.c", stage / "native" / "litert_run.c")
         write_json(stage / "model.json", model)
         write_text(stage / "README.md", _readme(model))
-        files = sorted(p for p in stage.rglob("*") if p.is_file())
-        manifest = {
-            "model_id": desc["model_id"],
-            "random_init": desc["random_init"],
-            "unverified_files": unverified,
-            "checkpoint_sha256": desc.get("checkpoint_sha256"),
-            "calibration_manifest_sha256": sha256_file(ROOT / "calibration_data" / "manifest.json"),
-            "tool_versions": tool_versions(),
-            "git_commit": git_commit(),
-            "files": {str(p.relative_to(stage)): sha256_file(p) for p in files},
-        }
-        write_json(stage / "manifest.json", manifest)
-        # Where the golden vectors were checked: here (they were computed here) and, with --arm, by the
-        # bundle's own self-tests under each emulated ARM64 CPU (runtime/arm.py); not a file of the list.
-        checked = [{"cpu": machine_description(), "kernels": "x86-64 XNNPACK (golden vectors computed here)", "passed": True}]
+        manifest = _manifest(stage, desc, unverified)
         scripts = ["run_extractor.py"] + (["run_embedder.py"] if "embedder" in shipped else [])
-        with working("the bundle's self-tests through the LiteRT C library (litert_run)"):
-            checked.append(native_selftests(stage, scripts))
-        if arm_cpus:
-            from videoseal_litert.runtime.arm import bundle_selftests, ensure_toolchain
-
-            with working("setting up ARM64 emulation (once per machine)"):
-                tc = ensure_toolchain()
-            with working(f"the bundle's self-tests on {len(arm_cpus)} emulated ARM64 CPU(s)"):
-                checked += bundle_selftests(stage, arm_cpus, scripts, tc)
-        manifest["golden_checked_on"] = checked
+        manifest["golden_checked_on"] = _selftests(stage, scripts, arm_cpus)
         write_json(stage / "manifest.json", manifest)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            stage.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(final)
+        _replace(final, stage)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -445,6 +415,51 @@ def build_bundle(
         ("bundle", str(final)),
     ]
     return StageSummary("package", opts.spec.name, False, rows, unverified)
+
+
+def _manifest(stage: Path, desc: dict[str, Any], unverified: list[str]) -> dict[str, Any]:
+    """manifest.json (written): every file of the staged bundle by sha256, and where it came from."""
+    files = sorted(p for p in stage.rglob("*") if p.is_file())
+    manifest = {
+        "model_id": desc["model_id"],
+        "random_init": desc["random_init"],
+        "unverified_files": unverified,
+        "checkpoint_sha256": desc.get("checkpoint_sha256"),
+        "calibration_manifest_sha256": sha256_file(ROOT / "calibration_data" / "manifest.json"),
+        "tool_versions": tool_versions(),
+        "git_commit": git_commit(),
+        "files": {str(p.relative_to(stage)): sha256_file(p) for p in files},
+    }
+    write_json(stage / "manifest.json", manifest)
+    return manifest
+
+
+def _selftests(stage: Path, scripts: list[str], arm_cpus: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Where the golden vectors were checked: here (they were computed here), by the bundle's own self-tests through
+    the LiteRT C library and, with --arm, under each emulated ARM64 CPU (runtime/arm.py); not a file of the list."""
+    checked = [{"cpu": machine_description(), "kernels": "x86-64 XNNPACK (golden vectors computed here)", "passed": True}]
+    with working("the bundle's self-tests through the LiteRT C library (litert_run)"):
+        checked.append(native_selftests(stage, scripts))
+    if arm_cpus:
+        from videoseal_litert.runtime.arm import bundle_selftests, ensure_toolchain
+
+        with working("setting up ARM64 emulation (once per machine)"):
+            tc = ensure_toolchain()
+        with working(f"the bundle's self-tests on {len(arm_cpus)} emulated ARM64 CPU(s)"):
+            checked += bundle_selftests(stage, arm_cpus, scripts, tc)
+    return checked
+
+
+def _replace(final: Path, stage: Path) -> None:
+    """The staged bundle in place of ``final`` (the old one moved aside first, removed after)."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        stage.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(final)
 
 
 def native_selftests(bundle: Path, scripts: list[str]) -> dict[str, Any]:
