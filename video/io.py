@@ -242,14 +242,8 @@ def transcode(
             out = av.open(str(tmp), mode="w", format=fmt)
             try:
                 copied, dropped = _carry_metadata(c, out), dropped_metadata(c)
-                audio_out, audio_notes = {}, []
-                if rate is None and keep is None:  # a changed timeline leaves the audio behind
-                    for a in c.streams.audio:
-                        try:
-                            audio_out[a.index] = out.add_stream_from_template(a)
-                            audio_notes.append(f"copied {a.codec_context.name}")
-                        except (av.error.FFmpegError, ValueError) as e:
-                            audio_notes.append(f"dropped {a.codec_context.name} (the {fmt} container refuses it: {e})")
+                # A changed timeline leaves the audio behind.
+                audio_out, audio_notes = _audio_streams(av, c, out, fmt) if rate is None and keep is None else ({}, [])
                 vs = None
                 state: dict[str, Any] = {"n": 0, "pix_fmt": ""}
                 # Every stream must exist before the first packet is muxed (the header is written then), and
@@ -272,15 +266,7 @@ def transcode(
                     rgb = np.ascontiguousarray(fn(f))
                     if vs is None:
                         vs = _video_stream(out, codec, out_rate, rgb.shape[1], rgb.shape[0], crf, preset)
-                        vs.metadata.update({k: x for k, x in v.metadata.items() if k not in NOT_CARRIED})
-                        if f.rotation:  # the display matrix: the frames are written as stored, shown as the input is
-                            vs.set_display_rotation(f.rotation)
-                            copied.append(f"display rotation {f.rotation}")
-                        if not renumber:
-                            # The input's own time base, in the stream and in the encoder: every frame keeps its
-                            # presentation time (a variable-rate clip stays variable; 1/rate would round them).
-                            vs.time_base = v.time_base
-                            vs.codec_context.time_base = v.time_base
+                        _like_input(vs, v, f.rotation, None if renumber else v.time_base, copied)
                         state["pix_fmt"] = vs.pix_fmt
                         for packet in pending:
                             out.mux(packet)
@@ -304,6 +290,31 @@ def transcode(
     finally:
         c.close()
     return Written(state["n"], state["pix_fmt"], audio_notes, copied, damage[0] if damage else None, dropped)
+
+
+def _audio_streams(av: Any, c: Any, out: Any, fmt: str) -> tuple[dict[int, Any], list[str]]:
+    """The input's audio streams copied into ``out`` where its container takes them; what became of each."""
+    audio_out, notes = {}, []
+    for a in c.streams.audio:
+        try:
+            audio_out[a.index] = out.add_stream_from_template(a)
+            notes.append(f"copied {a.codec_context.name}")
+        except (av.error.FFmpegError, ValueError) as e:
+            notes.append(f"dropped {a.codec_context.name} (the {fmt} container refuses it: {e})")
+    return audio_out, notes
+
+
+def _like_input(vs: Any, v: Any, rotation: int, time_base: Fraction | None, copied: list[str]) -> None:
+    """The output video stream given the input's metadata, display rotation and (``time_base``) time base."""
+    vs.metadata.update({k: x for k, x in v.metadata.items() if k not in NOT_CARRIED})
+    if rotation:  # the display matrix: the frames are written as stored, shown as the input is
+        vs.set_display_rotation(rotation)
+        copied.append(f"display rotation {rotation}")
+    if time_base is not None:
+        # The input's own time base, in the stream and in the encoder: every frame keeps its presentation time (a
+        # variable-rate clip stays variable; 1/rate would round them).
+        vs.time_base = time_base
+        vs.codec_context.time_base = time_base
 
 
 def _video_stream(out: Any, codec: str, rate: Fraction, width: int, height: int, crf: int, preset: str) -> Any:

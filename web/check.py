@@ -187,6 +187,44 @@ def judge_backend(run: dict[str, Any], golden: dict[str, Any], egolden: dict[str
     return b
 
 
+def _one_browser(name: str, b: Any, url: str, tmp: Path, args: list[str], ctx: tuple) -> dict[str, Any]:
+    """One browser through web/check.mjs (the golden vectors on each backend, then the page end to end), judged:
+    its report entry, with its failures. ``ctx``: (bundle, model.json, golden, embedder golden, message, backends)."""
+    bundle, model, golden, egolden, message, backends = ctx
+    out = tmp / f"{name}.json"
+    t0 = time.time()
+    with working(f"{name}: the bundle's files on the golden vectors, then the page end to end"):
+        r = subprocess.run(
+            ["node", str(WEB / "check.mjs"), name, str(b.executable), url, str(out), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **b.env},
+            timeout=BROWSER_TIMEOUT_S,
+        )
+    if not out.is_file():
+        raise WebCheckError(f"{name} ({b.executable}) did not run: {(r.stderr or r.stdout).strip()[-500:]}")
+    got = json.loads(out.read_text())
+    entry: dict[str, Any] = {"version": got.get("version"), "seconds": round(time.time() - t0, 1), "failures": []}
+    if got.get("error"):
+        entry["failures"].append(f"the page: {got['error']}")
+    g = got.get("golden") or {}
+    entry.update(threads=g.get("threads"), webgpu_adapter=g.get("webgpu"), backends={})
+    for backend, run in (got.get("backends") or {}).items():
+        if run.get("error"):
+            entry["failures"].append(f"{backend}: the golden run failed: {run['error']}")
+            continue
+        entry["backends"][backend] = judge_backend(run, golden, egolden)
+        entry["failures"] += [f"{backend}: {x}" for x in entry["backends"][backend]["failures"]]
+    if "webgpu" in backends and not g.get("webgpu"):
+        entry["backends"]["webgpu"] = {"no_adapter": f"{name} has no WebGPU adapter here: the page runs WASM"}
+    if got.get("golden") and (got.get("e2e") or {}).get("skipped"):
+        entry["page"] = {"skipped": got["e2e"]["skipped"]}
+    elif got.get("golden"):
+        entry["page"] = judge_page(bundle, model, got.get("e2e") or {}, message)
+        entry["failures"] += entry["page"]["failures"]
+    return entry
+
+
 def web_check(
     bundle: Path,
     model_dir: Path | None,
@@ -227,49 +265,8 @@ def web_check(
             not_image = Path(tmp) / "notes.png"
             not_image.write_text("these are notes, not a picture\n")
             for name, b in found.items():
-                out = Path(tmp) / f"{name}.json"
-                cmd = [
-                    "node",
-                    str(WEB / "check.mjs"),
-                    name,
-                    str(b.executable),
-                    url,
-                    str(out),
-                    str(photo.resolve()),
-                    str(not_image),
-                    message,
-                    ",".join(backends),
-                ]
-                t0 = time.time()
-                with working(f"{name}: the bundle's files on the golden vectors, then the page end to end"):
-                    r = subprocess.run(
-                        cmd + [f"{url}/extra/{n}" for n in extra],
-                        capture_output=True,
-                        text=True,
-                        env={**os.environ, **b.env},
-                        timeout=BROWSER_TIMEOUT_S,
-                    )
-                if not out.is_file():
-                    raise WebCheckError(f"{name} ({b.executable}) did not run: {(r.stderr or r.stdout).strip()[-500:]}")
-                got = json.loads(out.read_text())
-                entry = {"version": got.get("version"), "seconds": round(time.time() - t0, 1), "failures": []}
-                if got.get("error"):
-                    entry["failures"].append(f"the page: {got['error']}")
-                g = got.get("golden") or {}
-                entry.update(threads=g.get("threads"), webgpu_adapter=g.get("webgpu"), backends={})
-                for backend, run in (got.get("backends") or {}).items():
-                    if run.get("error"):
-                        entry["failures"].append(f"{backend}: the golden run failed: {run['error']}")
-                        continue
-                    entry["backends"][backend] = judge_backend(run, golden, egolden)
-                    entry["failures"] += [f"{backend}: {x}" for x in entry["backends"][backend]["failures"]]
-                if "webgpu" in backends and not g.get("webgpu"):
-                    entry["backends"]["webgpu"] = {"no_adapter": f"{name} has no WebGPU adapter here: the page runs WASM"}
-                if got.get("golden") and (got.get("e2e") or {}).get("skipped"):
-                    entry["page"] = {"skipped": got["e2e"]["skipped"]}
-                elif got.get("golden"):
-                    entry["page"] = judge_page(bundle, model, got.get("e2e") or {}, message)
-                    entry["failures"] += entry["page"]["failures"]
+                cmd = [str(photo.resolve()), str(not_image), message, ",".join(backends), *[f"{url}/extra/{n}" for n in extra]]
+                entry = _one_browser(name, b, url, Path(tmp), cmd, (bundle, model, golden, egolden, message, backends))
                 failures += [f"{name}: {x}" for x in entry["failures"]]
                 report["browsers"][name] = entry
     finally:
