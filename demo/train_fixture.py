@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -75,6 +74,29 @@ def training_photos(short_side: int = 512) -> list[torch.Tensor]:
     return out
 
 
+def _losses(
+    embedder: Any, extractor: Any, photos: Any, args: argparse.Namespace, strength: float, step: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's loss for the extractor alone (the embedder frozen: no gradient through it) and its bit loss."""
+    n_clean = max(1, args.batch // 4)
+    imgs = tt.sample_batch(photos, args.batch + n_clean, args.size, gen)
+    msgs = torch.randint(0, 2, (args.batch, embedder.nbits), generator=gen).float()
+    with torch.no_grad():
+        marked = (embedder.cfg.scaling_i * imgs[: args.batch] + strength * embedder(msgs, args.size, args.size)).clamp(0, 1)
+    seen = torch.cat([marked, imgs[args.batch :]])
+    if step >= args.aug_from:
+        seen = tt.random_augment(seen, gen)
+    per = tt.per_location_logits(extractor, seen)
+    pooled = per.mean(dim=(1, 2))
+    is_marked = torch.cat([torch.ones(args.batch), torch.zeros(n_clean)])
+    loss_bits = F.binary_cross_entropy_with_logits(pooled[: args.batch, 1:], msgs)
+    loss = loss_bits + args.mask_weight * F.binary_cross_entropy_with_logits(pooled[:, 0], is_marked)
+    if args.dense_weight:
+        wm = per[: args.batch, ..., 1:]
+        loss = loss + args.dense_weight * F.binary_cross_entropy_with_logits(wm, msgs[:, None, None, :].expand_as(wm))
+    return loss, loss_bits
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -88,7 +110,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     step, elapsed, curve = tt.load_state(ckpt, {"extractor": extractor}, opt, gen, recipe)
     photos = training_photos()
     heldout = tt.heldout_images(256)
-    n_clean = max(1, args.batch // 4)
     t0, losses = time.time() - elapsed, []
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
     stopped_early = False
@@ -101,21 +122,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for g in opt.param_groups:
             g["lr"] = tt.lr_at(step, args.steps, args.lr, args.warmup)
         strength = tt.strength_at(step, args.steps, args.strength_start, final_strength, args.anneal_frac)
-        imgs = tt.sample_batch(photos, args.batch + n_clean, args.size, gen)
-        msgs = torch.randint(0, 2, (args.batch, embedder.nbits), generator=gen).float()
-        with torch.no_grad():
-            marked = (embedder.cfg.scaling_i * imgs[: args.batch] + strength * embedder(msgs, args.size, args.size)).clamp(0, 1)
-        seen = torch.cat([marked, imgs[args.batch :]])
-        if step >= args.aug_from:
-            seen = tt.random_augment(seen, gen)
-        per = tt.per_location_logits(extractor, seen)
-        pooled = per.mean(dim=(1, 2))
-        is_marked = torch.cat([torch.ones(args.batch), torch.zeros(n_clean)])
-        loss_bits = F.binary_cross_entropy_with_logits(pooled[: args.batch, 1:], msgs)
-        loss = loss_bits + args.mask_weight * F.binary_cross_entropy_with_logits(pooled[:, 0], is_marked)
-        if args.dense_weight:
-            wm = per[: args.batch, ..., 1:]
-            loss = loss + args.dense_weight * F.binary_cross_entropy_with_logits(wm, msgs[:, None, None, :].expand_as(wm))
+        loss, loss_bits = _losses(embedder, extractor, photos, args, strength, step, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(extractor.parameters(), 1.0)
@@ -123,27 +130,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         step += 1
         losses.append(float(loss_bits.detach()))
         if step % args.eval_every == 0 or step == args.steps:
-            m = tt.evaluate(embedder, extractor, heldout, strength)
-            curve.append(
-                {
-                    "step": step,
-                    "wall_s": round(time.time() - t0, 1),
-                    "scaling_w": round(strength, 5),
-                    "train_bit_loss": float(np.mean(losses)),
-                    **m,
-                }
-            )
+            curve.append(tt.curve_point(embedder, extractor, heldout, strength, step, args.steps, time.time() - t0, losses))
             losses = []
-            log.info(
-                "step %d/%d  %.0f s  strength %.4f  bit loss %.3f  held-out bits %.2f%% (JPEG80 %.2f%%)",
-                step,
-                args.steps,
-                curve[-1]["wall_s"],
-                strength,
-                curve[-1]["train_bit_loss"],
-                100 * m["bit_accuracy"],
-                100 * m["bit_accuracy_jpeg80"],
-            )
         if step % args.ckpt_every == 0 or step == args.steps:
             tt.save_state(ckpt, {"extractor": extractor}, opt, gen, step, time.time() - t0, curve, recipe)
     tt.save_state(ckpt, {"extractor": extractor}, opt, gen, step, time.time() - t0, curve, recipe)

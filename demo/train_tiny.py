@@ -243,6 +243,53 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in RECIPE_KEYS}
 
 
+def _losses(
+    embedder: Any, extractor: Any, photos: Any, args: argparse.Namespace, strength: float, step: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's loss (bits, detection, and the dense per-location terms when weighted) and its bit loss alone."""
+    n_clean = max(1, args.batch // 4)
+    imgs = sample_batch(photos, args.batch + n_clean, args.size, gen)
+    msgs = torch.randint(0, 2, (args.batch, embedder.nbits), generator=gen).float()
+    res = embedder(msgs, args.size, args.size)
+    marked = (embedder.cfg.scaling_i * imgs[: args.batch] + strength * res).clamp(0, 1)
+    seen = torch.cat([marked, imgs[args.batch :]])
+    if step >= args.aug_from:
+        seen = random_augment(seen, gen)
+    per = per_location_logits(extractor, seen)
+    pooled = per.mean(dim=(1, 2))
+    is_marked = torch.cat([torch.ones(args.batch), torch.zeros(n_clean)])
+    loss_bits = F.binary_cross_entropy_with_logits(pooled[: args.batch, 1:], msgs)
+    loss_mask = F.binary_cross_entropy_with_logits(pooled[:, 0], is_marked)
+    loss = loss_bits + args.mask_weight * loss_mask
+    if args.dense_weight:
+        dense_bits = F.binary_cross_entropy_with_logits(
+            per[: args.batch, ..., 1:], msgs[:, None, None, :].expand_as(per[: args.batch, ..., 1:])
+        )
+        dense_mask = F.binary_cross_entropy_with_logits(per[..., 0], is_marked[:, None, None].expand_as(per[..., 0]))
+        loss = loss + args.dense_weight * (dense_bits + args.mask_weight * dense_mask)
+    return loss, loss_bits
+
+
+def curve_point(
+    embedder: Any, extractor: Any, heldout: Any, strength: float, step: int, steps: int, wall: float, losses: list[float]
+) -> dict[str, Any]:
+    """A learning-curve point: the held-out photos at this step's strength, logged."""
+    m = evaluate(embedder, extractor, heldout, strength)
+    point = {"step": step, "wall_s": round(wall, 1), "scaling_w": round(strength, 5), "train_bit_loss": float(np.mean(losses)), **m}
+    log.info(
+        "step %d/%d  %.0f s  bit loss %.3f  held-out bits %.2f%% (JPEG80 %.2f%%, resize0.5 %.2f%%)  PSNR %.1f dB",
+        step,
+        steps,
+        point["wall_s"],
+        point["train_bit_loss"],
+        100 * m["bit_accuracy"],
+        100 * m["bit_accuracy_jpeg80"],
+        100 * m["bit_accuracy_resize0.5"],
+        m["psnr_db"],
+    )
+    return point
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -256,7 +303,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     step, elapsed, curve = load_state(ckpt, {"embedder": embedder, "extractor": extractor}, opt, gen, _recipe(args))
     photos = training_photos()
     heldout = heldout_images(read_card(args.card).config.img_size)
-    nbits, n_clean = embedder.nbits, max(1, args.batch // 4)
     t0, losses = time.time() - elapsed, []
     stop = min(args.steps, args.stop_after or args.steps)
     while step < stop:
@@ -265,25 +311,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         strength = strength_at(step, args.steps, args.strength_start, final_strength, args.anneal_frac)
-        imgs = sample_batch(photos, args.batch + n_clean, args.size, gen)
-        msgs = torch.randint(0, 2, (args.batch, nbits), generator=gen).float()
-        res = embedder(msgs, args.size, args.size)
-        marked = (embedder.cfg.scaling_i * imgs[: args.batch] + strength * res).clamp(0, 1)
-        seen = torch.cat([marked, imgs[args.batch :]])
-        if step >= args.aug_from:
-            seen = random_augment(seen, gen)
-        per = per_location_logits(extractor, seen)
-        pooled = per.mean(dim=(1, 2))
-        is_marked = torch.cat([torch.ones(args.batch), torch.zeros(n_clean)])
-        loss_bits = F.binary_cross_entropy_with_logits(pooled[: args.batch, 1:], msgs)
-        loss_mask = F.binary_cross_entropy_with_logits(pooled[:, 0], is_marked)
-        loss = loss_bits + args.mask_weight * loss_mask
-        if args.dense_weight:
-            dense_bits = F.binary_cross_entropy_with_logits(
-                per[: args.batch, ..., 1:], msgs[:, None, None, :].expand_as(per[: args.batch, ..., 1:])
-            )
-            dense_mask = F.binary_cross_entropy_with_logits(per[..., 0], is_marked[:, None, None].expand_as(per[..., 0]))
-            loss = loss + args.dense_weight * (dense_bits + args.mask_weight * dense_mask)
+        loss, loss_bits = _losses(embedder, extractor, photos, args, strength, step, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -291,27 +319,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         step += 1
         losses.append(float(loss_bits.detach()))
         if step % args.eval_every == 0 or step == stop:
-            m = evaluate(embedder, extractor, heldout, strength)
-            point = {
-                "step": step,
-                "wall_s": round(time.time() - t0, 1),
-                "scaling_w": round(strength, 5),
-                "train_bit_loss": float(np.mean(losses)),
-                **m,
-            }
-            curve.append(point)
+            curve.append(curve_point(embedder, extractor, heldout, strength, step, args.steps, time.time() - t0, losses))
             losses = []
-            log.info(
-                "step %d/%d  %.0f s  bit loss %.3f  held-out bits %.2f%% (JPEG80 %.2f%%, resize0.5 %.2f%%)  PSNR %.1f dB",
-                step,
-                args.steps,
-                point["wall_s"],
-                point["train_bit_loss"],
-                100 * m["bit_accuracy"],
-                100 * m["bit_accuracy_jpeg80"],
-                100 * m["bit_accuracy_resize0.5"],
-                m["psnr_db"],
-            )
         if ckpt is not None and (step % args.ckpt_every == 0 or step == stop):
             save_state(ckpt, {"embedder": embedder, "extractor": extractor}, opt, gen, step, time.time() - t0, curve, _recipe(args))
     elapsed = time.time() - t0
