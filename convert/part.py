@@ -95,14 +95,25 @@ class Part(ABC):
     def __init__(self, opts: RunOptions) -> None:
         self.opts = opts
 
-    # ---- files --------------------------------------------------------------------------------
+    # ---- files: the one place a part's file names are made (class methods: ``PARTS[name].file(v)`` needs no run) ----
 
-    def file(self, variant: str) -> str:
-        return f"{self.prefix}{variant}.tflite"
+    @classmethod
+    def file(cls, variant: str) -> str:
+        """The name of the part's ``variant`` file: ``<prefix><variant>.tflite``."""
+        return f"{cls.prefix}{variant}.tflite"
 
-    def report(self, variant: str) -> str:
+    @classmethod
+    def variant_of(cls, file_name: str) -> str | None:
+        """The variant a file name of this part names (None: not one of its names)."""
+        stem = file_name.removesuffix(".tflite")
+        if not file_name.endswith(".tflite") or not stem.startswith(cls.prefix):
+            return None
+        return stem.removeprefix(cls.prefix)
+
+    @classmethod
+    def report(cls, variant: str) -> str:
         """Stem of a file's verification report (also its stage record's name)."""
-        return f"verify-{self.prefix}{variant}"
+        return f"verify-{cls.prefix}{variant}"
 
     def record(self, stage: str) -> str:
         """A stage's record name for this part (``records/<name>.json``)."""

@@ -305,8 +305,8 @@ def artifact_summary(model_dir: Path, entries: Iterable[tuple[str, str]], elapse
     rows, failed = [], []
     for part_name, v in entries:
         part = PARTS[part_name]
-        f = model_dir / f"{part.prefix}{v}.tflite"
-        rep_path = model_dir / f"verify-{part.prefix}{v}.json"
+        f = model_dir / part.file(v)
+        rep_path = model_dir / f"{part.report(v)}.json"
         label = f"{part.prefix}{v}"
         if not f.exists() and failed_path(f).exists():
             f = failed_path(f)

@@ -22,6 +22,7 @@ from typing import Any
 
 from videoseal_litert.calibration_data.attacks import resolve_attacks
 from videoseal_litert.convert.options import RunOptions
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.verify import failed_path, require_verified
 from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress, say
@@ -57,12 +58,12 @@ def choose(opts: RunOptions, spec: str | None) -> tuple[tuple[str, ...], tuple[s
             if not p.is_file() and not failed_path(p).is_file():
                 raise UsageError(f"variant file not found: {tok}")
             (emb if p.name.startswith("embedder") else dec).append(str(p.resolve()))
-        elif tok.startswith("embedder-") and tok.removeprefix("embedder-") in variant_names("embedder"):
-            emb.append(str(md / tok) + ".tflite")
-            make[emb[-1]] = ("embedder", tok.removeprefix("embedder-"))
-        elif tok in variant_names("extractor"):
-            dec.append(str(md / tok) + ".tflite")
-            make[dec[-1]] = ("extractor", tok)
+        elif (v := EmbedderPart.variant_of(f"{tok}.tflite")) in variant_names("embedder"):
+            emb.append(str(md / EmbedderPart.file(v)))
+            make[emb[-1]] = ("embedder", v)
+        elif (v := ExtractorPart.variant_of(f"{tok}.tflite")) in variant_names("extractor"):
+            dec.append(str(md / ExtractorPart.file(v)))
+            make[dec[-1]] = ("extractor", v)
         else:
             raise UsageError(
                 f"unknown variant {tok!r}: pytorch, an extractor variant ({', '.join(variant_names('extractor'))}), "

@@ -146,9 +146,6 @@ class Variant:
         """The SNR floor this row's files of ``part`` are held to (before a card raises it)."""
         return FLOORS[part][self.precision]
 
-    def file(self, prefix: str) -> str:
-        return f"{prefix}{self.name}.tflite"
-
 
 # The rule's SNR floors (dB) of a group against PyTorch (models/gate.py), by part and by what a variant's
 # arithmetic is: constants with their reasons, none derived from this project's own files. A card may raise a

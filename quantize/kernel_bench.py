@@ -34,7 +34,7 @@ def kernel_bench(out: Path, tokens: int = 16, dim: int = 384, runs: int = 200) -
     layer = torch.nn.Linear(dim, 4 * dim).eval()
     x = torch.rand(1, tokens, tokens, dim)
     with tempfile.TemporaryDirectory() as d:
-        fp32 = Path(d) / "fp32.tflite"
+        fp32 = Path(d) / "layer-fp32.tflite"  # one layer in a scratch folder, not a part's file
         litert_torch.convert(layer, (x,)).export(str(fp32))
         paths = {"fp32": fp32}
         (name,) = open_runner(fp32).inputs
@@ -45,7 +45,7 @@ def kernel_bench(out: Path, tokens: int = 16, dim: int = 384, runs: int = 200) -
                 if q.need_calibration
                 else None
             )
-            path = Path(d) / f"{variant}.tflite"
+            path = Path(d) / f"layer-{variant}.tflite"
             path.write_bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
             paths[variant] = path
         res = {}

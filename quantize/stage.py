@@ -581,7 +581,7 @@ def ensure_files(opts: RunOptions, make: dict[str, tuple[str, str]], command: st
     """Write the model's files a command names (``{path: (part, variant)}``) and does not find, with the
     pipeline's own stages (skipped when current). A file that failed is not made again: the caller's
     ``require_verified`` refuses it by name."""
-    from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+    from videoseal_litert.convert.parts import make_part
     from videoseal_litert.convert.stages import stage_load, stage_tflite, stage_verify
     from videoseal_litert.core.console import say
 
@@ -590,7 +590,7 @@ def ensure_files(opts: RunOptions, make: dict[str, tuple[str, str]], command: st
         if not Path(path).is_file() and not failed_path(Path(path)).is_file():
             wanted.setdefault(part, []).append(v)
     for part_name, vs in wanted.items():
-        part = EmbedderPart(opts) if part_name == "embedder" else ExtractorPart(opts)
+        part = make_part(opts, part_name)
         say(f"{command}: writing the {part_name}'s {', '.join(vs)} file(s) first (the pipeline's stages)")
         stage_load(opts, part)
         stage_tflite(opts, part)

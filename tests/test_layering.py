@@ -89,3 +89,23 @@ def test_the_stage_fingerprint_hashes_every_layer(tmp_path):
     skip = {"tests", ".venv", ".cache", ".git", "artifacts", "dist"}  # tests, the environment, outputs
     folders = {d.name for d in ROOT.iterdir() if d.is_dir() and d.name not in skip and next(d.rglob("*.py"), None)}
     assert folders <= set(LAYERS), f"folders of code the fingerprint does not see: {sorted(folders - set(LAYERS))}"
+
+
+def test_file_names_are_made_by_the_parts_only():
+    """Only ``Part.file`` / ``Part.report`` (convert/part.py) name a part's files: no other module spells out a variant's
+    file name (``"int8.tflite"``, ``f"embedder-{v}.tflite"``) or builds one from a prefix. Scratch files (pieces,
+    candidates in temporary folders) are not a part's files and are named where they are made."""
+    from videoseal_litert.models.variants import VARIANTS
+
+    variants = "|".join(sorted((re.escape(v) for v in VARIANTS), key=len, reverse=True))
+    spelled = re.compile(rf"[\"'/](?:embedder-)?(?:{variants})\.tflite[\"']")
+    built = re.compile(r"(?:prefix\}|'embedder-' if|\"embedder-\" if|embedder-\{)[^\n]*\.tflite")
+    found = []
+    for folder in LAYERS:
+        for p in sorted((ROOT / folder).rglob("*.py")):
+            if p == ROOT / "convert" / "part.py" or "node_modules" in p.parts:
+                continue
+            for n, line in enumerate(p.read_text().splitlines(), 1):
+                if spelled.search(line) or built.search(line):
+                    found.append(f"{p.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "file names built outside Part.file / Part.report:\n" + "\n".join(found)

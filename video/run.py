@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.convert.options import RunOptions
-from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
+from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, make_part
 from videoseal_litert.convert.verify import precision_of, require_verified
 from videoseal_litert.core.artifacts import atomic_path, machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress, say
@@ -89,7 +89,7 @@ to_hex = bits_hex  # the name the CLI and tests know
 def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool) -> tuple[str, Runner, dict[str, Any]]:
     """(label, runner, file record) for ``pytorch``, a variant of the model's part, or a ``.tflite`` path;
     the model's files are made when missing, and every file must be verified unless allowed."""
-    part = EmbedderPart(opts) if part_name == "embedder" else ExtractorPart(opts)
+    part = make_part(opts, part_name)
     if name == PYTORCH:
         return PYTORCH, part.torch_runner(part.load()), {"file": None, "status": "reference"}
     if name.endswith(".tflite"):
@@ -98,7 +98,7 @@ def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool)
             raise UsageError(f"{part_name} file not found: {name}")
     else:
         variant(name, part_name)  # a named UsageError for an unknown variant
-        path = opts.model_dir.path / f"{'embedder-' if part_name == 'embedder' else ''}{name}.tflite"
+        path = opts.model_dir.path / part.file(name)
         ensure_files(opts, {str(path): (part_name, name)}, "video")
     info = require_verified(path, allow_unverified, "video")
     f = Path(info["file"])

@@ -41,6 +41,7 @@ from PIL import Image
 
 from videoseal_litert.convert.arm_check import ARM_MAX_STEPS, output_steps
 from videoseal_litert.convert.part import gate_line
+from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.convert.verify import failed_path
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 from videoseal_litert.core.console import working
@@ -54,7 +55,7 @@ from videoseal_litert.web.serve import serve_in_background
 
 log = logging.getLogger(__name__)
 WEB = Path(__file__).resolve().parent
-NOT_IN_BROWSERS = ("int8-full.tflite",)  # tried from the model folder when there: reported, not a failure
+NOT_IN_BROWSERS = (ExtractorPart.file("int8-full"),)  # tried from the model folder when there: reported, not a failure
 BROWSER_TIMEOUT_S = 900
 DETECT_PVALUE = 1e-6  # the page's threshold (web/app.js)
 
