@@ -43,7 +43,7 @@ from videoseal_litert.convert.stages import artifact_summary, say_rejected
 from videoseal_litert.core.artifacts import machine_description, read_json, write_json, write_text
 from videoseal_litert.core.console import say
 from videoseal_litert.core.errors import ImageError, VerificationError
-from videoseal_litert.core.metrics import binomial_pvalue, psnr_db, rate
+from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue, psnr_db, rate
 from videoseal_litert.models.registry import ModelSpec
 from videoseal_litert.runtime.runners import Runner, run_all
 
@@ -60,7 +60,7 @@ GATES = {"min_bit_accuracy": 0.99, "min_psnr_db": 32.0, "max_all_tflite_pp": 0.1
 # bits, where one flipped bit already misses the 99.9% agreement gate.
 DEMO_TARGET_AGREEMENT = 1.0
 MARGIN_BUCKETS = (0.0, 0.1, 0.5, 1.0, 2.0, math.inf)
-FALSE_POSITIVE_PVALUE = 1e-3
+FALSE_POSITIVE_PVALUE = DETECTION_PVALUE  # one threshold: core.metrics
 
 
 @dataclass

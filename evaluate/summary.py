@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.core.artifacts import atomic_path
-from videoseal_litert.core.metrics import rate, rate_of
+from videoseal_litert.core.metrics import DETECTION_PVALUE, rate, rate_of
 
-PVALUE_DETECTION = 1e-3
+PVALUE_DETECTION = DETECTION_PVALUE  # one threshold: core.metrics
 
 
 def summarize(table: Any, variants: list[str] | None = None) -> dict[str, Any]:

@@ -20,7 +20,6 @@ and what to install instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -56,7 +55,7 @@ def ensure_node_modules() -> Path:
     """``web/node_modules`` from the lock file (``npm ci``), once per lock file."""
     modules, lock = WEB / "node_modules", WEB / "package-lock.json"
     stamp = modules / ".lock-sha256"
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    digest = sha256_file(lock)
     if stamp.is_file() and stamp.read_text() == digest and (modules / "@litertjs" / "core").is_dir():
         return modules
     npm = shutil.which("npm")
