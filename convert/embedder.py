@@ -39,14 +39,14 @@ from videoseal_litert.convert.part import (
 from videoseal_litert.core.artifacts import sha256_file, tool_versions
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.core.metrics import psnr_db
-from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of, message_for
-from videoseal_litert.models.gate import DECODED_BITS, DECODED_DETECTION, PIXELS, Rule, judge_embedder, judge_extractor, judge_signal
-from videoseal_litert.models.parts import (
+from videoseal_litert.models.contracts import (
     EMBEDDER,
     EMBEDDER_CONTRACT,
     NamedEmbedder,
     UnitChain,
 )
+from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of, message_for
+from videoseal_litert.models.gate import DECODED_BITS, DECODED_DETECTION, PIXELS, Rule, judge_embedder, judge_extractor, judge_signal
 from videoseal_litert.runtime.route import embed as route_embed
 from videoseal_litert.runtime.runners import Runner, TorchRunner, run_all
 

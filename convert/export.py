@@ -1,6 +1,6 @@
 """Stage 2: a part's named deploy form -> ``torch.export`` program (``.pt2``) and ONNX (``.onnx``), either part.
 
-Both export the module with the part's contract names (``models/parts.py``: NHWC float image in
+Both export the module with the part's contract names (``models/contracts.py``: NHWC float image in
 [0, 1]; the extractor's two logits, the embedder's watermarked image and residual). The ONNX file is
 run with onnxruntime on the fixed sample inputs and compared with PyTorch.
 """

@@ -45,16 +45,16 @@ from videoseal_litert.convert.part import (
 from videoseal_litert.core.artifacts import sha256_file, tool_versions
 from videoseal_litert.core.logits import split_logits
 from videoseal_litert.core.metrics import sqnr_db
-from videoseal_litert.models.embedders import message_for
-from videoseal_litert.models.families import DeployExtractor, Family, FamilyConfig, family_of
-from videoseal_litert.models.gate import BITS, DETECTION, Rule, group_name, judge_extractor
-from videoseal_litert.models.parts import (
+from videoseal_litert.models.contracts import (
     EXTRACTOR,
     EXTRACTOR_CONTRACT,
     NamedExtractor,
     UnitChain,
     extractor_chain,
 )
+from videoseal_litert.models.embedders import message_for
+from videoseal_litert.models.families import DeployExtractor, Family, FamilyConfig, family_of
+from videoseal_litert.models.gate import BITS, DETECTION, Rule, group_name, judge_extractor
 from videoseal_litert.runtime.runners import TorchRunner
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """What every part of a model (extractor, embedder) is for the stages: the ``Part`` seam and what it hands back.
 
-A part answers the same questions for every stage (``convert/stages.py``, ``quantize/stage.py``,
+A part answers the same questions for every stage (``convert/stages.py``, ``quantize/quantize_stage.py``,
 ``package/bundle.py``): its files' names, its loaded PyTorch module and description, the module with
 named inputs and outputs to export, its PyTorch reference as a runner, the inputs it is verified and
 calibrated on, and the figures that compare a file's outputs with the reference, with the verdict of
@@ -33,13 +33,13 @@ from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.core.artifacts import collect_if_large
 from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import ImageError
-from videoseal_litert.models.embedders import EmbedderConfig
-from videoseal_litert.models.families import FamilyConfig, QuantPolicy
-from videoseal_litert.models.gate import Rule
-from videoseal_litert.models.parts import (
+from videoseal_litert.models.contracts import (
     Contract,
     UnitChain,
 )
+from videoseal_litert.models.embedders import EmbedderConfig
+from videoseal_litert.models.families import FamilyConfig, QuantPolicy
+from videoseal_litert.models.gate import Rule
 from videoseal_litert.runtime.runners import TorchRunner, run_all
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from videoseal_litert.convert.extractor import ExtractorPart
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.part import InputSet, Part, Reference, gate_line, gate_rows, nhwc
 from videoseal_litert.core.errors import UsageError
-from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
+from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
 
 __all__ = [
     "PARTS",

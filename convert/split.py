@@ -1,6 +1,6 @@
 """A part too big for one file, as pieces joined by named tensors: plan, convert, join.
 
-A part's units (``models/parts.py`` ``UnitChain``: the extractor's chain, the U-Net's levels with
+A part's units (``models/contracts.py`` ``UnitChain``: the extractor's chain, the U-Net's levels with
 their skips) are grouped in order into pieces of at most ``max_bytes`` float weights (and about
 ``max_act_bytes`` of calibration intermediates). A piece is a module whose inputs and outputs are
 the named tensors that cross its edges (NHWC in the file), so its ``.tflite`` signature carries
@@ -29,7 +29,7 @@ from torch import nn
 from videoseal_litert.core.artifacts import atomic_path, collect_if_large
 from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import PipelineError
-from videoseal_litert.models.parts import Unit, UnitChain
+from videoseal_litert.models.contracts import Unit, UnitChain
 
 if TYPE_CHECKING:  # annotations only: convert.parts imports this module
     from ai_edge_litert import schema_py_generated as schema

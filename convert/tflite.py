@@ -1,6 +1,6 @@
 """Stage 3: a part's named deploy form -> float32 ``.tflite`` with litert-torch, either part.
 
-The file's signature carries the part's contract names (``models/parts.py``): inputs by name, outputs
+The file's signature carries the part's contract names (``models/contracts.py``): inputs by name, outputs
 by name, never by position.
 """
 

@@ -181,7 +181,7 @@ def prepare_artifacts(
     """Convert, verify and quantize both parts of the pair with the pipeline's stages (skipped when current):
     the extractor's fp32, int8 and int8-dynamic files, the embedder's fp32 and ``embedder_variants``."""
     from videoseal_litert.convert.stages import stage_load, stage_tflite, stage_verify
-    from videoseal_litert.quantize.stage import stage_quantize
+    from videoseal_litert.quantize.quantize_stage import stage_quantize
 
     tables = []
     for part, variants in ((ExtractorPart(opts), ("int8", "int8-dynamic")), (EmbedderPart(opts), embedder_variants)):

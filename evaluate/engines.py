@@ -1,11 +1,11 @@
 """Where the per-batch functions run: in this process (``local``) or on a Ray cluster (``ray``).
 
-Both engines take the same image list and :class:`~videoseal_litert.evaluate.core.EvalConfig`, call
-the same functions (``core.py``) on the same images, and write the result rows as Parquet files in
+Both engines take the same image list and :class:`~videoseal_litert.evaluate.batches.EvalConfig`, call
+the same functions (``batches.py``) on the same images, and write the result rows as Parquet files in
 one folder (``rows/``); :func:`read_rows` reads them back in a fixed order, so the same inputs and
 seed give identical tables from either engine.
 
-- ``local``: chunks of ``CHUNK_IMAGES`` images through :class:`~videoseal_litert.evaluate.core.Pipeline`;
+- ``local``: chunks of ``CHUNK_IMAGES`` images through :class:`~videoseal_litert.evaluate.batches.Pipeline`;
   each chunk's rows are one Parquet file, written under a temporary name and renamed when complete,
   so memory stays flat in the number of images and an interrupted run resumes from the images whose
   rows are there (never writing an image's rows twice).
@@ -34,7 +34,7 @@ from videoseal_litert.calibration_data.images import IMAGE_SUFFIXES
 from videoseal_litert.core.artifacts import atomic_path
 from videoseal_litert.core.console import working
 from videoseal_litert.core.errors import ImageError, UsageError
-from videoseal_litert.evaluate.core import SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, label, to_rows
+from videoseal_litert.evaluate.batches import SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, label, to_rows
 from videoseal_litert.evaluate.video import VIDEO_SUFFIXES, VideoMarker
 
 log = logging.getLogger(__name__)

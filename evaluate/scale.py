@@ -25,7 +25,7 @@ from videoseal_litert.core.artifacts import machine_description, write_json, wri
 from videoseal_litert.core.console import say
 from videoseal_litert.core.errors import VerificationError
 from videoseal_litert.evaluate.engines import read_rows
-from videoseal_litert.evaluate.run import run_evaluate
+from videoseal_litert.evaluate.evaluation import run_evaluate
 
 CLUSTERS = ((1, 2), (1, 16), (4, 16), (16, 32), (64, 64))  # (nodes, cores per node)
 JOB_IMAGES = 1_000_000

@@ -1,13 +1,13 @@
 """Video rows for ``evaluate``: clips embedded by the official video route, attacked by the codec suite.
 
-:class:`VideoMarker` is the video pass's step 1, in place of :class:`~videoseal_litert.evaluate.core.Marker`:
+:class:`VideoMarker` is the video pass's step 1, in place of :class:`~videoseal_litert.evaluate.batches.Marker`:
 per clip (its first ``video_frames`` frames) and seeded message, each embedder watermarks the frames by
-the key-frame route (``video/watermark.py``, the card's step), the 8-bit frames are attacked
-(``video/attacks.py``: H.264 and H.265 at several CRFs, half frame rate, temporal crop, half size, each
+the key-frame route (``video/key_frames.py``, the card's step), the 8-bit frames are attacked
+(``video/codec_attacks.py``: H.264 and H.265 at several CRFs, half frame rate, temporal crop, half size, each
 through FFmpeg), and every attacked frame is resized to the extractor's input. One row per clip x message
 x embedder x attack holds its frames (padded to ``video_frames``) and their count. The same
-:class:`~videoseal_litert.evaluate.core.Decoder` then decodes every frame of a row and aggregates over them
-(``video_aggregation``, official ``avg``), and :func:`~videoseal_litert.evaluate.core.to_rows` makes the
+:class:`~videoseal_litert.evaluate.batches.Decoder` then decodes every frame of a row and aggregates over them
+(``video_aggregation``, official ``avg``), and :func:`~videoseal_litert.evaluate.batches.to_rows` makes the
 result rows, with the image rows' columns: ``image`` is the clip, ``width``/``height`` its size, ``psnr_db``
 the mean over frames. The pass writes to its own rows folder (its batches carry frames, not pixels).
 """
@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from videoseal_litert.core.errors import PipelineError
-from videoseal_litert.evaluate.core import Batch, EvalConfig, Marker, columns, message
+from videoseal_litert.evaluate.batches import Batch, EvalConfig, Marker, columns, message
 from videoseal_litert.runtime.route import resize_aa
-from videoseal_litert.video.attacks import resolve_video_attacks
+from videoseal_litert.video.codec_attacks import resolve_video_attacks
+from videoseal_litert.video.commands import card_video_args
 from videoseal_litert.video.io import probe, read_frames
-from videoseal_litert.video.run import card_video_args
-from videoseal_litert.video.watermark import KeyFrames
+from videoseal_litert.video.key_frames import KeyFrames
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 ORDER_OFFSET = 1000  # video attacks sort after the image attacks in the tables

@@ -9,7 +9,7 @@ U-Net embedders, ``models/tiny.py`` for the project's tile embedder) that owns:
   msgs)`` takes images of any size in [0, 1] (B, 3, H, W) and 0/1 messages (B, nbits) and returns
   the watermarked images, as the official ``Videoseal.embed(..., is_video=False)``;
   ``residual(imgs, msgs)`` is the embedder's own output at the processing size;
-- ``deploy_form``: the module to convert, with the part's I/O contract (``models/parts.py``), each
+- ``deploy_form``: the module to convert, with the part's I/O contract (``models/contracts.py``), each
   rewrite proved equal in float;
 - ``quant``: which ops the quantized variants touch (the rest stays float, and why);
 - ``route``: how an app embeds into an image of another size around the 256x256 file (the same
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from videoseal_litert.core.errors import UnsupportedModelError
+from videoseal_litert.models.contracts import UnitChain
 from videoseal_litert.models.families import QuantPolicy
-from videoseal_litert.models.parts import UnitChain
 
 
 class EmbedderConfig(Protocol):

@@ -12,7 +12,7 @@ owns everything that depends on the architecture:
 - ``quant``: which ops the quantized variants touch, and why;
 - ``group`` and ``describe``: parameter grouping for ``inspect`` and the summary for ``model.json``.
 
-Every stage goes through this interface and the part's I/O contract (``models/parts.py``), which is
+Every stage goes through this interface and the part's I/O contract (``models/contracts.py``), which is
 the same for every family. Adding a family is one module plus one line in :func:`families` and the registry lines.
 """
 
@@ -29,7 +29,7 @@ from torch import nn
 from videoseal_litert.core.errors import CardError, UnsupportedModelError
 from videoseal_litert.core.logits import split_logits
 
-# ---- what every exported extractor holds (names: models/parts.py) --------------------------------
+# ---- what every exported extractor holds (names: models/contracts.py) --------------------------------
 
 
 class DeployExtractor(nn.Module):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from videoseal_litert.core.errors import UnknownModelError
 from videoseal_litert.models.cards import Card, Verification, read_card
-from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
+from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"

@@ -28,9 +28,9 @@ from torch import nn
 
 from videoseal_litert.core.errors import CardError, UnsupportedModelError
 from videoseal_litert.models.common import LayerNorm2d, ReflectionPad2d
+from videoseal_litert.models.contracts import EMBEDDER_CONTRACT, Unit, UnitChain
 from videoseal_litert.models.embedders import EmbedderFamily
 from videoseal_litert.models.families import QuantPolicy, card_value, flag, known_keys, positive_int
-from videoseal_litert.models.parts import EMBEDDER_CONTRACT, Unit, UnitChain
 
 INTERPOLATION = {"mode": "bilinear", "align_corners": False, "antialias": True}  # Wam.embed's default
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from videoseal_litert.core.errors import UsageError
+from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.models.gate import CLEAR_FRACTION, Floor, Rule
-from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.registry import ModelSpec
 
 # recipe(quantizer, policy, io_int8): configures an ``ai_edge_quantizer.Quantizer`` in place; ``io_int8``

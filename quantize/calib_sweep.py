@@ -18,7 +18,7 @@ from videoseal_litert.convert.verify import run_file
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 from videoseal_litert.models.variants import rule_for, variant
 from videoseal_litert.quantize.calibrate import calibrate_part
-from videoseal_litert.quantize.stage import quantize_to
+from videoseal_litert.quantize.quantize_stage import quantize_to
 
 
 def calib_sweep(part: Part, counts: list[int]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.models.variants import VARIANTS
 from videoseal_litert.quantize.calibrate import calibrate_part
 from videoseal_litert.quantize.control import task_metric
-from videoseal_litert.quantize.stage import quantize_to
+from videoseal_litert.quantize.quantize_stage import quantize_to
 from videoseal_litert.runtime.runners import Opener, open_runner, run_all
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _removal_rows(groups: dict[str, list[str]], timing: dict[str, dict[str, floa
 
 
 def _candidates(part: Part, fp32: Path, policy: QuantPolicy, tmp: Path, only: list[str] | None, threads: int, runs: int) -> dict[str, Any]:
-    from videoseal_litert.quantize.stage import default_target
+    from videoseal_litert.quantize.quantize_stage import default_target
 
     opts = part.opts
     valset = part.validation_set()

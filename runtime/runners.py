@@ -1,7 +1,7 @@
 """The runner seam: what verification, calibration checks, the demo and the benchmark run a model through.
 
 A runner opens one model and maps named inputs to named outputs (the part's contract,
-``models/parts.py``), and reports how its ops were delegated when that means something. Two
+``models/contracts.py``), and reports how its ops were delegated when that means something. Two
 implementations here: :func:`open_runner` (a ``.tflite`` in this process on LiteRT's CPU kernels)
 and :class:`TorchRunner` (the PyTorch reference, the official module behind the same names).
 Another interpreter, another CPU architecture (``runtime/arm.py``: ARM64 kernels under emulation) or

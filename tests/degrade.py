@@ -97,8 +97,8 @@ def grey_calibrated(part: object, fp32: Path, dst: Path, variant: str = "int8") 
     for an embedder): the same recipe, calibrated on nothing like a photo."""
     from videoseal_litert.models.variants import VARIANTS
     from videoseal_litert.quantize.calibrate import calibrate, pin_input_ranges
+    from videoseal_litert.quantize.quantize_stage import quantize_to
     from videoseal_litert.quantize.recipes import calibration_quantizer
-    from videoseal_litert.quantize.stage import quantize_to
 
     size = part.size  # type: ignore[attr-defined]
     x = {"image": np.full((1, size, size, 3), 0.5, np.float32)}

@@ -70,7 +70,7 @@ def test_accuracy_control_target_reaches_the_stage(monkeypatch, tmp_path):
     import argparse
 
     from videoseal_litert import cli
-    from videoseal_litert.quantize import stage
+    from videoseal_litert.quantize import quantize_stage as stage
 
     seen = {}
     monkeypatch.setattr(stage, "stage_quantize", lambda opts, part, calib, io, variants, target: seen.update(target=target))

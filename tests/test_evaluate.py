@@ -187,7 +187,7 @@ VIDEO_ATTACKS = "none,h264_crf28,fps_half"
 
 def _evaluate(setup_eval, name, engine="local", **kw):
     """The 20 photos, and the video pass on the first 4 frames of a real clip (176 x 144) with three video attacks."""
-    from videoseal_litert.evaluate.run import run_evaluate
+    from videoseal_litert.evaluate.evaluation import run_evaluate
     from videoseal_litert.video.clips import clip_path
 
     root, photos, variants = setup_eval
@@ -274,7 +274,7 @@ def test_ray_engine_survives_a_killed_worker_with_the_same_rows(setup_eval, loca
 
     kill = tmp_path / "kill"
     kill.mkdir()
-    from videoseal_litert.evaluate.core import KILL_ONCE_ENV
+    from videoseal_litert.evaluate.batches import KILL_ONCE_ENV
 
     monkeypatch.setenv(KILL_ONCE_ENV, str(kill))  # the Ray workers started by this run inherit it
     s = _evaluate(setup_eval, "ray", engine="ray")
@@ -286,7 +286,7 @@ def test_ray_engine_survives_a_killed_worker_with_the_same_rows(setup_eval, loca
 
 @pytest.mark.slow
 def test_interrupted_local_run_resumes_without_duplicates(setup_eval, local_run, monkeypatch):
-    from videoseal_litert.evaluate import run as run_mod
+    from videoseal_litert.evaluate import evaluation as run_mod
 
     def one_chunk_then_interrupt(items, **_):
         yield items[0]

@@ -17,6 +17,7 @@ import pytest
 
 from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.cards import parse_verification
+from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.gate import (
     CLEAR_FRACTION,
     NEAR_FLIP_FRACTION,
@@ -28,7 +29,6 @@ from videoseal_litert.models.gate import (
     judge_extractor,
     judge_runtime_difference,
 )
-from videoseal_litert.models.parts import EMBEDDER, EXTRACTOR
 from videoseal_litert.models.registry import REGISTRY, resolve
 from videoseal_litert.models.variants import FLOORS, VARIANTS, FloorError, default_variants, rule_for
 

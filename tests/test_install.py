@@ -39,7 +39,7 @@ def test_wheel_has_one_top_level_package_and_its_data(wheel):
     for needed in (
         "videoseal_litert/cli.py",
         "videoseal_litert/convert/stages.py",
-        "videoseal_litert/quantize/stage.py",
+        "videoseal_litert/quantize/quantize_stage.py",
         "videoseal_litert/models/cards/videoseal.yaml",
         "videoseal_litert/models/tiny/checkpoint.safetensors",
         "videoseal_litert/calibration_data/manifest.json",

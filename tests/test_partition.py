@@ -19,7 +19,7 @@ from videoseal_litert.convert.tflite import short_name
 from videoseal_litert.core.errors import VerificationError
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS
-from videoseal_litert.quantize.stage import CONTROL_IN_PIECES, stage_quantize
+from videoseal_litert.quantize.quantize_stage import CONTROL_IN_PIECES, stage_quantize
 from videoseal_litert.runtime.runners import open_runner
 
 MINI = "chunkyseal-mini"
@@ -214,8 +214,8 @@ def test_partitioned_quantize_is_judged_by_the_rule(pipeline, tmp_path):
 
 
 def test_short_names_keep_classes_that_tell_list_items_apart():
-    a = "videoseal_litert.models.parts.NamedExtractor/videoseal_litert.models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/videoseal_litert.models.convnext.Block_1;"
-    b = "videoseal_litert.models.parts.NamedExtractor/videoseal_litert.models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/videoseal_litert.models.convnext.LayerNorm2d_1;"
+    a = "videoseal_litert.models.contracts.NamedExtractor/videoseal_litert.models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/videoseal_litert.models.convnext.Block_1;"
+    b = "videoseal_litert.models.contracts.NamedExtractor/videoseal_litert.models.convnext.DeployExtractor_deploy/torch.nn.modules.container.Sequential_0/videoseal_litert.models.convnext.LayerNorm2d_1;"
     assert short_name(a) == "NamedExtractor/DeployExtractor_deploy/Sequential_0/Block_1;"
     assert short_name(a) != short_name(b)
     assert short_name("serving_default_image") == "serving_default_image" and short_name("arith.constant3") == "arith.constant3"

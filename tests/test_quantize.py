@@ -19,10 +19,10 @@ from videoseal_litert.calibration_data.pool import photos as pool_photos
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.core.errors import ImageError, VerificationError
-from videoseal_litert.models.parts import EXTRACTOR
+from videoseal_litert.models.contracts import EXTRACTOR
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS, quantized
-from videoseal_litert.quantize.stage import stage_quantize
+from videoseal_litert.quantize.quantize_stage import stage_quantize
 from videoseal_litert.runtime.runners import open_runner
 
 CALIBRATION_PHOTOS = tuple(p["name"] for p in pool_photos("calibration"))
@@ -89,7 +89,7 @@ def test_per_op_error_report(pipeline):
 def _all_int8(pipeline, d, tmp_path):
     """The mini's int8 recipe with nothing kept float (what the fallback starts from), calibrated as the stage does."""
     from videoseal_litert.quantize.calibrate import calibrate_part
-    from videoseal_litert.quantize.stage import quantize_to
+    from videoseal_litert.quantize.quantize_stage import quantize_to
 
     opts = RunOptions(spec=resolve(str(pipeline.card(d.name))), out=d.parent, untrained=True)
     part = ExtractorPart(opts)

@@ -13,8 +13,8 @@ from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.cards import read_card
+from videoseal_litert.models.contracts import EXTRACTOR_CONTRACT, NamedExtractor
 from videoseal_litert.models.families import DeployExtractor
-from videoseal_litert.models.parts import EXTRACTOR_CONTRACT, NamedExtractor
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.sam import (
     SamConfig,

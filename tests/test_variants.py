@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import cli
-from videoseal_litert.models.parts import PART_NAMES
+from videoseal_litert.models.contracts import PART_NAMES
 from videoseal_litert.models.registry import REGISTRY
 from videoseal_litert.models.variants import VARIANTS, Variant, names, variant
 
@@ -51,7 +51,7 @@ def recipe_int8_weights(q, policy, io_int8):
 def test_a_new_variant_is_one_row(pipeline, tmp_path, monkeypatch):
     """Register a row (and its recipe): quantize writes and verifies it by the rule at its precision's floor, the
     benchmark times it and a bundle ships it, with no other change."""
-    from videoseal_litert.models.parts import EXTRACTOR
+    from videoseal_litert.models.contracts import EXTRACTOR
 
     row = Variant("int8-weights", recipe_int8_weights, (EXTRACTOR,), bench_order=9)  # precision "quantized": the 12 dB floor
     monkeypatch.setitem(VARIANTS, row.name, row)

@@ -199,7 +199,7 @@ def test_the_accuracy_control_is_refused_by_name_on_a_part_in_pieces(pipeline, t
     """Quantized in pieces (a mini cut as ChunkySeal is), int4-mixed and a user's target have no accuracy
     control to run: named refusals, before any work (the default target, reported as not run there:
     test_partition.py)."""
-    from videoseal_litert.quantize.stage import stage_quantize
+    from videoseal_litert.quantize.quantize_stage import stage_quantize
 
     out, d = pipeline.copy(pipeline.converted("chunkyseal-mini"), tmp_path)
     before = {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.name != ".lock"}  # the shared folder may hold quantized files

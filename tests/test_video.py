@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from videoseal_litert.core.errors import CorruptVideoError, EmptyVideoError, NotAVideoError, NoVideoTrackError, UsageError
 from videoseal_litert.video.clips import clip_path, clips
+from videoseal_litert.video.commands import parse_message, to_hex
 from videoseal_litert.video.io import probe, read_frames
-from videoseal_litert.video.run import parse_message, to_hex
-from videoseal_litert.video.watermark import aggregate, embed_video, video_parity
+from videoseal_litert.video.key_frames import aggregate, embed_video, video_parity
 
 
 def write_clip(path: Path, frames: list[np.ndarray], rate: int = 25, codec: str = "libx264rgb", title: str | None = None) -> Path:
@@ -239,7 +239,7 @@ def test_tiny_int8_files_on_a_real_clip_recover_the_message_as_pytorch(demo_run,
     assert (tmp_path / "rep" / "frames.png").stat().st_size > 0
     assert len((tmp_path / "rep" / "frames.csv").read_text().splitlines()) == 1 + 2 * 16
     # the unmarked clip, in this process: no message found, and a missing clip is named
-    from videoseal_litert.video.run import run_video_detect
+    from videoseal_litert.video.commands import run_video_detect
 
     clean = run_video_detect("tiny", out, clip_path("bikes.mp4"), "int8", side["message"], max_frames=8, report_dir=tmp_path / "clean")
     assert clean["results"]["int8"]["pvalue"] > 1e-3 and clean["results"]["int8"]["mean_mask_logit"] < 0
@@ -248,7 +248,7 @@ def test_tiny_int8_files_on_a_real_clip_recover_the_message_as_pytorch(demo_run,
 
 
 def test_codec_attacks_do_what_their_names_say(tmp_path):
-    from videoseal_litert.video.run import attack_clip
+    from videoseal_litert.video.commands import attack_clip
 
     src = write_clip(tmp_path / "pan.mp4", panning(12, 144, 176))
     frames = [f.rgb for f in read_frames(src)]
@@ -276,7 +276,7 @@ def test_tiny_int8_files_on_a_generated_clip_agree_with_pytorch(demo_run, tmp_pa
     """Parity on a generated clip (a pan over a photo, 12 frames at an odd size, H.264 CRF 23): the INT8 extractor's
     per-frame logits pass the rule against PyTorch's, and under every aggregation its bits are PyTorch's but at most one
     on which PyTorch's own frames disagree (measured: bit 1, positive in 5 of 12 frames, flips under avg)."""
-    from videoseal_litert.video.run import run_video_detect, run_video_embed
+    from videoseal_litert.video.commands import run_video_detect, run_video_embed
 
     out, _, _ = demo_run
     src = write_clip(tmp_path / "pan.mp4", panning(12, 201, 299))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from videoseal_litert.core.errors import OutputExistsError, TruncatedVideoError
-from videoseal_litert.video.run import run_video_detect, run_video_embed
+from videoseal_litert.video.commands import run_video_detect, run_video_embed
 
 TB = Fraction(1, 1000)
 

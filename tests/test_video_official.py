@@ -27,7 +27,7 @@ from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import rule_for, variant
 from videoseal_litert.runtime.route import jnd_heatmap, resize_aa
 from videoseal_litert.runtime.runners import open_file
-from videoseal_litert.video.watermark import AGGREGATIONS, KeyFrames, aggregate, video_parity
+from videoseal_litert.video.key_frames import AGGREGATIONS, KeyFrames, aggregate, video_parity
 
 FAMILIES = ["videoseal_1.0", "pixelseal", "chunkyseal", "videoseal_0.0"]
 STEPS = {"videoseal_1.0": 4, "pixelseal": 8, "chunkyseal": 8, "videoseal_0.0": 4}  # the vectors' README table

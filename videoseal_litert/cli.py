@@ -495,7 +495,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
 
 
 def _quantize_calls(a: argparse.Namespace, opts: Any, part: Any, variants: tuple[str, ...] | None) -> list[Callable[[], Any]]:
-    from videoseal_litert.quantize.stage import stage_quantize
+    from videoseal_litert.quantize.quantize_stage import stage_quantize
 
     if part.name == "extractor":
         target = getattr(a, "target_agreement", None)
@@ -529,7 +529,7 @@ def cmd_embedder(a: argparse.Namespace) -> None:
     part = make_part(opts, "embedder")
     asked = parse(a.variants, part.name)
     quantized = tuple(v for v in (asked if asked is not None else default_variants(opts.spec, part.name)) if v != "fp32")
-    from videoseal_litert.quantize.stage import check_quantizable
+    from videoseal_litert.quantize.quantize_stage import check_quantizable
 
     check_quantizable(part, quantized)  # before the FP32 conversion, not after it
     calls = [lambda f=f: f(opts, part) for f in (st.stage_load, st.stage_tflite, st.stage_verify)]
@@ -602,7 +602,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from videoseal_litert.evaluate.run import run_evaluate
+    from videoseal_litert.evaluate.evaluation import run_evaluate
 
     if a.command == "robustness":  # the preset: the attacks `make robustness` has always shown
         a.attacks, a.variants = a.attacks or "robustness", a.variants or ROBUSTNESS_VARIANTS
@@ -618,7 +618,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 def cmd_video(a: argparse.Namespace) -> None:
     from videoseal_litert.video.clips import DEFAULT_CLIP, clip_path
-    from videoseal_litert.video.run import default_output, run_video_attacks, run_video_detect, run_video_embed
+    from videoseal_litert.video.commands import default_output, run_video_attacks, run_video_detect, run_video_embed
 
     if a.max_frames is not None and a.max_frames < 1:
         raise UsageError(f"--max-frames {a.max_frames}: at least 1")

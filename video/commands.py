@@ -1,7 +1,7 @@
 """``videoseal-litert video embed|detect|attack`` (``make video-embed`` / ``video-detect`` / ``video-attack``).
 
 embed: ``--input`` clip -> ``--output`` (H.264 at ``--crf``) watermarked by the official video route
-(``watermark.py``) through one embedder (``pytorch``, a variant's file, or a ``.tflite`` path), audio and
+(``key_frames.py``) through one embedder (``pytorch``, a variant's file, or a ``.tflite`` path), audio and
 metadata carried over; beside the output, ``<output>.json`` records the message, the files, the card's
 step and chunk sizes and the per-frame PSNR.
 
@@ -38,10 +38,10 @@ from videoseal_litert.models.gate import Rule
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
 from videoseal_litert.models.variants import rule_for, variant
-from videoseal_litert.quantize.stage import ensure_files
+from videoseal_litert.quantize.quantize_stage import ensure_files
 from videoseal_litert.runtime.runners import Runner, open_file
 from videoseal_litert.video.io import ClipInfo, probe, video_bytes
-from videoseal_litert.video.watermark import (
+from videoseal_litert.video.key_frames import (
     AGGREGATED,
     AGGREGATIONS,
     bits_hex,
@@ -451,8 +451,8 @@ def render(r: dict[str, Any]) -> str:
 
 def attack_clip(src: Path, dst: Path, name: str, frames: int) -> int:
     """Re-encode ``src`` (its first ``frames`` frames) into ``dst`` by the video attack ``name``
-    (``video/attacks.py``); the frames written."""
-    from videoseal_litert.video.attacks import BY_NAME
+    (``video/codec_attacks.py``); the frames written."""
+    from videoseal_litert.video.codec_attacks import BY_NAME
     from videoseal_litert.video.io import transcode
 
     a = BY_NAME.get(name)
@@ -491,7 +491,7 @@ def run_video_attacks(
     rec = read_json(side)
     msg = parse_message(rec["message"], ExtractorPart(opts).nbits)
     size = int(opts.spec.card.config.img_size)
-    from videoseal_litert.video.attacks import resolve_video_attacks
+    from videoseal_litert.video.codec_attacks import resolve_video_attacks
 
     names = [a.name for a in resolve_video_attacks(attacks) if a.codec is not None]
     runners, rules = {}, {}

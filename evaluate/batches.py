@@ -42,7 +42,7 @@ from videoseal_litert.core.metrics import binomial_tail, psnr_db
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.runtime.route import embed
 from videoseal_litert.runtime.runners import Runner, open_file
-from videoseal_litert.video.watermark import aggregate
+from videoseal_litert.video.key_frames import aggregate
 
 PYTORCH = "pytorch"
 Batch = dict[str, np.ndarray]

@@ -28,11 +28,11 @@ from videoseal_litert.core.artifacts import machine_description, read_json, sha2
 from videoseal_litert.core.console import progress, say
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.evaluate import engines, summary
-from videoseal_litert.evaluate.core import PYTORCH, EvalConfig, label
+from videoseal_litert.evaluate.batches import PYTORCH, EvalConfig, label
 from videoseal_litert.models.gate import ATTACK_SEPARATOR
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
-from videoseal_litert.quantize.stage import ensure_files
+from videoseal_litert.quantize.quantize_stage import ensure_files
 
 DEFAULT_VARIANTS = "pytorch,fp32,int8"
 MESSAGES_PER_IMAGE = 1
@@ -98,8 +98,8 @@ def _verdicts(checked: dict[str, dict[str, Any]]) -> str:
 def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, address: str | None, workers: int | None) -> dict[str, Any]:
     """The clips through the video pass (``evaluate/video.py``): rows in ``video-rows/``, a section of
     summary.md and, on the terminal, the bit accuracy per attack with the decoders side by side."""
-    from videoseal_litert.video.attacks import resolve_video_attacks
-    from videoseal_litert.video.run import card_video_args
+    from videoseal_litert.video.codec_attacks import resolve_video_attacks
+    from videoseal_litert.video.commands import card_video_args
 
     rows_dir = ed / "video-rows"
     va = card_video_args(cfg.options())
@@ -119,7 +119,7 @@ def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, addres
     v["video_settings"] = va
     head = (
         f"\n## Video: {v['images']} clip(s), their first {cfg.video_frames} frames, the official video route and the codec attacks\n\n"
-        f"Embedded with the key-frame route (video/watermark.py; a key frame every {va['step']} frames, {va['source']}), stored as 8-bit frames, attacked (video/attacks.py), every frame "
+        f"Embedded with the key-frame route (video/key_frames.py; a key frame every {va['step']} frames, {va['source']}), stored as 8-bit frames, attacked (video/codec_attacks.py), every frame "
         f"decoded and the bits aggregated by `{cfg.video_aggregation}`; bit accuracy per clip x attack. {v['rows']} rows in {rows_dir}.\n\n"
         + summary.attack_table(v)
     )
@@ -226,8 +226,8 @@ def _checked_request(
     attack_list = resolve_attacks(attacks)
     clips: list[str] = []
     if videos and videos != "none":
-        from videoseal_litert.video.attacks import resolve_video_attacks
-        from videoseal_litert.video.watermark import AGGREGATIONS
+        from videoseal_litert.video.codec_attacks import resolve_video_attacks
+        from videoseal_litert.video.key_frames import AGGREGATIONS
 
         clips = engines.list_videos(videos)
         if not resolve_video_attacks(video_attacks) or video_frames < 1 or aggregation not in AGGREGATIONS:

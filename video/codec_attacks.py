@@ -2,7 +2,7 @@
 
 Each attack is a codec and CRF to re-encode with, and optionally a frame selection (every other frame at
 half the rate; the middle half of the clip) and a resize. ``apply`` runs one on frames in memory (what
-``evaluate`` does, through FFmpeg in a memory buffer); ``video/run.py attack_clip`` runs the same table
+``evaluate`` does, through FFmpeg in a memory buffer); ``video/commands.py attack_clip`` runs the same table
 on a file. Resizing uses the antialiased bilinear resize of the rest of the pipeline (``runtime/route.py``).
 """
 
