@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.calibration_data.images import Tally, list_images, read_rgb, resize_like_detect
+from videoseal_litert.calibration_data.detect_resize import resize_like_detect
 from videoseal_litert.calibration_data.photos import calibration_photo_paths, heldout_paths
 from videoseal_litert.core.errors import ImageError
+from videoseal_litert.core.images import Tally, list_images, read_rgb, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,6 @@ class Item:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(to_uint8(self.pixels).tobytes()).hexdigest()
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def view(img: np.ndarray, scale: float, where: str, size: int) -> np.ndarray:

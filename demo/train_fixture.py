@@ -60,8 +60,8 @@ def frozen_embedder(card: Path = CARD) -> TileEmbedder:
 
 
 def training_photos(short_side: int = 512) -> list[torch.Tensor]:
-    from videoseal_litert.calibration_data.images import read_rgb
     from videoseal_litert.calibration_data.photos import calibration_photo_paths
+    from videoseal_litert.core.images import read_rgb
 
     out = []
     for p in calibration_photo_paths():

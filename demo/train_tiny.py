@@ -88,8 +88,8 @@ def build_pair(card: Path = CARD) -> tuple[TileEmbedder, ConvnextExtractor]:
 def training_photos() -> list[torch.Tensor]:
     """The training photos (12 of the pool's calibration split) as float32 (3, H, W) RGB in [0, 1]; the
     validation and evaluation photos are never used."""
-    from videoseal_litert.calibration_data.images import read_rgb
     from videoseal_litert.calibration_data.photos import training_photo_paths
+    from videoseal_litert.core.images import read_rgb
 
     return [torch.from_numpy(np.ascontiguousarray(read_rgb(p), dtype=np.float32)) for p in training_photo_paths()]
 

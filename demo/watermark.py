@@ -35,14 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from videoseal_litert.calibration_data.build import to_uint8
-from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.convert.stages import artifact_summary, say_rejected
 from videoseal_litert.core.artifacts import machine_description, read_json, write_json, write_text
 from videoseal_litert.core.console import say
 from videoseal_litert.core.errors import ImageError, VerificationError
+from videoseal_litert.core.images import Tally, to_uint8
 from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue, psnr_db, rate
 from videoseal_litert.models.registry import ModelSpec
 from videoseal_litert.runtime.runners import Runner, run_all
@@ -127,7 +126,8 @@ def watermark_images(
     messages, through the PyTorch embedder or ``embedder`` (a file's runner), by the route for any
     size (``runtime/route.py``); the same seed gives the same messages either way."""
     from videoseal_litert.calibration_data.build import split_items
-    from videoseal_litert.calibration_data.images import list_images, read_rgb, resize_like_detect
+    from videoseal_litert.calibration_data.detect_resize import resize_like_detect
+    from videoseal_litert.core.images import list_images, read_rgb
     from videoseal_litert.runtime.route import embed
 
     size = pair.spec.card.config.img_size

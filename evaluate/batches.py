@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from videoseal_litert.calibration_data.attacks import Attack, resolve_attacks
-from videoseal_litert.calibration_data.build import to_uint8
-from videoseal_litert.calibration_data.images import read_rgb, resize_like_detect
+from videoseal_litert.calibration_data.detect_resize import resize_like_detect
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.core.errors import ImageError
+from videoseal_litert.core.images import read_rgb, to_uint8
 from videoseal_litert.core.metrics import binomial_tail, psnr_db
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.runtime.route import embed
@@ -93,7 +93,7 @@ class EvalConfig:
     seed: int
     threads: int
     untrained: bool = False  # the checkpoint's weights are declared untrained (random)
-    video_attacks: str = "off"  # the video pass (evaluate/video.py): its attacks, frames per clip, aggregation
+    video_attacks: str = "off"  # the video pass (evaluate/video_pass.py): its attacks, frames per clip, aggregation
     video_frames: int = 16
     video_aggregation: str = "avg"
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.calibration_data.images import IMAGE_SUFFIXES
 from videoseal_litert.core.artifacts import atomic_path
 from videoseal_litert.core.console import working
 from videoseal_litert.core.errors import ImageError, UsageError
+from videoseal_litert.core.images import IMAGE_SUFFIXES
 from videoseal_litert.evaluate.batches import SORT_KEYS, Decoder, EvalConfig, Marker, Pipeline, label, to_rows
-from videoseal_litert.evaluate.video import VIDEO_SUFFIXES, VideoMarker
+from videoseal_litert.evaluate.video_pass import VIDEO_SUFFIXES, VideoMarker
 
 log = logging.getLogger(__name__)
 

@@ -96,7 +96,7 @@ def _verdicts(checked: dict[str, dict[str, Any]]) -> str:
 
 
 def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, address: str | None, workers: int | None) -> dict[str, Any]:
-    """The clips through the video pass (``evaluate/video.py``): rows in ``video-rows/``, a section of
+    """The clips through the video pass (``evaluate/video_pass.py``): rows in ``video-rows/``, a section of
     summary.md and, on the terminal, the bit accuracy per attack with the decoders side by side."""
     from videoseal_litert.video.codec_attacks import resolve_video_attacks
     from videoseal_litert.video.commands import card_video_args

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from videoseal_litert.calibration_data.build import heldout_items, is_watermarked, to_uint8
-from videoseal_litert.calibration_data.images import Tally
+from videoseal_litert.calibration_data.build import heldout_items, is_watermarked
 from videoseal_litert.convert.arm_check import output_steps
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart, InputSet, Part
@@ -40,6 +39,7 @@ from videoseal_litert.convert.verify import failed_path, report_path, verificati
 from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, tool_versions, write_json, write_text
 from videoseal_litert.core.console import say, working
 from videoseal_litert.core.errors import NativeRunError, PipelineError, UnverifiedFileError
+from videoseal_litert.core.images import Tally, to_uint8
 from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.gate import Verdict, judge_embedder, judge_extractor
 from videoseal_litert.models.variants import VARIANTS, rule_for, variant

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import CalibrationError
+from videoseal_litert.core.images import Tally
 from videoseal_litert.models.contracts import Contract
 from videoseal_litert.quantize.recipes import calibration_quantizer
 from videoseal_litert.runtime.runners import open_runner

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import Part
 from videoseal_litert.convert.split import float_pieces, hwm_mb, join, remove, scratch_dir
 from videoseal_litert.core.artifacts import collect_if_large
 from videoseal_litert.core.console import progress
 from videoseal_litert.core.errors import CalibrationError
+from videoseal_litert.core.images import Tally
 from videoseal_litert.models.variants import Variant
 from videoseal_litert.quantize.calibrate import calibration_mode, pin_input_ranges
 from videoseal_litert.quantize.recipes import build_quantizer, calibration_quantizer

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videoseal_litert.calibration_data.images import Tally
 from videoseal_litert.convert.bench import interleaved_medians
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import InputSet, Part, Reference
@@ -32,6 +31,7 @@ from videoseal_litert.convert.verify import failed_path, quarantine, run_file, v
 from videoseal_litert.core.artifacts import atomic_path, collect_if_large, machine_description, read_json, sha256_file, write_json
 from videoseal_litert.core.console import progress, working
 from videoseal_litert.core.errors import UsageError, VerificationError
+from videoseal_litert.core.images import Tally
 from videoseal_litert.models.families import QuantPolicy
 from videoseal_litert.models.variants import Variant, default_variants, rule_for, variant
 from videoseal_litert.quantize.calibrate import calibrate_part

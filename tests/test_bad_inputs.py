@@ -25,10 +25,10 @@ import torch
 import yaml
 from PIL import Image
 
-from videoseal_litert.calibration_data.images import read_rgb
 from videoseal_litert.cli import main
 from videoseal_litert.core.artifacts import HOLD_ENV, ModelDir, sha256_file
 from videoseal_litert.core.errors import ImageError
+from videoseal_litert.core.images import read_rgb
 
 MINI = "videoseal_1.0-mini"
 

@@ -109,3 +109,15 @@ def test_file_names_are_made_by_the_parts_only():
                 if spelled.search(line) or built.search(line):
                     found.append(f"{p.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not found, "file names built outside Part.file / Part.report:\n" + "\n".join(found)
+
+
+def test_no_two_modules_share_a_name_across_folders():
+    """A module's name says what it is: no stem twice among the layers (``parts.py`` beside ``parts.py``, ``run.py`` beside
+    ``run.py``), and none named after a folder (``evaluate/core.py`` beside ``core/``)."""
+    seen: dict[str, list[str]] = {}
+    for folder in LAYERS:
+        for p in (ROOT / folder).rglob("*.py"):
+            if p.name != "__init__.py" and "node_modules" not in p.parts:
+                seen.setdefault(p.stem, []).append(str(p.relative_to(ROOT)))
+    twice = {k: v for k, v in seen.items() if len(v) > 1 or (k in LAYERS and any(not f.startswith(f"{k}/") for f in v))}
+    assert not twice, twice

@@ -135,7 +135,7 @@ def test_embedder_converted_and_quantized_in_pieces(pipeline, tmp_path):
     pieces (the U-Net's skips spilled between them), joined, with its per-op error over every piece. (This
     random U-Net's all-INT8 file is 4 dB under its watermark, short of the embedder's 10 dB band: the stage's
     fallback then keeps ops float piece by piece, tested on the extractor's pieces below, which cost less.)"""
-    from videoseal_litert.calibration_data.images import Tally
+    from videoseal_litert.core.images import Tally
     from videoseal_litert.quantize.partition import quantize_partitioned
 
     out, d = pipeline.copy(pipeline.embedder(EMB_MINI, "fp32"), tmp_path)

@@ -13,12 +13,12 @@ from PIL import Image
 
 from tests.conftest import MINIS, cli
 from videoseal_litert.calibration_data.build import MANIFEST, build_manifest, calibration_items, heldout_items
-from videoseal_litert.calibration_data.images import Tally, read_rgb
 from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS
 from videoseal_litert.calibration_data.pool import photos as pool_photos
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.core.errors import ImageError, VerificationError
+from videoseal_litert.core.images import Tally, read_rgb
 from videoseal_litert.models.contracts import EXTRACTOR
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import VARIANTS, quantized

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from tests.conftest import cli
-from videoseal_litert.calibration_data.images import resize_like_detect
+from videoseal_litert.calibration_data.detect_resize import resize_like_detect
 from videoseal_litert.convert.load import load_embedder, load_extractor
 from videoseal_litert.core.errors import CardError, CheckpointMismatchError
 from videoseal_litert.demo.train_tiny import build_pair, evaluate, heldout_images, per_location_logits
@@ -169,9 +169,9 @@ def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
     photos watermarked by that embedder (through its part's PyTorch runner), next to the clean ones."""
     from itertools import islice
 
-    from videoseal_litert.calibration_data.images import Tally
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.convert.parts import ExtractorPart
+    from videoseal_litert.core.images import Tally
     from videoseal_litert.models.embedders import message_for
 
     part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path))
@@ -210,9 +210,9 @@ def test_verification_and_calibration_sets_hold_watermarked_images(tmp_path):
 
 
 def test_bits_are_compared_only_where_a_message_was_embedded(tmp_path):
-    from videoseal_litert.calibration_data.images import Tally
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.convert.parts import ExtractorPart, InputSet, Reference
+    from videoseal_litert.core.images import Tally
     from videoseal_litert.models.gate import Floor, Rule
 
     part = ExtractorPart(RunOptions(spec=resolve("tiny"), out=tmp_path))

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_litert.calibration_data.build import to_uint8
 from videoseal_litert.core.errors import UsageError
+from videoseal_litert.core.images import to_uint8
 from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue, psnr_db
 from videoseal_litert.models.cards import FALLBACK_VIDEO
 from videoseal_litert.models.gate import Rule, Verdict, judge_decisions, judge_extractor

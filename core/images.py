@@ -1,9 +1,5 @@
-"""Host-side image handling: read any photo as RGB float in [0, 1], resize as official detect().
-
-Official ``detect()`` resizes any other size to the model's size with bilinear interpolation,
-``align_corners=False`` and ``antialias=True``, without keeping the aspect ratio. The same
-preprocessing feeds PyTorch and TFLite, so verification compares the models, not two resizers.
-"""
+"""Image files in and out, for every floor: the readable image files of a folder, one read as float RGB in [0, 1], pixels
+as 8 bits. numpy and Pillow only (no torch): the bottom layer, so reading a photo needs no model code."""
 
 from __future__ import annotations
 
@@ -12,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from videoseal_litert.core.errors import ImageError
@@ -77,14 +71,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(np.clip(arr, 0.0, 1.0).transpose(2, 0, 1))
 
 
-def resize_like_detect(img: np.ndarray | torch.Tensor, size: int = 256) -> torch.Tensor:
-    """(3, H, W) or (B, 3, H, W) in [0, 1] -> (B, 3, size, size), as official detect() resizes."""
-    t = torch.as_tensor(img, dtype=torch.float32)
-    if t.ndim == 3:
-        t = t[None]
-    if t.shape[-2:] == (size, size):
-        return t
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float pixels in [0, 1] as 8 bits (rounded, clipped)."""
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def list_images(directory: str | Path, tally: Tally | None = None) -> list[Path]:
