@@ -24,7 +24,6 @@ from videoseal_litert.calibration_data.build import (
     split_items,
     to_uint8,
 )
-from videoseal_litert.convert.extractor import ExtractorPart
 from videoseal_litert.convert.load import Loaded, checkpoint_keys, load_embedder
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.part import (
@@ -34,18 +33,21 @@ from videoseal_litert.convert.part import (
     gate_line,
     gate_rows,
     nhwc,
+    register_part,
     untrained,
 )
 from videoseal_litert.core.artifacts import sha256_file, tool_versions
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.core.metrics import psnr_db
+from videoseal_litert.models.catalog import embedder_family_of
 from videoseal_litert.models.contracts import (
     EMBEDDER,
     EMBEDDER_CONTRACT,
+    EXTRACTOR,
     NamedEmbedder,
     UnitChain,
 )
-from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, embedder_family_of, message_for
+from videoseal_litert.models.embedders import EmbedderConfig, EmbedderFamily, message_for
 from videoseal_litert.models.gate import DECODED_BITS, DECODED_DETECTION, PIXELS, Rule, judge_embedder, judge_extractor, judge_signal
 from videoseal_litert.runtime.route import embed as route_embed
 from videoseal_litert.runtime.runners import Runner, TorchRunner, run_all
@@ -59,6 +61,7 @@ CALIBRATION_MESSAGE_SEED = 8  # the embedder's calibration messages
 KEEP_DECODER_BYTES = 1_000_000_000  # an embedder's decoder (its model's extractor) above this is loaded per use
 
 
+@register_part
 class EmbedderPart(Part):
     name = EMBEDDER
     contract = EMBEDDER_CONTRACT
@@ -192,7 +195,7 @@ class EmbedderPart(Part):
             if self.opts.spec.card.extractor_config is not None:
                 ckpt = self.opts.checkpoint_path()
                 if self.opts.random_init or (ckpt and ckpt.is_file() and any(k.startswith("detector.") for k in checkpoint_keys(ckpt))):
-                    extractor = ExtractorPart(self.opts)
+                    extractor = self.sibling(EXTRACTOR)
                     self._decoder = extractor.torch_runner(extractor.load())
                     self._decoder_bytes = extractor.float_bytes()
         return self._decoder  # type: ignore[return-value]

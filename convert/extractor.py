@@ -40,12 +40,15 @@ from videoseal_litert.convert.part import (
     gate_rows,
     input_set,
     nhwc,
+    register_part,
     untrained,
 )
 from videoseal_litert.core.artifacts import sha256_file, tool_versions
 from videoseal_litert.core.logits import split_logits
 from videoseal_litert.core.metrics import sqnr_db
+from videoseal_litert.models.catalog import family_of
 from videoseal_litert.models.contracts import (
+    EMBEDDER,
     EXTRACTOR,
     EXTRACTOR_CONTRACT,
     NamedExtractor,
@@ -53,7 +56,7 @@ from videoseal_litert.models.contracts import (
     extractor_chain,
 )
 from videoseal_litert.models.embedders import message_for
-from videoseal_litert.models.families import DeployExtractor, Family, FamilyConfig, family_of
+from videoseal_litert.models.families import DeployExtractor, Family, FamilyConfig
 from videoseal_litert.models.gate import BITS, DETECTION, Rule, group_name, judge_extractor
 from videoseal_litert.runtime.runners import TorchRunner
 
@@ -63,6 +66,7 @@ log = logging.getLogger(__name__)
 WATERMARK_SEED = 0  # the extractor's watermarked calibration and verification images
 
 
+@register_part
 class ExtractorPart(Part):
     name = EXTRACTOR
     contract = EXTRACTOR_CONTRACT
@@ -146,10 +150,8 @@ class ExtractorPart(Part):
         if self._watermark is False:
             self._watermark = None
             if not self.opts.random_init and self.opts.spec.card.has_embedder:
-                from videoseal_litert.convert.embedder import EmbedderPart  # the embedder part reads the extractor's
-
                 ckpt = self.opts.checkpoint_path()
-                embedder = EmbedderPart(self.opts)
+                embedder = self.sibling(EMBEDDER)
                 if ckpt is not None and ckpt.is_file() and embedder.weights_in(ckpt):
                     runner = embedder.torch_runner(embedder.load(), ("watermarked",))
                     nbits = embedder.nbits

@@ -25,9 +25,9 @@ from videoseal_litert.core.errors import (
     NonFiniteWeightError,
     ZeroWeightError,
 )
+from videoseal_litert.models.catalog import embedder_family_of, family_of
 from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
-from videoseal_litert.models.embedders import embedder_family_of
-from videoseal_litert.models.families import FamilyConfig, family_of
+from videoseal_litert.models.families import FamilyConfig
 from videoseal_litert.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)

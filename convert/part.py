@@ -95,6 +95,11 @@ class Part(ABC):
     def __init__(self, opts: RunOptions) -> None:
         self.opts = opts
 
+    def sibling(self, name: str) -> Part:
+        """The same model's ``name`` part for the same run (the embedder reads the extractor to decode; the extractor
+        has the embedder watermark its calibration and verification images)."""
+        return _PARTS[name](self.opts)
+
     # ---- files: the one place a part's file names are made (class methods: ``PARTS[name].file(v)`` needs no run) ----
 
     @classmethod
@@ -261,6 +266,20 @@ class Part(ABC):
     @abstractmethod
     def one_line(r: dict[str, Any]) -> str:
         """A verification report in one line, for summary tables."""
+
+
+_PARTS: dict[str, type[Part]] = {}
+
+
+def register_part(cls: type[Part]) -> type[Part]:
+    """Class decorator: a part's class, registered under its ``name`` (``convert/parts.py`` imports every part module,
+    so a part finds another by name, :meth:`Part.sibling`, without the two modules importing each other)."""
+    _PARTS[cls.name] = cls
+    return cls
+
+
+def registered_parts() -> dict[str, type[Part]]:
+    return dict(_PARTS)
 
 
 def untrained(loaded: Loaded, opts: RunOptions) -> Loaded:

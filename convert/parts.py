@@ -10,7 +10,7 @@ from __future__ import annotations
 from videoseal_litert.convert.embedder import EmbedderPart
 from videoseal_litert.convert.extractor import ExtractorPart
 from videoseal_litert.convert.options import RunOptions
-from videoseal_litert.convert.part import InputSet, Part, Reference, gate_line, gate_rows, nhwc
+from videoseal_litert.convert.part import InputSet, Part, Reference, gate_line, gate_rows, nhwc, registered_parts
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
 
@@ -29,7 +29,8 @@ __all__ = [
 ]
 
 
-PARTS: dict[str, type[Part]] = {EXTRACTOR: ExtractorPart, EMBEDDER: EmbedderPart}
+# Both part modules are imported above, and each registered itself (``@register_part``): extractor first.
+PARTS: dict[str, type[Part]] = {n: registered_parts()[n] for n in (EXTRACTOR, EMBEDDER)}
 
 
 def make_part(opts: RunOptions, name: str) -> Part:

@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from videoseal_litert.core.errors import CardError
+from videoseal_litert.models.catalog import embedder_family_for_model, family_for_model
 from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
-from videoseal_litert.models.embedders import EmbedderConfig, embedder_family_for_model
-from videoseal_litert.models.families import FamilyConfig, card_value, family_for_model, positive_int
+from videoseal_litert.models.embedders import EmbedderConfig
+from videoseal_litert.models.families import FamilyConfig, card_value, positive_int
 from videoseal_litert.models.gate import CLEAR_FRACTION
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,16 @@ from torch import nn
 
 from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.common import LayerNorm2d
-from videoseal_litert.models.families import Family, QuantPolicy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.families import (
+    Family,
+    QuantPolicy,
+    card_value,
+    flag,
+    known_keys,
+    positive_int,
+    register_family,
+    registered_families,
+)
 from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 
 
@@ -167,6 +176,7 @@ def _int_list(section: dict[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
+@register_family
 class ConvnextFamily(Family):
     """VideoSeal 1.0, PixelSeal, ChunkySeal and the project's tiny pair."""
 
@@ -242,4 +252,4 @@ class ConvnextFamily(Family):
         return {"depths": list(cfg.depths), "dims": list(cfg.dims), "stem_stride": cfg.stem_stride}
 
 
-FAMILY = ConvnextFamily()
+FAMILY = registered_families()[ConvnextFamily.name]  # the instance its decorator registered

@@ -19,14 +19,12 @@ U-Net embedders, ``models/tiny.py`` for the project's tile embedder) that owns:
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
 
-from videoseal_litert.core.errors import UnsupportedModelError
 from videoseal_litert.models.contracts import UnitChain
 from videoseal_litert.models.families import QuantPolicy
 
@@ -81,38 +79,18 @@ def message_for(index: int, nbits: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 2, (1, nbits), generator=torch.Generator().manual_seed(seed * 1_000_003 + index))
 
 
-def embedder_families() -> dict[str, EmbedderFamily]:
-    from videoseal_litert.models.tiny import FAMILY as TILE
-    from videoseal_litert.models.unet import FAMILY as UNET
-
-    return {f.name: f for f in (UNET, TILE)}
+_EMBEDDER_FAMILIES: dict[str, EmbedderFamily] = {}
+_E = TypeVar("_E", bound=type)
 
 
-def registered_embedder_models() -> list[str]:
-    """The ``embedder.model`` names of the registry's cards (read as YAML, not parsed: a name to suggest)."""
-    import yaml
-
-    from videoseal_litert.models.registry import REGISTRY
-
-    names = set()
-    for spec in REGISTRY:
-        section = (yaml.safe_load(spec.card_path.read_text()) or {}).get("embedder") or {}
-        if isinstance(section, dict) and isinstance(section.get("model"), str):
-            names.add(section["model"])
-    return sorted(names)
+def register_embedder_family(cls: _E) -> _E:
+    """Class decorator: the embedder family's one instance, registered under its ``name`` (see ``register_family``)."""
+    if cls.name in _EMBEDDER_FAMILIES:
+        raise ValueError(f"embedder family {cls.name!r} registered twice")
+    _EMBEDDER_FAMILIES[cls.name] = cls()
+    return cls
 
 
-def embedder_family_for_model(model: str, where: str) -> EmbedderFamily:
-    """The family that builds a card's ``embedder.model``; UnsupportedModelError naming the families' patterns
-    and the closest model name among the registry's cards."""
-    for fam in embedder_families().values():
-        if fam.accepts(model):
-            return fam
-    known = [f.model_pattern for f in embedder_families().values()]
-    close = difflib.get_close_matches(model, registered_embedder_models(), n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise UnsupportedModelError(f"{where}: unknown embedder model '{model}'; supported: {', '.join(known)}.{hint}")
-
-
-def embedder_family_of(cfg: EmbedderConfig) -> EmbedderFamily:
-    return embedder_families()[cfg.family]
+def registered_embedder_families() -> dict[str, EmbedderFamily]:
+    """The embedder families registered so far (``models.catalog.embedder_families()`` imports them all first)."""
+    return dict(_EMBEDDER_FAMILIES)

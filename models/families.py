@@ -13,7 +13,8 @@ owns everything that depends on the architecture:
 - ``group`` and ``describe``: parameter grouping for ``inspect`` and the summary for ``model.json``.
 
 Every stage goes through this interface and the part's I/O contract (``models/contracts.py``), which is
-the same for every family. Adding a family is one module plus one line in :func:`families` and the registry lines.
+the same for every family. Adding a family is one module whose class carries ``@register_family``, imported by
+``models/catalog.py``, plus the registry lines.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from __future__ import annotations
 import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
 
-from videoseal_litert.core.errors import CardError, UnsupportedModelError
+from videoseal_litert.core.errors import CardError
 from videoseal_litert.core.logits import split_logits
 
 # ---- what every exported extractor holds (names: models/contracts.py) --------------------------------
@@ -121,27 +122,22 @@ class Family(ABC):
         """Architecture summary for ``model.json``."""
 
 
-def families() -> dict[str, Family]:
-    """Every family, by name. A new family is one more import here."""
-    from videoseal_litert.models.convnext import FAMILY as CONVNEXT
-    from videoseal_litert.models.sam import FAMILY as SAM
-
-    return {f.name: f for f in (CONVNEXT, SAM)}
+_FAMILIES: dict[str, Family] = {}
+_F = TypeVar("_F", bound=type)
 
 
-def family_for_model(model: str, where: str) -> Family:
-    """The family that builds an official ``extractor.model`` name; UnsupportedModelError otherwise."""
-    for fam in families().values():
-        if fam.accepts(model):
-            return fam
-    known = [p for f in families().values() for p in f.model_prefixes]
-    close = difflib.get_close_matches(model, known, n=1, cutoff=0.4)
-    hint = f" Did you mean '{close[0]}...'?" if close else ""
-    raise UnsupportedModelError(f"{where}: unknown extractor model '{model}'; supported: names starting with {', '.join(known)}.{hint}")
+def register_family(cls: _F) -> _F:
+    """Class decorator (as timm's ``register_model``): the family's one instance, registered under its ``name``. A
+    family module registers itself; ``models/catalog.py`` imports every family module and looks them up."""
+    if cls.name in _FAMILIES:
+        raise ValueError(f"extractor family {cls.name!r} registered twice")
+    _FAMILIES[cls.name] = cls()
+    return cls
 
 
-def family_of(cfg: FamilyConfig) -> Family:
-    return families()[cfg.family]
+def registered_families() -> dict[str, Family]:
+    """The extractor families registered so far, by name (``models.catalog.families()`` imports them all first)."""
+    return dict(_FAMILIES)
 
 
 def card_value(d: Any, key: str, where: str) -> Any:

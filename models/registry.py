@@ -16,9 +16,9 @@ from pathlib import Path
 
 from videoseal_litert.core.errors import UnknownModelError
 from videoseal_litert.models.cards import Card, Verification, read_card
+from videoseal_litert.models.catalog import CARDS_DIR  # the cards folder, named once
 from videoseal_litert.models.contracts import EMBEDDER, EXTRACTOR
 
-CARDS_DIR = Path(__file__).resolve().parent / "cards"
 CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 SHIPPED_DIR = Path(__file__).resolve().parent / "tiny"
 # Written by `make train-fixture` (not committed: 133 MB).

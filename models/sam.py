@@ -32,7 +32,16 @@ from torch import nn
 
 from videoseal_litert.core.errors import CardError
 from videoseal_litert.models.common import LayerNorm2d
-from videoseal_litert.models.families import Family, QuantPolicy, card_value, flag, known_keys, positive_int
+from videoseal_litert.models.families import (
+    Family,
+    QuantPolicy,
+    card_value,
+    flag,
+    known_keys,
+    positive_int,
+    register_family,
+    registered_families,
+)
 from videoseal_litert.models.pixel_decoder import PixelDecoder, decoder_options
 
 
@@ -321,6 +330,7 @@ def _indexes(value: Any, depth: int, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+@register_family
 class SamFamily(Family):
     """VideoSeal 0.0 (``sam_small``) and other ``sam_*`` cards."""
 
@@ -410,4 +420,4 @@ class SamFamily(Family):
         }
 
 
-FAMILY = SamFamily()
+FAMILY = registered_families()[SamFamily.name]  # the instance its decorator registered

@@ -35,7 +35,7 @@ import yaml
 from torch import nn
 
 from videoseal_litert.core.errors import CardError
-from videoseal_litert.models.embedders import EmbedderFamily
+from videoseal_litert.models.embedders import EmbedderFamily, register_embedder_family, registered_embedder_families
 from videoseal_litert.models.families import QuantPolicy
 
 EMBEDDER_MODEL = "tile_tiny"
@@ -209,6 +209,7 @@ class DeployTileEmbedder(nn.Module):
         return wm, res
 
 
+@register_embedder_family
 class TileFamily(EmbedderFamily):
     """The project's tile embedder on the seam."""
 
@@ -242,4 +243,4 @@ class TileFamily(EmbedderFamily):
         return embedder_description(cfg)
 
 
-FAMILY = TileFamily()
+FAMILY = registered_embedder_families()[TileFamily.name]  # the instance its decorator registered

@@ -29,7 +29,7 @@ from torch import nn
 from videoseal_litert.core.errors import CardError, UnsupportedModelError
 from videoseal_litert.models.common import LayerNorm2d, ReflectionPad2d
 from videoseal_litert.models.contracts import EMBEDDER_CONTRACT, Unit, UnitChain
-from videoseal_litert.models.embedders import EmbedderFamily
+from videoseal_litert.models.embedders import EmbedderFamily, register_embedder_family, registered_embedder_families
 from videoseal_litert.models.families import QuantPolicy, card_value, flag, known_keys, positive_int
 
 INTERPOLATION = {"mode": "bilinear", "align_corners": False, "antialias": True}  # Wam.embed's default
@@ -572,6 +572,7 @@ def describe(cfg: UNetEmbedderConfig) -> dict[str, Any]:
     }
 
 
+@register_embedder_family
 class UNetFamily(EmbedderFamily):
     """The official U-Net embedders on the seam (``models/embedders.py``)."""
 
@@ -629,4 +630,4 @@ def route_description(size: int, scaling_w: float, scaling_i: float, attenuation
     }
 
 
-FAMILY = UNetFamily()
+FAMILY = registered_embedder_families()[UNetFamily.name]  # the instance its decorator registered

@@ -362,11 +362,11 @@ def test_bad_embedder_cards(edit, error, fragment, reference, tmp_path):
 
 def test_an_unknown_embedder_model_is_named_with_the_registrys_closest():
     """The hint comes from the registry's cards (their ``embedder.model`` as written) and the families' patterns."""
-    from videoseal_litert.models.embedders import embedder_families, embedder_family_for_model, registered_embedder_models
+    from videoseal_litert.models.catalog import embedder_families, embedder_family_for_model, registered_embedder_models
     from videoseal_litert.models.registry import REGISTRY
 
     written = {yaml.safe_load(s.card_path.read_text())["embedder"]["model"] for s in REGISTRY}
     assert registered_embedder_models() == sorted(written) and "unet_chunky" in written and "tile_tiny" in written
     assert {f.model_pattern for f in embedder_families().values()} == {"unet*", "tile_tiny"}
-    with pytest.raises(UnsupportedModelError, match=r"'vnet_chunky'; supported: unet\*, tile_tiny\. Did you mean 'unet_chunky'\?"):
+    with pytest.raises(UnsupportedModelError, match=r"'vnet_chunky'; supported: tile_tiny, unet\*\. Did you mean 'unet_chunky'\?"):
         embedder_family_for_model("vnet_chunky", "card x")

@@ -121,3 +121,50 @@ def test_no_two_modules_share_a_name_across_folders():
                 seen.setdefault(p.stem, []).append(str(p.relative_to(ROOT)))
     twice = {k: v for k, v in seen.items() if len(v) > 1 or (k in LAYERS and any(not f.startswith(f"{k}/") for f in v))}
     assert not twice, twice
+
+
+MODULE_IMPORT = re.compile(
+    r"^\s*(?:from\s+videoseal_litert\.(\w+)\.(\w+)\s+import|import\s+videoseal_litert\.(\w+)\.(\w+)|from\s+videoseal_litert\.(\w+)\s+import\s+\(?([\w ,]+))",
+    re.M,
+)
+
+
+def module_edges() -> dict[str, set[str]]:
+    """``folder.module`` -> the project's modules it imports (at any indentation: a lazy import counts)."""
+    graph: dict[str, set[str]] = {}
+    for folder in LAYERS:
+        for p in (ROOT / folder).rglob("*.py"):
+            if "node_modules" in p.parts:
+                continue
+            me = graph.setdefault(f"{folder}.{p.stem}", set())
+            for m in MODULE_IMPORT.finditer(p.read_text()):
+                if m.group(1) or m.group(3):
+                    me.add(f"{m.group(1) or m.group(3)}.{m.group(2) or m.group(4)}")
+                else:
+                    for name in m.group(6).split(","):
+                        name = name.strip().split(" as ")[0]
+                        if name and (ROOT / m.group(5) / f"{name}.py").is_file():
+                            me.add(f"{m.group(5)}.{name}")
+    return graph
+
+
+def test_no_circle_of_modules():
+    """No module reaches itself through the project's imports (families and parts register themselves by decorator
+    instead of importing one another: models/catalog.py, convert/parts.py)."""
+    graph = module_edges()
+    assert "models.catalog" in graph and "models.convnext" in graph["models.catalog"]
+    circles, state = [], {}
+
+    def visit(v: str, path: list[str]) -> None:
+        state[v] = 1
+        for w in sorted(graph.get(v, ())):
+            if state.get(w) == 1:
+                circles.append(path[path.index(w) :] + [w] if w in path else [v, w])
+            elif w not in state:
+                visit(w, [*path, w])
+        state[v] = 2
+
+    for v in sorted(graph):
+        if v not in state:
+            visit(v, [v])
+    assert not circles, "circles of modules: " + "; ".join(" -> ".join(c) for c in circles)

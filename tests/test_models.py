@@ -182,8 +182,7 @@ def test_every_family_has_a_mini_that_goes_through_every_stage(reference):
     # tests/test_convert.py, test_quantize.py and test_sam.py run every stage on MINIS, and
     # test_embedders.py on EMBEDDER_MINIS (the tile embedder through the demo, on the registry's tiny
     # pair): a family registered in the seams' tables without a mini there would be untested.
-    from videoseal_litert.models.embedders import embedder_families
-    from videoseal_litert.models.families import families
+    from videoseal_litert.models.catalog import embedder_families, families
 
     assert {read_card(reference / f"{m}.yaml").family for m in MINIS} == set(families())
     covered = {read_card(reference / f"{m}.yaml").embedder.family for m in EMBEDDER_MINIS} | {resolve("tiny").card.embedder.family}
