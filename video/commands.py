@@ -494,12 +494,8 @@ def run_video_attacks(
     from videoseal_litert.video.codec_attacks import resolve_video_attacks
 
     names = [a.name for a in resolve_video_attacks(attacks) if a.codec is not None]
-    runners, rules = {}, {}
-    for n in dict.fromkeys(v.strip() for v in variants.split(",") if v.strip()):
-        label, run, f = _runner(opts, "extractor", n, allow_unverified)
-        runners[label] = run
-        if f["file"] is not None:
-            rules[label] = _rule(opts, n, Path(f["file"]))
+    runners, files = _extractors(opts, variants, allow_unverified)
+    rules = {k: _rule(opts, k, Path(f["file"])) for k, f in files.items() if f["file"] is not None}
     rows = []
     with tempfile.TemporaryDirectory(prefix="video-attacks-") as td:
         for name in progress(["none", *names], desc="codec attacks"):
