@@ -69,7 +69,7 @@ def test_accuracy_control_target_reaches_the_stage(monkeypatch, tmp_path):
     """`make quantize TARGET_AGREEMENT=0.999` on any model: the flag is the extractor stage's target."""
     import argparse
 
-    from videoseal_litert import cli
+    from videoseal_litert import handlers
     from videoseal_litert.quantize import quantize_stage as stage
 
     seen = {}
@@ -77,6 +77,6 @@ def test_accuracy_control_target_reaches_the_stage(monkeypatch, tmp_path):
     a = build_parser().parse_args(["quantize", "--model", "videoseal", "--out", str(tmp_path), "--target-agreement", "0.999"])
     assert isinstance(a, argparse.Namespace)
     part = type("P", (), {"name": "extractor"})()
-    for call in cli._quantize_calls(a, None, part, ("int8",)):
+    for call in handlers._quantize_calls(a, None, part, ("int8",)):
         call()
     assert seen == {"target": 0.999}
