@@ -19,6 +19,14 @@ from videoseal_litert.video.commands import run_video_detect, run_video_embed
 TB = Fraction(1, 1000)
 
 
+def tiny_opts(out):
+    """The run's options for the shipped tiny pair at one thread, as the command line builds them."""
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
+
+    return RunOptions(spec=resolve("tiny"), out=out, threads=1)
+
+
 def photo_frames(n: int, h: int = 144, w: int = 192) -> list[np.ndarray]:
     from skimage import data
 
@@ -51,7 +59,7 @@ def times(path: Path) -> list[Fraction]:
 
 
 def embed(src: Path, out: Path, **kw):
-    return run_video_embed("tiny", out, src, embedder="pytorch", threads=1, **kw)
+    return run_video_embed(tiny_opts(out), src, embedder="pytorch", **kw)
 
 
 @pytest.mark.parametrize(
@@ -86,14 +94,14 @@ def test_a_rotated_phone_clip_keeps_its_display_matrix_and_is_marked_upright(tmp
         # the stored orientation kept: the output's first frame is the input's first frame, watermarked (PSNR)
         diff = first.to_ndarray(format="rgb24").astype(float) - stored[0]
         assert 10 * np.log10(255**2 / np.mean(diff**2)) > 30
-    d = run_video_detect("tiny", tmp_path / "out", out, "pytorch", report_dir=tmp_path / "rep", threads=1)
+    d = run_video_detect(tiny_opts(tmp_path / "out"), out, "pytorch", report_dir=tmp_path / "rep")
     assert d["results"]["pytorch"]["detected"] and d["results"]["pytorch"]["bit_accuracy"] >= 0.8
     # The same pixels without the matrix (what a reader that ignores rotation sees): the message is not found.
     plain = write_timed(
         tmp_path / "plain.mp4", [f.to_ndarray(format="rgb24") for f in av.open(str(out)).decode(video=0)], [33 * i for i in range(12)]
     )
     m = json.loads(Path(str(out) + ".json").read_text())["message"]
-    d2 = run_video_detect("tiny", tmp_path / "out", plain, "pytorch", message=m, report_dir=tmp_path / "rep2", threads=1)
+    d2 = run_video_detect(tiny_opts(tmp_path / "out"), plain, "pytorch", message=m, report_dir=tmp_path / "rep2")
     assert d2["results"]["pytorch"]["bit_accuracy"] < d["results"]["pytorch"]["bit_accuracy"] - 0.2
 
 

@@ -35,7 +35,6 @@ from videoseal_litert.core.console import progress, say
 from videoseal_litert.core.errors import OutputExistsError, TruncatedVideoError, UsageError, VerificationError
 from videoseal_litert.core.metrics import DETECTION_PVALUE
 from videoseal_litert.models.gate import Rule
-from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
 from videoseal_litert.models.variants import rule_for, variant
 from videoseal_litert.quantize.quantize_stage import ensure_files
@@ -155,8 +154,7 @@ def _damage(info: Any, src: Path, e: Any, max_frames: int | None) -> tuple[int |
 
 
 def run_video_embed(
-    model: str,
-    out: Path,
+    opts: RunOptions,
     src: Path,
     dst: Path | None = None,
     embedder: str = "int8",
@@ -164,16 +162,12 @@ def run_video_embed(
     seed: int | None = None,
     crf: int = 23,
     max_frames: int | None = None,
-    ckpt: Path | None = None,
-    random_init: bool = False,
-    untrained: bool = False,
     allow_unverified: bool = False,
-    threads: int = 2,
     force: bool = False,
     strict: bool = False,
 ) -> dict[str, Any]:
     t0 = time.time()
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
+    out = opts.out
     info = probe(src)  # named errors for bad input before any model work
     dst = _output(out, src, dst, force)
     name, run, file = _runner(opts, "embedder", embedder, allow_unverified)
@@ -266,24 +260,19 @@ def _parity(opts: RunOptions, logits: dict, files: dict, aggregation: str, known
 
 
 def run_video_detect(
-    model: str,
-    out: Path,
+    opts: RunOptions,
     src: Path,
     variants: str = DEFAULT_DETECT_VARIANTS,
     message: str | None = None,
     aggregation: str = "avg",
     max_frames: int | None = None,
     report_dir: Path | None = None,
-    ckpt: Path | None = None,
-    random_init: bool = False,
-    untrained: bool = False,
     allow_unverified: bool = False,
-    threads: int = 2,
 ) -> dict[str, Any]:
     t0 = time.time()
     if aggregation not in AGGREGATIONS:
         raise UsageError(f"--aggregation {aggregation!r}: {', '.join(AGGREGATIONS)}")
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
+    out = opts.out
     info = probe(src)
     nbits, size = ExtractorPart(opts).nbits, int(opts.spec.card.config.img_size)
     msg, msg_source = _known_message(message, sidecar(src), nbits)
@@ -465,26 +454,21 @@ def attack_clip(src: Path, dst: Path, name: str, frames: int) -> int:
 
 
 def run_video_attacks(
-    model: str,
-    out: Path,
+    opts: RunOptions,
     src: Path,
     variants: str = DEFAULT_DETECT_VARIANTS,
     attacks: str | None = None,
     max_frames: int = 32,
     aggregation: str = "avg",
     report_dir: Path | None = None,
-    ckpt: Path | None = None,
-    random_init: bool = False,
-    untrained: bool = False,
     allow_unverified: bool = False,
-    threads: int = 2,
 ) -> dict[str, Any]:
     """Each codec attack on a watermarked clip (its ``.json`` beside it names the message), detected by every
     decoder of ``variants``: ``attacks.{json,md}`` in ``report_dir`` (default ``OUT/video/<clip>``)."""
     import tempfile
 
     t0 = time.time()
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
+    out = opts.out
     side = sidecar(src)
     if not side.is_file():
         raise UsageError(f"{side} not found: attack a clip `video embed` wrote (its .json names the message)")

@@ -227,13 +227,18 @@ def cmd_video(a: argparse.Namespace) -> None:
 
     if a.max_frames is not None and a.max_frames < 1:
         raise UsageError(f"--max-frames {a.max_frames}: at least 1")
-    common = dict(ckpt=a.ckpt, random_init=a.random_init, untrained=a.untrained, allow_unverified=a.allow_unverified, threads=a.threads)
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
+
+    # The run's one options object: the model, its checkpoint, OUT and threads, for every video action.
+    opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, untrained=a.untrained, threads=a.threads)
+    common = dict(allow_unverified=a.allow_unverified)
     if a.action == "embed":
         src = a.input or clip_path(DEFAULT_CLIP)
 
         def body(_: Path | None) -> None:
             run_video_embed(
-                a.model, a.out, src, a.output, a.embedder, a.message, a.seed, a.crf, a.max_frames, **common, force=a.force, strict=a.strict
+                opts, src, a.output, a.embedder, a.message, a.seed, a.crf, a.max_frames, **common, force=a.force, strict=a.strict
             )
 
     else:
@@ -243,15 +248,15 @@ def cmd_video(a: argparse.Namespace) -> None:
 
         def body(_: Path | None) -> None:
             if a.action == "attack":
-                run_video_attacks(a.model, a.out, src, a.variants, a.attacks, a.max_frames or 32, a.aggregation, a.report_dir, **common)
+                run_video_attacks(opts, src, a.variants, a.attacks, a.max_frames or 32, a.aggregation, a.report_dir, **common)
             else:
-                run_video_detect(a.model, a.out, src, a.variants, a.message, a.aggregation, a.max_frames, a.report_dir, **common)
+                run_video_detect(opts, src, a.variants, a.message, a.aggregation, a.max_frames, a.report_dir, **common)
 
     _logged(a.out / "video" / "logs" / f"video-{a.action}.log", body)
 
 
 def _evaluate_kwargs(a: argparse.Namespace) -> dict[str, Any]:
-    """The options evaluate and evaluate-scale share (VIDEOSEAL_EVAL_KILL_ONCE: the fault tests' hook)."""
+    """The options evaluate and evaluate-scale share."""
     keys = (
         "images",
         "attacks",
