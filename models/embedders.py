@@ -20,13 +20,13 @@ U-Net embedders, ``models/tiny.py`` for the project's tile embedder) that owns:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from videoseal_litert.models.contracts import UnitChain
-from videoseal_litert.models.families import QuantPolicy
+from videoseal_litert.models.families import QuantPolicy, registrar
 
 
 class EmbedderConfig(Protocol):
@@ -80,15 +80,9 @@ def message_for(index: int, nbits: int, seed: int = 0) -> torch.Tensor:
 
 
 _EMBEDDER_FAMILIES: dict[str, EmbedderFamily] = {}
-_E = TypeVar("_E", bound=type)
 
 
-def register_embedder_family(cls: _E) -> _E:
-    """Class decorator: the embedder family's one instance, registered under its ``name`` (see ``register_family``)."""
-    if cls.name in _EMBEDDER_FAMILIES:
-        raise ValueError(f"embedder family {cls.name!r} registered twice")
-    _EMBEDDER_FAMILIES[cls.name] = cls()
-    return cls
+register_embedder_family = registrar(_EMBEDDER_FAMILIES, "embedder family")  # the class decorator of models/families.py
 
 
 def registered_embedder_families() -> dict[str, EmbedderFamily]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -126,13 +127,21 @@ _FAMILIES: dict[str, Family] = {}
 _F = TypeVar("_F", bound=type)
 
 
-def register_family(cls: _F) -> _F:
-    """Class decorator (as timm's ``register_model``): the family's one instance, registered under its ``name``. A
-    family module registers itself; ``models/catalog.py`` imports every family module and looks them up."""
-    if cls.name in _FAMILIES:
-        raise ValueError(f"extractor family {cls.name!r} registered twice")
-    _FAMILIES[cls.name] = cls()
-    return cls
+def registrar(table: dict[str, Any], kind: str) -> Callable[[_F], _F]:
+    """A class decorator (as timm's ``register_model``) that puts the class's one instance in ``table`` under its
+    ``name``; a second class of the same name is refused. A family module registers itself; ``models/catalog.py``
+    imports every family module and looks them up."""
+
+    def register(cls: _F) -> _F:
+        if cls.name in table:
+            raise ValueError(f"{kind} {cls.name!r} registered twice")
+        table[cls.name] = cls()
+        return cls
+
+    return register
+
+
+register_family = registrar(_FAMILIES, "extractor family")
 
 
 def registered_families() -> dict[str, Family]:
