@@ -189,13 +189,12 @@ def arm_check(
     inputs_per_file: int = ARM_INPUTS,
     toolchain: Toolchain | None = None,
     trace: bool = False,
-    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     unknown = [c for c in cpus if c not in CPU_MODELS]
     if unknown:
         raise UsageError(f"unknown ARM64 CPU model(s) {', '.join(unknown)}; choose from {', '.join(CPU_MODELS)}")
     # Which files, each verified (or allowed), before any emulator is set up: a refusal costs nothing.
-    chosen = [(part, vs) for part in parts_of(opts) if (vs := chosen_files(part, files, allow_unverified))]
+    chosen = [(part, vs) for part in parts_of(opts) if (vs := chosen_files(part, files, opts.allow_unverified))]
     if toolchain is None:
         with working("setting up ARM64 emulation (once per machine: QEMU, an aarch64 Python, its wheels)"):
             toolchain = ensure_toolchain()

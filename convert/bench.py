@@ -98,12 +98,10 @@ def chosen_files(part: Part, allow_unverified: bool) -> dict[str, dict[str, Any]
     return out
 
 
-def bench(
-    opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 20, warmup: int = 3, allow_unverified: bool = False
-) -> dict[str, Any]:
+def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 20, warmup: int = 3) -> dict[str, Any]:
     md = opts.model_dir
     md.require(part.file("fp32"), part.make_target("fp32"))
-    chosen = chosen_files(part, allow_unverified)
+    chosen = chosen_files(part, opts.allow_unverified)
     files = {v: Path(c["file"]) for v, c in chosen.items()}
     desc = read_json(md.require(part.description_file, part.make_target("fp32")))
     x = {k: v.numpy() for k, v in part.sample_inputs().items()}

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,10 @@ def code_fingerprint(root: Path = ROOT) -> str:
 
 @dataclass
 class RunOptions:
-    """What the user chose on the command line (make variables)."""
+    """The run object: what the user chose on the command line (make variables), built once per command by the
+    handler (``videoseal_litert.handlers.run_options``) and passed to every entry point (the stages, quantize,
+    evaluate, video, package, web-check, arm-check, bench, the demo). What only one command asks (evaluate's
+    attacks and engine, a video's CRF) travels beside it as that command's own arguments."""
 
     spec: ModelSpec
     out: Path
@@ -59,7 +62,13 @@ class RunOptions:
     untrained: bool = False
     allow_zero_weights: bool = False
     allow_nonfinite_weights: bool = False
+    # The user's photos: the stages verify on them; the demo and evaluate watermark them (their stages then verify
+    # on the held-out photos, as `make convert` does: see ``for_stages``).
     images: Path | None = None
+    # The user's --variants, as typed (each command parses it for its part: models.variants.parse, evaluate.choose).
+    variants: str | None = None
+    # Use files that failed verification, were never verified or changed since (labelled so in every report).
+    allow_unverified: bool = False
     threads: int = field(default_factory=default_threads)
     force: bool = False
     # Quantize a model in parts of at most this many float bytes (automatic above 2 GB); set small
@@ -71,6 +80,11 @@ class RunOptions:
     @functools.cached_property
     def model_dir(self) -> ModelDir:
         return ModelDir(self.out, self.spec.name)
+
+    def for_stages(self) -> RunOptions:
+        """These options without the user's photos: for the stages a demo or an evaluation runs first, which verify
+        on the held-out photos (the photos are what those commands watermark, not what the files are judged on)."""
+        return replace(self, images=None)
 
     @property
     def random_weights(self) -> bool:

@@ -268,15 +268,15 @@ def verify_rows(part: Part, r: dict[str, Any]) -> list[tuple[str, str]]:
 
 @exclusive_stage
 def stage_bench(
-    opts: RunOptions, part: Part, runs: int = 20, warmup: int = 3, threads: tuple[int, ...] | None = None, allow_unverified: bool = False
+    opts: RunOptions, part: Part, runs: int = 20, warmup: int = 3, thread_counts: tuple[int, ...] | None = None
 ) -> StageSummary:
-    """``<prefix>bench.json`` / ``.md``: PyTorch eager and every file of the part, 1 and 2 threads, interleaved."""
+    """``<prefix>bench.json`` / ``.md``: PyTorch eager and every file of the part at each of ``thread_counts`` (default 1
+    and the run's threads), interleaved."""
     from videoseal_litert.convert.bench import bench, write_bench
 
     md = opts.model_dir
-    threads = threads or tuple(sorted({1, opts.threads}))
     md.require(part.file("fp32"), part.make_target("fp32"))
-    report = bench(opts, part, threads=threads, runs=runs, warmup=warmup, allow_unverified=allow_unverified)
+    report = bench(opts, part, threads=thread_counts or tuple(sorted({1, opts.threads})), runs=runs, warmup=warmup)
     write_bench(md.path, part, report)
     rows = []
     for t, stats in report["latency"].items():

@@ -48,7 +48,6 @@ from videoseal_litert.runtime.runners import Runner, run_all
 
 log = logging.getLogger(__name__)
 
-DEMO_MODEL = "tiny"
 MESSAGES_PER_IMAGE = 2
 MESSAGE_SEED = 0
 DECODERS = ("pytorch", "fp32", "int8")
@@ -193,28 +192,22 @@ def prepare_artifacts(
     return tables
 
 
-def prepared(out: Path, ckpt: Path | None, threads: int, model: str, target_agreement: float) -> RunOptions:
-    """The pair's options, with its files converted, quantized and verified (skipped when current; tables to the log)."""
-    from videoseal_litert.models.registry import resolve
-
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, threads=threads)
-    for t in prepare_artifacts(opts, target_agreement=target_agreement):
+def prepared(opts: RunOptions, target_agreement: float) -> RunOptions:
+    """The run's options for the stages (the user's photos are what the demo watermarks, not what the files are verified
+    on), with the pair's files converted, quantized and verified (skipped when current; tables to the log)."""
+    stage_opts = opts.for_stages()
+    for t in prepare_artifacts(stage_opts, target_agreement=target_agreement):
         log.info("%s", t.table())
-    return opts
+    return stage_opts
 
 
-def run_demo(
-    out: Path,
-    images: Path | None = None,
-    ckpt: Path | None = None,
-    threads: int = 2,
-    model: str = DEMO_MODEL,
-    target_agreement: float = DEMO_TARGET_AGREEMENT,
-) -> dict[str, Any]:
-    """The demo on ``model`` (a pair with both parts: ``tiny``, or ``fixture`` after ``make train-fixture``);
-    ``target_agreement`` 0 quantizes the extractor without the accuracy control (for comparison)."""
+def run_demo(opts: RunOptions, target_agreement: float = DEMO_TARGET_AGREEMENT) -> dict[str, Any]:
+    """The demo on the run's model (a pair with both parts: ``tiny``, or ``fixture`` after ``make train-fixture``) and its
+    photos (``opts.images``; default the photo pool's evaluation split); ``target_agreement`` 0 quantizes the extractor
+    without the accuracy control (for comparison)."""
     t0 = time.time()
-    opts = prepared(out, ckpt, threads, model, target_agreement)
+    images, threads, out = opts.images, opts.threads, opts.out
+    opts = prepared(opts, target_agreement)
     md = opts.model_dir.path
     extractor, embedder = ExtractorPart(opts), EmbedderPart(opts)
     pair = load_pair(opts)

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.core.errors import ImageError
 from videoseal_litert.core.images import read_rgb, to_uint8
 from videoseal_litert.core.metrics import binomial_tail, psnr_db
-from videoseal_litert.models.registry import resolve
 from videoseal_litert.runtime.route import embed
 from videoseal_litert.runtime.runners import Runner, open_file
 from videoseal_litert.video.key_frames import aggregate
@@ -78,40 +77,36 @@ SORT_KEYS = ("image_index", "message_index", "embedder", "attack_order", "varian
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Everything that determines the rows (recorded in ``run.json``; a resumed run must match it).
+    """Everything that determines the rows (recorded in ``run.json``; a resumed run must match it): the run object
+    (model, checkpoint, weights, threads; pickled to Ray's workers as it is) and what evaluate chose from the request.
 
     ``embedders`` and ``decoders`` are ``pytorch`` or ``.tflite`` paths; ``labels`` name them in rows."""
 
-    model: str
-    out: str
-    ckpt: str | None
-    random_init: bool
+    run: RunOptions
     attacks: str
     embedders: tuple[str, ...]
     decoders: tuple[str, ...]
     messages_per_image: int
     seed: int
-    threads: int
-    untrained: bool = False  # the checkpoint's weights are declared untrained (random)
     video_attacks: str = "off"  # the video pass (evaluate/video_pass.py): its attacks, frames per clip, aggregation
     video_frames: int = 16
     video_aggregation: str = "avg"
 
-    def record(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("threads")
-        d.pop("out")
-        return d
+    @property
+    def threads(self) -> int:
+        return self.run.threads
 
-    def options(self) -> RunOptions:
-        return RunOptions(
-            spec=resolve(self.model),
-            out=Path(self.out),
-            ckpt=Path(self.ckpt) if self.ckpt else None,
-            random_init=self.random_init,
-            untrained=self.untrained,
-            threads=self.threads,
-        )
+    def record(self) -> dict[str, Any]:
+        """What determines the rows, as plain values (the run's model, checkpoint and weights; not its threads or OUT)."""
+        d = {k: getattr(self, k) for k in ("attacks", "embedders", "decoders", "messages_per_image", "seed")}
+        d |= {k: getattr(self, k) for k in ("video_attacks", "video_frames", "video_aggregation")}
+        return {
+            "model": self.run.spec.name,
+            "ckpt": str(self.run.ckpt) if self.run.ckpt else None,  # as given (its bytes are in run.json's sha256)
+            "random_init": self.run.random_init,
+            "untrained": self.run.untrained,
+            **d,
+        }
 
 
 def label(v: str) -> str:
@@ -144,7 +139,7 @@ class Marker:
     def __init__(self, cfg: EvalConfig) -> None:
         set_threads(cfg.threads)
         self.cfg = cfg
-        opts = cfg.options()
+        opts = cfg.run
         part = EmbedderPart(opts)
         self.route = part.family.route(opts.spec.card.embedder)
         self.size = int(opts.spec.card.config.img_size)
@@ -209,9 +204,7 @@ class Marker:
                             psnr_db=psnr, width=w, height=h, error="",
                             pixels=resize_like_detect(y8, self.size)[0].numpy().transpose(1, 2, 0),
                         )  # fmt: skip
-        return columns(
-            cols, self.nbits, self.size, self.cfg.random_init or self.cfg.untrained
-        )  # every row says whether the weights were random
+        return columns(cols, self.nbits, self.size, self.cfg.run.random_weights)  # every row says whether the weights were random
 
 
 def columns(cols: dict[str, list[Any]], nbits: int, size: int, random_weights: bool, frames: int = 0) -> Batch:
@@ -240,7 +233,7 @@ class Decoder:
         set_threads(cfg.threads)
         self.cfg, self.name = cfg, label(variant)
         if variant == PYTORCH:
-            part = ExtractorPart(cfg.options())
+            part = ExtractorPart(cfg.run)
             self.runner: Runner = part.torch_runner(part.load())
         else:
             self.runner = open_file(variant, cfg.threads)

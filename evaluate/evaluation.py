@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ from videoseal_litert.core.errors import UsageError
 from videoseal_litert.evaluate import engines, summary
 from videoseal_litert.evaluate.batches import PYTORCH, EvalConfig, label
 from videoseal_litert.models.gate import ATTACK_SEPARATOR
-from videoseal_litert.models.registry import resolve
 from videoseal_litert.models.variants import names as variant_names
 from videoseal_litert.quantize.quantize_stage import ensure_files
 
@@ -95,25 +95,25 @@ def _verdicts(checked: dict[str, dict[str, Any]]) -> str:
     return "verdicts by the rule (docs/verification.md): " + ("; ".join(parts) if parts else "PyTorch only")
 
 
-def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, address: str | None, workers: int | None) -> dict[str, Any]:
+def _video_pass(cfg: EvalConfig, req: EvalRequest, clips: list[str], ed: Path) -> dict[str, Any]:
     """The clips through the video pass (``evaluate/video_pass.py``): rows in ``video-rows/``, a section of
     summary.md and, on the terminal, the bit accuracy per attack with the decoders side by side."""
     from videoseal_litert.video.codec_attacks import resolve_video_attacks
     from videoseal_litert.video.commands import card_video_args
 
     rows_dir = ed / "video-rows"
-    va = card_video_args(cfg.options())
+    va = card_video_args(cfg.run)
     emb, dec = cfg.embedders, cfg.decoders
     n_att = len(resolve_video_attacks(cfg.video_attacks))
     say(
         f"evaluate video: {len(clips)} clip(s) x {cfg.video_frames} frames x {cfg.messages_per_image} message(s) x {len(emb)} embedder(s) "
         f"x {n_att} attack(s) x {len(dec)} decoder(s), aggregation {cfg.video_aggregation}, key frame every {va['step']} ({va['source']})"
     )
-    if engine == "local":
+    if req.engine == "local":
         timing = engines.run_local(cfg, clips, rows_dir, progress, video=True)
     else:
         expected = len(clips) * cfg.messages_per_image * len(emb) * n_att * len(dec)
-        timing = engines.run_ray(cfg, clips, rows_dir, address, workers, expected_rows=expected, video=True)
+        timing = engines.run_ray(cfg, clips, rows_dir, req.ray_address, req.workers, expected_rows=expected, video=True)
     v = summary.summarize(engines.read_rows(rows_dir), [label(d) for d in dec])
     v["timing"] = timing
     v["video_settings"] = va
@@ -129,69 +129,59 @@ def _video_pass(cfg: EvalConfig, clips: list[str], ed: Path, engine: str, addres
     return v
 
 
-def run_evaluate(
-    model: str,
-    out: Path,
-    images: str | None = None,
-    attacks: str | None = None,
-    variants: str | None = None,
-    messages_per_image: int = MESSAGES_PER_IMAGE,
-    seed: int = SEED,
-    engine: str = "local",
-    ray_address: str | None = None,
-    workers: int | None = None,
-    ckpt: Path | None = None,
-    random_init: bool = False,
-    untrained: bool = False,
-    threads: int = 2,
-    eval_dir: Path | None = None,
-    force: bool = False,
-    allow_unverified: bool = False,
-    videos: str | None = None,
-    video_attacks: str | None = None,
-    video_frames: int = VIDEO_FRAMES,
-    video_aggregation: str = "avg",
-) -> dict[str, Any]:
-    t0 = time.time()
-    attack_list, clips = _checked_request(engine, messages_per_image, attacks, videos, video_attacks, video_frames, video_aggregation)
-    opts = RunOptions(spec=resolve(model), out=out, ckpt=ckpt, random_init=random_init, untrained=untrained, threads=threads)
-    paths = engines.list_inputs(images) if images else [str(p) for p in _evaluation_split()]
-    emb, dec, checked = _chosen_files(opts, variants, allow_unverified)
+@dataclass(frozen=True)
+class EvalRequest:
+    """What evaluate asks beyond the run object (``RunOptions``: model, checkpoint, OUT, threads, images, variants,
+    force, allow-unverified): the attacks, the messages, the engine, where the rows go, and the video pass."""
+
+    attacks: str | None = None
+    messages_per_image: int = MESSAGES_PER_IMAGE
+    seed: int = SEED
+    engine: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+    eval_dir: Path | None = None
+    videos: str | None = None
+    video_attacks: str | None = None
+    video_frames: int = VIDEO_FRAMES
+    video_aggregation: str = "avg"
+
+
+def run_evaluate(opts: RunOptions, req: EvalRequest | None = None) -> dict[str, Any]:
+    """The run's photos (``opts.images``: a folder, glob or list; default the photo pool's evaluation split) through
+    ``req``'s attacks with the run's variants; resumes a folder of the same settings (``opts.force`` starts afresh)."""
+    t0, req = time.time(), req or EvalRequest()
+    attack_list, clips = _checked_request(req)
+    stage_opts = opts.for_stages()  # the files are verified on the held-out photos; the user's are what is evaluated
+    paths = engines.list_inputs(opts.images) if opts.images else [str(p) for p in _evaluation_split()]
+    emb, dec, checked = _chosen_files(stage_opts, opts.variants, opts.allow_unverified)
     cfg = EvalConfig(
-        model=model,
-        out=str(out),
-        ckpt=str(ckpt) if ckpt else None,
-        random_init=random_init,
-        untrained=untrained,
-        attacks=attacks or "official",
+        run=stage_opts,
+        attacks=req.attacks or "official",
         embedders=emb,
         decoders=dec,
-        messages_per_image=messages_per_image,
-        seed=seed,
-        threads=threads,
-        video_attacks=(video_attacks or "codec") if clips else "off",
-        video_frames=video_frames,
-        video_aggregation=video_aggregation,
+        messages_per_image=req.messages_per_image,
+        seed=req.seed,
+        video_attacks=(req.video_attacks or "codec") if clips else "off",
+        video_frames=req.video_frames,
+        video_aggregation=req.video_aggregation,
     )
-    ed = eval_dir or (opts.model_dir.path / "evaluate")
-    record = _start_record(cfg, opts, ed, force, images=str(images or "the photo pool's evaluation split"), paths=paths, clips=clips)
+    ed = req.eval_dir or (opts.model_dir.path / "evaluate")
+    images = str(opts.images or "the photo pool's evaluation split")
+    record = _start_record(cfg, ed, opts.force, images=images, paths=paths, clips=clips)
     say(
-        f"evaluate: {len(paths)} image(s) x {messages_per_image} message(s) x {len(emb)} embedder(s) x {len(attack_list)} attack(s) "
-        f"x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {engine}"
+        f"evaluate: {len(paths)} image(s) x {req.messages_per_image} message(s) x {len(emb)} embedder(s) x {len(attack_list)} "
+        f"attack(s) x {len(dec)} decoder(s) [{', '.join(label(d) for d in dec)}], engine {req.engine}"
         + (" (RANDOM weights)" if opts.random_weights else "")
     )
     # Ray: one cluster for both passes (starting a local one costs tens of seconds); run_ray leaves it running.
-    ray_mod, ray_started = engines.start_ray(ray_address, engines.cluster_cpus(cfg)) if engine == "ray" and clips else (None, False)
+    use_one_cluster = req.engine == "ray" and clips
+    ray_mod, ray_started = engines.start_ray(req.ray_address, engines.cluster_cpus(cfg)) if use_one_cluster else (None, False)
     try:
-        rows_dir = ed / "rows"
-        if engine == "local":
-            timing = engines.run_local(cfg, paths, rows_dir, progress)
-        else:
-            per_image = messages_per_image * len(emb) * len(attack_list) * len(dec)
-            timing = engines.run_ray(cfg, paths, rows_dir, ray_address, workers, expected_rows=len(paths) * per_image)
-        s = _image_report(cfg, record, ed, timing, attack_list, checked, engine, opts.random_weights, t0)
+        timing = _image_pass(cfg, req, paths, ed / "rows", len(attack_list))
+        s = _image_report(cfg, record, ed, timing, attack_list, checked, req.engine, t0)
         if clips:
-            s["video"] = _video_pass(cfg, clips, ed, engine, ray_address, workers)
+            s["video"] = _video_pass(cfg, req, clips, ed)
             s["wall_s"] = round(time.time() - t0, 1)
             write_json(ed / "summary.json", s)
         _closing_lines(s, timing, ed)
@@ -201,39 +191,39 @@ def run_evaluate(
             ray_mod.shutdown()
 
 
+def _image_pass(cfg: EvalConfig, req: EvalRequest, paths: list[str], rows_dir: Path, n_attacks: int) -> dict[str, Any]:
+    """The photos through the engine the request names: rows in ``rows_dir``; the engine's timing."""
+    if req.engine == "local":
+        return engines.run_local(cfg, paths, rows_dir, progress)
+    per_image = cfg.messages_per_image * len(cfg.embedders) * n_attacks * len(cfg.decoders)
+    return engines.run_ray(cfg, paths, rows_dir, req.ray_address, req.workers, expected_rows=len(paths) * per_image)
+
+
 def _evaluation_split() -> list[Path]:
     from videoseal_litert.calibration_data.pool import split_paths
 
     return split_paths("evaluation")
 
 
-def _checked_request(
-    engine: str,
-    messages_per_image: int,
-    attacks: str | None,
-    videos: str | None,
-    video_attacks: str | None,
-    video_frames: int,
-    aggregation: str,
-) -> tuple[list, list[str]]:
+def _checked_request(req: EvalRequest) -> tuple[list, list[str]]:
     """The request's named errors before any work; its attacks and its clips."""
-    if engine not in engines.ENGINES:
-        raise UsageError(f"unknown engine {engine!r}: {', '.join(engines.ENGINES)}")
-    if engine == "ray":
+    if req.engine not in engines.ENGINES:
+        raise UsageError(f"unknown engine {req.engine!r}: {', '.join(engines.ENGINES)}")
+    if req.engine == "ray":
         engines.import_ray()
-    if messages_per_image < 1:
-        raise UsageError(f"--messages-per-image {messages_per_image}: at least 1")
-    attack_list = resolve_attacks(attacks)
+    if req.messages_per_image < 1:
+        raise UsageError(f"--messages-per-image {req.messages_per_image}: at least 1")
+    attack_list = resolve_attacks(req.attacks)
     clips: list[str] = []
-    if videos and videos != "none":
+    if req.videos and req.videos != "none":
         from videoseal_litert.video.codec_attacks import resolve_video_attacks
         from videoseal_litert.video.key_frames import AGGREGATIONS
 
-        clips = engines.list_videos(videos)
-        if not resolve_video_attacks(video_attacks) or video_frames < 1 or aggregation not in AGGREGATIONS:
+        clips = engines.list_videos(req.videos)
+        if not resolve_video_attacks(req.video_attacks) or req.video_frames < 1 or req.video_aggregation not in AGGREGATIONS:
             raise UsageError(
-                f"videos: --video-attacks {video_attacks!r} names none, or --video-frames {video_frames} < 1, or --video-aggregation "
-                f"{aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
+                f"videos: --video-attacks {req.video_attacks!r} names none, or --video-frames {req.video_frames} < 1, or --video-aggregation "
+                f"{req.video_aggregation!r} is not one of {', '.join(AGGREGATIONS)}"
             )
     return attack_list, clips
 
@@ -249,11 +239,11 @@ def _chosen_files(opts: RunOptions, variants: str | None, allow_unverified: bool
     return emb, dec, checked
 
 
-def _start_record(cfg: EvalConfig, opts: RunOptions, ed: Path, force: bool, images: str, paths: list[str], clips: list[str]) -> dict:
+def _start_record(cfg: EvalConfig, ed: Path, force: bool, images: str, paths: list[str], clips: list[str]) -> dict:
     """``run.json``: the settings and the bytes of every file and of the checkpoint the rows depend on (a re-quantized
     int8.tflite under the same name must not resume into the old rows); other settings in the folder are refused."""
     files = {label(f): sha256_file(f) for f in (*cfg.embedders, *cfg.decoders) if f != PYTORCH}
-    files["checkpoint"] = opts.inputs()["checkpoint_sha256"] if PYTORCH in (*cfg.embedders, *cfg.decoders) else None
+    files["checkpoint"] = cfg.run.inputs()["checkpoint_sha256"] if PYTORCH in (*cfg.embedders, *cfg.decoders) else None
     record = {**cfg.record(), "images": images, "num_images": len(paths), "videos": clips, "sha256": files}
     record = json.loads(json.dumps(record))  # as run.json holds it (tuples as lists)
     run_file = ed / "run.json"
@@ -264,21 +254,22 @@ def _start_record(cfg: EvalConfig, opts: RunOptions, ed: Path, force: bool, imag
         if {k: old.get(k) for k in record} != record:
             diff = ", ".join(k for k in record if old.get(k) != record[k])
             raise UsageError(f"{ed} holds rows of other settings ({diff}); FORCE=1 (--force) starts it afresh, or choose --eval-dir")
-    write_json(run_file, {**record, "random_weights": opts.random_weights})
+    write_json(run_file, {**record, "random_weights": cfg.run.random_weights})
     return record
 
 
 def _image_report(
-    cfg: EvalConfig, record: dict, ed: Path, timing: dict, attack_list: list, checked: dict, engine: str, random_weights: bool, t0: float
+    cfg: EvalConfig, record: dict, ed: Path, timing: dict, attack_list: list, checked: dict, engine: str, t0: float
 ) -> dict[str, Any]:
     """The image pass's summary from its rows: summary.json / .md / .png, and its tables on the terminal."""
+    random_weights = cfg.run.random_weights
     dec = [label(d) for d in cfg.decoders]
     unverified = {label(c["file"]): c["status"] for c in checked.values() if c["status"] != "verified"}
     rows_dir = ed / "rows"
     s = summary.summarize(engines.read_rows(rows_dir), dec)
     s.update(
         {
-            "model": cfg.model,
+            "model": cfg.run.spec.name,
             "random_weights": random_weights,
             "engine": engine,
             "timing": timing,
@@ -290,7 +281,7 @@ def _image_report(
     )
     write_json(ed / "run.json", {**record, "random_weights": random_weights, "timing": timing, "machine": s["machine"]})
     head = (
-        f"# Evaluation: {cfg.model}{' (RANDOM weights)' if random_weights else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
+        f"# Evaluation: {cfg.run.spec.name}{' (RANDOM weights)' if random_weights else ''}, {s['images']} image(s), {len(attack_list)} attack(s)\n\n"
         f"Images: {record['images']}; {cfg.messages_per_image} seeded message(s) per image (seed {cfg.seed}); embedders: "
         f"{', '.join(label(e) for e in cfg.embedders)}; decoders: {', '.join(dec)}; engine {engine}; {s['machine']}. "
         f"{s['rows']} rows in {rows_dir}."

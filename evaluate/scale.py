@@ -18,14 +18,15 @@ limit); reading images from object storage at cluster scale is the next limit an
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
+from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 from videoseal_litert.core.console import say
 from videoseal_litert.core.errors import VerificationError
 from videoseal_litert.evaluate.engines import read_rows
-from videoseal_litert.evaluate.evaluation import run_evaluate
+from videoseal_litert.evaluate.evaluation import EvalRequest, run_evaluate
 
 CLUSTERS = ((1, 2), (1, 16), (4, 16), (16, 32), (64, 64))  # (nodes, cores per node)
 JOB_IMAGES = 1_000_000
@@ -63,13 +64,13 @@ def project(per_image_core_s: dict[str, float], ray_efficiency: float, job_image
     return out
 
 
-def run_scale(
-    model: str, out: Path, images: str | None, attacks: str | None, variants: str | None, threads: int, **kw: Any
-) -> dict[str, Any]:
-    base = Path(out) / model / "evaluate-scale"
-    args = dict(images=images, attacks=attacks, variants=variants, threads=threads, force=True, **kw)
-    local = run_evaluate(model, out, engine="local", eval_dir=base / "local", **args)
-    ray = run_evaluate(model, out, engine="ray", eval_dir=base / "ray", **args)
+def run_scale(opts: RunOptions, req: EvalRequest | None = None) -> dict[str, Any]:
+    """The run's evaluation on the local engine, then on Ray (each from scratch, into its own folder), and the projection."""
+    req = req or EvalRequest()
+    base = opts.model_dir.path / "evaluate-scale"
+    opts, threads, model = replace(opts, force=True), opts.threads, opts.spec.name
+    local = run_evaluate(opts, replace(req, engine="local", eval_dir=base / "local"))
+    ray = run_evaluate(opts, replace(req, engine="ray", eval_dir=base / "ray"))
     identical = same_rows(read_rows(base / "local" / "rows"), read_rows(base / "ray" / "rows"))
     lt, rt = local["timing"], ray["timing"]
     n = lt["images"]

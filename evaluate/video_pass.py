@@ -36,7 +36,7 @@ class VideoMarker(Marker):
 
     def __init__(self, cfg: EvalConfig) -> None:
         super().__init__(cfg)
-        self.step = card_video_args(cfg.options())["step"]
+        self.step = card_video_args(cfg.run)["step"]
         self.frames = cfg.video_frames
         self.video_attacks = resolve_video_attacks(cfg.video_attacks)
 
@@ -82,4 +82,4 @@ class VideoMarker(Marker):
                             message=m.astype(np.uint8), psnr_db=psnr, width=info.width, height=info.height, error="",
                             frames=pix, frame_count=len(ys),
                         )  # fmt: skip
-        return columns(cols, self.nbits, self.size, self.cfg.random_init or self.cfg.untrained, self.frames)
+        return columns(cols, self.nbits, self.size, self.cfg.run.random_weights, self.frames)

@@ -345,7 +345,6 @@ def build_bundle(
     golden: int = 3,
     embedder_variants: tuple[str, ...] | None = None,
     arm_cpus: tuple[str, ...] = (),
-    allow_unverified: bool = False,
 ) -> StageSummary:
     md = opts.model_dir
     if opts.spec.card.extractor_config is None:
@@ -354,7 +353,7 @@ def build_bundle(
             "an embedder-only bundle is not supported (the embedder files and their reports are in the model directory)"
         )
     extractor = ExtractorPart(opts)
-    desc = read_json(md.require(extractor.description_file, "convert"))
+    md.require(extractor.description_file, "convert")
     chosen: dict[str, tuple[Part, tuple[str, ...]]] = {"extractor": (extractor, to_ship(extractor, variants))}
     if opts.spec.card.has_embedder:
         embedder = EmbedderPart(opts)
@@ -364,41 +363,14 @@ def build_bundle(
         raise PackagingError(
             f"no extractor file to ship in {md.path}: run `make convert MODEL={opts.spec.name}` (and `make quantize`) first"
         )
-    reports = {p: {v: check_verified(part, v, reverify, allow_unverified) for v in names} for p, (part, names) in chosen.items()}
+    reports = {p: {v: check_verified(part, v, reverify, opts.allow_unverified) for v in names} for p, (part, names) in chosen.items()}
     unverified = [src.name for files in reports.values() for src, rep in files.values() if not rep.get("passed")]
     dist.mkdir(parents=True, exist_ok=True)
     final = dist / opts.spec.name
     stage = Path(tempfile.mkdtemp(prefix=f".{opts.spec.name}-", dir=dist))
     stage.chmod(0o755)
     try:
-        (stage / "golden").mkdir()
-        (stage / "reports").mkdir()
-        images = _golden_images(extractor, golden, stage / "golden")
-        model = {k: desc[k] for k in ("model_id", "description", "nbits", "architecture", "num_params", "input", "outputs", "random_init")}
-        model["decoding"] = "bit i = bit_logits[i] > 0; P(bit i = 1) = sigmoid(bit_logits[i]); hex packs bit 0 as the MSB of byte 0"
-        model["unverified_files"] = unverified
-        shipped = {"extractor": _ship_part(extractor, chosen["extractor"][1], reports["extractor"], stage, images, desc)}
-        model["variants"] = shipped["extractor"]
-        if "embedder" in chosen:
-            part, names = chosen["embedder"]
-            edesc = read_json(md.require(part.description_file, "embedder"))
-            shipped["embedder"] = _ship_part(part, names, reports["embedder"], stage, images, edesc)
-            model["embedder"] = {
-                **{k: edesc[k] for k in ("embedder", "contract", "route", "random_init", "num_params")},
-                "variants": shipped["embedder"],
-            }
-            (stage / "android").mkdir()
-            shutil.copy(Path(__file__).parent / "android" / "EmbedWatermark.kt", stage / "android" / "EmbedWatermark.kt")
-        if (md / "inspect.md").exists():
-            shutil.copy(md / "inspect.md", stage / "reports")
-        (stage / "native").mkdir()
-        shutil.copy(RUNTIME / "native" / "litert_run.c", stage / "native" / "litert_run.c")
-        write_json(stage / "model.json", model)
-        write_text(stage / "README.md", _readme(model))
-        manifest = _manifest(stage, desc, unverified)
-        scripts = ["run_extractor.py"] + (["run_embedder.py"] if "embedder" in shipped else [])
-        manifest["golden_checked_on"] = _selftests(stage, scripts, arm_cpus)
-        write_json(stage / "manifest.json", manifest)
+        shipped, images, manifest = _fill(stage, opts, chosen, reports, unverified, golden, arm_cpus)
         _replace(final, stage)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -415,6 +387,45 @@ def build_bundle(
         ("bundle", str(final)),
     ]
     return StageSummary("package", opts.spec.name, False, rows, unverified)
+
+
+def _fill(
+    stage: Path, opts: RunOptions, chosen: dict, reports: dict, unverified: list[str], golden: int, arm_cpus: tuple[str, ...]
+) -> tuple[dict[str, Any], list, dict[str, Any]]:
+    """The bundle's files in the staging folder ``stage``: golden vectors, each part's files with their reports,
+    model.json, the README, the native runner, the manifest and the self-tests. (shipped, golden images, manifest)."""
+    md = opts.model_dir
+    extractor = chosen["extractor"][0]
+    desc = read_json(md.require(extractor.description_file, "convert"))
+    (stage / "golden").mkdir()
+    (stage / "reports").mkdir()
+    images = _golden_images(extractor, golden, stage / "golden")
+    model = {k: desc[k] for k in ("model_id", "description", "nbits", "architecture", "num_params", "input", "outputs", "random_init")}
+    model["decoding"] = "bit i = bit_logits[i] > 0; P(bit i = 1) = sigmoid(bit_logits[i]); hex packs bit 0 as the MSB of byte 0"
+    model["unverified_files"] = unverified
+    shipped = {"extractor": _ship_part(extractor, chosen["extractor"][1], reports["extractor"], stage, images, desc)}
+    model["variants"] = shipped["extractor"]
+    if "embedder" in chosen:
+        part, names = chosen["embedder"]
+        edesc = read_json(md.require(part.description_file, "embedder"))
+        shipped["embedder"] = _ship_part(part, names, reports["embedder"], stage, images, edesc)
+        model["embedder"] = {
+            **{k: edesc[k] for k in ("embedder", "contract", "route", "random_init", "num_params")},
+            "variants": shipped["embedder"],
+        }
+        (stage / "android").mkdir()
+        shutil.copy(Path(__file__).parent / "android" / "EmbedWatermark.kt", stage / "android" / "EmbedWatermark.kt")
+    if (md / "inspect.md").exists():
+        shutil.copy(md / "inspect.md", stage / "reports")
+    (stage / "native").mkdir()
+    shutil.copy(RUNTIME / "native" / "litert_run.c", stage / "native" / "litert_run.c")
+    write_json(stage / "model.json", model)
+    write_text(stage / "README.md", _readme(model))
+    manifest = _manifest(stage, desc, unverified)
+    scripts = ["run_extractor.py"] + (["run_embedder.py"] if "embedder" in shipped else [])
+    manifest["golden_checked_on"] = _selftests(stage, scripts, arm_cpus)
+    write_json(stage / "manifest.json", manifest)
+    return shipped, images, manifest
 
 
 def _manifest(stage: Path, desc: dict[str, Any], unverified: list[str]) -> dict[str, Any]:

@@ -17,6 +17,14 @@ from videoseal_litert.core.metrics import binomial_pvalue
 from videoseal_litert.demo.watermark import run_demo
 
 
+def demo_opts(out, images):
+    """The demo's run object, as ``make demo IMAGES=`` builds it."""
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
+
+    return RunOptions(spec=resolve("tiny"), out=out, images=images)
+
+
 def test_binomial_pvalue():
     assert binomial_pvalue(4, 4) == 1 / 16
     assert binomial_pvalue(3, 4) == 5 / 16
@@ -72,7 +80,7 @@ def test_demo_on_your_own_photos_at_any_size(demo, tmp_path, capsys):
 
     (photos / "bomb.png").write_bytes(png_declaring(30000, 30000))  # refused, named, counted; the rest goes on
     capsys.readouterr()
-    r = run_demo(out, images=photos)
+    r = run_demo(demo_opts(out, photos))
     assert r["num_images"] == 4 and r["image_names"][0] == "a.png#0"
     assert sorted(x["file"] for x in r["rejected"]) == ["bomb.png", "notes.txt"]
     assert "skipped bomb.png: refused as a possible decompression bomb" in capsys.readouterr().out
@@ -92,7 +100,7 @@ def test_demo_gate_failure_is_a_named_error(demo, tmp_path, monkeypatch):
     shutil.copy(heldout_paths()[0], photos / "p.png")
     monkeypatch.setitem(dw.GATES, "max_int8_accuracy_pp", -1.0)
     with pytest.raises(VerificationError, match="int8 bit accuracy vs PyTorch"):
-        run_demo(out, images=photos)
+        run_demo(demo_opts(out, photos))
 
 
 def test_demo_all_tflite_row(demo):

@@ -187,14 +187,17 @@ VIDEO_ATTACKS = "none,h264_crf28,fps_half"
 
 def _evaluate(setup_eval, name, engine="local", **kw):
     """The 20 photos, and the video pass on the first 4 frames of a real clip (176 x 144) with three video attacks."""
-    from videoseal_litert.evaluate.evaluation import run_evaluate
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.evaluate.evaluation import EvalRequest, run_evaluate
+    from videoseal_litert.models.registry import resolve
     from videoseal_litert.video.clips import clip_path
 
     root, photos, variants = setup_eval
-    return run_evaluate(
-        "tiny", root / f"art-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", images=str(photos), attacks=ATTACKS, variants=variants, engine=engine, threads=1, eval_dir=root / name,
-        videos=str(clip_path("carphone_pristine.mp4")), video_attacks=VIDEO_ATTACKS, video_frames=4, **kw,
-    )  # fmt: skip
+    out = root / f"art-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    opts = RunOptions(spec=resolve("tiny"), out=out, images=photos, variants=variants, threads=1)
+    req = EvalRequest(attacks=ATTACKS, engine=engine, eval_dir=root / name, videos=str(clip_path("carphone_pristine.mp4")),
+                      video_attacks=VIDEO_ATTACKS, video_frames=4, **kw)  # fmt: skip
+    return run_evaluate(opts, req)
 
 
 def _rows(setup_eval, name, rows="rows"):

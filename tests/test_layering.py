@@ -168,3 +168,69 @@ def test_no_circle_of_modules():
         if v not in state:
             visit(v, [v])
     assert not circles, "circles of modules: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+# Every entry point a command reaches (issue 40): it takes the run object first and no loose copy of what it holds.
+ENTRY_POINTS = {
+    "convert/stages.py": (
+        "stage_load",
+        "stage_inspect",
+        "stage_export",
+        "stage_tflite",
+        "stage_verify",
+        "stage_verify_file",
+        "stage_bench",
+    ),
+    "quantize/quantize_stage.py": ("stage_quantize",),
+    "package/bundle.py": ("build_bundle",),
+    "convert/arm_check.py": ("arm_check",),
+    "web/check.py": ("web_check",),
+    "demo/watermark.py": ("run_demo",),
+    "evaluate/evaluation.py": ("run_evaluate",),
+    "evaluate/scale.py": ("run_scale",),
+    "video/commands.py": ("run_video_embed", "run_video_detect", "run_video_attacks"),
+}
+
+
+def run_object_fields() -> dict[str, str]:
+    """RunOptions' fields and their annotations, read from the source (no torch needed)."""
+    import ast
+
+    tree = ast.parse((ROOT / "convert" / "options.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RunOptions")
+    return {n.target.id: ast.unparse(n.annotation) for n in cls.body if isinstance(n, ast.AnnAssign)}
+
+
+def test_every_entry_point_takes_the_run_object():
+    """First parameter ``RunOptions``; no parameter that copies one of its fields (same name and type: a part's parsed
+    variant tuple is that part's choice, not a copy of the typed ``--variants`` string) or names the model."""
+    import ast
+
+    fields = run_object_fields()
+    assert {"spec", "out", "ckpt", "threads", "images", "variants", "force", "allow_unverified"} <= set(fields)
+    bad = []
+    for file, names in ENTRY_POINTS.items():
+        defs = {n.name: n for n in ast.parse((ROOT / file).read_text()).body if isinstance(n, ast.FunctionDef)}
+        for name in names:
+            assert name in defs, f"{file}: {name} not found (renamed? update ENTRY_POINTS)"
+            args = defs[name].args.args + defs[name].args.kwonlyargs
+            first = ast.unparse(args[0].annotation) if args and args[0].annotation else None
+            copies = [a.arg for a in args if a.arg in fields and a.annotation and ast.unparse(a.annotation) == fields[a.arg]]
+            copies += [a.arg for a in args if a.arg in ("model", "spec", "threads")]  # the run's model and threads
+            if first != "RunOptions" or copies:
+                bad.append(f"{file}:{name} (first parameter {first}; copies of the run's fields {copies})")
+    assert not bad, "entry points not taking the run object: " + "; ".join(bad)
+
+
+def test_the_run_object_is_built_by_the_command_line_only():
+    """``RunOptions(...)`` is built in one place outside tests (``handlers.run_options``), once per command; the code
+    below passes it on (``dataclasses.replace`` for a changed copy), never rebuilding it from loose values."""
+    built = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for folder in dict.fromkeys((*LAYERS, "videoseal_litert"))
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        if "node_modules" not in p.parts
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\bRunOptions\(", line)
+    ]
+    assert len(built) == 1 and built[0].startswith("videoseal_litert/handlers.py:"), built

@@ -184,14 +184,14 @@ def test_the_demo_exits_nonzero_whenever_it_prints_failed(demo_run, tmp_path, mo
     assert rc == 0
     with locked(out.parent / ".lock"):
         shutil.copytree(out, tmp_path / "artifacts", ignore=shutil.ignore_patterns("evaluate", "robustness"))
-    monkeypatch.setattr(watermark, "prepared", lambda out_, ckpt, threads, model, target: RunOptions(spec=resolve(model), out=out_))
+    monkeypatch.setattr(watermark, "prepared", lambda opts, target: opts.for_stages())
     real = watermark.artifact_summary
     monkeypatch.setattr(watermark, "artifact_summary", lambda *a, **k: (real(*a, **k)[0], False))
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(_one_photo(), photos / "p.png")
     with pytest.raises(VerificationError, match="demo failed: an artifact's verification"):
-        watermark.run_demo(tmp_path / "artifacts", images=photos)
+        watermark.run_demo(RunOptions(spec=resolve("tiny"), out=tmp_path / "artifacts", images=photos))
     assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("FAILED")
 
 

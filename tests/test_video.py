@@ -249,7 +249,9 @@ def test_tiny_int8_files_on_a_real_clip_recover_the_message_as_pytorch(demo_run,
     # the unmarked clip, in this process: no message found, and a missing clip is named
     from videoseal_litert.video.commands import run_video_detect
 
-    clean = run_video_detect(tiny_opts(out), clip_path("bikes.mp4"), "int8", side["message"], max_frames=8, report_dir=tmp_path / "clean")
+    clean = run_video_detect(
+        tiny_opts(out, variants="int8"), clip_path("bikes.mp4"), side["message"], max_frames=8, report_dir=tmp_path / "clean"
+    )
     assert clean["results"]["int8"]["pvalue"] > 1e-3 and clean["results"]["int8"]["mean_mask_logit"] < 0
     with pytest.raises(UsageError, match="video not found"):
         run_video_detect(tiny_opts(out), tmp_path / "nothing.mp4")
@@ -290,7 +292,7 @@ def test_tiny_int8_files_on_a_generated_clip_agree_with_pytorch(demo_run, tmp_pa
     src = write_clip(tmp_path / "pan.mp4", panning(12, 201, 299))
     e = run_video_embed(tiny_opts(out), src, tmp_path / "pan.wm.mp4", "int8", crf=23, seed=0)
     assert e["output"]["pix_fmt"] == "yuv444p" and e["video"]["key_frames"] == 3
-    r = run_video_detect(tiny_opts(out), tmp_path / "pan.wm.mp4", "pytorch,int8", report_dir=tmp_path / "rep")
+    r = run_video_detect(tiny_opts(out, variants="pytorch,int8"), tmp_path / "pan.wm.mp4", report_dir=tmp_path / "rep")
     assert r["message"] == e["message"] and r["parity_with_pytorch"]["int8"]["passed"]
     frames = pq.read_table(tmp_path / "rep" / "frames.parquet").to_pydict()
     torch_bits = np.array([[c == "1" for c in b] for b, d in zip(frames["bits"], frames["decoder"], strict=True) if d == "pytorch"])

@@ -6,6 +6,7 @@ the tiny pair's PyTorch embedder (no conversion: these are about the container, 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,12 +20,12 @@ from videoseal_litert.video.commands import run_video_detect, run_video_embed
 TB = Fraction(1, 1000)
 
 
-def tiny_opts(out):
+def tiny_opts(out, variants=None):
     """The run's options for the shipped tiny pair at one thread, as the command line builds them."""
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.models.registry import resolve
 
-    return RunOptions(spec=resolve("tiny"), out=out, threads=1)
+    return RunOptions(spec=resolve("tiny"), out=out, threads=1, variants=variants)
 
 
 def photo_frames(n: int, h: int = 144, w: int = 192) -> list[np.ndarray]:
@@ -58,8 +59,8 @@ def times(path: Path) -> list[Fraction]:
         return [f.pts * f.time_base for f in c.decode(c.streams.video[0])]
 
 
-def embed(src: Path, out: Path, **kw):
-    return run_video_embed(tiny_opts(out), src, embedder="pytorch", **kw)
+def embed(src: Path, out: Path, force: bool = False, **kw):
+    return run_video_embed(replace(tiny_opts(out), force=force), src, embedder="pytorch", **kw)
 
 
 @pytest.mark.parametrize(
@@ -94,14 +95,14 @@ def test_a_rotated_phone_clip_keeps_its_display_matrix_and_is_marked_upright(tmp
         # the stored orientation kept: the output's first frame is the input's first frame, watermarked (PSNR)
         diff = first.to_ndarray(format="rgb24").astype(float) - stored[0]
         assert 10 * np.log10(255**2 / np.mean(diff**2)) > 30
-    d = run_video_detect(tiny_opts(tmp_path / "out"), out, "pytorch", report_dir=tmp_path / "rep")
+    d = run_video_detect(tiny_opts(tmp_path / "out", "pytorch"), out, report_dir=tmp_path / "rep")
     assert d["results"]["pytorch"]["detected"] and d["results"]["pytorch"]["bit_accuracy"] >= 0.8
     # The same pixels without the matrix (what a reader that ignores rotation sees): the message is not found.
     plain = write_timed(
         tmp_path / "plain.mp4", [f.to_ndarray(format="rgb24") for f in av.open(str(out)).decode(video=0)], [33 * i for i in range(12)]
     )
     m = json.loads(Path(str(out) + ".json").read_text())["message"]
-    d2 = run_video_detect(tiny_opts(tmp_path / "out"), plain, "pytorch", message=m, report_dir=tmp_path / "rep2")
+    d2 = run_video_detect(tiny_opts(tmp_path / "out", "pytorch"), plain, message=m, report_dir=tmp_path / "rep2")
     assert d2["results"]["pytorch"]["bit_accuracy"] < d["results"]["pytorch"]["bit_accuracy"] - 0.2
 
 

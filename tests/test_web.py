@@ -14,6 +14,14 @@ from tests.conftest import locked
 from videoseal_litert.core.errors import BrowserSetupError, WebCheckError
 
 
+def tiny_run(out, **kw):
+    """The run object of web-check on the tiny pair's bundle, as the command line builds it."""
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
+
+    return RunOptions(spec=resolve("tiny"), out=out, **kw)
+
+
 @pytest.fixture(scope="module")
 def tiny_bundle(demo_run, tmp_path_factory):
     """The demo's tiny pair packaged (extractor fp32, int8, int8-dynamic; embedder fp32, int8): (bundle, photo)."""
@@ -40,11 +48,14 @@ def test_tiny_pair_in_chromium_and_firefox(tiny_bundle, pipeline, tmp_path):
     stays within the runtime bound of the x86 outputs; the page embeds a typed message into a photo of another size,
     the downloaded PNG is detected with the Python runner's bits, the unmarked photo is not, a non-image is a named
     error; an ``int8-full`` file (int8 input) is reported as not loadable in a browser."""
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
     from videoseal_litert.web.check import web_check
 
     bundle, photo = tiny_bundle
     mini = pipeline.quantized("videoseal_1.0-mini")  # a model folder with an int8-full file (int8 input and outputs)
-    r = web_check(bundle, mini, tmp_path, photo)
+    # The run names the mini, whose model folder lends an int8-full file the bundle never holds (to report it unloadable).
+    r = web_check(RunOptions(spec=resolve(str(pipeline.card("videoseal_1.0-mini"))), out=mini.parent), bundle, photo, report_dir=tmp_path)
     assert r["passed"] and set(r["browsers"]) == {"chromium", "firefox"}
     assert set(r["browsers"]["chromium"]["backends"]) == {"wasm", "webgpu"} and "webgpu" not in r["browsers"]["chromium"]["failures"]
     webgpu = r["browsers"]["chromium"]["backends"]["webgpu"]
@@ -84,9 +95,9 @@ def test_tampered_bundle_is_refused_and_judged_by_the_rule_when_allowed(tiny_bun
     (copy / "golden" / "golden.json").write_text(json.dumps(golden))
     (copy / "int8-dynamic.tflite").write_bytes(b"TFL3" + b"\0" * 60)
     with pytest.raises(UnverifiedFileError, match=r"golden/golden.json: sha256 differs from manifest.json; int8-dynamic.tflite: sha256"):
-        web_check(copy, None, tmp_path / "report", photo, ("chromium",))
+        web_check(tiny_run(tmp_path), copy, photo, ("chromium",), report_dir=tmp_path / "report")
     with pytest.raises(WebCheckError) as e:
-        web_check(copy, None, tmp_path / "report", photo, ("chromium",), allow_unverified=True, backends=("wasm",))
+        web_check(tiny_run(tmp_path, allow_unverified=True), copy, photo, ("chromium",), ("wasm",), tmp_path / "report")
     msg = str(e.value)
     flips = re.search(r"chromium: wasm: int8\.tflite: bits: (\d+) of \d+ decisions flipped \(clear", msg)
     assert flips and int(flips.group(1)) >= 40, msg  # nearly all 48 decisions of that image stand clear
@@ -119,11 +130,11 @@ def test_edited_files_fail_web_check_by_the_rule(demo_run, tmp_path):
     negate_bit(d / "int8.tflite", d / "int8-dynamic.tflite", 3)  # from the original int8 (mask edit reverted below)
     shift_mask_bias(d / "int8-dynamic.tflite", d / "int8-dynamic.tflite", -8.0)
     dist = tmp_path / "dist"
-    build_bundle(RunOptions(spec=resolve("tiny"), out=copy), ("int8", "int8-dynamic"), dist, embedder_variants=(), allow_unverified=True)
+    build_bundle(RunOptions(spec=resolve("tiny"), out=copy, allow_unverified=True), ("int8", "int8-dynamic"), dist, embedder_variants=())
     with pytest.raises(UnverifiedFileError, match="int8.tflite: not verified"):
-        web_check(dist / "tiny", None, tmp_path / "report", photo, ("chromium",))
+        web_check(tiny_run(tmp_path), dist / "tiny", photo, ("chromium",), report_dir=tmp_path / "report")
     with pytest.raises(WebCheckError) as e:
-        web_check(dist / "tiny", None, tmp_path / "report", photo, ("chromium",), allow_unverified=True, backends=("wasm",))
+        web_check(tiny_run(tmp_path, allow_unverified=True), dist / "tiny", photo, ("chromium",), ("wasm",), tmp_path / "report")
     msg = str(e.value)
     assert "chromium: wasm: int8.tflite: detection: " in msg and "inputs PyTorch finds unwatermarked flagged" in msg, msg
     assert "chromium: wasm: int8-dynamic.tflite: bits: " in msg, msg

@@ -85,7 +85,7 @@ def parse_message(text: str, nbits: int) -> np.ndarray:
 to_hex = bits_hex  # the name the CLI and tests know
 
 
-def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool) -> tuple[str, Runner, dict[str, Any]]:
+def _runner(opts: RunOptions, part_name: str, name: str) -> tuple[str, Runner, dict[str, Any]]:
     """(label, runner, file record) for ``pytorch``, a variant of the model's part, or a ``.tflite`` path;
     the model's files are made when missing, and every file must be verified unless allowed."""
     part = make_part(opts, part_name)
@@ -99,7 +99,7 @@ def _runner(opts: RunOptions, part_name: str, name: str, allow_unverified: bool)
         variant(name, part_name)  # a named UsageError for an unknown variant
         path = opts.model_dir.path / part.file(name)
         ensure_files(opts, {str(path): (part_name, name)}, "video")
-    info = require_verified(path, allow_unverified, "video")
+    info = require_verified(path, opts.allow_unverified, "video")
     f = Path(info["file"])
     return f.stem, open_file(f, opts.threads), {"file": str(f), "sha256": sha256_file(f), "status": info["status"]}
 
@@ -162,15 +162,13 @@ def run_video_embed(
     seed: int | None = None,
     crf: int = 23,
     max_frames: int | None = None,
-    allow_unverified: bool = False,
-    force: bool = False,
     strict: bool = False,
 ) -> dict[str, Any]:
     t0 = time.time()
     out = opts.out
     info = probe(src)  # named errors for bad input before any model work
-    dst = _output(out, src, dst, force)
-    name, run, file = _runner(opts, "embedder", embedder, allow_unverified)
+    dst = _output(out, src, dst, opts.force)
+    name, run, file = _runner(opts, "embedder", embedder)
     part = EmbedderPart(opts)
     nbits, size = part.nbits, part.size
     bits, msg_source = choose_message(message, seed, nbits)
@@ -232,14 +230,14 @@ def _known_message(message: str | None, side: Path, nbits: int) -> tuple[np.ndar
     return None, None
 
 
-def _extractors(opts: RunOptions, variants: str, allow_unverified: bool) -> tuple[dict, dict]:
-    """Each extractor named in ``variants`` (once): its runner and its file's record, by label."""
-    names = [v.strip() for v in variants.split(",") if v.strip()]
+def _extractors(opts: RunOptions) -> tuple[dict, dict]:
+    """Each extractor named in the run's variants (once; default ``pytorch,int8``): its runner and its file's record, by label."""
+    names = [v.strip() for v in (opts.variants or DEFAULT_DETECT_VARIANTS).split(",") if v.strip()]
     if not names:
         raise UsageError("--variants: name at least one extractor (pytorch, a variant, or a .tflite)")
     runners, files = {}, {}
     for n in dict.fromkeys(names):
-        label, run, f = _runner(opts, "extractor", n, allow_unverified)
+        label, run, f = _runner(opts, "extractor", n)
         runners[label], files[label] = run, f
     return runners, files
 
@@ -262,12 +260,10 @@ def _parity(opts: RunOptions, logits: dict, files: dict, aggregation: str, known
 def run_video_detect(
     opts: RunOptions,
     src: Path,
-    variants: str = DEFAULT_DETECT_VARIANTS,
     message: str | None = None,
     aggregation: str = "avg",
     max_frames: int | None = None,
     report_dir: Path | None = None,
-    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     t0 = time.time()
     if aggregation not in AGGREGATIONS:
@@ -276,7 +272,7 @@ def run_video_detect(
     info = probe(src)
     nbits, size = ExtractorPart(opts).nbits, int(opts.spec.card.config.img_size)
     msg, msg_source = _known_message(message, sidecar(src), nbits)
-    runners, files = _extractors(opts, variants, allow_unverified)
+    runners, files = _extractors(opts)
     t1 = time.time()
     with _ticker(_total(info.frames, max_frames), f"detecting {src.name}") as tick:
         logits = detect_video(runners, src, size, max_frames, tick=tick)
@@ -456,15 +452,13 @@ def attack_clip(src: Path, dst: Path, name: str, frames: int) -> int:
 def run_video_attacks(
     opts: RunOptions,
     src: Path,
-    variants: str = DEFAULT_DETECT_VARIANTS,
     attacks: str | None = None,
     max_frames: int = 32,
     aggregation: str = "avg",
     report_dir: Path | None = None,
-    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Each codec attack on a watermarked clip (its ``.json`` beside it names the message), detected by every
-    decoder of ``variants``: ``attacks.{json,md}`` in ``report_dir`` (default ``OUT/video/<clip>``)."""
+    decoder of the run's variants: ``attacks.{json,md}`` in ``report_dir`` (default ``OUT/video/<clip>``)."""
     import tempfile
 
     t0 = time.time()
@@ -478,7 +472,7 @@ def run_video_attacks(
     from videoseal_litert.video.codec_attacks import resolve_video_attacks
 
     names = [a.name for a in resolve_video_attacks(attacks) if a.codec is not None]
-    runners, files = _extractors(opts, variants, allow_unverified)
+    runners, files = _extractors(opts)
     rules = {k: _rule(opts, k, Path(f["file"])) for k, f in files.items() if f["file"] is not None}
     rows = []
     with tempfile.TemporaryDirectory(prefix="video-attacks-") as td:

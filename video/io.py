@@ -210,6 +210,51 @@ class Written:
     metadata_dropped: list[str] = field(default_factory=list)  # what was not carried, and why
 
 
+class _Muxer:
+    """The output's video stream, made at the first processed frame (its size is that frame's), and the audio packets
+    that wait for it: every stream must exist before the first packet is muxed (the container's header is written
+    then). Frames keep their timestamps, or are renumbered at the output rate when the timeline changes."""
+
+    def __init__(self, av: Any, out: Any, src_stream: Any, audio_out: dict[int, Any], settings: tuple, copied: list[str]) -> None:
+        self.av, self.out, self.src_stream, self.audio_out, self.copied = av, out, src_stream, audio_out, copied
+        self.codec, self.rate, self.crf, self.preset, self.renumber = settings
+        self.vs: Any = None
+        self.pending: list[Any] = []
+        self.frames, self.pix_fmt = 0, ""
+
+    def audio(self, packet: Any) -> None:
+        s = self.audio_out.get(packet.stream.index)
+        if s is not None:
+            packet.stream = s
+            if self.vs is None:
+                self.pending.append(packet)
+            else:
+                self.out.mux(packet)
+
+    def video(self, f: Frame, rgb: np.ndarray) -> None:
+        if self.vs is None:
+            self.vs = _video_stream(self.out, self.codec, self.rate, rgb.shape[1], rgb.shape[0], self.crf, self.preset)
+            _like_input(self.vs, self.src_stream, f.rotation, None if self.renumber else self.src_stream.time_base, self.copied)
+            self.pix_fmt = self.vs.pix_fmt
+            for packet in self.pending:
+                self.out.mux(packet)
+            self.pending.clear()
+        frame = self.av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        if self.renumber or f.pts is None:
+            frame.pts, frame.time_base = self.frames, Fraction(1) / self.rate
+        else:
+            frame.pts, frame.time_base = f.pts, f.time_base
+        for pkt in self.vs.encode(frame):
+            self.out.mux(pkt)
+        self.frames += 1
+
+    def finish(self, src: Path) -> None:
+        if self.vs is None:
+            raise EmptyVideoError(f"{src}: no frame left to write")
+        for pkt in self.vs.encode(None):
+            self.out.mux(pkt)
+
+
 def transcode(
     src: str | Path,
     dst: str | Path,
@@ -235,61 +280,27 @@ def transcode(
     c = open_input(src)
     try:
         v = c.streams.video[0]
-        in_rate = v.average_rate or v.guessed_rate or Fraction(25)
-        out_rate = rate or in_rate
         renumber = rate is not None or keep is not None
+        settings = (codec, rate or v.average_rate or v.guessed_rate or Fraction(25), crf, preset, renumber)
         with atomic_path(dst) as tmp:
             out = av.open(str(tmp), mode="w", format=fmt)
             try:
                 copied, dropped = _carry_metadata(c, out), dropped_metadata(c)
                 # A changed timeline leaves the audio behind.
-                audio_out, audio_notes = _audio_streams(av, c, out, fmt) if rate is None and keep is None else ({}, [])
-                vs = None
-                state: dict[str, Any] = {"n": 0, "pix_fmt": ""}
-                # Every stream must exist before the first packet is muxed (the header is written then), and
-                # the video stream's size is the first processed frame's: audio before it waits here.
-                pending: list[Any] = []
-
-                def mux_audio(packet: Any) -> None:
-                    s = audio_out.get(packet.stream.index)
-                    if s is not None:
-                        packet.stream = s
-                        if vs is None:
-                            pending.append(packet)
-                        else:
-                            out.mux(packet)
-
+                audio_out, audio_notes = _audio_streams(av, c, out, fmt) if not renumber else ({}, [])
+                mux = _Muxer(av, out, v, audio_out, settings, copied)
                 damage: list[str] = []
-                for f in _frames_of(c, src, mux_audio if audio_out else None, max_frames, damage):
-                    if keep is not None and not keep(f.index):
-                        continue
-                    rgb = np.ascontiguousarray(fn(f))
-                    if vs is None:
-                        vs = _video_stream(out, codec, out_rate, rgb.shape[1], rgb.shape[0], crf, preset)
-                        _like_input(vs, v, f.rotation, None if renumber else v.time_base, copied)
-                        state["pix_fmt"] = vs.pix_fmt
-                        for packet in pending:
-                            out.mux(packet)
-                        pending.clear()
-                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                    if renumber or f.pts is None:
-                        frame.pts, frame.time_base = state["n"], Fraction(1) / out_rate
-                    else:
-                        frame.pts, frame.time_base = f.pts, f.time_base
-                    for pkt in vs.encode(frame):
-                        out.mux(pkt)
-                    state["n"] += 1
-                if vs is None:
-                    raise EmptyVideoError(f"{src}: no frame left to write")
-                for pkt in vs.encode(None):
-                    out.mux(pkt)
+                for f in _frames_of(c, src, mux.audio if audio_out else None, max_frames, damage):
+                    if keep is None or keep(f.index):
+                        mux.video(f, np.ascontiguousarray(fn(f)))
+                mux.finish(src)
             finally:
                 out.close()
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"{src} -> {dst}: FFmpeg failed while writing ({e})") from e
     finally:
         c.close()
-    return Written(state["n"], state["pix_fmt"], audio_notes, copied, damage[0] if damage else None, dropped)
+    return Written(mux.frames, mux.pix_fmt, audio_notes, copied, damage[0] if damage else None, dropped)
 
 
 def _audio_streams(av: Any, c: Any, out: Any, fmt: str) -> tuple[dict[int, Any], list[str]]:

@@ -15,21 +15,22 @@ from videoseal_litert.core.errors import UsageError
 from videoseal_litert.parsers import ROBUSTNESS_VARIANTS
 
 
-def _opts(a: argparse.Namespace) -> Any:
+def run_options(a: argparse.Namespace) -> Any:
+    """The run object (``convert.options.RunOptions``), built once per command from whatever of the shared options
+    the command's parser has (``--model``, ``--ckpt``, ``--out``, ``--threads``, ``--images``, ``--variants``, the flags)."""
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.models.registry import resolve
 
+    flags = ("random_init", "untrained", "allow_zero_weights", "allow_nonfinite_weights", "force", "allow_unverified")
+    images = getattr(a, "images", None)
     return RunOptions(
         spec=resolve(a.model),
         out=a.out,
-        ckpt=a.ckpt,
-        random_init=a.random_init,
-        untrained=a.untrained,
-        allow_zero_weights=a.allow_zero_weights,
-        allow_nonfinite_weights=a.allow_nonfinite_weights,
-        images=a.images,
+        ckpt=getattr(a, "ckpt", None),
+        images=Path(images) if images is not None else None,
+        variants=getattr(a, "variants", None),
         threads=a.threads,
-        force=a.force,
+        **{f: bool(getattr(a, f, False)) for f in flags},
     )
 
 
@@ -77,7 +78,7 @@ def cmd_stage(a: argparse.Namespace) -> None:
     from videoseal_litert.convert import stages as st
     from videoseal_litert.convert.parts import make_part
 
-    opts = _opts(a)
+    opts = run_options(a)
     part = make_part(opts, a.part or "extractor")
     fn = {
         "load": lambda: st.stage_load(opts, part),
@@ -93,7 +94,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
     from videoseal_litert.convert import stages as st
     from videoseal_litert.convert.parts import make_part
 
-    opts = _opts(a)
+    opts = run_options(a)
     part = make_part(opts, a.part or "extractor")
     calls = [lambda f=f: f(opts, part) for f in (st.stage_load, st.stage_export, st.stage_tflite, st.stage_verify)]
     _run_stages(a, opts, calls, ((part.name, "fp32"),))
@@ -117,9 +118,9 @@ def cmd_quantize(a: argparse.Namespace) -> None:
     from videoseal_litert.convert.parts import make_part
     from videoseal_litert.models.variants import default_variants, parse
 
-    opts = _opts(a)
+    opts = run_options(a)
     part = make_part(opts, a.part or "extractor")
-    variants = parse(a.variants, part.name)
+    variants = parse(opts.variants, part.name)
     shown = variants if variants is not None else default_variants(opts.spec, part.name)
     _run_stages(a, opts, _quantize_calls(a, opts, part, variants), tuple((part.name, v) for v in shown), summarize=True)
 
@@ -130,9 +131,9 @@ def cmd_embedder(a: argparse.Namespace) -> None:
     from videoseal_litert.convert.parts import make_part
     from videoseal_litert.models.variants import default_variants, parse
 
-    opts = _opts(a)
+    opts = run_options(a)
     part = make_part(opts, "embedder")
-    asked = parse(a.variants, part.name)
+    asked = parse(opts.variants, part.name)
     quantized = tuple(v for v in (asked if asked is not None else default_variants(opts.spec, part.name)) if v != "fp32")
     from videoseal_litert.quantize.quantize_stage import check_quantizable
 
@@ -148,11 +149,11 @@ def cmd_bench(a: argparse.Namespace) -> None:
     from videoseal_litert.convert.parts import make_part, parts_of
     from videoseal_litert.convert.stages import stage_bench
 
-    opts = _opts(a)
+    opts = run_options(a)
     threads = tuple(int(t) for t in a.bench_threads.split(",")) if a.bench_threads else None
     parts = [make_part(opts, a.part)] if a.part else parts_of(opts)
     parts = [p for p in parts if (opts.model_dir / p.file("fp32")).exists()] or parts[:1]  # the first names what is missing
-    _run_stages(a, opts, [lambda p=p: stage_bench(opts, p, a.runs, a.warmup, threads, a.allow_unverified) for p in parts], summarize=False)
+    _run_stages(a, opts, [lambda p=p: stage_bench(opts, p, a.runs, a.warmup, threads) for p in parts], summarize=False)
 
 
 def cmd_summary(a: argparse.Namespace) -> None:
@@ -161,7 +162,7 @@ def cmd_summary(a: argparse.Namespace) -> None:
     from videoseal_litert.core.console import say
     from videoseal_litert.core.errors import VerificationError
 
-    opts = _opts(a)
+    opts = run_options(a)
     part = make_part(opts, a.part or "extractor")
     table, ok = artifact_summary(
         opts.model_dir.path, tuple((part.name, v) for v in a.variant.split(",")), None, f"{part.name} {opts.spec.name}"
@@ -176,14 +177,14 @@ def cmd_package(a: argparse.Namespace) -> None:
     from videoseal_litert.models.variants import parse
     from videoseal_litert.package.bundle import build_bundle
 
-    opts = _opts(a)
+    opts = run_options(a)
     emb = () if a.embedder_variants in ("none", "") else parse(a.embedder_variants, "embedder")
 
     def body(_: Path | None) -> None:
         from videoseal_litert.runtime.arm import CPU_MODELS
 
         arm = tuple(CPU_MODELS) if a.arm == "all" else tuple(c.strip() for c in a.arm.split(",")) if a.arm else ()
-        summary = build_bundle(opts, parse(a.variants, "extractor"), a.dist, a.reverify, a.golden, emb, arm, a.allow_unverified)
+        summary = build_bundle(opts, parse(opts.variants, "extractor"), a.dist, a.reverify, a.golden, emb, arm)
         unverified = summary.unverified
         say(
             summary.table()
@@ -200,10 +201,8 @@ def cmd_package(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from videoseal_litert.demo.watermark import run_demo
 
-    _logged(
-        a.out / "demo" / "logs" / "watermark.log",
-        lambda _: run_demo(a.out, a.images, a.ckpt, a.threads, a.model, a.target_agreement),
-    )
+    opts = run_options(a)
+    _logged(a.out / "demo" / "logs" / "watermark.log", lambda _: run_demo(opts, a.target_agreement))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -212,13 +211,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if a.command == "robustness":  # the preset: the attacks `make robustness` has always shown
         a.attacks, a.variants = a.attacks or "robustness", a.variants or ROBUSTNESS_VARIANTS
         a.eval_dir = a.eval_dir or a.out / a.model / "robustness"
-    kw = _evaluate_kwargs(a)
-    if a.command == "evaluate":
-        kw |= {k: getattr(a, k) for k in ("videos", "video_attacks", "video_frames", "video_aggregation")}
-    _logged(
-        a.out / a.model / "logs" / f"{a.command}.log",
-        lambda _: run_evaluate(a.model, a.out, engine=a.engine, eval_dir=a.eval_dir, force=a.force, **kw),
-    )
+    opts, req = run_options(a), _eval_request(a)
+    _logged(a.out / a.model / "logs" / f"{a.command}.log", lambda _: run_evaluate(opts, req))
 
 
 def cmd_video(a: argparse.Namespace) -> None:
@@ -227,19 +221,12 @@ def cmd_video(a: argparse.Namespace) -> None:
 
     if a.max_frames is not None and a.max_frames < 1:
         raise UsageError(f"--max-frames {a.max_frames}: at least 1")
-    from videoseal_litert.convert.options import RunOptions
-    from videoseal_litert.models.registry import resolve
-
-    # The run's one options object: the model, its checkpoint, OUT and threads, for every video action.
-    opts = RunOptions(spec=resolve(a.model), out=a.out, ckpt=a.ckpt, random_init=a.random_init, untrained=a.untrained, threads=a.threads)
-    common = dict(allow_unverified=a.allow_unverified)
+    opts = run_options(a)
     if a.action == "embed":
         src = a.input or clip_path(DEFAULT_CLIP)
 
         def body(_: Path | None) -> None:
-            run_video_embed(
-                opts, src, a.output, a.embedder, a.message, a.seed, a.crf, a.max_frames, **common, force=a.force, strict=a.strict
-            )
+            run_video_embed(opts, src, a.output, a.embedder, a.message, a.seed, a.crf, a.max_frames, strict=a.strict)
 
     else:
         src = a.input or default_output(a.out, Path(DEFAULT_CLIP))
@@ -248,36 +235,28 @@ def cmd_video(a: argparse.Namespace) -> None:
 
         def body(_: Path | None) -> None:
             if a.action == "attack":
-                run_video_attacks(opts, src, a.variants, a.attacks, a.max_frames or 32, a.aggregation, a.report_dir, **common)
+                run_video_attacks(opts, src, a.attacks, a.max_frames or 32, a.aggregation, a.report_dir)
             else:
-                run_video_detect(opts, src, a.variants, a.message, a.aggregation, a.max_frames, a.report_dir, **common)
+                run_video_detect(opts, src, a.message, a.aggregation, a.max_frames, a.report_dir)
 
     _logged(a.out / "video" / "logs" / f"video-{a.action}.log", body)
 
 
-def _evaluate_kwargs(a: argparse.Namespace) -> dict[str, Any]:
-    """The options evaluate and evaluate-scale share."""
-    keys = (
-        "images",
-        "attacks",
-        "variants",
-        "messages_per_image",
-        "seed",
-        "ray_address",
-        "workers",
-        "ckpt",
-        "random_init",
-        "untrained",
-        "threads",
-        "allow_unverified",
-    )
-    return {k: getattr(a, k) for k in keys}
+def _eval_request(a: argparse.Namespace) -> Any:
+    """Evaluate's own options beside the run object (evaluate-scale and robustness share them; the video pass is
+    evaluate's alone)."""
+    from videoseal_litert.evaluate.evaluation import EvalRequest
+
+    keys = ("attacks", "messages_per_image", "seed", "engine", "ray_address", "workers", "eval_dir")
+    keys += ("videos", "video_attacks", "video_frames", "video_aggregation")
+    return EvalRequest(**{k: getattr(a, k) for k in keys if hasattr(a, k)})
 
 
 def cmd_evaluate_scale(a: argparse.Namespace) -> None:
     from videoseal_litert.evaluate.scale import run_scale
 
-    _logged(a.out / a.model / "logs" / "evaluate-scale.log", lambda _: run_scale(a.model, a.out, **_evaluate_kwargs(a)))
+    opts, req = run_options(a), _eval_request(a)
+    _logged(a.out / a.model / "logs" / "evaluate-scale.log", lambda _: run_scale(opts, req))
 
 
 def cmd_train_tiny(a: argparse.Namespace) -> None:
@@ -329,7 +308,7 @@ def cmd_calib_sweep(a: argparse.Namespace) -> None:
     from videoseal_litert.core.console import say
     from videoseal_litert.quantize.calib_sweep import calib_sweep
 
-    opts = _opts(a)
+    opts = run_options(a)
     part = make_part(opts, a.part or "extractor")
 
     def body(_: Path | None) -> None:
@@ -346,14 +325,14 @@ def cmd_arm_check(a: argparse.Namespace) -> None:
     from videoseal_litert.core.console import say
     from videoseal_litert.runtime.arm import CPU_MODELS
 
-    opts = _opts(a)
+    opts = run_options(a)
     cpus = tuple(c.strip() for c in a.cpus.split(",")) if a.cpus else tuple(CPU_MODELS)
     files = tuple(v.strip().removesuffix(".tflite") for v in a.files.split(",")) if a.files else None
 
     def body(_: Path | None) -> None:
         from videoseal_litert.convert.arm_check import verdict_summary
 
-        r = arm_check(opts, cpus, files, a.inputs, trace=a.trace, allow_unverified=a.allow_unverified)
+        r = arm_check(opts, cpus, files, a.inputs, trace=a.trace)
         for entry in r["parts"].values():
             for file, per in entry["files"].items():
                 for cpu, f in per.items():
@@ -377,7 +356,7 @@ def cmd_op_cost(a: argparse.Namespace) -> None:
     from videoseal_litert.core.console import say
     from videoseal_litert.quantize.op_cost import op_cost
 
-    opts = _opts(a)
+    opts = run_options(a)
     part = make_part(opts, a.part or "extractor")
 
     def body(_: Path | None) -> None:
@@ -444,18 +423,17 @@ def cmd_web_check(a: argparse.Namespace) -> None:
     from videoseal_litert.core.console import say
     from videoseal_litert.web.check import web_check
 
-    name, bundle = _bundle_of(a)
+    _, bundle = _bundle_of(a)
     if a.photo is None:  # the smallest evaluation photo of the pool: not 256 x 256, so the page's route runs
         entry = min(pool.photos("evaluation"), key=lambda p: p["size"][0] * p["size"][1])
         a.photo = pool.pool_dir() / entry["name"]
     if not a.photo.is_file():
         raise UsageError(f"--photo {a.photo} does not exist")
-    report_dir = a.out / name
+    opts = run_options(a)
+    report_dir = opts.model_dir.path
 
     def body(_: Path | None) -> None:
-        r = web_check(
-            bundle, report_dir, report_dir, a.photo, tuple(b.strip() for b in a.browsers.split(",") if b.strip()), a.allow_unverified
-        )
+        r = web_check(opts, bundle, a.photo, tuple(b.strip() for b in a.browsers.split(",") if b.strip()))
         for b, e in r["browsers"].items():
             runs = [
                 f"{k}: {len(x['extractor']) + len(x['embedder'])} files"

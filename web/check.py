@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from videoseal_litert.convert.arm_check import ARM_MAX_STEPS, output_steps
+from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.part import gate_line
 from videoseal_litert.convert.parts import ExtractorPart
 from videoseal_litert.convert.verify import failed_path
@@ -227,17 +228,20 @@ def _one_browser(name: str, b: Any, url: str, tmp: Path, args: list[str], ctx: t
 
 
 def web_check(
+    opts: RunOptions,
     bundle: Path,
-    model_dir: Path | None,
-    report_dir: Path,
     photo: Path,
     browsers: tuple[str, ...] = ("chromium", "firefox"),
-    allow_unverified: bool = False,
     backends: tuple[str, ...] = ("wasm", "webgpu"),
+    report_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Every browser, every backend the page uses, on ``bundle``; the report in ``report_dir``; WebCheckError listing
-    the failures. UnverifiedFileError, before any browser runs, for files that are not the verified ones."""
-    unverified = refuse_unverified(bundle, allow_unverified)
+    """Every browser, every backend the page uses, on ``bundle`` (``make package``'s, of the run's model); the report in
+    ``report_dir`` (default the model's folder); WebCheckError listing the failures. UnverifiedFileError, before any
+    browser runs, for files that are not the verified ones (unless the run allows them). The model's folder also lends
+    the files a bundle never holds (``NOT_IN_BROWSERS``), where it has them, to report whether a browser loads them."""
+    unverified = refuse_unverified(bundle, opts.allow_unverified)
+    model_dir = opts.model_dir.path
+    report_dir = report_dir or opts.model_dir.path
     model = json.loads((bundle / "model.json").read_text())
     golden = json.loads((bundle / "golden" / "golden.json").read_text())["variants"]
     egolden = json.loads((bundle / "golden" / "embedder" / "golden.json").read_text())["variants"] if model.get("embedder") else {}
@@ -246,9 +250,7 @@ def web_check(
         found = ensure_browsers(browsers)
     message = "".join(str(b) for b in np.random.default_rng(7).integers(0, 2, model["nbits"]))
     # A file kept under its failed name (int8-full on random weights) is tried all the same: what is asked is whether it loads.
-    extra = [f.name for n in NOT_IN_BROWSERS if model_dir is not None for f in (model_dir / n, failed_path(model_dir / n)) if f.is_file()][
-        : len(NOT_IN_BROWSERS)
-    ]
+    extra = [f.name for n in NOT_IN_BROWSERS for f in (model_dir / n, failed_path(model_dir / n)) if f.is_file()][: len(NOT_IN_BROWSERS)]
     report: dict[str, Any] = {
         "model_id": model["model_id"],
         "random_init": model["random_init"],
