@@ -218,7 +218,7 @@ def arm_check(
         ref = part.reference(inputs)
         random_init = random_init or ref.random_init
         entry: dict[str, Any] = {"inputs": inputs.names, "random_init": ref.random_init, "files": {}}
-        for v, status in progress(vs, desc=f"{part.name} files on {len(cpus)} emulated ARM64 CPUs"):
+        for v, status in progress(vs, desc=f"{part.name} files on {len(cpus)} emulated ARM64 CPUs", unit="files"):
             path = Path(status["file"])
             used.append({"part": part.name, "variant": v, "file": path.name, "verification": status["status"]})
             rule = drawn_rule(rule_for(opts.spec, part.name, variant(v, part.name)), status.get("report"))

@@ -120,7 +120,7 @@ def bench(opts: RunOptions, part: Part, threads: tuple[int, ...] = (1, 2), runs:
     del loaded
     collect_if_large(nbytes)
     results: dict[str, Any] = {}
-    for t in progress(threads, desc=f"benchmarking the {part.name} (thread counts)"):
+    for t in progress(threads, desc=f"benchmarking the {part.name}", unit="thread counts"):
         torch.set_num_threads(t)
         if sequential:
             timings: dict[str, list[float]] = {}

@@ -232,7 +232,7 @@ class Part(ABC):
         ChunkySeal size the two together would need over 8 GB)."""
         loaded = self.load()
         runner = self.torch_runner(loaded, self.checked_outputs)
-        out = run_all(runner, progress(inputs.inputs, desc="PyTorch reference"), self.checked_outputs)
+        out = run_all(runner, progress(inputs.inputs, desc="PyTorch reference", unit="inputs"), self.checked_outputs)
         ref = Reference(out, loaded.random_init, self._reference_extras(loaded))
         nbytes = sum(p.numel() * p.element_size() for p in loaded.module.parameters())
         del loaded

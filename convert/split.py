@@ -126,7 +126,7 @@ def convert_pieces(pieces: list[Piece], sample: dict[str, torch.Tensor], workdir
 
     feeds = piece_inputs(sample, pieces)
     paths = []
-    for k, (piece, feed) in enumerate(progress(list(zip(pieces, feeds, strict=True)), desc=label)):
+    for k, (piece, feed) in enumerate(progress(list(zip(pieces, feeds, strict=True)), desc=label, unit="pieces")):
         log.info(
             "  piece %d/%d: %d units, %.1f M parameters, in %s, out %s",
             k + 1,

@@ -47,7 +47,7 @@ def run_file(part: Part, path: Path, inputs: InputSet, threads: int, opener: Ope
 def _run(part: Part, path: Path, inputs: InputSet, threads: int, opener: Opener) -> tuple[dict[str, np.ndarray], str]:
     runner = opener(path, threads)
     check_io(part, runner, path)
-    got = run_all(runner, progress(inputs.inputs, desc=f"running {path.name}"))
+    got = run_all(runner, progress(inputs.inputs, desc=f"running {path.name}", unit="inputs"))
     missing = sorted(set(part.contract.output_names) - set(got))
     if missing:
         raise VerificationError(f"{path}: no output named {', '.join(missing)}; outputs: {sorted(got)}")

@@ -54,15 +54,15 @@ def say(text: str = "") -> None:
             os.write(1, (text + "\n").encode())  # fd 1 is the log file while capturing
 
 
-def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "steps") -> Iterator[T]:
     """``items``, with one progress bar (tqdm) on a terminal, or plain lines every PLAIN_EVERY_S
-    seconds and at the end when the output is a file (CI logs)."""
+    seconds and at the end when the output is a file (CI logs); counts say what they count (``unit``)."""
     stream = err_stream()
     total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
     if stream.isatty():
         from tqdm import tqdm
 
-        yield from tqdm(items, total=total, desc=desc, file=stream, leave=False, dynamic_ncols=True)
+        yield from tqdm(items, total=total, desc=desc, unit=f" {unit}", file=stream, leave=False, dynamic_ncols=True)
         return
     t0 = last = time.time()
     n = 0
@@ -72,9 +72,9 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> It
         if now - last >= PLAIN_EVERY_S:
             last = now
             eta = f", about {(now - t0) / n * (total - n):.0f} s left" if total else ""
-            print(f"  {desc}: {n}{f'/{total}' if total else ''} ({now - t0:.0f} s{eta})", file=stream, flush=True)
+            print(f"  {desc}: {n}{f'/{total}' if total else ''} {unit} ({now - t0:.0f} s so far{eta})", file=stream, flush=True)
     if time.time() - t0 >= PLAIN_EVERY_S:
-        print(f"  {desc}: {n} done in {time.time() - t0:.0f} s", file=stream, flush=True)
+        print(f"  {desc}: {n} {unit} done in {time.time() - t0:.0f} s", file=stream, flush=True)
 
 
 @contextlib.contextmanager

@@ -104,6 +104,10 @@ class BrowserSetupError(PipelineError):
     """The browsers or LiteRT.js for ``make web-check`` are missing and could not be set up."""
 
 
+class PortInUseError(UsageError):
+    """``make web``'s port is taken by another program (the message names the port and ``PORT=``)."""
+
+
 class WebCheckError(PipelineError):
     """A browser run a file differently from the golden vectors, or the page failed its end-to-end check."""
 

@@ -53,6 +53,11 @@ def raise_if_signalled() -> None:
         raise KeyboardInterrupt() if _received[-1] == signal.SIGINT else Terminated()
 
 
+def stopped_as_asked() -> None:
+    """A command whose normal end is a signal (``make web`` serving until Ctrl-C) took it: the exit is 0, not 130/143."""
+    _received.clear()
+
+
 def run_main(body: Callable[[], int | None]) -> int:
     """Run a command's body under the one error model and return its exit code.
 

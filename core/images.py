@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from videoseal_litert.core.errors import ImageError
 
@@ -40,15 +40,17 @@ class Tally:
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image as float32 (3, H, W) RGB in [0, 1].
 
-    Grayscale is repeated to three channels, alpha is dropped (the pixels are used as stored),
-    CMYK and palette images are converted to RGB, 16-bit images are scaled by 65535. Files that
-    are not images, or are smaller than MIN_SIDE pixels on a side, raise ImageError.
+    EXIF orientation is applied (the photo as a browser, a phone's gallery and the page show it: the project's one
+    choice, made the same way by the bundle's runners and the page). Grayscale is repeated to three channels, alpha is
+    dropped (the pixels are used as stored), CMYK and palette images are converted to RGB, 16-bit images are scaled by
+    65535. Files that are not images, or are smaller than MIN_SIDE pixels on a side, raise ImageError.
     """
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes), not an image")
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened)
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):

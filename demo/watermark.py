@@ -120,10 +120,12 @@ def watermark_images(
     seed: int = MESSAGE_SEED,
     embedder: Runner | None = None,
     tally: Tally | None = None,
+    save_dir: Path | None = None,
 ) -> Watermarked:
     """Watermark the held-out views (or every photo in ``images``, at its own size) with seeded random
     messages, through the PyTorch embedder or ``embedder`` (a file's runner), by the route for any
-    size (``runtime/route.py``); the same seed gives the same messages either way."""
+    size (``runtime/route.py``); the same seed gives the same messages either way. ``save_dir``: each
+    photo watermarked with its first message, at its own size, as ``<stem>-watermarked.png`` there, to look at."""
     from videoseal_litert.calibration_data.build import split_items
     from videoseal_litert.calibration_data.detect_resize import resize_like_detect
     from videoseal_litert.core.images import list_images, read_rgb
@@ -152,6 +154,8 @@ def watermark_images(
         for j in range(per_image):
             m = torch.randint(0, 2, (1, pair.nbits), generator=gen)
             wm = embed(run, route, size, x[0].transpose(1, 2, 0), m.numpy()[0])
+            if save_dir is not None and j == 0:  # the first message's, to look at
+                _save_png(to_uint8(wm), save_dir / f"{Path(name).stem}-watermarked.png")
             xw = to_uint8(wm.transpose(2, 0, 1)[None]).astype(np.float32) / 255.0
             x8 = to_uint8(x).astype(np.float32) / 255.0
             out.names.append(f"{name}#{j}")
@@ -162,6 +166,16 @@ def watermark_images(
             msgs.append(m.numpy()[0].astype(bool))
     out.marked, out.clean, out.messages = np.concatenate(marked), np.concatenate(clean), np.stack(msgs)
     return out
+
+
+def _save_png(pixels: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    from videoseal_litert.core.artifacts import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 def decode(pair: Pair, tflites: dict[str, Path], images: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
@@ -216,7 +230,10 @@ def run_demo(opts: RunOptions, target_agreement: float = DEMO_TARGET_AGREEMENT) 
     say_rejected(tally)
     # The whole job on TFLite: the INT8 embedder marks the same images with the same messages, the
     # INT8 extractor reads them.
-    wm_tfl = watermark_images(pair, images, embedder=opts.opener(md / embedder.file("int8"), threads))
+    # The user's photos get their own report folder (the held-out photos' demo.md stays), with the photos watermarked.
+    dd = out / "demo" if images is None else out / "demo" / Path(images).name
+    int8_embedder = opts.opener(md / embedder.file("int8"), threads)
+    wm_tfl = watermark_images(pair, images, embedder=int8_embedder, save_dir=dd / "watermarked")
     assert np.array_equal(wm_tfl.messages, wm.messages)
     files = {v: md / extractor.file(v) for v in ("fp32", "int8")}
     logits = decode(pair, files, wm.marked, threads)
@@ -236,7 +253,8 @@ def run_demo(opts: RunOptions, target_agreement: float = DEMO_TARGET_AGREEMENT) 
     report["rule"] = _judged(pair, logits, clean_logits)
     report["gates"] = check_gates(report, builtin=images is None)
     report["passed"] = all(g["passed"] for g in report["gates"].values())
-    _finish(report, out / "demo", md, t0)
+    report["watermarked_photos"] = str(dd / "watermarked")
+    _finish(report, dd, md, t0)
     return report
 
 
@@ -415,6 +433,8 @@ def render(r: dict[str, Any]) -> str:
         f"| INT8 TFLite embedder -> INT8 TFLite extractor | {a['bit_accuracy']:.2%} | all-PyTorch {a['all_pytorch_bit_accuracy']:.2%} "
         f"({a['difference_pp']:+.2f} pp) | PSNR {a['psnr_db']:.1f} dB mean | |"
     )
+    if r.get("watermarked_photos"):
+        lines += ["", f"The photos as the INT8 TFLite embedder watermarked them, at their own size: `{r['watermarked_photos']}`."]
     lines += ["", "95% Wilson intervals:", ""]
     for k, v in r["rates"].items():
         lines.append(f"- {k.replace('_', ' ')}: {v['k']}/{v['n']} = {v['rate']:.4%} [{v['wilson95'][0]:.4%}, {v['wilson95'][1]:.4%}]")

@@ -38,6 +38,7 @@ from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
 from videoseal_litert.core.errors import ImageError
 from videoseal_litert.core.images import read_rgb, to_uint8
+from videoseal_litert.core.message import message_hex
 from videoseal_litert.core.metrics import binomial_tail, psnr_db
 from videoseal_litert.runtime.route import embed
 from videoseal_litert.runtime.runners import Runner, open_file
@@ -285,10 +286,6 @@ def pvalue(matches: int, n: int) -> tuple[float, float]:
     return tail / 2**n, math.log10(tail) - n * math.log10(2)
 
 
-def _hex(bits: np.ndarray) -> str:
-    return np.packbits(bits.astype(np.uint8)).tobytes().hex()
-
-
 def to_rows(batch: Batch, variants: tuple[str, ...]) -> Batch:
     """The result rows (step 3): one per marked row and variant (one per unreadable image), no pixels."""
     names = [label(v) for v in variants]
@@ -306,7 +303,7 @@ def to_rows(batch: Batch, variants: tuple[str, ...]) -> Batch:
                 errors = int(np.sum(bits != m))
                 p, lp = pvalue(nbits - errors, nbits)
                 agree = float(np.mean(bits == (ref[i, 1:] > 0))) if ref is not None else math.nan
-                vals = (1 - errors / nbits, errors, p, lp, float(lg[0]), bool(lg[0] > 0), agree, _hex(bits))
+                vals = (1 - errors / nbits, errors, p, lp, float(lg[0]), bool(lg[0] > 0), agree, message_hex(bits))
             else:
                 vals = (math.nan, -1, math.nan, math.nan, math.nan, False, math.nan, "")
             row = {
@@ -320,7 +317,7 @@ def to_rows(batch: Batch, variants: tuple[str, ...]) -> Batch:
                 "strength": float(batch["strength"][i]),
                 "variant": name,
                 "nbits": nbits,
-                "message": "" if err else _hex(m),
+                "message": "" if err else message_hex(m),
                 "psnr_db": float(batch["psnr_db"][i]),
                 "width": int(batch["width"][i]),
                 "height": int(batch["height"][i]),

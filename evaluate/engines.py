@@ -146,7 +146,11 @@ def run_local(cfg: EvalConfig, paths: list[str], rows_dir: Path, progress: Calla
     t_ready = time.time()
     seconds: dict[str, float] = {}
     rows = 0
-    for chunk in progress(list(_chunks(todo, 1 if video else CHUNK_IMAGES)), desc=f"evaluate{' video' if video else ''} (local)"):
+    for chunk in progress(
+        list(_chunks(todo, 1 if video else CHUNK_IMAGES)),
+        desc=f"evaluate{' video' if video else ''} (local)",
+        unit="clips" if video else "batches of images",
+    ):
         batch = {"image": np.array([p for _, p in chunk], dtype=object), "image_index": np.array([i for i, _ in chunk], np.int64)}
         out = pipe(batch, seconds)
         rows += len(out["image"])

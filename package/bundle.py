@@ -40,6 +40,8 @@ from videoseal_litert.core.artifacts import machine_description, read_json, sha2
 from videoseal_litert.core.console import say, working
 from videoseal_litert.core.errors import NativeRunError, PipelineError, UnverifiedFileError
 from videoseal_litert.core.images import Tally, to_uint8
+from videoseal_litert.core.message import MESSAGE_FORMAT, message_hex
+from videoseal_litert.core.metrics import DETECTION_PVALUE
 from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.gate import Verdict, judge_embedder, judge_extractor
 from videoseal_litert.models.variants import VARIANTS, rule_for, variant
@@ -105,17 +107,27 @@ def _reverify(part: Part, name: str) -> dict[str, Any]:
     return read_json(part.opts.model_dir / f"{part.report(name)}.json")
 
 
+def bench_picks(part: Part) -> dict[str, str]:
+    """The ship table's pick per target (``make bench``'s ``<prefix>bench.json``: phones and the web page), where the
+    part was benchmarked; empty otherwise."""
+    bench = part.opts.model_dir / f"{part.prefix}bench.json"
+    if not bench.is_file():
+        return {}
+    return {p["target"]: p["variant"] for p in read_json(bench).get("ship", {}).get("recommended", []) if p.get("variant")}
+
+
 def to_ship(part: Part, asked: tuple[str, ...] | None) -> tuple[str, ...]:
-    """``asked``, or by default every ship-by-default variant of the part whose file is written (or failed) and fits
-    one flatbuffer (a file over 2 GB cannot carry metadata: named on the terminal and left out)."""
+    """``asked``, or by default every ship-by-default variant of the part and every file the ship table recommends
+    (``bench_picks``), each whose file is written (or failed) and fits one flatbuffer (a file over 2 GB cannot carry
+    metadata: named on the terminal and left out)."""
     if asked is not None:
         for n in asked:
             variant(n, part.name)
         return asked
-    md, out = part.opts.model_dir, []
+    md, out, picks = part.opts.model_dir, [], set(bench_picks(part).values())
     for v in VARIANTS.values():
         path = md / part.file(v.name)
-        if not (v.ships and part.name in v.parts and (path.exists() or failed_path(path).exists())):
+        if not ((v.ships or v.name in picks) and part.name in v.parts and (path.exists() or failed_path(path).exists())):
             continue  # a failed file is chosen too, and refused by check_verified: never dropped without a word
         path = path if path.exists() else failed_path(path)
         if path.stat().st_size >= FLATBUFFER_LIMIT:
@@ -250,8 +262,27 @@ def _embedder_golden(
         _refuse_failing(dst, judge_embedder(x, np.load(stage / pt[img]), wb, rule), f"the golden cover {img}", verified)
         npy = f"golden/embedder/{name}-{Path(img).stem}.npy"
         np.save(stage / npy, wb)
-        vectors.append({"image": img, "message": "".join(str(int(t)) for t in m), "watermarked": npy, "pytorch": pt[img]})
+        vectors.append(
+            {
+                "image": img,
+                "message": "".join(str(int(t)) for t in m),
+                "message_hex": message_hex(m),
+                "watermarked": npy,
+                "pytorch": pt[img],
+                # The same arrays for readers without numpy (Android): raw little-endian float32, row-major, this shape.
+                "shape": list(wb.shape),
+                "watermarked_f32": _raw_f32(stage, npy, wb),
+                "pytorch_f32": _raw_f32(stage, pt[img], np.load(stage / pt[img])),
+            }
+        )
     return {"file": dst.name, "rule": rule.as_dict(), "vectors": vectors}
+
+
+def _raw_f32(stage: Path, npy: str, arr: np.ndarray) -> str:
+    """``arr`` beside its ``.npy`` as raw little-endian float32 (``.f32``, row-major): the bundle path."""
+    raw = npy.removesuffix(".npy") + ".f32"
+    np.ascontiguousarray(arr, dtype="<f4").tofile(stage / raw)
+    return raw
 
 
 def _extractor_pytorch(part: Part, images: list[tuple[str, np.ndarray]], stage: Path) -> dict[str, np.ndarray]:
@@ -260,8 +291,9 @@ def _extractor_pytorch(part: Part, images: list[tuple[str, np.ndarray]], stage: 
     return part.reference(inputs).outputs
 
 
-# The rule (models/gate.py) and its figures (core/metrics.py) ship beside the runners: each self-test judges by it.
-RULE_FILES = ("models/gate.py", "core/metrics.py")
+# The rule (models/gate.py) and its figures (core/metrics.py) ship beside the runners (each self-test judges by it), and
+# the one message format (core/message.py) they print and read.
+RULE_FILES = ("models/gate.py", "core/metrics.py", "core/message.py")
 GOLDEN: dict[str, tuple[str, Callable[..., dict[str, Any]], Callable[..., Any], tuple[str, ...]]] = {
     # part -> (golden.json, writer, PyTorch's outputs on the golden inputs, files (from the repository root) the bundle's runner needs)
     "extractor": (
@@ -389,6 +421,43 @@ def build_bundle(
     return StageSummary("package", opts.spec.name, False, rows, unverified)
 
 
+ANDROID_FILES = ("DetectWatermark.kt", "WatermarkImage.kt", "WatermarkMessage.kt")
+GPU_RULE = "a GPU delegate computes in float16 or float32: the float file (fp16 where shipped, else fp32); not measured here"
+WEB_TARGET = "web page (LiteRT.js)"
+
+
+def ship_advice(part: Part, shipped: dict[str, Any]) -> dict[str, Any]:
+    """Which of the part's shipped files to use where: the ship table's picks (measured by ``make bench``) among them,
+    the GPU delegate's float file by rule, and, without a benchmark, the verified INT8 file by rule."""
+    files = {v: f["file"] for v, f in shipped.items() if not f.get("UNVERIFIED")}
+    picks = {t: files[v] for t, v in bench_picks(part).items() if v in files}
+    measured = bool(picks)
+    if not measured:
+        default = next((v for v in ("int8", "int8-dynamic", "fp32") if v in files), None)
+        picks = {t: files[default] for t in ("flagship phone", "mid-range phone", "low-RAM phone", WEB_TARGET)} if default else {}
+    gpu = next((files[v] for v in ("fp16", "fp32") if v in files), None)
+    return {
+        "cpu_and_web": picks,
+        "measured": measured,
+        "why": "the ship table of make bench (reports/" + f"{part.prefix}bench.md)"
+        if measured
+        else "no benchmark was run before packaging (make bench, then make package): integer kernels first, verified against PyTorch; speed not measured",
+        "phone GPU (delegate)": gpu,
+        "gpu_rule": GPU_RULE,
+    }
+
+
+def _signature(files: list[Path]) -> str:
+    """The one signature name of the shipped files (``serving_default`` from litert-torch); PackagingError if they differ."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    names = {f.name: tuple(Interpreter(model_path=str(f)).get_signature_list()) for f in files}
+    found = set(names.values())
+    if len(found) != 1 or len(next(iter(found))) != 1:
+        raise PackagingError(f"the bundle's files do not share one signature: {names}")
+    return next(iter(found))[0]
+
+
 def _fill(
     stage: Path, opts: RunOptions, chosen: dict, reports: dict, unverified: list[str], golden: int, arm_cpus: tuple[str, ...]
 ) -> tuple[dict[str, Any], list, dict[str, Any]]:
@@ -402,6 +471,7 @@ def _fill(
     images = _golden_images(extractor, golden, stage / "golden")
     model = {k: desc[k] for k in ("model_id", "description", "nbits", "architecture", "num_params", "input", "outputs", "random_init")}
     model["decoding"] = "bit i = bit_logits[i] > 0; P(bit i = 1) = sigmoid(bit_logits[i]); hex packs bit 0 as the MSB of byte 0"
+    model["message_format"] = MESSAGE_FORMAT
     model["unverified_files"] = unverified
     shipped = {"extractor": _ship_part(extractor, chosen["extractor"][1], reports["extractor"], stage, images, desc)}
     model["variants"] = shipped["extractor"]
@@ -413,8 +483,14 @@ def _fill(
             **{k: edesc[k] for k in ("embedder", "contract", "route", "random_init", "num_params")},
             "variants": shipped["embedder"],
         }
-        (stage / "android").mkdir()
-        shutil.copy(Path(__file__).parent / "android" / "EmbedWatermark.kt", stage / "android" / "EmbedWatermark.kt")
+    # The Kotlin examples: detection, the pixels and message helpers, and embedding where there is an embedder.
+    (stage / "android").mkdir()
+    for kt in ANDROID_FILES + (("EmbedWatermark.kt",) if "embedder" in shipped else ()):
+        shutil.copy(Path(__file__).parent / "android" / kt, stage / "android" / kt)
+    # The signature every file is called through (Interpreter.getSignatureRunner / get_signature_runner).
+    model["signature"] = _signature([stage / f["file"] for files in shipped.values() for f in files.values()])
+    model["detection"] = {"pvalue_threshold": DETECTION_PVALUE, "mask_trained": opts.spec.card.verification.mask_trained}
+    model["ship"] = {p: ship_advice(part, shipped[p]) for p, (part, _) in chosen.items() if p in shipped}
     if (md / "inspect.md").exists():
         shutil.copy(md / "inspect.md", stage / "reports")
     (stage / "native").mkdir()
@@ -495,55 +571,94 @@ def native_selftests(bundle: Path, scripts: list[str]) -> dict[str, Any]:
     }
 
 
+def _ship_lines(model: dict[str, Any]) -> str:
+    """The README's first section: which file to ship for phone CPU, phone GPU and the web, per part."""
+    lines = [
+        "| part | phone CPU (flagship / mid-range / low-RAM) | phone GPU (delegate) | web page (LiteRT.js) | chosen by |",
+        "|---|---|---|---|---|",
+    ]
+    for part, a in model.get("ship", {}).items():
+        cpu = a["cpu_and_web"]
+        phones = " / ".join(f"`{cpu[t]}`" if t in cpu else "-" for t in ("flagship phone", "mid-range phone", "low-RAM phone"))
+        gpu = f"`{a['phone GPU (delegate)']}`" if a["phone GPU (delegate)"] else "-"
+        web = f"`{cpu[WEB_TARGET]}`" if WEB_TARGET in cpu else "-"
+        lines.append(f"| {part} | {phones} | {gpu} | {web} | {a['why']} |")
+    return "\n".join(lines) + f"\n\nGPU: {GPU_RULE}. Every file listed passed verification against PyTorch (`reports/`)."
+
+
 def _readme(model: dict[str, Any]) -> str:
     warn = "**RANDOM WEIGHTS: this bundle exercises the pipeline; it is not a watermark extractor.**\n\n" if model["random_init"] else ""
     if model.get("unverified_files"):
         warn += f"**UNVERIFIED FILES (packaged with --allow-unverified): {', '.join(model['unverified_files'])}. Do not ship them.**\n\n"
-    inp = model["input"]
+    inp, n = model["input"], model["nbits"]
     emb = model.get("embedder")
     emb_text = ""
     if emb:
         steps = "\n".join(f"    {i + 1}. {t}" for i, t in enumerate(emb["route"]["steps"]))
         emb_text = f"""
-## Embedder
+### Embedder
 
-Files: {", ".join(v["file"] for v in emb["variants"].values())}. Inputs `image` (1, 256, 256, 3) RGB NHWC float32 in [0, 1]
-and `message` (1, {model["nbits"]}) float32 0/1; output `watermarked` (1, 256, 256, 3) in [0, 1] (residual, attenuation,
-blend and clamp in the graph) and `residual`. For an image of another size (the official route, `route.py`):
+Inputs `image` (1, 256, 256, 3) RGB NHWC float32 in [0, 1] and `message` (1, {n}) float32 0.0 / 1.0 (bit i = message[i]);
+outputs `watermarked` (1, 256, 256, 3) in [0, 1] (residual, attenuation, blend and clamp in the graph) and `residual`.
+For an image of another size, the official route (`route.py`, `android/EmbedWatermark.kt`):
 
 {steps}
 
+    python run_embedder.py embedder-int8.tflite photo.jpg --bits e07ff66e5007 --out marked.png   # hex (or {n} characters of 0/1)
     python run_embedder.py --selftest                                       # embedder golden vectors by the rule
-    python run_embedder.py embedder-int8.tflite photo.jpg --bits 0110... --out marked.png
-
-`android/EmbedWatermark.kt` is the same in Kotlin with the LiteRT Interpreter (an example: not compiled here).
 """
     return f"""# {model["model_id"]} watermark bundle
 
-{warn}{model["description"]}. Files: {", ".join(v["file"] for v in model["variants"].values())}; description in `model.json`
-(also embedded in each `.tflite` as metadata `{METADATA_NAME}`); hashes in `manifest.json`.
+{warn}{model["description"]}.
 
-The self-tests judge this runtime by the project's rule (`gate.py`, with `metrics.py`): each file's decisions
-on the golden images against PyTorch's (stored in `golden/`), and its difference from the x86 outputs at most
-two output steps of an integer output (1% of PyTorch's RMS of a float one). Files the bundle marks unverified
-are refused (`--allow-unverified` runs them, `--verified-only` skips them by name).
+## Which file to ship
 
-Input: {inp["channel_order"]} {inp["layout"]} {inp["shape"]} {inp["dtype"]} in {inp["range"]} (bytes / 255). Resize rule: {inp["resize_rule"]}.
-Outputs: `mask_logit` (1, 1), then `bit_logits` (1, {model["nbits"]}); bit i = bit_logits[i] > 0.
+{_ship_lines(model)}
+
+## Calling a file
+
+Every `.tflite` here is called through its signature `{model.get("signature", "serving_default")}` (LiteRT
+`Interpreter.runSignature` / `get_signature_runner`); its description is in `model.json` and embedded in each file as
+metadata `{METADATA_NAME}`; hashes in `manifest.json`.
+
+### Extractor
+
+Input `image`: {inp["channel_order"]} {inp["layout"]} {inp["shape"]} {inp["dtype"]} in {inp["range"]} (bytes / 255), row-major
+(y, x, channel). Another size: {inp["resize_rule"]}. Outputs `mask_logit` (1, 1) and `bit_logits` (1, {n}).
+A message is {n} bits: {model["message_format"]}. A message is detected when as many of its bits are read back as
+would happen by chance with p < {model["detection"]["pvalue_threshold"]:g} (binomial, 1/2 a bit); the mask logit
+{"is a detection score too (the model was trained for it)" if model["detection"]["mask_trained"] else "was not trained: do not use it as a verdict"}.
 
     pip install ai-edge-litert numpy pillow
+    python run_extractor.py int8.tflite photo.png      # mask logit and the message read (hex)
     python run_extractor.py --selftest                 # golden vectors by the rule (gate.py), exits 1 on a failure
-    python run_extractor.py int8.tflite photo.png      # mask logit and bits (hex)
     python run_extractor.py int8.tflite --info         # embedded description
 {emb_text}
+### Android (Kotlin)
+
+`android/DetectWatermark.kt` (detection), `android/EmbedWatermark.kt` (embedding at any size, where the bundle has an
+embedder), `android/WatermarkImage.kt` (Bitmap in and out with alpha kept, the route's resize) and
+`android/WatermarkMessage.kt` (`parseMessage` takes hex or 0/1, `messageHex`), against the LiteRT Interpreter API.
+
+### Golden vectors (check a runtime)
+
+`golden/golden.json`: each golden image (`golden/*.png`, 8-bit RGB at the file's size: input = bytes / 255) with this
+file's x86 outputs and PyTorch's, as JSON numbers. `golden/embedder/golden.json`: each cover and message (`message` as
+0/1, `message_hex`) with the watermarked output as raw little-endian float32, row-major, of `shape` (`*.f32`; the same
+arrays as `.npy`). The self-tests judge a runtime by the project's rule (`gate.py`, with `metrics.py`): each file's
+decisions against PyTorch's, and its difference from the x86 outputs at most two output steps of an integer output
+(1% of PyTorch's RMS of a float one). Files the bundle marks unverified are refused (`--allow-unverified` runs them,
+`--verified-only` skips them by name).
+
 ## Native (Android, Linux): the LiteRT C library
 
-`native/litert_run.c` runs any file of this bundle through the LiteRT C API (`libLiteRt.so`, which the
-`ai-edge-litert` wheel ships for x86-64 and aarch64; an Android app links the same library through JNI).
-Build it against the wheel's library and run the golden vectors through it:
+`native/litert_run.c` runs any file of this bundle through the LiteRT C API (`libLiteRt.so`, which the `ai-edge-litert`
+wheel ships for x86-64 and aarch64; an Android app links the same library through JNI). Build it, then run the golden
+vectors through it (`--native` makes the self-test call it; its lines say `native LiteRT C library`):
 
     LIB=$(python -c "import ai_edge_litert, os; print(os.path.dirname(ai_edge_litert.__file__))")
     cc -O2 native/litert_run.c -o litert_run -L$LIB -l:libLiteRt.so -Wl,-rpath,$LIB -lm
     python run_extractor.py --selftest --native ./litert_run
-    ./litert_run int8.tflite IN_DIR OUT_DIR     # IN_DIR/image.f32 (raw float32) -> OUT_DIR/bit_logits.f32, mask_logit.f32
+    ./litert_run int8.tflite IN_DIR OUT_DIR     # IN_DIR/image.f32: the input as raw float32 (1, 256, 256, 3), row-major
+                                                # -> OUT_DIR/mask_logit.f32, OUT_DIR/bit_logits.f32
 """

@@ -39,7 +39,7 @@ def calibration_mode() -> Any:  # ai_edge_quantizer.calibrator.CalibrationMode
 
 def calibrate(quantizer: Any, stream: Iterable[dict[str, np.ndarray]], threads: int = 2) -> tuple[dict, int]:
     """Run calibration over named inputs ``stream``; return the quantizer's statistics and how many inputs went through."""
-    stream = iter(progress(stream, desc="calibrating"))
+    stream = iter(progress(stream, desc="calibrating", unit="inputs"))
     result, done = None, 0
     while chunk := list(islice(stream, CHUNK)):
         result = quantizer.calibrate(

@@ -169,7 +169,7 @@ def _rank(
 ) -> dict[str, tuple[Measure, int]]:
     """Each group alone kept float, measured; ``res.ranking`` best first. Returns each group's (measure, size)."""
     alone: dict[str, tuple[Measure, int]] = {}
-    for g in progress(list(groups), desc="ranking op groups on the validation split"):
+    for g in progress(list(groups), desc="ranking op groups on the validation split", unit="op groups"):
         alone[g] = trial(groups[g])
         m = alone[g][0]
         res.ranking.append(

@@ -122,12 +122,12 @@ def op_cost(part: Part, threads: tuple[int, ...] = (1, 2), runs: int = 10, candi
     with tempfile.TemporaryDirectory(dir=md.path) as d:
         tmp = Path(d)
         floats = {"full": fp32}
-        for kind, names in progress(list(groups.items()), desc="converting without each op group"):
+        for kind, names in progress(list(groups.items()), desc="converting without each op group", unit="op groups"):
             floats[kind] = tmp / f"fp32-without-{len(floats)}.tflite"
             convert_fp32(without(named, names), part.sample_inputs(), floats[kind])
         del named, loaded
         ints = {}
-        for kind, path in progress(list(floats.items()), desc="quantizing them (int8 recipe)"):
+        for kind, path in progress(list(floats.items()), desc="quantizing them (int8 recipe)", unit="files"):
             ints[kind] = tmp / f"int8-{path.name}"
             quantize_to(
                 path, ints[kind], VARIANTS["int8"], calibrate_part(part, path, limit=TIMING_CALIBRATION_INPUTS)[0], [], False, policy
@@ -200,7 +200,7 @@ def _candidates(part: Part, fp32: Path, policy: QuantPolicy, tmp: Path, only: li
         for op in ops
     }
     out_rows = []
-    for name, pol in progress(list(trials.items()), desc="trying more ops in int8"):
+    for name, pol in progress(list(trials.items()), desc="trying more ops in int8", unit="trials"):
         path = tmp / f"{name.replace('+', '-')}.tflite"
         quantize_to(fp32, path, VARIANTS["int8"], qsvs, [], False, pol)
         runner = opts.opener(path, opts.threads)

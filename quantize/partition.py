@@ -110,7 +110,7 @@ class PieceSource:
     def quantize(self, out: Path, row: Variant, keep_float: list[str]) -> None:
         """``out``: every piece quantized as ``row`` (ops in ``keep_float`` left float), joined."""
         qpaths, name = [], row.name
-        for k, p in enumerate(progress(self.paths, desc=f"quantizing {name} piece by piece")):
+        for k, p in enumerate(progress(self.paths, desc=f"quantizing {name} piece by piece", unit="pieces")):
             keep = [n.split("/", 1)[1] for n in keep_float if n.startswith(f"piece{k}/")]
             q = build_quantizer(str(p), row, self.part.family.quant, keep)
             res = q.quantize(self.qsvs[k] if q.need_calibration else None, enable_progress_report=False)

@@ -134,7 +134,7 @@ def stage_quantize(
         ref = part.reference(inputs)
         results = {
             row.name: _make_variant(run, row, inputs, ref)
-            for row in progress(run.rows, desc=f"quantizing and verifying the {part.name}'s variants")
+            for row in progress(run.rows, desc=f"quantizing and verifying the {part.name}'s variants", unit="variants")
         }
     summary = {
         "model_id": opts.spec.name,

@@ -1,6 +1,6 @@
 """Embed a watermark with a converted embedder, without torch. Needs ai-edge-litert, numpy, pillow, litert_runner.py and route.py.
 
-    python run_embedder.py embedder-int8.tflite photo.png --bits 0101... --out marked.png
+    python run_embedder.py embedder-int8.tflite photo.png --bits e07ff66e5007 --out marked.png   # hex, or 0/1 bits
     python run_embedder.py --selftest          # the bundle's embedder golden vectors by the rule; exit 1 on a failure
     python run_embedder.py --selftest --native ./litert_run    # the same through the LiteRT C library
 
@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 
 try:  # inside the videoseal_litert package
+    from videoseal_litert.core.message import MessageError, message_hex, parse_message
     from videoseal_litert.models.gate import Rule, judge_embedder, judge_runtime_difference
 
     from .litert_runner import open_file, unverified_files
     from .route import embed
-except ImportError:  # a bundle: these, and the rule (gate.py, metrics.py), ship beside this script
+except ImportError:  # a bundle: these, the rule (gate.py, metrics.py) and message.py ship beside this script
     from gate import Rule, judge_embedder, judge_runtime_difference
     from litert_runner import open_file, unverified_files
+    from message import MessageError, message_hex, parse_message
     from route import embed
 
 
@@ -89,13 +91,12 @@ def selftest(bundle: Path = HERE, native: list[str] | None = None, allow_unverif
         for w in why:
             print(f"     {w}")
         failures += bool(why)
-    runner = f" (native: {' '.join(native)})" if native else ""
+    runner = f" through the native LiteRT C library ({' '.join(native)})" if native else " through the Python interpreter (ai-edge-litert)"
     print(f"selftest{runner}: " + ("all embedder golden vectors pass the rule" if not failures else f"{failures} file(s) FAILED"))
     return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PIL import Image
 
     if argv is None:
         argv = sys.argv[1:]
@@ -111,19 +112,70 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tflite")
     ap.add_argument("image")
-    ap.add_argument("--bits", required=True, help="the message as a string of 0 and 1")
+    ap.add_argument("--bits", required=True, help="the message: hex (as run_extractor.py prints it) or a string of 0 and 1")
     ap.add_argument("--out", required=True, help="where to write the watermarked PNG")
     ap.add_argument("--model-json", default=None, help="the bundle's model.json (default: beside the .tflite)")
     ap.add_argument("--native", metavar="CMD", help="run through the LiteRT C library: the command that starts litert_run")
     a = ap.parse_args(argv)
     desc = Path(a.model_json) if a.model_json else Path(a.tflite).parent / "model.json"
     emb = Embedder(a.tflite, json.loads(desc.read_text())["embedder"]["route"], native=shlex.split(a.native) if a.native else None)
-    bits = np.array([int(c) for c in a.bits.strip()], np.int64)
-    img = np.asarray(Image.open(a.image).convert("RGB"), np.float32) / 255
-    out = emb.embed(img, bits)
-    Image.fromarray(np.round(out * 255).astype(np.uint8)).save(a.out)
-    print(f"wrote {a.out} ({out.shape[1]}x{out.shape[0]}, {len(bits)} bits)")
+    try:
+        bits = parse_message(a.bits, emb.nbits)
+    except MessageError as e:
+        ap.error(f"--bits {e}")
+    try:
+        photo = read_photo(a.image)
+    except OSError as e:
+        ap.error(f"{a.image}: not a readable image ({e})")
+    out = emb.embed(photo.rgb, bits)
+    kept = write_photo(photo, out, Path(a.out))
+    print(f"wrote {a.out} ({out.shape[1]}x{out.shape[0]}{kept}); message {message_hex(bits)} ({len(bits)} bits)")
     return 0
+
+
+class Photo:
+    """A photo as the embedder takes it (RGB float32 (H, W, 3) in [0, 1], EXIF orientation applied) and what is carried
+    to the output untouched: its alpha channel, its EXIF (orientation then reset to 1) and its ICC profile."""
+
+    def __init__(self, rgb: np.ndarray, alpha: object, exif: object, icc: bytes | None, mode: str) -> None:
+        self.rgb, self.alpha, self.exif, self.icc, self.mode = rgb, alpha, exif, icc, mode
+
+
+def read_photo(path: str | Path) -> Photo:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as opened:
+        exif = opened.getexif()
+        im = ImageOps.exif_transpose(opened)
+        icc = opened.info.get("icc_profile")
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        alpha = im.convert("RGBA").getchannel("A") if has_alpha else None
+        rgb = np.asarray(im.convert("RGB"), np.float32) / 255
+    if exif and 0x0112 in exif:
+        exif[0x0112] = 1  # the pixels are now upright
+    return Photo(rgb, alpha, exif, icc, opened.mode)
+
+
+def write_photo(photo: Photo, out: np.ndarray, path: Path) -> str:
+    """The watermarked pixels with the photo's alpha, EXIF and ICC profile (PNG; JPEG at quality 95 when ``path`` says
+    .jpg, without alpha); the colour is saved as 8-bit RGB (a grayscale photo comes back RGB). What was kept, for the
+    summary line."""
+    from PIL import Image
+
+    im = Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8))
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    if photo.alpha is not None and not jpeg:
+        im.putalpha(photo.alpha)
+    kw: dict = {"quality": 95} if jpeg else {}
+    if photo.exif:
+        kw["exif"] = photo.exif.tobytes()
+    if photo.icc:
+        kw["icc_profile"] = photo.icc
+    tmp = path.with_name(f".{path.name}.tmp")
+    im.save(tmp, format="JPEG" if jpeg else "PNG", **kw)
+    tmp.replace(path)
+    kept = [k for k, v in (("transparency", photo.alpha is not None and not jpeg), ("EXIF", photo.exif), ("ICC profile", photo.icc)) if v]
+    return (", kept " + ", ".join(kept) if kept else "") + ("; saved as RGB" if photo.mode in ("L", "LA", "I;16", "I") else "")
 
 
 if __name__ == "__main__":

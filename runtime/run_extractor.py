@@ -11,7 +11,7 @@ float32 in [0, 1] (bytes / 255), or int8 with the input's scale and zero point f
 files. Other sizes are resized to 256x256 with bilinear filtering, aspect ratio not kept (PIL's
 bilinear downscale is antialiased like the official ``detect()``, but not bit-identical to it).
 Outputs: ``mask_logit`` (1, 1) then ``bit_logits`` (1, nbits); bit i = bit_logits[i] > 0, and
-the hex string packs bit 0 as the most significant bit of the first byte.
+the hex string packs bit 0 as the most significant bit of the first byte (message.py: the one format).
 """
 
 from __future__ import annotations
@@ -23,23 +23,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 try:  # inside the videoseal_litert package
+    from videoseal_litert.core.message import message_hex
     from videoseal_litert.models.gate import Rule, judge_extractor, judge_runtime_difference
 
     from .litert_runner import open_file, read_metadata, unverified_files
-except ImportError:  # a bundle: the runner and the rule (gate.py, metrics.py) ship beside this script
+except ImportError:  # a bundle: the runner, the rule (gate.py, metrics.py) and message.py ship beside this script
     from gate import Rule, judge_extractor, judge_runtime_difference
     from litert_runner import open_file, read_metadata, unverified_files
+    from message import message_hex
 
 HERE = Path(__file__).resolve().parent
 
 
 def load_image(path: str | Path, size: int = 256) -> np.ndarray:
-    """RGB float32 (1, size, size, 3) in [0, 1]."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    """RGB float32 (1, size, size, 3) in [0, 1], EXIF orientation applied (as the page and the pipeline read photos)."""
+    with Image.open(path) as opened:
+        im = ImageOps.exif_transpose(opened).convert("RGB")
         if im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
         return (np.asarray(im, dtype=np.float32) / 255.0)[None]
@@ -61,7 +63,8 @@ class Extractor:
 
 
 def bits_hex(bit_logits: np.ndarray) -> str:
-    return np.packbits((bit_logits > 0).astype(np.uint8)).tobytes().hex()
+    """The decoded message (bit i = bit_logits[i] > 0) in the one message format's hex (``message.py``)."""
+    return message_hex(np.asarray(bit_logits) > 0)
 
 
 def check_manifest(bundle: Path = HERE) -> list[str]:
@@ -123,7 +126,7 @@ def selftest(bundle: Path = HERE, native: list[str] | None = None, allow_unverif
         )
         for w in why:
             print(f"     {w}")
-    runner = f" (native: {' '.join(native)})" if native else ""
+    runner = f" through the native LiteRT C library ({' '.join(native)})" if native else " through the Python interpreter (ai-edge-litert)"
     print(f"selftest{runner}:", "passed" if not failures else f"{failures} file(s) FAILED")
     return 1 if failures else 0
 
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     mask, logits = ex(load_image(a.image, ex.size))
     print(f"mask_logit {mask:.6f}")
     print(f"bits ({logits.size}) {bits_hex(logits)}")
+    print("ran on the native LiteRT C library" if native else "ran on the Python interpreter (ai-edge-litert)")
     return 0
 
 

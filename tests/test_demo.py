@@ -13,6 +13,7 @@ from tests.conftest import locked
 from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS, heldout_paths
 from videoseal_litert.calibration_data.pool import photos as pool_photos
 from videoseal_litert.core.errors import UnverifiedFileError, VerificationError
+from videoseal_litert.core.message import message_hex, parse_message
 from videoseal_litert.core.metrics import binomial_pvalue
 from videoseal_litert.demo.watermark import run_demo
 
@@ -80,7 +81,13 @@ def test_demo_on_your_own_photos_at_any_size(demo, tmp_path, capsys):
 
     (photos / "bomb.png").write_bytes(png_declaring(30000, 30000))  # refused, named, counted; the rest goes on
     capsys.readouterr()
+    builtin_report = (out / "demo" / "demo.md").read_text()
     r = run_demo(demo_opts(out, photos))
+    # Its own report folder, named after the photos' folder, with the photos watermarked at their own sizes; the
+    # held-out photos' report is left as it was.
+    assert (out / "demo" / "demo.md").read_text() == builtin_report and (out / "demo" / "photos" / "demo.md").is_file()
+    saved = {p.name: Image.open(p).size for p in (out / "demo" / "photos" / "watermarked").iterdir()}
+    assert saved == {"a-watermarked.png": (512, 512), "b-watermarked.png": (411, 287)}
     assert r["num_images"] == 4 and r["image_names"][0] == "a.png#0"
     assert sorted(x["file"] for x in r["rejected"]) == ["bomb.png", "notes.txt"]
     assert "skipped bomb.png: refused as a possible decompression bomb" in capsys.readouterr().out
@@ -154,6 +161,23 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=b, capture_output=True, text=True)
     assert r.returncode == 0 and "all embedder golden vectors pass the rule" in r.stdout and r.stdout.count("ok  ") == 6, (
         r.stdout + r.stderr
+    )
+    # The golden arrays also as raw little-endian float32 of the stated shape (for readers without numpy).
+    v = golden[-1]
+    raw = np.fromfile(b / v["watermarked_f32"], "<f4").reshape(v["shape"])
+    assert np.array_equal(raw, np.load(b / v["watermarked"])) and v["message_hex"] == message_hex(parse_message(v["message"], 48))
+    # One message format: the bundle's embedder takes the hex the extractor prints, and the extractor reads it back.
+    hx = "e07ff66e5007"
+    photo = b / "golden" / golden[-1]["image"]
+    r = subprocess.run([sys.executable, "run_embedder.py", "embedder-int8.tflite", str(photo), "--bits", hx.upper(), "--out", str(tmp_path / "m.png")],
+                       cwd=b, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0 and f"message {hx} (48 bits)" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "run_extractor.py", "int8.tflite", str(tmp_path / "m.png")], cwd=b, capture_output=True, text=True)
+    assert f"bits (48) {hx}" in r.stdout and "ran on the Python interpreter" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "run_embedder.py", "embedder-int8.tflite", str(photo), "--bits", "e07f", "--out", str(tmp_path / "x.png")],
+                       cwd=b, capture_output=True, text=True)  # fmt: skip
+    assert (
+        r.returncode == 2 and "--bits 'e07f' is not a 48-bit message: give 12 hex digits" in r.stderr and not (tmp_path / "x.png").exists()
     )
     # A changed golden output fails the self-test.
     np.save(b / golden[0]["watermarked"], np.load(b / golden[0]["watermarked"]) + 0.1)

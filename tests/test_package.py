@@ -140,7 +140,9 @@ def test_runner_selftest_in_a_torch_free_venv(built, tmp_path):
     shutil.copytree(b, copy)
     r = subprocess.run([str(py), "run_extractor.py", "--selftest"], cwd=copy, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "selftest: passed" in r.stdout and r.stdout.count("ok  ") == 3  # one line per file, its 3 vectors by the rule
+    assert (
+        "selftest through the Python interpreter (ai-edge-litert): passed" in r.stdout and r.stdout.count("ok  ") == 3
+    )  # one line per file, its 3 vectors by the rule
     golden = json.loads((copy / "golden" / "golden.json").read_text())["variants"]["int8"]["vectors"][0]
     r = subprocess.run([str(py), "run_extractor.py", "int8.tflite", f"golden/{golden['image']}"], cwd=copy, capture_output=True, text=True)
     assert r.returncode == 0 and golden["bits_hex"] in r.stdout, r.stdout + r.stderr
@@ -180,7 +182,9 @@ def test_native_runner_matches_python_and_catches_a_tampered_golden_vector(built
     copy = tmp_path / "bundle"
     shutil.copytree(b, copy)
     r = subprocess.run([sys.executable, "run_extractor.py", "--selftest", "--native", str(exe)], cwd=copy, capture_output=True, text=True)
-    assert r.returncode == 0 and "selftest (native:" in r.stdout and r.stdout.count("ok  ") == 3, r.stdout + r.stderr
+    assert r.returncode == 0 and "selftest through the native LiteRT C library (" in r.stdout and r.stdout.count("ok  ") == 3, (
+        r.stdout + r.stderr
+    )
     golden = json.loads((copy / "golden" / "golden.json").read_text())
     vec = golden["variants"]["int8"]["vectors"][1]
     # PyTorch's reference changed on one clear decision (its sign), and the x86 reference moved by twice the runtime
@@ -199,3 +203,49 @@ def test_native_runner_matches_python_and_catches_a_tampered_golden_vector(built
     (tmp_path / "not-a-model.tflite").write_bytes(b"\x00" * 64)
     with pytest.raises(ModelFileError, match="not a model the LiteRT C library can run"):
         NativeRunner(tmp_path / "not-a-model.tflite", [str(exe)])
+
+
+def test_bundle_says_which_file_to_ship_and_how_to_call_it(built):
+    """model.json and the README name the signature (read back from the files), the message format, the detection
+    threshold and the mask logit's standing from the card, and which file to ship where: with no benchmark, the rule's
+    verified INT8 file, said so; the README starts with that table; the Kotlin examples for both parts' helpers."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from videoseal_litert.core.message import MESSAGE_FORMAT
+
+    opts, _, b = built
+    model = json.loads((b / "model.json").read_text())
+    sigs = {tuple(Interpreter(model_path=str(b / f"{v}.tflite")).get_signature_list()) for v in ("fp32", "fp16", "int8")}
+    assert sigs == {(model["signature"],)} and model["signature"] == "serving_default"
+    assert model["message_format"] == MESSAGE_FORMAT and model["detection"]["pvalue_threshold"] == 1e-3
+    assert model["detection"]["mask_trained"] == opts.spec.card.verification.mask_trained
+    ship = model["ship"]["extractor"]
+    assert ship["measured"] is False and "no benchmark was run" in ship["why"]
+    assert set(ship["cpu_and_web"].values()) == {"int8.tflite"} and ship["phone GPU (delegate)"] == "fp16.tflite"
+    readme = (b / "README.md").read_text()
+    headings = [ln for ln in readme.splitlines() if ln.startswith("## ")]
+    assert headings[0] == "## Which file to ship" and "`serving_default`" in readme and "raw float32 (1, 256, 256, 3)" in readme
+    for kt in ("DetectWatermark.kt", "WatermarkImage.kt", "WatermarkMessage.kt"):
+        assert (b / "android" / kt).is_file(), kt
+    assert not (b / "android" / "EmbedWatermark.kt").exists()  # the mini's bundle has no embedder
+
+
+def test_the_bench_picks_ship_by_default(built, tmp_path):
+    """A file the benchmark's ship table recommends (here int8-dynamic, which `make package` does not ship by default)
+    goes into the default bundle, and model.json and the README name it per target as measured."""
+    opts, _, _ = built
+    out = tmp_path / "out"
+    shutil.copytree(opts.model_dir.path, out / MINI, ignore=shutil.ignore_patterns("*.onnx", "*.pt2"))
+    # A ship table as `make bench` writes it (convert/ship.py recommend), naming int8-dynamic for phones and the web.
+    targets = ("flagship phone", "mid-range phone", "low-RAM phone", "web page (LiteRT.js)")
+    recommended = [{"target": t, "variant": "int8-dynamic", "file": "int8-dynamic.tflite", "why": "test"} for t in targets]
+    (out / MINI / "bench.json").write_text(json.dumps({"ship": {"recommended": recommended}}))
+    dist = tmp_path / "dist"
+    build_bundle(RunOptions(spec=opts.spec, untrained=True, out=out), dist=dist)
+    model = json.loads((dist / MINI / "model.json").read_text())
+    assert "int8-dynamic" in model["variants"] and (dist / MINI / "int8-dynamic.tflite").is_file()
+    ship = model["ship"]["extractor"]
+    assert ship["measured"] is True and ship["cpu_and_web"] == {t: "int8-dynamic.tflite" for t in targets}
+    assert (
+        "| extractor | `int8-dynamic.tflite` / `int8-dynamic.tflite` / `int8-dynamic.tflite` |" in (dist / MINI / "README.md").read_text()
+    )

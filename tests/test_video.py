@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from videoseal_litert.core.errors import CorruptVideoError, EmptyVideoError, NotAVideoError, NoVideoTrackError, UsageError
+from videoseal_litert.core.message import message_hex as to_hex
 from videoseal_litert.video.clips import clip_path, clips
-from videoseal_litert.video.commands import parse_message, to_hex
+from videoseal_litert.video.commands import parse_message
 from videoseal_litert.video.io import probe, read_frames
 from videoseal_litert.video.key_frames import aggregate, embed_video, video_parity
 

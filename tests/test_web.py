@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import locked
 from videoseal_litert.core.errors import BrowserSetupError, WebCheckError
+from videoseal_litert.core.message import message_hex, parse_message
 
 
 def tiny_run(out, **kw):
@@ -70,11 +71,20 @@ def test_tiny_pair_in_chromium_and_firefox(tiny_bundle, pipeline, tmp_path):
         assert wasm["extractor"]["fp32"]["to_x86"]["max_abs_diff"] < 1e-3  # float kernels: rounding only
         assert "INT8 is not supported" in next(why for f, why in wasm["not_loadable"].items() if f.startswith("int8-full"))
         page = b["page"]
-        assert page["embedded_bits"] == r["message"] and page["psnr_db"] > 30
+        typed = message_hex(parse_message(r["message"], 48))  # typed as 0/1, shown as hex (the one display form)
+        assert page["embedded_bits"] == typed and page["psnr_db"] > 30
         assert page["detect_downloaded"]["verdict"] == "Watermark detected" and page["detect_downloaded"]["pvalue"] < 1e-6
-        assert page["bits_agreement_with_python"] == 1.0 and page["detect_downloaded"]["bits"] == r["message"]
+        assert page["bits_agreement_with_python"] == 1.0 and page["detect_downloaded"]["bits"] == typed
+        assert page["detect_retyped"]["against"] == "the message typed above" and page["detect_retyped"]["accuracy"].startswith("44/")
+        # The photos people bring: named after the source, never frozen, sizes, orientation and transparency kept.
+        cases = page["cases"]
+        assert set(cases) == {"large", "transparent", "rotated"} and all(not c["failures"] for c in cases.values()), cases
+        assert cases["large"]["download_name"] == "large-photo-watermarked.png" and cases["large"]["max_gap_ms"] < 300
+        assert "transparency kept" in cases["transparent"]["download_info"]
         assert page["detect_unmarked"]["verdict"] == "Watermark not detected"
         assert page["not_an_image"] == "notes.png is not an image this browser can decode"
+    assert (tmp_path / "page-chromium-embedded.png").is_file() and (tmp_path / "page-firefox-detected.png").is_file()
+    assert r["browsers"]["chromium"]["page"]["width_at_390"] <= 390
     md = (tmp_path / "web-check.md").read_text()
     assert md.count("| chromium") >= 10 and "| webgpu | int8.tflite | webgpu |" in md and md.rstrip().endswith("PASSED")
 
@@ -166,3 +176,54 @@ def test_page_and_route_agree_with_the_python_route():
         "route.scaling_i * img.data[i] + route.scaling_w * r",
     ):
         assert needle in js, needle
+
+
+def test_the_launcher_starts_an_unpacked_browser_with_its_libraries(monkeypatch, tmp_path):
+    """`make web-setup` prints a command that starts the browser as it is: for an unpacked one (which needs its libraries
+    on LD_LIBRARY_PATH) a script that sets them, keeping the caller's own LD_LIBRARY_PATH after them."""
+    import subprocess
+
+    from videoseal_litert.web.browsers import Browser, launcher
+
+    monkeypatch.setenv("VIDEOSEAL_BROWSER_CACHE", str(tmp_path / "cache"))
+    lib = tmp_path / "cache" / "root" / "usr" / "lib" / "x86_64-linux-gnu"
+    lib.mkdir(parents=True)
+    (lib / "libfake.so.1").write_bytes(b"")
+    probe = tmp_path / "probe.sh"
+    probe.write_text('#!/bin/sh\necho "$LD_LIBRARY_PATH|$*"\n')
+    probe.chmod(0o755)
+    assert launcher(Browser("chromium", probe, {})) == probe  # a system binary needs nothing
+    script = launcher(Browser("chromium", probe, {"LD_LIBRARY_PATH": str(lib)}))
+    assert script == tmp_path / "cache" / "bin" / "chromium"
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, env={"LD_LIBRARY_PATH": "/mine", "PATH": "/bin"})
+    assert r.stdout.strip() == f"{lib}:/mine|--version"
+
+
+def test_serving_names_a_taken_port_and_stops_cleanly_on_ctrl_c(tiny_bundle, tmp_path):
+    """`make web` on a port another program holds: a named error with the port and PORT=; serving stopped by Ctrl-C
+    (SIGINT) ends with exit 0 and says so, not as an interrupted job."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from videoseal_litert.core.errors import PortInUseError
+    from videoseal_litert.web.serve import server
+
+    bundle, _ = tiny_bundle
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(PortInUseError, match=rf"port {port} on 127\.0\.0\.1 is already in use.*make web PORT={port + 1}"):
+            server(bundle, port=port)
+    cmd = [sys.executable, "-m", "videoseal_litert", "web", "--dist", str(bundle.parent), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving {bundle} at http://127.0.0.1:"), line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "stopped serving" in out and "error" not in err, (proc.returncode, out, err)

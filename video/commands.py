@@ -19,7 +19,6 @@ import contextlib
 import csv
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +32,8 @@ from videoseal_litert.convert.verify import precision_of, require_verified
 from videoseal_litert.core.artifacts import atomic_path, machine_description, read_json, sha256_file, write_json, write_text
 from videoseal_litert.core.console import progress, say
 from videoseal_litert.core.errors import OutputExistsError, TruncatedVideoError, UsageError, VerificationError
+from videoseal_litert.core.message import MessageError, message_hex
+from videoseal_litert.core.message import parse_message as parse_message_text
 from videoseal_litert.core.metrics import DETECTION_PVALUE
 from videoseal_litert.models.gate import Rule
 from videoseal_litert.models.variants import names as variant_names
@@ -43,7 +44,6 @@ from videoseal_litert.video.io import ClipInfo, probe, video_bytes
 from videoseal_litert.video.key_frames import (
     AGGREGATED,
     AGGREGATIONS,
-    bits_hex,
     bits_text,
     clip_result,
     detect_video,
@@ -69,20 +69,11 @@ def card_video_args(opts: RunOptions) -> dict[str, Any]:
 
 
 def parse_message(text: str, nbits: int) -> np.ndarray:
-    """``nbits`` characters of 0/1, or hex (the bits left to right, as ``embed`` writes them): (nbits,) int64."""
-    t = text.strip().lower().removeprefix("0x")
-    if len(t) == nbits and set(t) <= {"0", "1"}:
-        return np.array([c == "1" for c in t], np.int64)
-    digits = math.ceil(nbits / 4)
-    if len(t) != digits or any(c not in "0123456789abcdef" for c in t):
-        raise UsageError(f"--message {text!r}: {nbits} characters of 0/1, or {digits} hex digits, for this model's {nbits} bits")
-    bits = bin(int(t, 16))[2:].zfill(digits * 4)
-    if "1" in bits[nbits:]:
-        raise UsageError(f"--message {text!r}: the hex holds more than {nbits} bits")
-    return np.array([c == "1" for c in bits[:nbits]], np.int64)
-
-
-to_hex = bits_hex  # the name the CLI and tests know
+    """``--message``: the model's hex or its string of 0/1 (``core.message``, the one format): (nbits,) int64."""
+    try:
+        return parse_message_text(text, nbits)
+    except MessageError as e:
+        raise UsageError(f"--message {e}") from e
 
 
 def _runner(opts: RunOptions, part_name: str, name: str) -> tuple[str, Runner, dict[str, Any]]:
@@ -193,7 +184,7 @@ def run_video_embed(
         "output": {"file": str(dst), "sha256": sha256_file(dst), "codec": "h264 (libx264)", "crf": crf, "pix_fmt": e.written.pix_fmt},
         "embedder": {"variant": name, **file},
         "message": bits_text(bits),
-        "message_hex": to_hex(bits),
+        "message_hex": message_hex(bits),
         "message_source": msg_source,
         "nbits": nbits,
         "video": {**va, "key_frames": e.key_frames, "frames": e.frames},
@@ -319,7 +310,7 @@ def _total(frames: int | None, max_frames: int | None) -> int | None:
 @contextlib.contextmanager
 def _ticker(total: int | None, desc: str) -> Iterator[Callable[[], None]]:
     """``core.console.progress`` driven by a callback (the frames arrive inside the streaming loops): one tick a frame."""
-    bar = progress(itertools.count(), total=total, desc=desc)
+    bar = progress(itertools.count(), total=total, desc=desc, unit="frames")
     try:
         yield lambda: next(bar, None)
     finally:
@@ -476,7 +467,7 @@ def run_video_attacks(
     rules = {k: _rule(opts, k, Path(f["file"])) for k, f in files.items() if f["file"] is not None}
     rows = []
     with tempfile.TemporaryDirectory(prefix="video-attacks-") as td:
-        for name in progress(["none", *names], desc="codec attacks"):
+        for name in progress(["none", *names], desc="codec attacks", unit="attacks"):
             clip = src if name == "none" else Path(td) / f"{name}.mp4"
             if name != "none":
                 attack_clip(src, clip, name, max_frames)

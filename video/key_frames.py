@@ -26,6 +26,7 @@ import numpy as np
 
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.core.images import to_uint8
+from videoseal_litert.core.message import message_hex
 from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue, psnr_db
 from videoseal_litert.models.cards import FALLBACK_VIDEO
 from videoseal_litert.models.gate import Rule, Verdict, judge_decisions, judge_extractor
@@ -143,7 +144,7 @@ def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dic
         "mean_mask_logit": float(logits[:, 0].mean()),
         "frames_mask_positive": int((logits[:, 0] > 0).sum()),
     }
-    r["bits_hex"] = bits_hex(bits)
+    r["bits_hex"] = message_hex(bits)
     if message is not None:
         m = np.asarray(message, bool)
         matches = int((bits == m).sum())
@@ -162,14 +163,6 @@ def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dic
 def bits_text(bits: np.ndarray) -> str:
     """Bits as a string of 0/1, left to right."""
     return "".join("1" if x else "0" for x in np.asarray(bits, bool))
-
-
-def bits_hex(bits: np.ndarray) -> str:
-    """Bits (left to right) as hex, the last digit padded with zeros: how embed prints a message (``parse_message``
-    reads it back; the bundle's ``run_extractor.bits_hex`` pads to whole bytes instead)."""
-    b = bits_text(bits)
-    b += "0" * (-len(b) % 4)
-    return "".join(f"{int(b[i : i + 4], 2):x}" for i in range(0, len(b), 4))
 
 
 def verdict_line(r: dict[str, Any]) -> str:

@@ -389,6 +389,7 @@ def _bundle_of(a: argparse.Namespace) -> tuple[str, Path]:
 
 def cmd_web(a: argparse.Namespace) -> None:
     from videoseal_litert.core.console import say
+    from videoseal_litert.core.exit import Terminated, stopped_as_asked
     from videoseal_litert.web.browsers import ensure_node_modules
     from videoseal_litert.web.serve import server
 
@@ -399,13 +400,16 @@ def cmd_web(a: argparse.Namespace) -> None:
     say(f"serving {bundle} at http://{host}:{port}/  (Ctrl-C stops; cross-origin isolated, so LiteRT.js may use threads)")
     try:
         srv.serve_forever()
+    except (KeyboardInterrupt, Terminated):  # how serving ends: said, exit 0
+        stopped_as_asked()
+        say("stopped serving")
     finally:
         srv.server_close()
 
 
 def cmd_web_setup(a: argparse.Namespace) -> None:
     from videoseal_litert.core.console import say, working
-    from videoseal_litert.web.browsers import ensure_browsers, ensure_node_modules, versions
+    from videoseal_litert.web.browsers import ensure_browsers, ensure_node_modules, launcher, versions
 
     with working("LiteRT.js and puppeteer-core (npm ci in web/), headless Chromium and Firefox ESR (Debian packages)"):
         ensure_node_modules()
@@ -413,7 +417,7 @@ def cmd_web_setup(a: argparse.Namespace) -> None:
     v = versions()
     say(
         "web set-up: "
-        + ", ".join(f"{n} {b.executable}" for n, b in found.items())
+        + ", ".join(f"{n} {launcher(b)}" for n, b in found.items())
         + (f" ({', '.join(f'{k} {x}' for k, x in v.items())})" if v else "")
     )
 

@@ -1,49 +1,57 @@
-// The page: embed a message into a user's photo and detect watermarks, with the bundle served at /bundle.
+// The page: embed a message into a user's photo and detect watermarks, with the bundle served at /bundle. The models
+// run in a worker (worker.js); this file only keeps the page: what is chosen, what is running, what came out.
 import * as wm from '/watermark.js';
+import {hexDigits, messageHex, parseMessage} from '/message.js';
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
-const DETECT_PVALUE = 1e-6;  // "detected" when this many matching bits would happen by chance less often than this
-const state = {extractor: null, embedder: null, model: null, cover: null, marked: null, message: null};
+const params = Object.fromEntries(new URLSearchParams(location.search));
+const state = {model: null, cover: null, message: null, detected: null, busy: {embed: false, detect: false}};
+const bump = (key) => { document.body.dataset[key] = String(Number(document.body.dataset[key] || 0) + 1); };
 
-function pick(variants, wanted) {
-  const names = Object.keys(variants || {});
-  return wanted && names.includes(wanted) ? wanted : names.includes('int8') ? 'int8' : names[0];
+// ---- the worker: one call at a time per kind, its steps shown as they start --------------------------------
+const worker = new Worker('/worker.js', {type: 'module'});
+const pending = new Map();
+let nextId = 0;
+worker.onmessage = ({data}) => {
+  const p = pending.get(data.id);
+  if (!p) return;
+  if (data.step !== undefined) { p.onStep(data.step, data.took); return; }
+  pending.delete(data.id);
+  data.ok ? p.resolve(data.result) : p.reject(new Error(data.error));
+};
+worker.onerror = (e) => { $('status').textContent = `the page's worker failed: ${e.message}`; $('status').className = 'error'; };
+function call(op, payload = {}, onStep = () => {}) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, {resolve, reject, onStep});
+    worker.postMessage({id, op, ...payload});
+  });
 }
 
-function show(canvas, img, map = (v) => v) {
-  canvas.width = img.width; canvas.height = img.height;
-  const ctx = canvas.getContext('2d'), pix = ctx.createImageData(img.width, img.height);
-  for (let i = 0, j = 0; j < img.data.length; i += 4, j += 3) {
-    for (let c = 0; c < 3; c++) pix.data[i + c] = Math.round(Math.min(Math.max(map(img.data[j + c], j + c), 0), 1) * 255);
-    pix.data[i + 3] = 255;
-  }
-  ctx.putImageData(pix, 0, 0);
+const ms = (t) => (t < 1000 ? `${Math.round(t)} ms` : `${(t / 1000).toFixed(1)} s`);
+function stepper(el) {
+  const done = [];
+  return (next, took) => {
+    if (took) done.push(`${took[0]} ${ms(took[1])}`);
+    el.textContent = [...done, `${next} ...`].join('; ');
+  };
 }
-
-function readMessage(nbits) {
-  const text = $('message').value.replace(/\s/g, '');
-  if (!text) return Array.from(crypto.getRandomValues(new Uint8Array(nbits)), (b) => b & 1);
-  if (!/^[01]+$/.test(text) || text.length !== nbits) throw new Error(`the message must be ${nbits} characters of 0 and 1 (got ${text.length})`);
-  return Array.from(text, Number);
-}
+const finished = (el, times) => { el.textContent = times.map(([n, t]) => `${n} ${ms(t)}`).join('; '); };
+const sizeText = (n) => (n < 1e6 ? `${(n / 1e3).toFixed(0)} kB` : `${(n / 1e6).toFixed(1)} MB`);
+const stem = (name) => (name || 'photo').replace(/\.[^.]*$/, '');
 
 async function start() {
   try {
-    state.model = await (await fetch('/bundle/model.json')).json();
-    const accel = params.get('accelerator') || await wm.bestAccelerator();
-    const ex = pick(state.model.variants, params.get('extractor'));
-    state.extractor = await wm.openModel(`/bundle/${state.model.variants[ex].file}`, accel);
-    $('ex-file').textContent = state.model.variants[ex].file;
-    if (state.model.embedder) {
-      const em = pick(state.model.embedder.variants, params.get('embedder'));
-      state.embedder = await wm.openModel(`/bundle/${state.model.embedder.variants[em].file}`, accel);
-      $('em-file').textContent = state.model.embedder.variants[em].file;
-    }
-    $('model-id').textContent = state.model.model_id + (state.model.random_init ? ' (RANDOM WEIGHTS: not a watermark extractor)' : '');
-    $('nbits').textContent = state.model.nbits;
-    $('status').textContent = `ready (${state.extractor.accelerator}${wm.wasmInfo.threads ? ', threads' : ', one thread'})`;
-    $('embed-btn').disabled = !state.embedder;
+    const r = await call('load', {params});
+    state.model = r.model;
+    $('ex-file').textContent = r.extractorFile;
+    $('em-file').textContent = r.embedderFile || 'none in this bundle';
+    $('model-id').textContent = r.model.model_id + (r.model.random_init ? ' (RANDOM WEIGHTS: not a watermark extractor)' : '');
+    $('nbits').textContent = r.model.nbits;
+    $('digits').textContent = hexDigits(r.model.nbits);
+    $('status').textContent = `ready (${r.accelerator}${r.threads ? ', threads' : ', one thread'})`;
+    $('embed-btn').disabled = !r.embedderFile;
+    if (!r.embedderFile) $('embed-error').textContent = 'this bundle has no embedder: detection only';
     document.body.dataset.ready = '1';
   } catch (e) {
     $('status').textContent = `could not load the bundle: ${e.message}`;
@@ -51,78 +59,144 @@ async function start() {
   }
 }
 
+function clearEmbedResult() {
+  $('embed-out').hidden = true; $('embed-links').hidden = true; $('embed-progress').textContent = '';
+  const link = $('download');
+  if (link.href) URL.revokeObjectURL(link.href);
+  link.removeAttribute('href');
+}
+
 async function takeCover(file) {
+  clearEmbedResult();
   $('embed-error').textContent = '';
+  state.cover = null;
+  $('cover-info').hidden = true;
   try {
-    state.cover = await wm.decodeImage(file);
-    document.body.dataset.covers = String(Number(document.body.dataset.covers || 0) + 1);
+    const {width, height} = await call('probe', {file});
+    state.cover = file;
+    $('cover-info').textContent = `${file.name}: ${width}x${height}, ${sizeText(file.size)}`;
+    $('cover-info').hidden = false;
+    bump('covers');
   } catch (e) {
-    state.cover = null;
     $('embed-error').textContent = e.message;
-    document.body.dataset.coverError = String(Number(document.body.dataset.coverError || 0) + 1);
+    bump('coverError');
   }
+}
+
+function readMessage() {
+  const text = $('message').value.trim();
+  if (!text) return Array.from(crypto.getRandomValues(new Uint8Array(state.model.nbits)), (b) => b & 1);
+  return parseMessage(text, state.model.nbits);
 }
 
 async function doEmbed() {
+  if (state.busy.embed) return;
   $('embed-error').textContent = '';
+  if (!state.cover) { $('embed-error').textContent = 'choose a photo first'; return; }
+  let bits;
+  try { bits = readMessage(); } catch (e) { $('embed-error').textContent = `message: ${e.message}`; return; }
+  clearEmbedResult();
+  state.busy.embed = true;
+  $('embed-btn').disabled = true;
+  const cover = state.cover;
   try {
-    if (!state.cover) throw new Error('choose a photo first');
-    const bits = readMessage(state.model.nbits);
-    const marked = await wm.embed(state.embedder, state.model.embedder.route, state.cover, bits);
-    const cover = state.cover;
-    let peak = 1e-6;
-    for (let i = 0; i < marked.data.length; i++) peak = Math.max(peak, Math.abs(marked.data[i] - cover.data[i]));
-    const gain = 0.5 / peak;
-    show($('cv-marked'), marked);
-    show($('cv-residual'), marked, (v, i) => 0.5 + gain * (v - cover.data[i]));
-    $('psnr').textContent = wm.psnr(marked.data, cover.data).toFixed(1);
-    $('gain').textContent = gain.toFixed(0);
-    const png = await wm.encodePng(marked);
+    const format = $('as-jpeg').checked && /jpe?g$/i.test(cover.type) ? 'jpeg' : 'png';
+    const r = await call('embed', {file: cover, bits, format}, stepper($('embed-progress')));
+    finished($('embed-progress'), r.times);
+    for (const [id, bmp] of [['cv-marked', r.previews[0]], ['cv-residual', r.previews[1]]]) {
+      const cv = $(id);
+      cv.width = bmp.width; cv.height = bmp.height;
+      cv.getContext('2d').drawImage(bmp, 0, 0);
+      bmp.close();
+    }
+    $('psnr').textContent = r.psnr.toFixed(1);
+    $('gain').textContent = r.gain.toFixed(0);
+    const ext = r.type === 'image/jpeg' ? 'jpg' : 'png';
     const link = $('download');
-    if (link.href) URL.revokeObjectURL(link.href);
-    link.href = URL.createObjectURL(png);
+    link.href = URL.createObjectURL(r.blob);
+    link.download = `${stem(cover.name)}-watermarked.${ext}`;
+    link.textContent = `Download ${link.download}`;
+    $('download-info').textContent = `(${ext.toUpperCase()}, ${r.width}x${r.height}, ${sizeText(r.blob.size)}` +
+      (r.alpha ? ', transparency kept' : '') + '; colour saved as 8-bit RGB; EXIF and colour profile not carried by the page)';
     state.message = bits;
-    $('embedded-bits').textContent = bits.join('');
+    $('embedded-bits').textContent = messageHex(bits);
     $('embed-out').hidden = false; $('embed-links').hidden = false;
-    document.body.dataset.embedded = String(Number(document.body.dataset.embedded || 0) + 1);
+    bump('embedded');
+    judge();  // a detection on the page is judged against the new message
   } catch (e) {
-    $('embed-error').textContent = e.message;
+    $('embed-progress').textContent = '';
+    $('embed-error').textContent = `embedding ${cover.name}: ${e.message}`;
+    bump('embedError');
+  } finally {
+    state.busy.embed = false;
+    $('embed-btn').disabled = false;
   }
 }
 
+/** The message detection tests: the one typed (when it parses), else the last one embedded here; and which it is. */
+function messageToTest() {
+  const text = $('message').value.trim();
+  if (text) {
+    try { return [parseMessage(text, state.model.nbits), 'the message typed above']; } catch (e) { /* not a message yet */ }
+  }
+  return state.message ? [state.message, 'the message embedded above'] : [null, null];
+}
+
+/** The verdict of the last detection, from its bits and the message to test (re-judged when the message changes). */
+function judge() {
+  const r = state.detected;
+  if (!r) return;
+  const det = state.model.detection || {};
+  const threshold = det.pvalue_threshold ?? 1e-3;
+  $('bits').textContent = messageHex(r.bits);
+  $('mask').textContent = r.maskLogit.toFixed(3);
+  const [message, source] = messageToTest();
+  if (message) {
+    const k = r.bits.reduce((s, b, i) => s + (b === message[i] ? 1 : 0), 0), p = wm.binomialPValue(k, r.bits.length);
+    $('against').textContent = source;
+    $('accuracy').textContent = `${k}/${r.bits.length} (${(100 * k / r.bits.length).toFixed(1)}%)`;
+    $('pvalue').textContent = p.toExponential(2);
+    const found = p < threshold;
+    $('verdict').textContent = found ? 'Watermark detected' : 'Watermark not detected';
+    $('verdict').className = 'verdict ' + (found ? 'yes' : 'no');
+  } else {
+    $('against').textContent = 'no message'; $('accuracy').textContent = '-'; $('pvalue').textContent = '-';
+    $('verdict').textContent = `Type the message to test for (${hexDigits(state.model.nbits)} hex digits) in step 1`;
+    $('verdict').className = 'verdict';
+  }
+  const maskShown = det.mask_trained === true;
+  $('mask-verdict').hidden = !maskShown;
+  if (maskShown) $('mask-verdict').textContent = `the detection logit says: ${r.maskLogit > 0 ? 'watermarked' : 'not watermarked'}`;
+  $('detect-out').hidden = false;
+}
+
 async function doDetect(file) {
+  if (state.busy.detect) return;
+  state.busy.detect = true;
+  state.detected = null;
   $('detect-error').textContent = '';
   $('detect-out').hidden = true;
   try {
-    const img = await wm.decodeImage(file);
-    const r = await wm.detect(state.extractor, img);
-    $('bits').textContent = r.bits.join('');
-    $('mask').textContent = r.maskLogit.toFixed(3);
-    let message = state.message;
-    const typed = $('message').value.replace(/\s/g, '');
-    if (!message && /^[01]+$/.test(typed) && typed.length === r.bits.length) message = Array.from(typed, Number);
-    if (message) {
-      const k = r.bits.reduce((s, b, i) => s + (b === message[i] ? 1 : 0), 0), p = wm.binomialPValue(k, r.bits.length);
-      $('accuracy').textContent = `${k}/${r.bits.length} (${(100 * k / r.bits.length).toFixed(1)}%)`;
-      $('pvalue').textContent = p.toExponential(2);
-      const found = p < DETECT_PVALUE;
-      $('verdict').textContent = found ? 'Watermark detected' : 'Watermark not detected';
-      $('verdict').className = 'verdict ' + (found ? 'yes' : 'no');
-    } else {
-      $('accuracy').textContent = '-'; $('pvalue').textContent = '-';
-      $('verdict').textContent = 'Enter the embedded message above to test for it';
-      $('verdict').className = 'verdict';
-    }
-    $('detect-out').hidden = false;
-    document.body.dataset.detected = String(Number(document.body.dataset.detected || 0) + 1);
+    const r = await call('detect', {file}, stepper($('detect-progress')));
+    finished($('detect-progress'), r.times);
+    state.detected = r;
+    judge();
+    bump('detected');
   } catch (e) {
+    $('detect-progress').textContent = '';
     $('detect-error').textContent = e.message;
-    document.body.dataset.detectError = String(Number(document.body.dataset.detectError || 0) + 1);
+    bump('detectError');
+  } finally {
+    state.busy.detect = false;
   }
 }
 
 function dropZone(zone, input, onFile) {
-  input.addEventListener('change', () => input.files[0] && onFile(input.files[0]));
+  input.addEventListener('change', () => {
+    const f = input.files[0];
+    input.value = '';  // choosing the same file again is a new choice
+    if (f) onFile(f);
+  });
   zone.addEventListener('dragover', (e) => { e.preventDefault(); zone.classList.add('over'); });
   zone.addEventListener('dragleave', () => zone.classList.remove('over'));
   zone.addEventListener('drop', (e) => {
@@ -134,5 +208,6 @@ function dropZone(zone, input, onFile) {
 dropZone($('embed-drop'), $('embed-file'), takeCover);
 dropZone($('detect-drop'), $('detect-file'), doDetect);
 $('embed-btn').addEventListener('click', doEmbed);
+$('message').addEventListener('input', judge);
 window.videoseal = wm;  // web-check drives the golden-vector run through this
 start();

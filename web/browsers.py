@@ -68,10 +68,13 @@ def ensure_node_modules() -> Path:
     return modules
 
 
+def _lib_dirs(root: Path) -> list[str]:
+    return sorted({str(p.parent) for base in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu") for p in (root / base).rglob("*.so*")})
+
+
 def _lib_env(root: Path) -> dict[str, str]:
-    dirs = sorted({str(p.parent) for base in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu") for p in (root / base).rglob("*.so*")})
     old = os.environ.get("LD_LIBRARY_PATH")
-    return {"LD_LIBRARY_PATH": ":".join(dirs + ([old] if old else []))}
+    return {"LD_LIBRARY_PATH": ":".join(_lib_dirs(root) + ([old] if old else []))}
 
 
 def _run(cmd: list[str], what: str, **kw: object) -> subprocess.CompletedProcess:
@@ -120,6 +123,23 @@ def ensure_browsers(names: tuple[str, ...] = tuple(PACKAGES)) -> dict[str, Brows
                 raise BrowserSetupError(f"{exe} is missing from the browser set-up: `rm -rf {cache}` and run `make web-setup` again")
             found[n] = Browser(n, exe, _lib_env(root))
     return found
+
+
+def launcher(b: Browser) -> Path:
+    """A command that starts ``b`` as it is: its binary, or (for an unpacked browser, which needs its libraries on
+    ``LD_LIBRARY_PATH``) a small script in the cache's ``bin/`` that sets them and runs it."""
+    if not b.env:
+        return b.executable
+    script = cache_dir() / "bin" / b.name
+    script.parent.mkdir(parents=True, exist_ok=True)
+    dirs = ":".join(_lib_dirs(cache_dir() / "root"))
+    text = f'#!/bin/sh\n# {b.name} from make web-setup, with its unpacked libraries\nLD_LIBRARY_PATH="{dirs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "{b.executable}" "$@"\n'
+    if not script.is_file() or script.read_text() != text:
+        tmp = script.with_name(f".{script.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, script)
+    return script
 
 
 def _unpack(cache: Path) -> None:

@@ -47,6 +47,7 @@ from videoseal_litert.convert.verify import failed_path
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 from videoseal_litert.core.console import working
 from videoseal_litert.core.errors import UnverifiedFileError, WebCheckError
+from videoseal_litert.core.message import message_hex, parse_message
 from videoseal_litert.models.gate import PIXELS, Rule, Verdict, judge_extractor, judge_runtime_difference, signal_verdict
 from videoseal_litert.runtime.litert_runner import LiteRTRunner, unverified_files
 from videoseal_litert.runtime.route import resize_aa
@@ -126,17 +127,21 @@ def python_bits(path: Path, png: Path) -> np.ndarray:
 
 def judge_page(bundle: Path, model: dict[str, Any], e2e: dict[str, Any], message: str) -> dict[str, Any]:
     failures = []
-    ex = model["variants"]["int8" if "int8" in model["variants"] else next(iter(model["variants"]))]
+    # The extractor the page said it loaded (its pick from the bundle's ship table).
+    ex_file = (
+        e2e.get("extractor_file") or model["variants"]["int8" if "int8" in model["variants"] else next(iter(model["variants"]))]["file"]
+    )
     down = e2e.get("detect_downloaded") or {}
     if e2e.get("embed_error"):
         failures.append(f"embedding failed on the page: {e2e['embed_error']}")
-    if e2e.get("embedded_bits") != message:
-        failures.append(f"the page embedded {e2e.get('embedded_bits')!r}, not the message typed")
+    typed = message_hex(parse_message(message, model["nbits"]))  # the page shows messages as hex, the one display form
+    if e2e.get("embedded_bits") != typed:
+        failures.append(f"the page embedded {e2e.get('embedded_bits')!r}, not the message typed ({typed})")
     agree = None
     if e2e.get("downloaded") and Path(e2e["downloaded"]).is_file() and down.get("bits"):
-        logits = python_bits(bundle / ex["file"], Path(e2e["downloaded"]))
-        page = np.array([c == "1" for c in down["bits"]])
-        step = output_steps(bundle / ex["file"], "bit_logits") or 0.0
+        logits = python_bits(bundle / ex_file, Path(e2e["downloaded"]))
+        page = parse_message(down["bits"], model["nbits"]).astype(bool)
+        step = output_steps(bundle / ex_file, "bit_logits") or 0.0
         clear = np.abs(logits) > ARM_MAX_STEPS * step
         differ = (logits > 0) != page
         agree = float(1 - differ.mean())
@@ -148,12 +153,81 @@ def judge_page(bundle: Path, model: dict[str, Any], e2e: dict[str, Any], message
         failures.append("no watermarked PNG was downloaded and detected")
     if down.get("verdict") != "Watermark detected" or not down.get("pvalue", 1) < DETECT_PVALUE:
         failures.append(f"the downloaded PNG: {down.get('verdict')!r} (p-value {down.get('pvalue')})")
+    rt, bad = e2e.get("detect_retyped") or {}, e2e.get("detect_bad_message") or {}
+    if rt.get("bits") and rt.get("typed"):  # the verdict follows the message typed (as hex, upper case), not a stale one
+        read, typed_bits = parse_message(rt["bits"], model["nbits"]), parse_message(rt["typed"], model["nbits"])
+        k = int((read == typed_bits).sum())
+        if rt.get("against") != "the message typed above" or not str(rt.get("accuracy", "")).startswith(f"{k}/"):
+            failures.append(
+                f"after typing {rt['typed'].upper()}: tested against {rt.get('against')!r}, accuracy {rt.get('accuracy')!r} (expected {k}/...)"
+            )
+        if bad.get("against") != "the message embedded above" or bad.get("accuracy") != down.get("accuracy"):
+            failures.append(f"with a message box that holds no message: {bad.get('against')!r}, {bad.get('accuracy')!r}")
+    else:
+        failures.append("the page did not re-judge the detection when the message was typed")
+    if e2e.get("width_at_390", 0) > 390:
+        failures.append(f"at 390 px wide the page is {e2e['width_at_390']} px wide: something runs off the screen")
     unmarked = e2e.get("detect_unmarked") or {}
     if unmarked.get("verdict") != "Watermark not detected":
         failures.append(f"the unmarked photo: {unmarked.get('verdict')!r} (p-value {unmarked.get('pvalue')})")
     if "is not an image" not in (e2e.get("not_an_image") or ""):
         failures.append(f"a non-image gave {e2e.get('not_an_image')!r}, not a named error")
     return {**e2e, "bits_agreement_with_python": agree, "failures": failures}
+
+
+MAX_GAP_MS = 300  # the page's own thread may not stall longer than this while a photo is embedded (a frozen page: seconds)
+LARGE = (3000, 2000)  # the large case: 6 megapixels (a 24-megapixel photo takes four times as long, on the same worker)
+
+
+def photo_cases(photo: Path, folder: Path) -> dict[str, str]:
+    """The photos people bring, made from ``photo``: a large one, one with transparency, and a phone photo stored
+    sideways with EXIF orientation 6 and a colour profile (web/check.mjs embeds each on the page)."""
+    from PIL import ImageCms
+
+    with Image.open(photo) as im:
+        rgb = im.convert("RGB")
+    rgb.resize(LARGE, Image.BILINEAR).save(folder / "large-photo.jpg", quality=92)
+    logo = np.dstack([np.asarray(rgb.resize((400, 300), Image.BILINEAR)), np.full((300, 400), 255, np.uint8)])
+    logo[:, :130, 3] = 0  # a clear left third
+    logo[100:120, :, 3] = 128  # a half-transparent band
+    Image.fromarray(logo, "RGBA").save(folder / "logo.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb.resize((300, 200), Image.BILINEAR).save(folder / "phone.jpg", quality=95, exif=exif.tobytes(), icc_profile=icc)
+    return {"large": str(folder / "large-photo.jpg"), "transparent": str(folder / "logo.png"), "rotated": str(folder / "phone.jpg")}
+
+
+def judge_cases(cases: dict[str, str], got: dict[str, Any]) -> dict[str, Any]:
+    """Each photo case as the page handled it: named after its source, the page never frozen, the button disabled while
+    it worked; the large photo at its own size, transparency carried untouched, the phone photo upright (as Python's
+    readers turn it: core.images.read_rgb)."""
+    from PIL import ImageOps
+
+    from videoseal_litert.core.images import read_rgb
+
+    out: dict[str, Any] = {}
+    for name, src in cases.items():
+        c, failures = got.get(name) or {}, []
+        stem = Path(src).stem
+        if not c or c.get("embed_error") or not c.get("file"):
+            out[name] = {**c, "failures": [f"not embedded: {c.get('embed_error') or 'no result'}"]}
+            continue
+        if c.get("download_name") != f"{stem}-watermarked.png":
+            failures.append(f"download named {c.get('download_name')!r}, not {stem}-watermarked.png")
+        # Asked while it works: a small photo can finish before the question arrives, the large one cannot.
+        if name == "large" and (not c.get("disabled_while_working") or not c.get("progress_while_working")):
+            failures.append("the Embed button stayed enabled, or no progress was shown, while the page worked")
+        if c.get("max_gap_ms", 1e9) > MAX_GAP_MS:
+            failures.append(f"the page froze for {c.get('max_gap_ms'):.0f} ms (at most {MAX_GAP_MS})")
+        with Image.open(c["file"]) as im, Image.open(src) as s:
+            upright = ImageOps.exif_transpose(s)
+            if im.size != upright.size or read_rgb(src).shape[1:] != (im.size[1], im.size[0]):
+                failures.append(f"came back {im.size[0]}x{im.size[1]}, not {upright.size[0]}x{upright.size[1]} as shown (EXIF orientation)")
+            if s.mode == "RGBA" and (im.mode != "RGBA" or not np.array_equal(np.asarray(im)[..., 3], np.asarray(s)[..., 3])):
+                failures.append("the transparency did not come back untouched")
+        out[name] = {**c, "failures": failures}
+    return out
 
 
 def refuse_unverified(bundle: Path, allow_unverified: bool) -> list[str]:
@@ -189,7 +263,7 @@ def judge_backend(run: dict[str, Any], golden: dict[str, Any], egolden: dict[str
     return b
 
 
-def _one_browser(name: str, b: Any, url: str, tmp: Path, args: list[str], ctx: tuple) -> dict[str, Any]:
+def _one_browser(name: str, b: Any, url: str, tmp: Path, args: list[str], ctx: tuple, env: dict[str, str] | None = None) -> dict[str, Any]:
     """One browser through web/check.mjs (the golden vectors on each backend, then the page end to end), judged:
     its report entry, with its failures. ``ctx``: (bundle, model.json, golden, embedder golden, message, backends)."""
     bundle, model, golden, egolden, message, backends = ctx
@@ -200,7 +274,7 @@ def _one_browser(name: str, b: Any, url: str, tmp: Path, args: list[str], ctx: t
             ["node", str(WEB / "check.mjs"), name, str(b.executable), url, str(out), *args],
             capture_output=True,
             text=True,
-            env={**os.environ, **b.env},
+            env={**os.environ, **b.env, **(env or {})},
             timeout=BROWSER_TIMEOUT_S,
         )
     if not out.is_file():
@@ -224,6 +298,9 @@ def _one_browser(name: str, b: Any, url: str, tmp: Path, args: list[str], ctx: t
     elif got.get("golden"):
         entry["page"] = judge_page(bundle, model, got.get("e2e") or {}, message)
         entry["failures"] += entry["page"]["failures"]
+        cases = json.loads((env or {}).get("VIDEOSEAL_WEB_CASES", "{}"))
+        entry["page"]["cases"] = judge_cases(cases, (got.get("e2e") or {}).get("cases") or {})
+        entry["failures"] += [f"page, {k}: {x}" for k, c in entry["page"]["cases"].items() for x in c["failures"]]
     return entry
 
 
@@ -267,14 +344,17 @@ def web_check(
         with tempfile.TemporaryDirectory(prefix="web-check-") as tmp:
             not_image = Path(tmp) / "notes.png"
             not_image.write_text("these are notes, not a picture\n")
+            cases = photo_cases(photo, Path(tmp)) if model.get("embedder") else {}
+            report_dir.mkdir(parents=True, exist_ok=True)
             for name, b in found.items():
                 cmd = [str(photo.resolve()), str(not_image), message, ",".join(backends), *[f"{url}/extra/{n}" for n in extra]]
-                entry = _one_browser(name, b, url, Path(tmp), cmd, (bundle, model, golden, egolden, message, backends))
+                env = {"VIDEOSEAL_WEB_CASES": json.dumps(cases), "VIDEOSEAL_WEB_SHOTS": str(report_dir)}
+                entry = _one_browser(name, b, url, Path(tmp), cmd, (bundle, model, golden, egolden, message, backends), env)
                 failures += [f"{name}: {x}" for x in entry["failures"]]
                 report["browsers"][name] = entry
     finally:
         srv.shutdown()
-    report.update(passed=not failures, failures=failures)
+    report.update(passed=not failures, failures=failures, screenshots=[str(p) for p in sorted(report_dir.glob("page-*.png"))])
     report_dir.mkdir(parents=True, exist_ok=True)
     write_json(report_dir / "web-check.json", report)
     write_text(report_dir / "web-check.md", render(report))
@@ -330,5 +410,16 @@ def render(r: dict[str, Any]) -> str:
             f"bits agree with the Python runner {p.get('bits_agreement_with_python')}; unmarked photo: {u.get('verdict')} "
             f'(p {u.get("pvalue")}); a non-image: "{p.get("not_an_image")}"'
         )
+    lines += ["", "## The photos people bring (embedded on the page, downloaded, judged)", ""]
+    for name, b in r["browsers"].items():
+        for case, c in ((b.get("page") or {}).get("cases") or {}).items():
+            lines.append(
+                f"- **{name}, {case}**: `{c.get('download_name')}` {c.get('download_info', '')}; longest stall of the page's thread "
+                f"{c.get('max_gap_ms', 0):.0f} ms while the worker ran ({c.get('progress_done', '')}); "
+                + ("ok" if not c["failures"] else "FAILED: " + "; ".join(c["failures"]))
+            )
+    shots = sorted(Path(p).name for p in r.get("screenshots", []))
+    if shots:
+        lines += ["", "Screenshots beside this report: " + ", ".join(f"`{x}`" for x in shots)]
     lines += ["", "PASSED" if r["passed"] else "FAILED:\n\n" + "\n".join(f"- {x}" for x in r["failures"]), ""]
     return "\n".join(lines)

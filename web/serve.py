@@ -9,13 +9,14 @@ Only files under those folders are served; nothing is written.
 
 from __future__ import annotations
 
+import errno
 import http.server
 import logging
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from videoseal_litert.core.errors import BrowserSetupError
+from videoseal_litert.core.errors import BrowserSetupError, PortInUseError
 
 log = logging.getLogger(__name__)
 WEB = Path(__file__).resolve().parent
@@ -69,6 +70,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         body = target.read_bytes()
+        if target.suffix == ".js" and b'"@litertjs/wasm-utils"' in body:
+            # LiteRT.js's one bare import, pointed at its route: a worker has no import map to resolve it.
+            body = body.replace(b'"@litertjs/wasm-utils"', b'"/wasm-utils/dist/index.js"')
         self.send_response(200)
         self.send_header("Content-Type", TYPES.get(target.suffix, "application/octet-stream"))
         self.send_header("Content-Length", str(len(body)))
@@ -89,7 +93,14 @@ def server(bundle: Path, extra: Path | None = None, port: int = 0, host: str = "
     if extra is not None:
         routes["/extra/"] = extra
     handler = type("Handler", (_Handler,), {"routes": routes})
-    return http.server.ThreadingHTTPServer((host, port), handler)
+    try:
+        return http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"port {port} on {host} is already in use (another `make web`?): stop it, or choose another port: make web PORT={port + 1}"
+            ) from e
+        raise
 
 
 def serve_in_background(bundle: Path, extra: Path | None = None) -> tuple[http.server.ThreadingHTTPServer, str]:

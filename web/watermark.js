@@ -1,7 +1,8 @@
 // Embed and detect VideoSeal-family watermarks in the browser with LiteRT.js: the same files, the same
 // official route and the same decoding as the bundle's Python runners (runtime/route.py, run_extractor.py).
-// No build step: an ES module the page imports; @litertjs/core is served from web/node_modules.
-import {loadAndCompile, loadLiteRt, supportsFeature, Tensor} from '@litertjs/core';
+// No build step: an ES module the page's worker (and web-check's golden run) imports; @litertjs/core is served from
+// web/node_modules by an absolute path (a worker has no import map; web/serve.py points its one bare import home).
+import {loadAndCompile, loadLiteRt, supportsFeature, Tensor} from '/litertjs/dist/index.js';
 
 let runtime = null;
 export const wasmInfo = {threads: false};
@@ -70,36 +71,67 @@ async function fetchOk(url) {
 
 // ---- images: (H, W, 3) float32 in [0, 1], row-major ------------------------------------------------
 
-/** Decode an image file or blob to {data, height, width}; a named error for anything that is not an image. */
+/** Decode an image file or blob to {data, height, width, alpha}: RGB float32 in [0, 1], and the alpha channel as
+ * bytes when the image has any transparency (null when opaque). EXIF orientation is applied (the browser's default,
+ * and the project's one choice: Python's readers apply it too). A named error for anything that is not an image. */
 export async function decodeImage(blob) {
   let bmp;
   try {
-    bmp = await createImageBitmap(blob, {colorSpaceConversion: 'none', premultiplyAlpha: 'none'});
+    bmp = await createImageBitmap(blob, {colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image'});
   } catch (e) {
     throw new Error(`${blob.name || 'the file'} is not an image this browser can decode`);
   }
   const canvas = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = canvas.getContext('2d', {colorSpace: 'srgb'});
   ctx.drawImage(bmp, 0, 0);
-  const rgba = ctx.getImageData(0, 0, bmp.width, bmp.height).data;
-  const data = new Float32Array(bmp.width * bmp.height * 3);
+  bmp.close();
+  const rgba = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  const n = canvas.width * canvas.height, data = new Float32Array(n * 3);
+  let opaque = true;
   for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
     data[j] = rgba[i] / 255; data[j + 1] = rgba[i + 1] / 255; data[j + 2] = rgba[i + 2] / 255;
+    if (rgba[i + 3] !== 255) opaque = false;
   }
-  return {data, height: bmp.height, width: bmp.width};
+  let alpha = null;
+  if (!opaque) {
+    alpha = new Uint8ClampedArray(n);
+    for (let i = 0; i < n; i++) alpha[i] = rgba[4 * i + 3];
+  }
+  return {data, height: canvas.height, width: canvas.width, alpha};
 }
 
-/** A PNG blob of an image, rounded to bytes as the Python runner saves it. */
-export async function encodePng(img) {
+/** The image as a blob, rounded to bytes as the Python runner saves it, its alpha channel (when given) carried
+ * untouched: PNG (lossless), or JPEG at `quality` when `type` is 'image/jpeg' (no alpha there). */
+export async function encodeImage(img, alpha = null, type = 'image/png', quality = 0.95) {
   const canvas = new OffscreenCanvas(img.width, img.height);
   const ctx = canvas.getContext('2d');
   const pix = ctx.createImageData(img.width, img.height);
-  for (let i = 0, j = 0; j < img.data.length; i += 4, j += 3) {
+  for (let i = 0, j = 0, k = 0; j < img.data.length; i += 4, j += 3, k++) {
     pix.data[i] = Math.round(img.data[j] * 255); pix.data[i + 1] = Math.round(img.data[j + 1] * 255);
-    pix.data[i + 2] = Math.round(img.data[j + 2] * 255); pix.data[i + 3] = 255;
+    pix.data[i + 2] = Math.round(img.data[j + 2] * 255); pix.data[i + 3] = alpha && type === 'image/png' ? alpha[k] : 255;
   }
   ctx.putImageData(pix, 0, 0);
-  return canvas.convertToBlob({type: 'image/png'});
+  return canvas.convertToBlob(type === 'image/png' ? {type} : {type, quality});
+}
+
+export const encodePng = (img, alpha = null) => encodeImage(img, alpha);
+
+/** A small preview of an image (longest side at most `maxSide`, nearest pixel) as an ImageBitmap a worker can
+ * transfer; `map(value, index)` changes each value first (the amplified watermark). */
+export function preview(img, maxSide = 640, map = (v) => v) {
+  const s = Math.min(1, maxSide / Math.max(img.width, img.height));
+  const w = Math.max(1, Math.round(img.width * s)), h = Math.max(1, Math.round(img.height * s));
+  const canvas = new OffscreenCanvas(w, h), ctx = canvas.getContext('2d'), pix = ctx.createImageData(w, h);
+  for (let y = 0; y < h; y++) {
+    const sy = Math.min(img.height - 1, Math.floor(y / s));
+    for (let x = 0; x < w; x++) {
+      const sx = Math.min(img.width - 1, Math.floor(x / s)), j = (sy * img.width + sx) * 3, i = (y * w + x) * 4;
+      for (let c = 0; c < 3; c++) pix.data[i + c] = Math.round(Math.min(Math.max(map(img.data[j + c], j + c), 0), 1) * 255);
+      pix.data[i + 3] = 255;
+    }
+  }
+  ctx.putImageData(pix, 0, 0);
+  return canvas.transferToImageBitmap();
 }
 
 // torch's bilinear resize with antialias (align_corners=False), as runtime/route.py's resize_aa.

@@ -1,18 +1,16 @@
 // Embed a VideoSeal-family watermark on Android with a converted embedder (embedder-int8.tflite).
-// An example for the app team, written against the LiteRT (TensorFlow Lite) Interpreter API; it is
-// not compiled by this repository. It follows run_embedder.py line for line, and model.json's
-// "embedder.route" gives the numbers (scaling_w, scaling_i, attenuation) for your model.
+// An example for the app team, written against the LiteRT (TensorFlow Lite) Interpreter API. It follows
+// run_embedder.py line for line, and model.json's "embedder.route" gives the numbers (scaling_w, scaling_i,
+// attenuation) for your model. Needs WatermarkImage.kt (pixels, Bitmap, resize) and WatermarkMessage.kt.
 //
 // Contract of the file: inputs "image" [1, 256, 256, 3] float32 RGB in [0, 1] and "message"
 // [1, nbits] float32 0/1; outputs "watermarked" [1, 256, 256, 3] in [0, 1] and "residual"
 // [1, 256, 256, C] (C = 1 for Y-channel models, 3 for RGB ones).
 
-import android.graphics.Bitmap
 import org.tensorflow.lite.Interpreter
 import java.io.File
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
-import kotlin.math.abs
 import kotlin.math.max
 import kotlin.math.min
 import kotlin.math.pow
@@ -24,22 +22,8 @@ class WatermarkEmbedder(model: File, private val scalingW: Float, private val sc
     private val nbits = interpreter.getInputTensorFromSignature("message", "serving_default").shape()[1]
     private val channels = interpreter.getOutputTensorFromSignature("residual", "serving_default").shape()[3]
 
-    /** Pixels as floats in [0, 1], row-major H x W x 3. */
-    class Image(val h: Int, val w: Int, val px: FloatArray)
-
-    fun fromBitmap(b: Bitmap): Image {
-        val argb = IntArray(b.width * b.height).also { b.getPixels(it, 0, b.width, 0, 0, b.width, b.height) }
-        val px = FloatArray(argb.size * 3)
-        for (i in argb.indices) {
-            px[3 * i] = ((argb[i] shr 16) and 0xFF) / 255f
-            px[3 * i + 1] = ((argb[i] shr 8) and 0xFF) / 255f
-            px[3 * i + 2] = (argb[i] and 0xFF) / 255f
-        }
-        return Image(b.height, b.width, px)
-    }
-
     /** Runs the file at 256 x 256: returns (watermarked, residual). */
-    private fun run(img: Image, bits: IntArray): Pair<Image, Image> {
+    private fun run(img: WatermarkImage, bits: IntArray): Pair<WatermarkImage, WatermarkImage> {
         require(img.h == size && img.w == size && bits.size == nbits)
         val image = ByteBuffer.allocateDirect(4 * size * size * 3).order(ByteOrder.nativeOrder())
         img.px.forEach { image.putFloat(it) }
@@ -52,14 +36,14 @@ class WatermarkEmbedder(model: File, private val scalingW: Float, private val sc
         wm.rewind(); res.rewind()
         val w = FloatArray(size * size * 3) { wm.float }
         val r = FloatArray(size * size * channels) { res.float }
-        return Pair(Image(size, size, w), Image(size, size, r))
+        return Pair(WatermarkImage(size, size, w), WatermarkImage(size, size, r))
     }
 
-    /** The official embed path for an image of any size (bits: 0/1, nbits of them). */
-    fun embed(img: Image, bits: IntArray): Image {
+    /** The official embed path for an image of any size (bits: 0/1, nbits of them; parseMessage reads hex or 0/1). */
+    fun embed(img: WatermarkImage, bits: IntArray): WatermarkImage {
         if (img.h == size && img.w == size) return run(img, bits).first          // all in the graph
-        val small = resize(img, 3, size, size)                                   // 1. resize in (antialias)
-        val residual = resize(run(small, bits).second, channels, img.h, img.w)   // 2-3. file, residual back
+        val small = resizeAA(img, 3, size, size)                                   // 1. resize in (antialias)
+        val residual = resizeAA(run(small, bits).second, channels, img.h, img.w)   // 2-3. file, residual back
         val heat = if (jnd) jndHeatmap(img) else null                            // 4. JND of the full image
         val out = FloatArray(img.h * img.w * 3)
         for (p in 0 until img.h * img.w) for (c in 0 until 3) {                  // 5. blend and clamp
@@ -67,41 +51,11 @@ class WatermarkEmbedder(model: File, private val scalingW: Float, private val sc
             if (heat != null) r *= heat[p]
             out[3 * p + c] = min(1f, max(0f, scalingI * img.px[3 * p + c] + scalingW * r))
         }
-        return Image(img.h, img.w, out)
-    }
-
-    /** Weights of torch's bilinear resize with antialias=True, align_corners=False, along one axis. */
-    private fun weights(nIn: Int, nOut: Int): Array<Pair<Int, FloatArray>> {
-        val scale = nIn.toDouble() / nOut
-        val support = max(scale, 1.0)
-        return Array(nOut) { i ->
-            val center = scale * (i + 0.5)
-            val lo = max((center - support + 0.5).toInt(), 0)
-            val hi = min((center + support + 0.5).toInt(), nIn)
-            val f = DoubleArray(hi - lo) { j -> max(0.0, 1.0 - abs((j + lo - center + 0.5) / support)) }
-            val total = f.sum()
-            Pair(lo, FloatArray(f.size) { (f[it] / total).toFloat() })
-        }
-    }
-
-    fun resize(img: Image, ch: Int, h: Int, w: Int): Image {
-        val wy = weights(img.h, h)
-        val wx = weights(img.w, w)
-        val tmp = FloatArray(img.h * w * ch)                                     // along x
-        for (y in 0 until img.h) for (x in 0 until w) {
-            val (lo, f) = wx[x]
-            for (c in 0 until ch) tmp[(y * w + x) * ch + c] = f.indices.sumOf { (f[it] * img.px[(y * img.w + lo + it) * ch + c]).toDouble() }.toFloat()
-        }
-        val out = FloatArray(h * w * ch)                                         // along y
-        for (y in 0 until h) for (x in 0 until w) {
-            val (lo, f) = wy[y]
-            for (c in 0 until ch) out[(y * w + x) * ch + c] = f.indices.sumOf { (f[it] * tmp[((lo + it) * w + x) * ch + c]).toDouble() }.toFloat()
-        }
-        return Image(h, w, out)
+        return WatermarkImage(img.h, img.w, out)
     }
 
     /** The official jnd_1_1 heatmap (luminance and contrast masking) of the full-size image. */
-    fun jndHeatmap(img: Image): FloatArray {
+    fun jndHeatmap(img: WatermarkImage): FloatArray {
         val h = img.h; val w = img.w
         val y = FloatArray(h * w) { 255f * (0.299f * img.px[3 * it] + 0.587f * img.px[3 * it + 1] + 0.114f * img.px[3 * it + 2]) }
         fun conv(k: Array<FloatArray>): FloatArray {
