@@ -104,6 +104,10 @@ class BrowserSetupError(PipelineError):
     """The browsers or LiteRT.js for ``make web-check`` are missing and could not be set up."""
 
 
+class KotlinSetupError(PipelineError):
+    """The Kotlin compiler or a JVM for checking the bundle's Kotlin is missing, or the Kotlin does not compile."""
+
+
 class PortInUseError(UsageError):
     """``make web``'s port is taken by another program (the message names the port and ``PORT=``)."""
 

@@ -105,8 +105,32 @@ def write_op_report(rows: list[dict[str, Any]], out_dir: Path, stem: str, images
     for i, r in enumerate(rows, 1):
         s = "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.2f}"
         lines.append(f"| {i} | {r['op']} | `{r['tensor']}` | {s} |")
+    lines += [
+        "",
+        f"On the graph: `model-explorer <the quantized file> --node_data_paths={stem}.model-explorer.json` colours each op by this SQNR.",
+    ]
     write_text(out_dir / f"{stem}.md", "\n".join(lines) + "\n")
     _plot(rows[:top], out_dir / f"{stem}.png", f"{title}: worst {min(top, len(rows))} op outputs (SQNR vs fp32)")
+    write_node_data(rows, out_dir / f"{stem}.model-explorer.json", f"{title}: SQNR vs fp32 (dB)")
+
+
+# SQNR bands on the graph: red where an op's output is mostly quantization noise, green where it is clean.
+NODE_DATA_BANDS = ((10.0, "#d32f2f"), (20.0, "#f57c00"), (30.0, "#fbc02d"), (1e9, "#7cb342"))
+
+
+def write_node_data(rows: list[dict[str, Any]], path: Path, name: str) -> None:
+    """The per-op SQNR as Model Explorer node data (``model-explorer file.tflite --node_data_paths=<path>``): each op
+    keyed by its output tensor's name in the file's ``main`` graph, coloured by NODE_DATA_BANDS. Built with
+    ai-edge-model-explorer's own node-data classes, so the format is the one it reads."""
+    from model_explorer import node_data_builder as ndb
+
+    graph = ndb.GraphNodeData(
+        name=name,
+        results={r["tensor"]: ndb.NodeDataResult(value=round(r["sqnr_db"], 3)) for r in rows if r["sqnr_db"] is not None},
+        thresholds=[ndb.ThresholdItem(value=v, bgColor=c) for v, c in NODE_DATA_BANDS],
+    )
+    text = ndb.ModelNodeData(graphsData={"main": graph}).to_json_string(indent=1)
+    write_text(path, text)
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:

@@ -84,6 +84,18 @@ def test_per_op_error_report(pipeline):
     assert len(sq) > 20 and sq == sorted(sq)
     assert not set(rep["images"]) & {f"{p.rsplit('.', 1)[0]}" for p in CALIBRATION_PHOTOS}
     assert (d / "op-error-int8-full.png").read_bytes()[:4] == b"\x89PNG" and (d / "op-error-int8-full.md").exists()
+    # The same SQNRs as Model Explorer node data: every op keyed by an output tensor of the file's "main" graph as
+    # Model Explorer's own TFLite adapter reads it (so each lands on its node), coloured by SQNR band.
+    from model_explorer.builtin_tflite_flatbuffer_adapter import BuiltinTfliteFlatbufferAdapter
+
+    nd = json.loads((d / "op-error-int8-full.model-explorer.json").read_text())
+    f = next(p for p in (d / "int8-full.tflite", d / "int8-full.failed.tflite") if p.is_file())  # kept whatever its verdict
+    graph = BuiltinTfliteFlatbufferAdapter().convert(str(f), {})["graphCollections"][0].graphs[0]
+    names = {a["value"] for n in graph["nodes"] for o in n["outputsMetadata"] for a in o["attrs"] if a["key"] == "tensor_name"}
+    results = nd["main"]["results"]
+    assert graph["id"] == "main" and len(results) == len(sq) and set(results) <= names
+    assert sorted(round(v["value"], 3) for v in results.values()) == sorted(round(x, 3) for x in sq)
+    assert [t["value"] for t in nd["main"]["thresholds"]][:3] == [10.0, 20.0, 30.0]
 
 
 def _all_int8(pipeline, d, tmp_path):
