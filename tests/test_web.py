@@ -78,7 +78,7 @@ def test_tiny_pair_in_chromium_and_firefox(tiny_bundle, pipeline, tmp_path):
         assert page["detect_retyped"]["against"] == "the message typed above" and page["detect_retyped"]["accuracy"].startswith("44/")
         # The photos people bring: named after the source, never frozen, sizes, orientation and transparency kept.
         cases = page["cases"]
-        assert set(cases) == {"large", "transparent", "rotated"} and all(not c["failures"] for c in cases.values()), cases
+        assert set(cases) == {"large", "transparent", "rotated", "grayscale"} and all(not c["failures"] for c in cases.values()), cases
         assert cases["large"]["download_name"] == "large-photo-watermarked.png" and cases["large"]["max_gap_ms"] < 300
         assert "transparency kept" in cases["transparent"]["download_info"]
         assert page["detect_unmarked"]["verdict"] == "Watermark not detected"

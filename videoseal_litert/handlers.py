@@ -397,8 +397,8 @@ def cmd_web(a: argparse.Namespace) -> None:
     ensure_node_modules()
     srv = server(bundle, port=a.port, host=a.host)
     host, port = srv.server_address[:2]
-    say(f"serving {bundle} at http://{host}:{port}/  (Ctrl-C stops; cross-origin isolated, so LiteRT.js may use threads)")
-    try:
+    try:  # from here on Ctrl-C is how serving ends, even before the first request
+        say(f"serving {bundle} at http://{host}:{port}/  (Ctrl-C stops; cross-origin isolated, so LiteRT.js may use threads)")
         srv.serve_forever()
     except (KeyboardInterrupt, Terminated):  # how serving ends: said, exit 0
         stopped_as_asked()

@@ -180,8 +180,8 @@ LARGE = (3000, 2000)  # the large case: 6 megapixels (a 24-megapixel photo takes
 
 
 def photo_cases(photo: Path, folder: Path) -> dict[str, str]:
-    """The photos people bring, made from ``photo``: a large one, one with transparency, and a phone photo stored
-    sideways with EXIF orientation 6 and a colour profile (web/check.mjs embeds each on the page)."""
+    """The photos people bring, made from ``photo``: a large one, one with transparency, a phone photo stored sideways
+    with EXIF orientation 6 and a colour profile, and a grayscale scan (web/check.mjs embeds each on the page)."""
     from PIL import ImageCms
 
     with Image.open(photo) as im:
@@ -195,7 +195,9 @@ def photo_cases(photo: Path, folder: Path) -> dict[str, str]:
     exif[0x0112] = 6
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     rgb.resize((300, 200), Image.BILINEAR).save(folder / "phone.jpg", quality=95, exif=exif.tobytes(), icc_profile=icc)
-    return {"large": str(folder / "large-photo.jpg"), "transparent": str(folder / "logo.png"), "rotated": str(folder / "phone.jpg")}
+    rgb.convert("L").resize((320, 240), Image.BILINEAR).save(folder / "scan.png")
+    cases = {"large": "large-photo.jpg", "transparent": "logo.png", "rotated": "phone.jpg", "grayscale": "scan.png"}
+    return {k: str(folder / v) for k, v in cases.items()}
 
 
 def judge_cases(cases: dict[str, str], got: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +228,8 @@ def judge_cases(cases: dict[str, str], got: dict[str, Any]) -> dict[str, Any]:
                 failures.append(f"came back {im.size[0]}x{im.size[1]}, not {upright.size[0]}x{upright.size[1]} as shown (EXIF orientation)")
             if s.mode == "RGBA" and (im.mode != "RGBA" or not np.array_equal(np.asarray(im)[..., 3], np.asarray(s)[..., 3])):
                 failures.append("the transparency did not come back untouched")
+            if s.mode == "L" and (im.mode not in ("RGB", "RGBA") or "saved as 8-bit RGB" not in c.get("download_info", "")):
+                failures.append(f"a grayscale photo came back {im.mode} without the page saying it is saved as RGB")
         out[name] = {**c, "failures": failures}
     return out
 

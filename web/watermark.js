@@ -154,7 +154,7 @@ function aaWeights(nIn, nOut) {
 export function resizeAA(img, height, width, channels = 3) {
   if (img.height === height && img.width === width) return img;
   const wh = aaWeights(img.height, height), ww = aaWeights(img.width, width);
-  const tmp = new Float64Array(img.height * width * channels);  // along the width first
+  const tmp = new Float32Array(img.height * width * channels);  // along the width first (float32, as Python's)
   for (let y = 0; y < img.height; y++) {
     for (let x = 0; x < width; x++) {
       const {lo, w} = ww[x];
@@ -179,39 +179,36 @@ export function resizeAA(img, height, width, channels = 3) {
   return {data: out, height, width};
 }
 
-// The official JND heatmap (jnd_1_1), as runtime/route.py's jnd_heatmap: (H, W) in [0, 1/255 scale].
-function filter2d(x, h, w, k) {
-  const r = (k.length - 1) / 2, out = new Float64Array(h * w);
-  for (let y = 0; y < h; y++) {
-    for (let xx = 0; xx < w; xx++) {
-      let s = 0;
-      for (let dy = 0; dy < k.length; dy++) {
-        const yy = y + dy - r;
-        if (yy < 0 || yy >= h) continue;
-        for (let dx = 0; dx < k.length; dx++) {
-          const xs = xx + dx - r;
-          if (xs >= 0 && xs < w && k[dy][dx]) s += k[dy][dx] * x[yy * w + xs];
-        }
-      }
-      out[y * w + xx] = s;
-    }
-  }
-  return out;
-}
+// The official JND heatmap (jnd_1_1), as runtime/route.py's jnd_heatmap: (H, W) in [0, 1/255 scale]. The three
+// filters (luminance 5x5, Sobel x and y 3x3, zero padding) are summed per pixel in one pass: no full-size
+// intermediate arrays, so a 24-megapixel photo needs only the luma and the result (float32, as Python's).
 const KX = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]];
 const KY = [[1, 2, 1], [0, 0, 0], [-1, -2, -1]];
 const KLUM = [[1, 1, 1, 1, 1], [1, 2, 2, 2, 1], [1, 2, 0, 2, 1], [1, 2, 2, 2, 1], [1, 1, 1, 1, 1]];
 
 export function jndHeatmap(img, clc = 0.3) {
-  const {height: h, width: w, data} = img, n = h * w, x = new Float64Array(n);
+  const {height: h, width: w, data} = img, n = h * w, x = new Float32Array(n), out = new Float32Array(n);
   for (let i = 0; i < n; i++) x[i] = 255 * (0.299 * data[3 * i] + 0.587 * data[3 * i + 1] + 0.114 * data[3 * i + 2]);
-  const lum = filter2d(x, h, w, KLUM), gx = filter2d(x, h, w, KX), gy = filter2d(x, h, w, KY), out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const l = lum[i] / 32;
-    const la = l <= 127 ? 17 * (1 - Math.sqrt(Math.max(l, 0) / 127 + 1e-5)) : (3 / 128) * (l - 127) + 3;
-    let cm = Math.sqrt(gx[i] * gx[i] + gy[i] * gy[i]);
-    cm = 0.117 * ((16 * cm ** 2.4) / (cm * cm + 26 * 26));
-    out[i] = Math.max(la + cm - clc * Math.min(la, cm), 0) / 255;
+  for (let y = 0; y < h; y++) {
+    for (let xx = 0; xx < w; xx++) {
+      let lum = 0, gx = 0, gy = 0;
+      for (let dy = -2; dy <= 2; dy++) {
+        const yy = y + dy;
+        if (yy < 0 || yy >= h) continue;
+        for (let dx = -2; dx <= 2; dx++) {
+          const xs = xx + dx;
+          if (xs < 0 || xs >= w) continue;
+          const v = x[yy * w + xs];
+          lum += KLUM[dy + 2][dx + 2] * v;
+          if (dy >= -1 && dy <= 1 && dx >= -1 && dx <= 1) { gx += KX[dy + 1][dx + 1] * v; gy += KY[dy + 1][dx + 1] * v; }
+        }
+      }
+      const l = lum / 32;
+      const la = l <= 127 ? 17 * (1 - Math.sqrt(Math.max(l, 0) / 127 + 1e-5)) : (3 / 128) * (l - 127) + 3;
+      let cm = Math.sqrt(gx * gx + gy * gy);
+      cm = 0.117 * ((16 * cm ** 2.4) / (cm * cm + 26 * 26));
+      out[y * w + xx] = Math.max(la + cm - clc * Math.min(la, cm), 0) / 255;
+    }
   }
   return out;
 }
