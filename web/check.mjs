@@ -113,9 +113,9 @@ try {
   await page.$eval('#message', (el) => { el.value = ''; el.dispatchEvent(new Event('input')); });
   e2e.cases = {};
   for (const [caseName, file] of Object.entries(cases)) {
-    const c = {};
+    const c = {}, covers = await count('covers');  // counted before the upload: a small photo is taken at once
     await (await page.$('#embed-file')).uploadFile(file);
-    await until('covers', (await count('covers')) + 1);
+    await until('covers', covers + 1);
     await page.evaluate(() => {
       window.__gap = 0; window.__last = performance.now();
       window.__tick = setInterval(() => { const t = performance.now(); window.__gap = Math.max(window.__gap, t - window.__last); window.__last = t; }, 20);
