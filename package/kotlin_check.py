@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from videoseal_litert.core.errors import KotlinSetupError
+from videoseal_litert.core.npm import npm_ci
 
 ANDROID = Path(__file__).resolve().parent / "android"
 JVM = ANDROID / "jvm"
@@ -33,21 +34,13 @@ def ensure_kotlinc() -> Path:
     """``kotlinc-jvm`` from the lock file (``npm ci`` into the cache, once per lock file)."""
     if shutil.which("java") is None:
         raise KotlinSetupError("a JDK is needed to compile and run the bundle's Kotlin (Debian: openjdk-17-jdk-headless)")
-    cache, lock = cache_dir(), JVM / "package-lock.json"
-    kotlinc = cache / "node_modules" / "kotlin-compiler" / "bin" / "kotlinc-jvm"
-    stamp = cache / ".lock-sha256"
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
-    if kotlinc.is_file() and stamp.is_file() and stamp.read_text() == digest:
-        return kotlinc
-    if shutil.which("npm") is None:
-        raise KotlinSetupError("npm is needed to install the Kotlin compiler (kotlin-compiler from npm; Debian: npm)")
+    cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    for f in ("package.json", "package-lock.json"):
-        shutil.copy(JVM / f, cache / f)
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=cache, capture_output=True, text=True)
-    if r.returncode != 0 or not kotlinc.is_file():
-        raise KotlinSetupError(f"npm ci of the Kotlin compiler in {cache} failed: {(r.stderr or r.stdout).strip()[-400:]}")
-    stamp.write_text(digest)
+    for f in ("package.json", "package-lock.json"):  # installed in the cache, not beside the sources
+        if not (cache / f).is_file() or (cache / f).read_bytes() != (JVM / f).read_bytes():
+            shutil.copy(JVM / f, cache / f)
+    kotlinc = cache / "node_modules" / "kotlin-compiler" / "bin" / "kotlinc-jvm"
+    npm_ci(cache, kotlinc, KotlinSetupError, "the Kotlin compiler (kotlin-compiler from npm)")
     return kotlinc
 
 

@@ -4,16 +4,12 @@ p-value, the route's resize, the JND heatmap and the blend (same pixels to float
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from videoseal_litert.core.message import MessageError, message_hex, parse_message
 from videoseal_litert.core.metrics import binomial_pvalue
 from videoseal_litert.runtime.route import embed, jnd_heatmap, resize_aa
-
-pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="a JDK is needed (the machine has OpenJDK 17)")
 
 
 @pytest.fixture(scope="module")

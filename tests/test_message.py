@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -44,7 +43,6 @@ def test_inputs_accepted_and_refused():
         assert (parse_message(message_hex(bits), nbits) == bits).all() and len(message_hex(bits)) == nbits // 4
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is needed for the page's module (README: node 20)")
 def test_the_page_reads_and_writes_messages_as_python_does(tmp_path):
     rng = np.random.default_rng(0)
     cases = [(bits, len(bits)) for bits, _ in KNOWN] + [(rng.integers(0, 2, n).tolist(), n) for n in (48, 96, 256)]

@@ -34,6 +34,13 @@ def run_options(a: argparse.Namespace) -> Any:
     )
 
 
+def _passed(unverified: list[str], all_verified: str) -> str:
+    """A command's last line: PASSED, naming the files used only because --allow-unverified let them in."""
+    if unverified:
+        return f"PASSED, WITH UNVERIFIED FILES (--allow-unverified): {', '.join(unverified)}"
+    return f"PASSED: {all_verified}"
+
+
 def _logged(log_path: Path, body: Callable[[Path | None], None]) -> None:
     from videoseal_litert.core.console import captured
 
@@ -185,15 +192,7 @@ def cmd_package(a: argparse.Namespace) -> None:
 
         arm = tuple(CPU_MODELS) if a.arm == "all" else tuple(c.strip() for c in a.arm.split(",")) if a.arm else ()
         summary = build_bundle(opts, parse(opts.variants, "extractor"), a.dist, a.reverify, a.golden, emb, arm)
-        unverified = summary.unverified
-        say(
-            summary.table()
-            + (
-                f"\nPASSED, WITH UNVERIFIED FILES (--allow-unverified): {', '.join(unverified)}"
-                if unverified
-                else "\nPASSED: every file in the bundle passed its verification"
-            )
-        )
+        say(summary.table() + "\n" + _passed(summary.unverified, "every file in the bundle passed its verification"))
 
     _logged(opts.model_dir.path / "logs" / "package.log", body)
 
@@ -339,14 +338,7 @@ def cmd_arm_check(a: argparse.Namespace) -> None:
                     diff = "exact as x86" if f["exact"] else f"max diff to x86 {f['max_abs_diff_to_x86']:.3g}"
                     say(f"  {file} on {cpu}: {diff}; against PyTorch {verdict_summary(f)}")
         unverified = [f"{u['file']} ({u['verification']})" for u in r["files_used"] if u["verification"] != "verified"]
-        say(
-            f"report: {opts.model_dir.path / 'arm64.md'}\n"
-            + (
-                f"PASSED, WITH UNVERIFIED FILES (--allow-unverified): {', '.join(unverified)}"
-                if unverified
-                else "PASSED: every file passes the rule on the emulated ARM64 CPUs"
-            )
-        )
+        say(f"report: {opts.model_dir.path / 'arm64.md'}\n" + _passed(unverified, "every file passes the rule on the emulated ARM64 CPUs"))
 
     _logged(opts.model_dir.path / "logs" / "arm-check.log", body)
 

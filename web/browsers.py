@@ -30,6 +30,7 @@ from pathlib import Path
 
 from videoseal_litert.core.artifacts import sha256_file
 from videoseal_litert.core.errors import BrowserSetupError
+from videoseal_litert.core.npm import npm_ci
 
 WEB = Path(__file__).resolve().parent
 ROOT = WEB.parent
@@ -53,19 +54,7 @@ def cache_dir() -> Path:
 
 def ensure_node_modules() -> Path:
     """``web/node_modules`` from the lock file (``npm ci``), once per lock file."""
-    modules, lock = WEB / "node_modules", WEB / "package-lock.json"
-    stamp = modules / ".lock-sha256"
-    digest = sha256_file(lock)
-    if stamp.is_file() and stamp.read_text() == digest and (modules / "@litertjs" / "core").is_dir():
-        return modules
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise BrowserSetupError("node and npm are needed for the web page and make web-check (Debian packages nodejs, npm; node 20)")
-    r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WEB, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise BrowserSetupError(f"npm ci in {WEB} failed: {(r.stderr or r.stdout).strip()[-400:]}")
-    stamp.write_text(digest)
-    return modules
+    return npm_ci(WEB, WEB / "node_modules" / "@litertjs" / "core", BrowserSetupError, "the web page and make web-check")
 
 
 def _lib_dirs(root: Path) -> list[str]:
