@@ -46,7 +46,7 @@ from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.gate import Verdict, judge_embedder, judge_extractor
 from videoseal_litert.models.variants import VARIANTS, rule_for, variant
 from videoseal_litert.runtime.litert_runner import METADATA_NAME
-from videoseal_litert.runtime.native_build import build_x86
+from videoseal_litert.runtime.native_build import build_x86, stb_dir
 from videoseal_litert.runtime.route import embed as route_embed
 from videoseal_litert.runtime.run_extractor import bits_hex
 
@@ -495,6 +495,7 @@ def _fill(
         shutil.copy(md / "inspect.md", stage / "reports")
     (stage / "native").mkdir()
     shutil.copy(RUNTIME / "native" / "litert_run.c", stage / "native" / "litert_run.c")
+    shutil.copy(stb_dir() / "stb_image.h", stage / "native" / "stb_image.h")  # decodes --image (public domain)
     write_json(stage / "model.json", model)
     write_text(stage / "README.md", _readme(model))
     manifest = _manifest(stage, desc, unverified)
@@ -653,11 +654,18 @@ decisions against PyTorch's, and its difference from the x86 outputs at most two
 ## Native (Android, Linux): the LiteRT C library
 
 `native/litert_run.c` runs any file of this bundle through the LiteRT C API (`libLiteRt.so`, which the `ai-edge-litert`
-wheel ships for x86-64 and aarch64; an Android app links the same library through JNI). Build it, then run the golden
-vectors through it (`--native` makes the self-test call it; its lines say `native LiteRT C library`):
+wheel ships for x86-64 and aarch64; an Android app links the same library through JNI). Build it and read a photo:
 
-    LIB=$(python -c "import ai_edge_litert, os; print(os.path.dirname(ai_edge_litert.__file__))")
-    cc -O2 native/litert_run.c -o litert_run -L$LIB -l:libLiteRt.so -Wl,-rpath,$LIB -lm
+    LIB=$(python -c "import ai_edge_litert, os; print(os.path.dirname(ai_edge_litert.__file__))"); cc -O2 -isystem native native/litert_run.c -o litert_run -L$LIB -l:libLiteRt.so -Wl,-rpath,$LIB -lm
+    ./litert_run int8.tflite --image photo.jpg out/   # one JSON line: "runtime", "mask_logit", "message" (hex)
+
+It reads a PNG or JPEG as `run_extractor.py` does: EXIF orientation applied, alpha dropped, grayscale repeated to RGB,
+then resized to the model's input with torch's antialiased bilinear resize (the official route's); `out/image.f32` is
+the input the model got, `out/mask_logit.f32` and `out/bit_logits.f32` its outputs. PNG decodes to Pillow's pixels;
+JPEG decoders differ by about one level (`native/stb_image.h` here, libjpeg-turbo in Pillow and Android's
+BitmapFactory). The golden vectors through it (`--native` makes the self-test call it; its lines say `native LiteRT C
+library`), and raw tensors in and out:
+
     python run_extractor.py --selftest --native ./litert_run
     ./litert_run int8.tflite IN_DIR OUT_DIR     # IN_DIR/image.f32: the input as raw float32 (1, 256, 256, 3), row-major
                                                 # -> OUT_DIR/mask_logit.f32, OUT_DIR/bit_logits.f32

@@ -13,6 +13,10 @@ through the library an app links, not only through the Python interpreter.
   the set-up's sysroot, on the CPU model chosen.
 
 The wheel has no headers; the C file declares the functions it calls (see its header comment).
+Images (``--image``) are decoded with ``stb_image.h`` (public domain), from Debian's ``libstb-dev``: the
+system's copy when installed, else the package fetched once with ``apt-get download`` and unpacked with
+``dpkg-deb -x`` into ``.cache/stb`` (nothing installed system-wide); it is passed with ``-isystem`` so the
+runner's own code alone is held to ``-Wall -Wextra -Werror``, and the bundle ships the header beside the C file.
 A failed build is a ``NativeBuildError`` naming the compiler and its message.
 """
 
@@ -30,6 +34,8 @@ from pathlib import Path
 from videoseal_litert.core.errors import NativeBuildError
 
 SOURCE = Path(__file__).resolve().parent / "native" / "litert_run.c"
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_STB = Path("/usr/include/stb")
 ZIG_VERSION = "0.17.1"
 CFLAGS = ["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Werror"]
 
@@ -45,6 +51,40 @@ def wheel_library(site: Path | None = None) -> Path:
     if not lib.is_file():
         raise NativeBuildError(f"{lib} not found: the ai-edge-litert wheel (>= 2.x) ships the LiteRT C library there")
     return lib
+
+
+def _tool(cmd: list[str], cwd: str) -> None:
+    try:
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError as e:
+        raise NativeBuildError(f"{e.filename} not found: stb_image.h comes from Debian's libstb-dev (apt-get and dpkg-deb)") from e
+    if r.returncode != 0:
+        raise NativeBuildError(f"{' '.join(cmd[:3])} failed (stb_image.h decodes --image): {(r.stderr or r.stdout).strip()[-300:]}")
+
+
+def stb_dir(cache: Path | None = None) -> Path:
+    """A folder holding ``stb_image.h``: the system's (Debian ``libstb-dev``), else the package unpacked once into ``cache``."""
+    if (SYSTEM_STB / "stb_image.h").is_file():
+        return SYSTEM_STB
+    cache = cache or ROOT / ".cache" / "stb"
+    if (cache / "stb_image.h").is_file():
+        return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".stb-") as tmp:
+        _tool(["apt-get", "download", "libstb-dev"], tmp)
+        debs = list(Path(tmp).glob("libstb-dev_*.deb"))
+        if not debs:
+            raise NativeBuildError("apt-get download libstb-dev gave no package (stb_image.h decodes --image)")
+        _tool(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "x")], tmp)
+        header = Path(tmp) / "x" / "usr" / "include" / "stb" / "stb_image.h"
+        if not header.is_file():
+            raise NativeBuildError("libstb-dev holds no usr/include/stb/stb_image.h")
+        staged = Path(tmp) / "stb"
+        staged.mkdir()
+        shutil.copy(header, staged / "stb_image.h")
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(staged, cache)
+    return cache
 
 
 def _digest(*paths: Path) -> str:
@@ -79,10 +119,11 @@ def build_x86(out: Path | None = None) -> Path:
         raise NativeBuildError("no C compiler found (cc or gcc; Debian package gcc): the native runner is compiled at set-up")
     out = out or Path(sys.prefix) / "bin" / "litert_run"
     stamp = out.with_name(out.name + ".sha")
-    key = _digest(SOURCE, lib)
+    stb = stb_dir()
+    key = _digest(SOURCE, lib, stb / "stb_image.h")
     if out.is_file() and stamp.is_file() and stamp.read_text() == key:
         return out
-    _compile([cc, *CFLAGS, str(SOURCE), f"-L{lib.parent}", "-l:libLiteRt.so", f"-Wl,-rpath,{lib.parent}", "-lm"], out)
+    _compile([cc, *CFLAGS, "-isystem", str(stb), str(SOURCE), f"-L{lib.parent}", "-l:libLiteRt.so", f"-Wl,-rpath,{lib.parent}", "-lm"], out)
     stamp.write_text(key)
     return out
 
@@ -128,13 +169,14 @@ def build_aarch64(site: Path, cache: Path) -> Path:
     lib = wheel_library(site)
     out = cache / "native" / "litert_run"
     stamp = out.with_name("litert_run.sha")
-    key = _digest(SOURCE, lib)
+    stb = stb_dir()
+    key = _digest(SOURCE, lib, stb / "stb_image.h")
     if out.is_file() and stamp.is_file() and stamp.read_text() == key:
         return out
     cache.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(cache / "zig-cache"), "ZIG_LOCAL_CACHE_DIR": str(cache / "zig-cache")}
     # The library's own references to libstdc++ are resolved at run time in the sysroot, not here.
-    cmd = [*_zig(cache), "-target", "aarch64-linux-gnu.2.27", *CFLAGS, str(SOURCE), str(lib), "-Wl,--allow-shlib-undefined", "-lm"]
+    cmd = [*_zig(cache), "-target", "aarch64-linux-gnu.2.27", *CFLAGS, "-isystem", str(stb), str(SOURCE), str(lib), "-Wl,--allow-shlib-undefined", "-lm"]
     _compile(cmd, out, env)
     stamp.write_text(key)
     return out

@@ -174,6 +174,22 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     assert r.returncode == 0 and f"message {hx} (48 bits)" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([sys.executable, "run_extractor.py", "int8.tflite", str(tmp_path / "m.png")], cwd=b, capture_output=True, text=True)
     assert f"bits (48) {hx}" in r.stdout and "ran on the Python interpreter" in r.stdout, r.stdout + r.stderr
+    # The native runner reads the photo itself, as the phone shows it: the watermarked PNG stored turned a quarter (EXIF
+    # orientation 6 says how to show it upright) and as a JPEG decode the same hex through the LiteRT C library.
+    from videoseal_litert.runtime.native_build import build_x86
+
+    marked = Image.open(tmp_path / "m.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    marked.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "m-turned.png", exif=exif.tobytes())
+    marked.save(tmp_path / "m.jpg", quality=95)
+    for f, orientation in (("m-turned.png", 6), ("m.jpg", 1)):
+        r = subprocess.run([str(build_x86()), "int8.tflite", "--image", str(tmp_path / f), str(tmp_path)], cwd=b, capture_output=True, text=True)
+        line = json.loads(r.stdout.strip().splitlines()[-1])
+        assert line["message"] == hx and line["image"]["exif_orientation"] == orientation, (f, line)
+        assert (line["image"]["width"], line["image"]["height"]) == marked.size
+    r = subprocess.run([sys.executable, "run_extractor.py", "int8.tflite", str(tmp_path / "m-turned.png")], cwd=b, capture_output=True, text=True)
+    assert f"bits (48) {hx}" in r.stdout, r.stdout + r.stderr  # the Python runner turns it the same way
     r = subprocess.run([sys.executable, "run_embedder.py", "embedder-int8.tflite", str(photo), "--bits", "e07f", "--out", str(tmp_path / "x.png")],
                        cwd=b, capture_output=True, text=True)  # fmt: skip
     assert (

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +17,12 @@ import pytest
 from tests.conftest import cli
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.core.errors import UnverifiedFileError
+from videoseal_litert.core.images import read_rgb
+from videoseal_litert.core.message import message_hex
 from videoseal_litert.models.registry import resolve
 from videoseal_litert.package.bundle import build_bundle
-from videoseal_litert.runtime.litert_runner import read_metadata
+from videoseal_litert.runtime.litert_runner import LiteRTRunner, read_metadata
+from videoseal_litert.runtime.route import resize_aa
 
 MINI = "videoseal_1.0-mini"
 
@@ -52,6 +57,7 @@ def test_manifest_accounts_for_every_file(built):
         "golden/golden.json",
         "reports/verify-int8.json",
         "native/litert_run.c",
+        "native/stb_image.h",
     ):
         assert f in manifest["files"]
     # The golden vectors were checked through the LiteRT C library too (packaging stops if they are not).
@@ -162,7 +168,7 @@ def test_native_runner_matches_python_and_catches_a_tampered_golden_vector(built
     """litert_run (the LiteRT C library) gives the Python interpreter's outputs bit for bit on x86, for float and
     integer-IO files; a golden vector changed by a few output steps (the manifest updated, so only the numbers
     can catch it) fails the native self-test by name, and a file that is not a model is a named error."""
-    from videoseal_litert.runtime.litert_runner import LiteRTRunner, ModelFileError, NativeRunner
+    from videoseal_litert.runtime.litert_runner import ModelFileError, NativeRunner
     from videoseal_litert.runtime.native_build import build_x86
 
     opts, _, b = built
@@ -199,6 +205,34 @@ def test_native_runner_matches_python_and_catches_a_tampered_golden_vector(built
     assert r.returncode == 1 and "1 file(s) FAILED" in r.stdout, r.stdout + r.stderr
     assert [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("FAIL")] == ["int8"]
     assert f"{vec['image']} bit {j}" in r.stdout and "differs from x86" in r.stdout
+
+    # The README's two lines, as written: build from the bundle alone, then read a golden photo (PNG) directly.
+    readme = (copy / "README.md").read_text()
+    build = next(ln.strip() for ln in readme.splitlines() if ln.strip().startswith("LIB=$(python"))
+    run_line = next(ln.strip() for ln in readme.splitlines() if ln.strip().startswith("./litert_run int8.tflite --image"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", "-c", build], cwd=copy, capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and (copy / "litert_run").is_file(), r.stderr
+    photo = copy / "golden" / vec["image"]
+    (copy / "out").mkdir()
+    r = subprocess.run(["bash", "-c", run_line.split("#")[0].replace("photo.jpg", str(photo))], cwd=copy, capture_output=True, text=True, env=env)
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0 and line["runtime"] == "LiteRT C API (libLiteRt.so), CPU" and line["image"]["exif_orientation"] == 1
+    # The input it made is the Python route's (read_rgb, then the antialiased resize), to float32 rounding; the outputs
+    # and the message printed are the Python interpreter's on that input.
+    want_x = resize_aa(read_rgb(photo).transpose(1, 2, 0), 256, 256)
+    got_x = np.fromfile(copy / "out" / "image.f32", "<f4").reshape(want_x.shape)
+    assert np.abs(got_x - want_x).max() < 1e-5
+    want = LiteRTRunner(copy / "int8.tflite", 2)({"image": want_x[None]})
+    got_bits = np.fromfile(copy / "out" / "bit_logits.f32", "<f4")
+    assert np.abs(got_bits - want["bit_logits"].ravel()).max() < 0.05 * np.sqrt(np.mean(want["bit_logits"] ** 2))
+    assert line["message"] == message_hex(got_bits > 0) and line["bits"] == got_bits.size
+    assert line["mask_logit"] == pytest.approx(float(np.fromfile(copy / "out" / "mask_logit.f32", "<f4")[0]), rel=1e-5)
+    # A file that is not an image, and a photo that is not there, are named errors (exit 2), and write nothing.
+    (tmp_path / "notes.png").write_text("not an image")
+    for bad, says in ((tmp_path / "notes.png", "not a readable PNG or JPEG"), (tmp_path / "missing.jpg", "cannot open image")):
+        r = subprocess.run(["./litert_run", "int8.tflite", "--image", str(bad), str(tmp_path)], cwd=copy, capture_output=True, text=True)
+        assert r.returncode == 2 and says in r.stderr and not (tmp_path / "bit_logits.f32").exists(), r.stderr
 
     (tmp_path / "not-a-model.tflite").write_bytes(b"\x00" * 64)
     with pytest.raises(ModelFileError, match="not a model the LiteRT C library can run"):
