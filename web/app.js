@@ -117,7 +117,8 @@ async function doEmbed() {
     link.download = `${stem(cover.name)}-watermarked.${ext}`;
     link.textContent = `Download ${link.download}`;
     $('download-info').textContent = `(${ext.toUpperCase()}, ${r.width}x${r.height}, ${sizeText(r.blob.size)}` +
-      (r.alpha ? ', transparency kept' : '') + '; colour saved as 8-bit RGB; EXIF and colour profile not carried by the page)';
+      [['transparency', r.alpha], ['EXIF', r.exif], ['colour profile', r.icc]].filter((k) => k[1]).map((k) => `, ${k[0]} kept`).join('') +
+      '; colour saved as 8-bit RGB)';
     state.message = bits;
     $('embedded-bits').textContent = messageHex(bits);
     $('embed-out').hidden = false; $('embed-links').hidden = false;

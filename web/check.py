@@ -179,6 +179,9 @@ MAX_GAP_MS = 300  # the page's own thread may not stall longer than this while a
 LARGE = (3000, 2000)  # the large case: 6 megapixels (a 24-megapixel photo takes four times as long, on the same worker)
 
 
+CAMERA = "VideoSeal web-check"
+
+
 def photo_cases(photo: Path, folder: Path) -> dict[str, str]:
     """The photos people bring, made from ``photo``: a large one, one with transparency, a phone photo stored sideways
     with EXIF orientation 6 and a colour profile, and a grayscale scan (web/check.mjs embeds each on the page)."""
@@ -190,10 +193,11 @@ def photo_cases(photo: Path, folder: Path) -> dict[str, str]:
     logo = np.dstack([np.asarray(rgb.resize((400, 300), Image.BILINEAR)), np.full((300, 400), 255, np.uint8)])
     logo[:, :130, 3] = 0  # a clear left third
     logo[100:120, :, 3] = 128  # a half-transparent band
-    Image.fromarray(logo, "RGBA").save(folder / "logo.png")
     exif = Image.Exif()
     exif[0x0112] = 6
+    exif[0x010F] = CAMERA  # Make: a tag the page must carry over
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(logo, "RGBA").save(folder / "logo.png", icc_profile=icc)  # a PNG's iCCP chunk
     rgb.resize((300, 200), Image.BILINEAR).save(folder / "phone.jpg", quality=95, exif=exif.tobytes(), icc_profile=icc)
     rgb.convert("L").resize((320, 240), Image.BILINEAR).save(folder / "scan.png")
     cases = {"large": "large-photo.jpg", "transparent": "logo.png", "rotated": "phone.jpg", "grayscale": "scan.png"}
@@ -203,7 +207,7 @@ def photo_cases(photo: Path, folder: Path) -> dict[str, str]:
 def judge_cases(cases: dict[str, str], got: dict[str, Any]) -> dict[str, Any]:
     """Each photo case as the page handled it: named after its source, the page never frozen, the button disabled while
     it worked; the large photo at its own size, transparency carried untouched, the phone photo upright (as Python's
-    readers turn it: core.images.read_rgb)."""
+    readers turn it: core.images.read_rgb), its EXIF and colour profile carried over as run_embedder.py does."""
     from PIL import ImageOps
 
     from videoseal_litert.core.images import read_rgb
@@ -228,6 +232,11 @@ def judge_cases(cases: dict[str, str], got: dict[str, Any]) -> dict[str, Any]:
                 failures.append(f"came back {im.size[0]}x{im.size[1]}, not {upright.size[0]}x{upright.size[1]} as shown (EXIF orientation)")
             if s.mode == "RGBA" and (im.mode != "RGBA" or not np.array_equal(np.asarray(im)[..., 3], np.asarray(s)[..., 3])):
                 failures.append("the transparency did not come back untouched")
+            icc, make = s.info.get("icc_profile"), s.getexif().get(0x010F)
+            if icc and im.info.get("icc_profile") != icc:
+                failures.append("the colour profile (ICC) did not come back")
+            if make and (im.getexif().get(0x010F) != make or im.getexif().get(0x0112, 1) != 1):
+                failures.append("the EXIF did not come back (with orientation 1: the saved pixels are upright)")
             if s.mode == "L" and (im.mode not in ("RGB", "RGBA") or "saved as 8-bit RGB" not in c.get("download_info", "")):
                 failures.append(f"a grayscale photo came back {im.mode} without the page saying it is saved as RGB")
         out[name] = {**c, "failures": failures}

@@ -2,6 +2,7 @@
 // Messages in: {id, op: 'load' | 'embed' | 'detect', ...}; out: {id, step} while working (the step just begun and the
 // milliseconds the previous one took), then {id, ok: true, result} or {id, ok: false, error}.
 import * as wm from '/watermark.js';
+import {readMetadata, withMetadata} from '/metadata.js';
 
 const state = {model: null, extractor: null, embedder: null};
 
@@ -53,14 +54,15 @@ async function embed({file, bits, format}, step) {
   const marked = await wm.embed(state.embedder, state.model.embedder.route, cover, bits);
   step('saving');
   const type = format === 'jpeg' && !cover.alpha ? 'image/jpeg' : 'image/png';
-  const blob = await wm.encodeImage(marked, cover.alpha, type);
+  const meta = await readMetadata(file);
+  const blob = await withMetadata(await wm.encodeImage(marked, cover.alpha, type), meta);
   let peak = 1e-6;
   for (let i = 0; i < marked.data.length; i++) peak = Math.max(peak, Math.abs(marked.data[i] - cover.data[i]));
   const gain = 0.5 / peak;
   step('previews');
   const previews = [wm.preview(marked), wm.preview(marked, 640, (v, i) => 0.5 + gain * (v - cover.data[i]))];
   return {transfer: previews, result: {blob, type, psnr: wm.psnr(marked.data, cover.data), gain, previews,
-    width: cover.width, height: cover.height, alpha: Boolean(cover.alpha)}};
+    width: cover.width, height: cover.height, alpha: Boolean(cover.alpha), exif: Boolean(meta.exif), icc: Boolean(meta.icc)}};
 }
 
 async function detect({file}, step) {
