@@ -24,7 +24,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: video-embed video-detect video-attack setup photos demo train-fixture test test-quick test-full test-platforms convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
+.PHONY: video-embed video-detect video-attack video-bench setup photos demo train-fixture test test-quick test-full test-platforms convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
 # records the extras it installed: asking for other extras installs again.
@@ -93,6 +93,13 @@ VIDEO_COMMON = --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(FRAMES)
 video-embed: setup
 	$(CLI) video embed $(VIDEO_COMMON) $(if $(VIDEO),--input $(VIDEO)) --embedder $(EMBEDDER) --crf $(CRF) \
 		$(if $(SEED),--seed $(SEED)) $(if $(call yes,$(FORCE)),--force) $(if $(call yes,$(STRICT)),--strict)
+
+# The project's video route beside the official PyTorch route (the same math, batched as the official code runs it):
+# frames per second and ms per stage for embed and detect at 480p, 720p and 1080p, written to $(OUT)/video/video-bench.{json,md}.
+# A benchmark, not a test (about 4 minutes on 2 cores). SIZES=720p,1920x1080 FRAMES=128 choose the clips.
+video-bench: setup
+	$(CLI) video-bench --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(SIZES),--sizes $(SIZES)) \
+		$(if $(FRAMES),--frames $(FRAMES)) $(UNVERIFIED)
 
 video-detect: setup
 	$(CLI) video detect $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(notdir $(or $(VIDEO),bikes.mp4)).wm.mp4) --variants $(EXTRACTORS) \

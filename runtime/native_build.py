@@ -176,7 +176,18 @@ def build_aarch64(site: Path, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(cache / "zig-cache"), "ZIG_LOCAL_CACHE_DIR": str(cache / "zig-cache")}
     # The library's own references to libstdc++ are resolved at run time in the sysroot, not here.
-    cmd = [*_zig(cache), "-target", "aarch64-linux-gnu.2.27", *CFLAGS, "-isystem", str(stb), str(SOURCE), str(lib), "-Wl,--allow-shlib-undefined", "-lm"]
+    cmd = [
+        *_zig(cache),
+        "-target",
+        "aarch64-linux-gnu.2.27",
+        *CFLAGS,
+        "-isystem",
+        str(stb),
+        str(SOURCE),
+        str(lib),
+        "-Wl,--allow-shlib-undefined",
+        "-lm",
+    ]
     _compile(cmd, out, env)
     stamp.write_text(key)
     return out

@@ -12,7 +12,7 @@ from PIL import Image
 from tests.conftest import locked
 from videoseal_litert.calibration_data.photos import HELDOUT_PHOTOS, heldout_paths
 from videoseal_litert.calibration_data.pool import photos as pool_photos
-from videoseal_litert.core.errors import UnverifiedFileError, VerificationError
+from videoseal_litert.core.errors import UnverifiedFileError, UsageError, VerificationError
 from videoseal_litert.core.message import message_hex, parse_message
 from videoseal_litert.core.metrics import binomial_pvalue
 from videoseal_litert.demo.watermark import run_demo
@@ -184,11 +184,15 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     marked.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "m-turned.png", exif=exif.tobytes())
     marked.save(tmp_path / "m.jpg", quality=95)
     for f, orientation in (("m-turned.png", 6), ("m.jpg", 1)):
-        r = subprocess.run([str(build_x86()), "int8.tflite", "--image", str(tmp_path / f), str(tmp_path)], cwd=b, capture_output=True, text=True)
+        r = subprocess.run(
+            [str(build_x86()), "int8.tflite", "--image", str(tmp_path / f), str(tmp_path)], cwd=b, capture_output=True, text=True
+        )
         line = json.loads(r.stdout.strip().splitlines()[-1])
         assert line["message"] == hx and line["image"]["exif_orientation"] == orientation, (f, line)
         assert (line["image"]["width"], line["image"]["height"]) == marked.size
-    r = subprocess.run([sys.executable, "run_extractor.py", "int8.tflite", str(tmp_path / "m-turned.png")], cwd=b, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "run_extractor.py", "int8.tflite", str(tmp_path / "m-turned.png")], cwd=b, capture_output=True, text=True
+    )
     assert f"bits (48) {hx}" in r.stdout, r.stdout + r.stderr  # the Python runner turns it the same way
     r = subprocess.run([sys.executable, "run_embedder.py", "embedder-int8.tflite", str(photo), "--bits", "e07f", "--out", str(tmp_path / "x.png")],
                        cwd=b, capture_output=True, text=True)  # fmt: skip
@@ -323,3 +327,31 @@ def test_tiny_pair_fp32_on_arm64(demo):
     ex, _ = _arm_files(json.loads((out / "tiny" / "arm64.json").read_text()))
     for f in ex["fp32.tflite"].values():
         assert f["max_abs_diff_to_x86"] < 1e-3 and f["output_step"] is None and f["gate"]["passed"]
+
+
+def test_video_bench_times_both_routes_side_by_side(demo):
+    """``make video-bench`` on the trained pair (a small clip here; the figures come from the command, not from a
+    test): both routes run end to end and stage by stage, watermark alike, and the report names machine and threads."""
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.models.registry import resolve
+    from videoseal_litert.video.bench import run_video_bench
+
+    out, _ = demo
+    r = run_video_bench(RunOptions(spec=resolve("tiny"), out=out, threads=1), ["256x144"], 32, rss=False)
+    assert (out / "video" / "video-bench.md").is_file() and json.loads((out / "video" / "video-bench.json").read_text()) == r
+    assert r["machine"] and r["threads"]["litert"] == 1 and r["files"] == {"embedder": "embedder-int8.tflite", "extractor": "int8.tflite"}
+    (x,) = r["sizes"]
+    assert x["size"] == "256x144" and x["frames"] == 32
+    for what in ("embed", "detect"):
+        for route in ("project", "official"):
+            assert x[what][route]["frames"] == 32 and x[what][route]["fps"] > 0
+        assert x[what]["speedup"] == pytest.approx(x[what]["project"]["fps"] / x[what]["official"]["fps"], rel=0.02)
+    stages = x["embed"]["project"]["ms_per_stage"]
+    assert {"decode", "resize", "model", "blend", "encode"} <= set(stages) and "jnd" not in stages  # the tiny pair has no JND
+    assert set(x["detect"]["official"]["ms_per_stage"]) >= {"decode", "convert", "resize", "model"}
+    # The same watermark either way: INT8 against PyTorch differs by a level at most, and both read the message back.
+    assert x["embed"]["pixels_vs_official"]["max_levels"] <= 2
+    acc = x["detect"]["bit_accuracy"]
+    assert acc["project"] == acc["official"] >= 0.9 and x["detect"]["aggregated_bits_agree"], acc
+    with pytest.raises(UsageError, match="video-bench size '720i'"):
+        run_video_bench(RunOptions(spec=resolve("tiny"), out=out), ["720i"], 32)

@@ -215,7 +215,9 @@ def test_native_runner_matches_python_and_catches_a_tampered_golden_vector(built
     assert r.returncode == 0 and (copy / "litert_run").is_file(), r.stderr
     photo = copy / "golden" / vec["image"]
     (copy / "out").mkdir()
-    r = subprocess.run(["bash", "-c", run_line.split("#")[0].replace("photo.jpg", str(photo))], cwd=copy, capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        ["bash", "-c", run_line.split("#")[0].replace("photo.jpg", str(photo))], cwd=copy, capture_output=True, text=True, env=env
+    )
     line = json.loads(r.stdout.strip().splitlines()[-1])
     assert r.returncode == 0 and line["runtime"] == "LiteRT C API (libLiteRt.so), CPU" and line["image"]["exif_orientation"] == 1
     # The input it made is the Python route's (read_rgb, then the antialiased resize), to float32 rounding; the outputs

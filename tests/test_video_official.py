@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.convert.parts import EmbedderPart, ExtractorPart
@@ -146,3 +147,39 @@ def test_each_extractor_file_passes_the_rule_on_the_official_video(family, refer
         got.append(np.concatenate([np.reshape(o["mask_logit"], -1), np.reshape(o["bit_logits"], -1)]))
     v = video_parity(z["logits"], np.stack(got), "avg", rule_for(spec, "extractor", variant("fp32", "extractor")), True)
     assert v.passed, v.failures
+
+
+# ---- the bench's baseline (video/official_route.py): the official route in torch, batched as the official code -----
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_benchs_torch_route_is_the_official_embed(family, reference, tmp_path):
+    """``make video-bench`` times the project against ``video/official_route.py``: on the official clip (a chunk of 19
+    frames, the cut inside a step group), in one batch as ``Videoseal.embed`` runs it, it gives the official output at
+    the cross-machine tolerance the project's own route is held to above."""
+    from videoseal_litert.video.official_route import OfficialVideo, embed_chunk, to_tensor
+
+    z = _vidref(reference).load_video(reference / "video" / f"{family}-video.npz")
+    part = _embedder(reference, family, tmp_path)
+    loaded = part.load()
+    cfg, video = loaded.config, part.opts.spec.card.video
+    o = OfficialVideo(loaded.module.eval(), part.size, video.step, video.chunk, cfg.scaling_i, cfg.scaling_w, loaded.module.attenuation)
+    msg = torch.as_tensor(z["message"]).reshape(1, -1)
+    got = embed_chunk(o, to_tensor(list(z["frames_uint8"])), msg).permute(0, 2, 3, 1).numpy()
+    diff = np.abs(got - z["watermarked"])
+    assert diff.max() <= 1e-5 and diff.mean() <= 5e-7, (diff.max(), diff.mean())
+    # A step of 1 (a residual per frame) is not the official route: far off after the cut.
+    o.step = 1
+    assert np.abs(embed_chunk(o, to_tensor(list(z["frames_uint8"])), msg).permute(0, 2, 3, 1).numpy() - z["watermarked"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("family", ["videoseal_1.0", "chunkyseal"])
+def test_the_benchs_torch_route_is_the_official_detect(family, reference, tmp_path):
+    from videoseal_litert.video.official_route import OfficialVideo, chunks, detect_chunk, to_tensor
+
+    z = _vidref(reference).load_detect(reference / "video" / f"{family}-detect.npz")
+    spec = resolve(str(reference / f"{family}-mini.yaml"))
+    part = ExtractorPart(RunOptions(spec=spec, out=tmp_path, untrained=True, threads=1))
+    o = OfficialVideo(part.load().module.eval(), part.size, spec.card.video.step, 8)  # chunks of 8 frames: 8, 8, 3
+    got = np.concatenate([detect_chunk(o, to_tensor(b)).numpy() for b in chunks(iter(z["frames_uint8"]), o.chunk)])
+    assert got.shape == z["logits"].shape and np.abs(got - z["logits"]).max() <= 1e-5

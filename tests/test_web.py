@@ -80,7 +80,9 @@ def test_tiny_pair_in_chromium_and_firefox(tiny_bundle, pipeline, tmp_path):
         cases = page["cases"]
         assert set(cases) == {"large", "transparent", "rotated", "grayscale"} and all(not c["failures"] for c in cases.values()), cases
         assert cases["large"]["download_name"] == "large-photo-watermarked.png" and cases["large"]["max_gap_ms"] < 300
-        assert "transparency kept" in cases["transparent"]["download_info"] and "colour profile kept" in cases["transparent"]["download_info"]
+        assert (
+            "transparency kept" in cases["transparent"]["download_info"] and "colour profile kept" in cases["transparent"]["download_info"]
+        )
         assert "EXIF kept, colour profile kept" in cases["rotated"]["download_info"]  # and judge_cases read both back
         assert page["detect_unmarked"]["verdict"] == "Watermark not detected"
         assert page["not_an_image"] == "notes.png is not an image this browser can decode"

@@ -76,7 +76,7 @@ def parse_message(text: str, nbits: int) -> np.ndarray:
         raise UsageError(f"--message {e}") from e
 
 
-def _runner(opts: RunOptions, part_name: str, name: str) -> tuple[str, Runner, dict[str, Any]]:
+def file_runner(opts: RunOptions, part_name: str, name: str) -> tuple[str, Runner, dict[str, Any]]:
     """(label, runner, file record) for ``pytorch``, a variant of the model's part, or a ``.tflite`` path;
     the model's files are made when missing, and every file must be verified unless allowed."""
     part = make_part(opts, part_name)
@@ -159,7 +159,7 @@ def run_video_embed(
     out = opts.out
     info = probe(src)  # named errors for bad input before any model work
     dst = _output(out, src, dst, opts.force)
-    name, run, file = _runner(opts, "embedder", embedder)
+    name, run, file = file_runner(opts, "embedder", embedder)
     part = EmbedderPart(opts)
     nbits, size = part.nbits, part.size
     bits, msg_source = choose_message(message, seed, nbits)
@@ -228,7 +228,7 @@ def _extractors(opts: RunOptions) -> tuple[dict, dict]:
         raise UsageError("--variants: name at least one extractor (pytorch, a variant, or a .tflite)")
     runners, files = {}, {}
     for n in dict.fromkeys(names):
-        label, run, f = _runner(opts, "extractor", n)
+        label, run, f = file_runner(opts, "extractor", n)
         runners[label], files[label] = run, f
     return runners, files
 

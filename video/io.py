@@ -17,6 +17,8 @@ name and renamed when complete.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -88,6 +90,7 @@ def open_input(path: str | Path) -> Any:
         kinds = ", ".join(s.type for s in c.streams) or "no streams"
         c.close()
         raise NoVideoTrackError(f"{path}: no video track ({kinds})")
+    c.streams.video[0].thread_type = "AUTO"  # FFmpeg's frame and slice threads (the same frames, decoded in parallel)
     return c
 
 
@@ -190,14 +193,64 @@ def video_bytes(path: str | Path, frames: int | None = None) -> int:
         c.close()
 
 
-def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[Frame]:
-    """The clip's frames one at a time (memory flat in its length); at most ``max_frames``."""
+def read_frames(path: str | Path, max_frames: int | None = None, ahead: int = 0) -> Iterator[Frame]:
+    """The clip's frames one at a time (memory flat in its length); at most ``max_frames``. With ``ahead``, decoded
+    on a thread of their own up to that many frames ahead of the caller (FFmpeg decodes without Python's lock)."""
     path = Path(path)
     c = open_input(path)
     try:
-        yield from _frames_of(c, path, None, max_frames)
+        frames = _frames_of(c, path, None, max_frames)
+        yield from (ahead_of(frames, ahead) if ahead else frames)
     finally:
         c.close()
+
+
+_END = object()
+
+
+def ahead_of(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items`` produced on a thread of their own, at most ``depth`` ahead of the consumer, in order; an exception
+    raised there is raised here. Stopping early (a ``break``, an error here) stops the producer at its next item."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for it in items:
+                while not stop.is_set():
+                    try:
+                        q.put(it, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(_Failed(e))
+
+    t = threading.Thread(target=produce, name="video-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            it = q.get()
+            if it is _END:
+                return
+            if isinstance(it, _Failed):
+                raise it.error
+            yield it
+    finally:
+        stop.set()
+        while t.is_alive():  # let a producer blocked on a full queue see the stop
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(timeout=0.05)
+
+
+@dataclass
+class _Failed:
+    error: BaseException
 
 
 @dataclass
@@ -290,9 +343,14 @@ def transcode(
                 audio_out, audio_notes = _audio_streams(av, c, out, fmt) if not renumber else ({}, [])
                 mux = _Muxer(av, out, v, audio_out, settings, copied)
                 damage: list[str] = []
-                for f in _frames_of(c, src, mux.audio if audio_out else None, max_frames, damage):
-                    if keep is None or keep(f.index):
-                        mux.video(f, np.ascontiguousarray(fn(f)))
+                # Decoding, ``fn`` and encoding overlap: frames are decoded on one thread, encoded and muxed (with the
+                # audio packets, in their order) on another, while ``fn`` runs here; FFmpeg works without Python's lock.
+                with _Encoder(mux) as enc:
+                    for it in ahead_of(_demuxed(c, src, bool(audio_out), max_frames, damage), AHEAD):
+                        if not isinstance(it, Frame):
+                            enc.put(("audio", it))
+                        elif keep is None or keep(it.index):
+                            enc.put(("video", it, np.ascontiguousarray(fn(it))))
                 mux.finish(src)
             finally:
                 out.close()
@@ -301,6 +359,55 @@ def transcode(
     finally:
         c.close()
     return Written(mux.frames, mux.pix_fmt, audio_notes, copied, damage[0] if damage else None, dropped)
+
+
+AHEAD = 8  # frames decoded ahead of the watermarking, and frames waiting for the encoder (8 x 6 MB at 1080p)
+
+
+def _demuxed(c: Any, path: Path, with_audio: bool, max_frames: int | None, damage: list[str]) -> Iterator[Any]:
+    """The clip's frames, each preceded by the audio packets demuxed before it (in the container's order)."""
+    pending: list[Any] = []
+    for f in _frames_of(c, path, pending.append if with_audio else None, max_frames, damage):
+        yield from pending
+        pending.clear()
+        yield f
+    yield from pending
+
+
+class _Encoder:
+    """A thread that encodes and muxes what ``put`` gives it, in order: ("video", frame, rgb) or ("audio", packet).
+    Its error is raised in the caller at the next ``put`` or at the end; leaving the block waits for it to finish."""
+
+    def __init__(self, mux: _Muxer) -> None:
+        self.mux, self.q, self.error = mux, queue.Queue(maxsize=AHEAD), None
+        self.thread = threading.Thread(target=self._run, name="video-encode", daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                if item[0] == "video":
+                    self.mux.video(item[1], item[2])
+                else:
+                    self.mux.audio(item[1])
+            except BaseException as e:  # raised in the caller
+                self.error = e
+
+    def put(self, item: tuple) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+    def __enter__(self) -> _Encoder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
 
 
 def _audio_streams(av: Any, c: Any, out: Any, fmt: str) -> tuple[dict[int, Any], list[str]]:

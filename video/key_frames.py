@@ -17,7 +17,9 @@ is positive.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,11 @@ import numpy as np
 from videoseal_litert.core.errors import UsageError
 from videoseal_litert.core.images import to_uint8
 from videoseal_litert.core.message import message_hex
-from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue, psnr_db
+from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue
 from videoseal_litert.models.cards import FALLBACK_VIDEO
 from videoseal_litert.models.gate import Rule, Verdict, judge_decisions, judge_extractor
-from videoseal_litert.runtime.route import blend, residual, resize_aa
-from videoseal_litert.video.io import DEFAULT_CRF, Frame, Written, read_frames, transcode
+from videoseal_litert.runtime.route import Clock, blend, residual, resize_aa
+from videoseal_litert.video.io import AHEAD, DEFAULT_CRF, Frame, Written, ahead_of, read_frames, transcode
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 AGGREGATIONS = ("avg", "squared_avg", "l1norm_avg", "l2norm_avg")
@@ -56,28 +58,53 @@ def aggregate(bit_logits: np.ndarray, how: str = "avg") -> np.ndarray:
 
 class KeyFrames:
     """The official video blend over frames in order: the residual of every ``step``-th frame (made at
-    ``size``, resized to the frame), reused for the frames after it; ``mark(index, rgb)`` -> 8-bit frame."""
+    ``size``, resized to the frame), reused for the frames after it; ``mark(index, rgb)`` -> 8-bit frame.
+    ``clock(stage)`` times the steps (``make video-bench``)."""
 
-    def __init__(self, run: Run, route: dict[str, Any], size: int, bits: np.ndarray, step: int = DEFAULT_STEP) -> None:
+    def __init__(
+        self, run: Run, route: dict[str, Any], size: int, bits: np.ndarray, step: int = DEFAULT_STEP, clock: Clock | None = None
+    ) -> None:
         if step < 1:
             raise UsageError(f"step {step}: at least 1")
         self.run, self.route, self.size, self.bits, self.step = run, route, size, bits, step
+        self.clock: Clock = clock or (lambda stage: contextlib.nullcontext())
         self.res: np.ndarray | None = None
+        self.add255: np.ndarray | None = None  # scaling_w * 255 * residual: what an 8-bit frame gains (no JND)
         self.keys = 0
         self.psnr_db: list[float] = []
+
+    def _key(self, index: int, image: np.ndarray, gain: float = 1.0) -> None:
+        """Make the residual anew on a key frame (and on a frame of another size than the last one's)."""
+        if index % self.step == 0 or self.res is None or self.res.shape[:2] != image.shape[:2]:
+            self.res = residual(self.run, self.size, image, self.bits, self.clock, gain)
+            self.add255 = None
+            self.keys += 1
 
     def watermark(self, index: int, x: np.ndarray) -> np.ndarray:
         """Frame ``index`` ((H, W, 3) float32 in [0, 1]) watermarked, in float32, as the official ``embed`` returns it:
         a key frame's residual (frame ``index - index % step``) resized back to the frame, its own JND, the blend."""
-        if index % self.step == 0 or self.res is None or self.res.shape[:2] != x.shape[:2]:
-            self.res = residual(self.run, self.size, x, self.bits)
-            self.keys += 1
-        return blend(self.route, x, self.res)
+        self._key(index, x)
+        return blend(self.route, x, self.res, self.clock)
 
     def mark(self, index: int, rgb: np.ndarray) -> np.ndarray:
-        x = rgb.astype(np.float32) / 255.0
-        y = to_uint8(self.watermark(index, x))
-        self.psnr_db.append(psnr_db(y / 255.0, rgb / 255.0))
+        """An 8-bit frame watermarked, rounded to 8 bits: ``watermark``'s pixels to within one level (the same sums in
+        another order). Without JND the residual's share is made once per key frame and added to the 8-bit pixels
+        directly, and a key frame is resized from its 8 bits (no full-size float copy of a frame)."""
+        if self.route.get("attenuation"):
+            y = to_uint8(self.watermark(index, rgb.astype(np.float32) / 255.0))
+        else:
+            self._key(index, rgb, 1 / 255)
+            with self.clock("blend"):
+                if self.add255 is None:
+                    self.add255 = np.float32(255 * self.route["scaling_w"]) * self.res
+                y = np.multiply(rgb, np.float32(self.route["scaling_i"]), dtype=np.float32)
+                y += self.add255
+                np.rint(y, out=y)
+                y = np.clip(y, 0, 255, out=y).astype(np.uint8)
+        with self.clock("psnr"):
+            d = np.subtract(y, rgb, dtype=np.float32).ravel()
+            mse = float(np.dot(d, d)) / (d.size * 255.0**2)
+            self.psnr_db.append(math.inf if mse == 0 else 10 * math.log10(1.0 / mse))
         return y
 
 
@@ -118,15 +145,28 @@ def embed_video(
 
 
 def detect_video(
-    runners: Mapping[str, Run], src: Path, size: int, max_frames: int | None = None, tick: Callable[[], None] | None = None
+    runners: Mapping[str, Run],
+    src: Path,
+    size: int,
+    max_frames: int | None = None,
+    tick: Callable[[], None] | None = None,
+    clock: Clock | None = None,
+    ahead: int = AHEAD,
 ) -> dict[str, np.ndarray]:
-    """Per-frame (F, 1 + nbits) logits (mask, then bits) of each runner on ``src``'s frames, each frame
-    decoded and resized once."""
+    """Per-frame (F, 1 + nbits) logits (mask, then bits) of each runner on ``src``'s frames, each frame decoded and
+    resized once, on a thread of its own up to ``ahead`` frames ahead of the models (0: all in this thread, in turn)."""
+    clock = clock or (lambda stage: contextlib.nullcontext())
+
+    def inputs() -> Iterator[np.ndarray]:
+        for f in read_frames(src, max_frames):
+            with clock("resize"):  # upright, as a player shows it; 8 bits in, [0, 1] out
+                yield resize_aa(f.upright(), size, size, 1 / 255)[None]
+
     out: dict[str, list[np.ndarray]] = {k: [] for k in runners}
-    for f in read_frames(src, max_frames):
-        x = resize_aa(f.upright().astype(np.float32) / 255.0, size, size)[None]  # upright, as a player shows it
+    for x in ahead_of(inputs(), ahead) if ahead else inputs():
         for k, run in runners.items():
-            o = run({"image": x})
+            with clock("model"):
+                o = run({"image": x})
             out[k].append(np.concatenate([np.reshape(o["mask_logit"], -1)[:1], np.reshape(o["bit_logits"], -1)]).astype(np.float32))
         if tick:
             tick()

@@ -241,6 +241,14 @@ def cmd_video(a: argparse.Namespace) -> None:
     _logged(a.out / "video" / "logs" / f"video-{a.action}.log", body)
 
 
+def cmd_video_bench(a: argparse.Namespace) -> None:
+    from videoseal_litert.video.bench import run_video_bench
+
+    opts = run_options(a)
+    sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
+    _logged(a.out / "video" / "logs" / "video-bench.log", lambda _: run_video_bench(opts, sizes, a.frames, a.crf, a.variant, not a.no_rss))
+
+
 def _eval_request(a: argparse.Namespace) -> Any:
     """Evaluate's own options beside the run object (evaluate-scale and robustness share them; the video pass is
     evaluate's alone)."""

@@ -126,6 +126,16 @@ def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench-threads", default=None, help="thread counts, e.g. 2 (default: 1 and --threads)")
 
 
+def _video_bench(p: argparse.ArgumentParser) -> None:
+    _allow_unverified(p)
+    p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
+    p.add_argument("--sizes", default="480p,720p,1080p", help="frame sizes: 480p, 720p, 1080p or WxH, comma-separated")
+    p.add_argument("--frames", type=int, default=128, help="frames per clip (default 128: one official chunk at step 4)")
+    p.add_argument("--crf", type=int, default=23, help="H.264 CRF both routes encode at (default 23)")
+    p.add_argument("--variant", default="int8", help="the project's files: int8 (default), fp32, ...")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS runs (fresh processes, the clip once and twice)")
+
+
 def _package(p: argparse.ArgumentParser) -> None:
     _allow_unverified(p)
     p.add_argument("--embedder-variants", default=None, help="embedder files to ship (default: every written one that ships; 'none')")
@@ -351,6 +361,12 @@ COMMANDS: dict[str, Spec] = {
         [COMMON],
         _video,
         "video",
+    ),
+    "video-bench": (
+        "video frames per second and ms per stage, the project's route beside the official PyTorch route (make video-bench)",
+        [COMMON],
+        _video_bench,
+        "video_bench",
     ),
     "evaluate-scale": ("evaluate on both engines: images/s measured here, a cluster projected", [COMMON], _evaluate, "evaluate_scale"),
     "robustness": ("evaluate's preset: the common edits, PyTorch, FP32, INT8 and INT8-dynamic", [COMMON], _evaluate, "evaluate"),
