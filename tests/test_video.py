@@ -21,7 +21,7 @@ from videoseal_litert.core.message import message_hex as to_hex
 from videoseal_litert.video.clips import clip_path, clips
 from videoseal_litert.video.commands import parse_message
 from videoseal_litert.video.io import probe, read_frames
-from videoseal_litert.video.key_frames import aggregate, embed_video, video_parity
+from videoseal_litert.video.key_frames import AGGREGATIONS, StreamingAggregate, aggregate, bits_text, clip_result, embed_video, video_parity
 
 
 def tiny_opts(out, **kw):
@@ -67,6 +67,32 @@ def test_aggregations_match_their_definitions():
     assert np.allclose(aggregate(b, "l2norm_avg"), [(r10 - 2 * r5) / 2, (-3 * r10 + r5) / 2])
     with pytest.raises(UsageError, match="unknown aggregation"):
         aggregate(b, "median")
+
+
+def test_streaming_aggregation_is_the_batch_aggregation_per_clip_and_per_chunk():
+    """Running sums give ``aggregate``'s numbers for every aggregation over the clip, and over each chunk of the card's
+    chunk size (a partial last one included), with a verdict each; nothing per frame is kept."""
+    rng = np.random.default_rng(0)
+    msg = rng.integers(0, 2, 24)
+    logits = rng.normal(0, 1, (75, 25)) + np.concatenate([[0], 0.4 * (2 * msg - 1)])  # a weak watermark
+    logits[40:, 1:] = rng.normal(0, 1, (35, 24))  # the watermark stops at frame 40
+    s = StreamingAggregate(24, 32, msg, "squared_avg")
+    for row in logits:
+        s.add(row)
+    assert set(vars(s)) == {"chunk", "how", "message", "clip", "current", "chunks"}  # sums and verdicts, no rows
+    for how in AGGREGATIONS:
+        r = s.result(how)
+        assert r["bits"] == bits_text(aggregate(logits[:, 1:], how) > 0) and r["frames"] == 75
+    assert [(c["first_frame"], c["frames"]) for c in s.chunks] == [(0, 32), (32, 32), (64, 11)]
+    for c in s.chunks:
+        part = logits[c["first_frame"] : c["first_frame"] + c["frames"]]
+        want = aggregate(part[:, 1:], "squared_avg") > 0
+        assert c["bits"] == bits_text(want) and c["bit_accuracy"] == (want == msg).mean()
+        assert c["mean_mask_logit"] == pytest.approx(part[:, 0].mean())
+    assert s.chunks[0]["detected"] and not s.chunks[2]["detected"]  # the watermarked chunk found, the clean one not
+    assert clip_result(logits, "avg", msg) == {k: v for k, v in s.result("avg").items()}
+    with pytest.raises(UsageError, match="chunk 0"):
+        StreamingAggregate(24, 0)
 
 
 def test_video_parity_judges_the_aggregate_at_margins_from_pytorch():
@@ -245,6 +271,10 @@ def test_tiny_int8_files_on_a_real_clip_recover_the_message_as_pytorch(demo_run,
         assert rep["results"][k]["bit_accuracy"] == 1.0 and rep["results"][k]["pvalue"] < 1e-12
     par = rep["parity_with_pytorch"]["int8"]
     assert par["passed"] and all(g["clear_flips"] == 0 for g in par["groups"].values()) and "aggregated bits" in par["groups"]
+    # Per-chunk verdicts at the card's chunk (32 frames: one chunk of 16 here), the same as the clip's.
+    (chunk,) = rep["results"]["int8"]["chunks"]
+    assert rep["results"]["int8"]["chunk_frames"] == 32 and chunk["first_frame"] == 0 and chunk["frames"] == 16 and chunk["detected"]
+    assert "Per chunk of 32 frames, int8 (avg)" in (tmp_path / "rep" / "detect.md").read_text()
     assert (tmp_path / "rep" / "frames.png").stat().st_size > 0
     assert len((tmp_path / "rep" / "frames.csv").read_text().splitlines()) == 1 + 2 * 16
     # the unmarked clip, in this process: no message found, and a missing clip is named

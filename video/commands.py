@@ -44,6 +44,7 @@ from videoseal_litert.video.io import ClipInfo, probe, video_bytes
 from videoseal_litert.video.key_frames import (
     AGGREGATED,
     AGGREGATIONS,
+    StreamingAggregate,
     bits_text,
     clip_result,
     detect_video,
@@ -264,15 +265,21 @@ def run_video_detect(
     nbits, size = ExtractorPart(opts).nbits, int(opts.spec.card.config.img_size)
     msg, msg_source = _known_message(message, sidecar(src), nbits)
     runners, files = _extractors(opts)
+    chunk = opts.spec.card.video.chunk  # the official detect's batch: the per-chunk verdicts' length
+    aggs = {k: StreamingAggregate(nbits, chunk, msg, aggregation) for k in runners}
     t1 = time.time()
     with _ticker(_total(info.frames, max_frames), f"detecting {src.name}") as tick:
-        logits = detect_video(runners, src, size, max_frames, tick=tick)
+        logits = detect_video(runners, src, size, max_frames, tick=tick, on_row=lambda k, row: aggs[k].add(row))
     fps = len(next(iter(logits.values()))) / max(time.time() - t1, 1e-9)
-    results = {k: {**clip_result(lg, aggregation, msg), "all_aggregations": {}} for k, lg in logits.items()}
-    for k, lg in logits.items():
-        for how in AGGREGATIONS:
-            c = clip_result(lg, how, msg)
-            results[k]["all_aggregations"][how] = {x: c[x] for x in ("bits", "bit_accuracy", "pvalue") if x in c}
+    results = {}
+    for k, agg in aggs.items():
+        every = {how: agg.result(how) for how in AGGREGATIONS}
+        results[k] = {
+            **agg.result(),
+            "all_aggregations": {how: {x: c[x] for x in ("bits", "bit_accuracy", "pvalue") if x in c} for how, c in every.items()},
+            "chunk_frames": chunk,
+            "chunks": agg.chunks,
+        }
     parity = _parity(opts, logits, files, aggregation, msg is not None)
     rd = report_dir or out / "video" / src.stem
     r = {
@@ -369,6 +376,9 @@ def render_summary(r: dict[str, Any], rd: Path) -> str:
         par = r["parity_with_pytorch"].get(k)
         pt = "" if par is None else f"; as PyTorch: {par['aggregate']['agreement']:.2%} {'PASSED' if par['passed'] else 'FAILED'}"
         lines.append(f"  {k}: {verdict_line(x)}; mean mask logit {x['mean_mask_logit']:+.2f}{pt}")
+        if "detected" in x and x.get("chunks"):
+            hits = sum(c["detected"] for c in x["chunks"])
+            lines.append(f"    per chunk of {x['chunk_frames']} frames: detected in {hits} of {len(x['chunks'])}")
     if r["message"] is None:
         lines.append("  no message given (--message, or the .json video embed writes beside the clip): bits only")
     if r["random_init"]:
@@ -414,6 +424,7 @@ def render(r: dict[str, Any]) -> str:
                 f"| {k} | {p['rule']['floor_db']:g} | {groups} | {'-' if agg is None else format(agg['agreement'], '.2%')} | "
                 f"{'PASSED' if p['passed'] else 'FAILED: ' + '; '.join(p['failures'])} |"
             )
+    out += _chunk_table(r)
     out += ["", "Per aggregation (official `detect_video_and_aggregate`):", "", "| decoder | " + " | ".join(AGGREGATIONS) + " |"]
     out.append("|---|" + "---|" * len(AGGREGATIONS))
     for k, x in r["results"].items():
@@ -423,6 +434,27 @@ def render(r: dict[str, Any]) -> str:
         ]
         out.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+CHUNK_ROWS = 24  # chunks listed in detect.md (every chunk is in detect.json)
+
+
+def _chunk_table(r: dict[str, Any]) -> list[str]:
+    """Each decoder's verdict per chunk (the official ``chunk_size`` frames), the first ``CHUNK_ROWS`` of them."""
+    out = []
+    for k, x in r["results"].items():
+        chunks = x.get("chunks") or []
+        out += ["", f"Per chunk of {x.get('chunk_frames')} frames, {k} ({r['aggregation']}):", ""]
+        out += ["| frames | verdict | bits (hex) | bit accuracy | p-value | mean mask logit |", "|---|---|---|---|---|---|"]
+        for c in chunks[:CHUNK_ROWS]:
+            verdict = ("DETECTED" if c["detected"] else "not detected") if "detected" in c else "no message to test"
+            acc, pv = (f"{c['bit_accuracy']:.2%}", f"{c['pvalue']:.3g}") if "pvalue" in c else ("", "")
+            out.append(
+                f"| {c['first_frame']}-{c['first_frame'] + c['frames'] - 1} | {verdict} | `{c['bits_hex']}` | {acc} | {pv} | {c['mean_mask_logit']:+.3f} |"
+            )
+        if len(chunks) > CHUNK_ROWS:
+            out.append(f"| ... | {len(chunks) - CHUNK_ROWS} more chunks in detect.json | | | | |")
+    return out
 
 
 def attack_clip(src: Path, dst: Path, name: str, frames: int) -> int:

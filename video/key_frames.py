@@ -152,9 +152,11 @@ def detect_video(
     tick: Callable[[], None] | None = None,
     clock: Clock | None = None,
     ahead: int = AHEAD,
+    on_row: Callable[[str, np.ndarray], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-frame (F, 1 + nbits) logits (mask, then bits) of each runner on ``src``'s frames, each frame decoded and
-    resized once, on a thread of its own up to ``ahead`` frames ahead of the models (0: all in this thread, in turn)."""
+    resized once, on a thread of its own up to ``ahead`` frames ahead of the models (0: all in this thread, in turn).
+    ``on_row(runner, logits)`` sees each frame's row as it comes (a ``StreamingAggregate``'s ``add``)."""
     clock = clock or (lambda stage: contextlib.nullcontext())
 
     def inputs() -> Iterator[np.ndarray]:
@@ -167,37 +169,104 @@ def detect_video(
         for k, run in runners.items():
             with clock("model"):
                 o = run({"image": x})
-            out[k].append(np.concatenate([np.reshape(o["mask_logit"], -1)[:1], np.reshape(o["bit_logits"], -1)]).astype(np.float32))
+            row = np.concatenate([np.reshape(o["mask_logit"], -1)[:1], np.reshape(o["bit_logits"], -1)]).astype(np.float32)
+            out[k].append(row)
+            if on_row:
+                on_row(k, row)
         if tick:
             tick()
     return {k: np.stack(v) for k, v in out.items()}
 
 
+def _terms(b: np.ndarray) -> dict[str, np.ndarray]:
+    """One frame's contribution to each aggregation's sum (``aggregate`` is their mean over frames)."""
+    return {"avg": b, "squared_avg": b * np.abs(b), "l1norm_avg": b * np.abs(b).sum(), "l2norm_avg": b * np.sqrt(np.square(b).sum())}
+
+
+class _Sums:
+    """Running sums over some frames: each aggregation's, the mask logits', and the message's per-frame bit accuracy."""
+
+    def __init__(self, nbits: int, first: int = 0) -> None:
+        self.first, self.n = first, 0
+        self.terms = {how: np.zeros(nbits) for how in AGGREGATIONS}
+        self.mask_sum, self.mask_positive = 0.0, 0
+        self.acc_sum, self.acc_min = 0.0, 1.0
+
+    def add(self, row: np.ndarray, message: np.ndarray | None) -> None:
+        b = np.asarray(row[1:], np.float64)
+        for how, t in _terms(b).items():
+            self.terms[how] += t
+        self.n += 1
+        self.mask_sum += float(row[0])
+        self.mask_positive += int(row[0] > 0)
+        if message is not None:
+            acc = float(((b > 0) == message).mean())
+            self.acc_sum, self.acc_min = self.acc_sum + acc, min(self.acc_min, acc)
+
+    def result(self, how: str, message: np.ndarray | None) -> dict[str, Any]:
+        if how not in AGGREGATIONS:
+            raise UsageError(f"unknown aggregation {how!r}: {', '.join(AGGREGATIONS)}")
+        bits = self.terms[how] / max(self.n, 1) > 0
+        r: dict[str, Any] = {
+            "frames": self.n,
+            "aggregation": how,
+            "bits": bits_text(bits),
+            "bits_hex": message_hex(bits),
+            "mean_mask_logit": self.mask_sum / max(self.n, 1),
+            "frames_mask_positive": self.mask_positive,
+        }
+        if message is not None:
+            matches = int((bits == message).sum())
+            p = binomial_pvalue(matches, message.size)
+            r.update(
+                bit_accuracy=matches / message.size,
+                pvalue=p,
+                frame_bit_accuracy_mean=self.acc_sum / max(self.n, 1),
+                frame_bit_accuracy_min=self.acc_min,
+                detected=bool(p < DETECTION_PVALUE),
+            )
+        return r
+
+
+class StreamingAggregate:
+    """The official aggregations over a clip of any length, frame by frame, holding no frame and no per-frame logits:
+    running sums for all four (``avg``, ``squared_avg``, ``l1norm_avg``, ``l2norm_avg``: each a mean over frames of
+    one term per frame), and the same over each chunk of ``chunk`` frames (the card's chunk size, the official
+    batching), each chunk closed with its own verdict. ``aggregate`` gives the same numbers from all the logits at once."""
+
+    def __init__(self, nbits: int, chunk: int, message: np.ndarray | None = None, how: str = "avg") -> None:
+        if chunk < 1:
+            raise UsageError(f"chunk {chunk}: at least 1")
+        self.chunk, self.how = chunk, how
+        self.message = None if message is None else np.asarray(message, bool)
+        self.clip, self.current = _Sums(nbits), _Sums(nbits)
+        self.chunks: list[dict[str, Any]] = []
+
+    def add(self, row: np.ndarray) -> None:
+        """One frame's (1 + nbits) logits: mask, then bits."""
+        self.clip.add(row, self.message)
+        self.current.add(row, self.message)
+        if self.current.n == self.chunk:
+            self._close()
+
+    def _close(self) -> None:
+        c = self.current
+        self.chunks.append({"first_frame": c.first, **c.result(self.how, self.message)})
+        self.current = _Sums(len(c.terms["avg"]), c.first + c.n)
+
+    def result(self, how: str | None = None) -> dict[str, Any]:
+        """The clip's verdict by ``how`` (default the one chosen), as ``clip_result``; a partial last chunk is closed."""
+        if self.current.n:
+            self._close()
+        return self.clip.result(how or self.how, self.message)
+
+
 def clip_result(logits: np.ndarray, how: str, message: np.ndarray | None) -> dict[str, Any]:
     """Aggregated bits of one decoder on one clip, and their agreement with ``message`` when given."""
-    scores = aggregate(logits[:, 1:], how)
-    bits = scores > 0
-    r: dict[str, Any] = {
-        "frames": int(len(logits)),
-        "aggregation": how,
-        "bits": bits_text(bits),
-        "mean_mask_logit": float(logits[:, 0].mean()),
-        "frames_mask_positive": int((logits[:, 0] > 0).sum()),
-    }
-    r["bits_hex"] = message_hex(bits)
-    if message is not None:
-        m = np.asarray(message, bool)
-        matches = int((bits == m).sum())
-        per_frame = ((logits[:, 1:] > 0) == m).mean(axis=1)
-        p = binomial_pvalue(matches, m.size)
-        r.update(
-            bit_accuracy=matches / m.size,
-            pvalue=p,
-            frame_bit_accuracy_mean=float(per_frame.mean()),
-            frame_bit_accuracy_min=float(per_frame.min()),
-            detected=bool(p < DETECTION_PVALUE),
-        )
-    return r
+    s = StreamingAggregate(logits.shape[1] - 1, max(len(logits), 1), message, how)
+    for row in logits:
+        s.add(row)
+    return s.result()
 
 
 def bits_text(bits: np.ndarray) -> str:
