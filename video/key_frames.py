@@ -162,7 +162,8 @@ def detect_video(
     def inputs() -> Iterator[np.ndarray]:
         for f in read_frames(src, max_frames):
             with clock("resize"):  # upright, as a player shows it; 8 bits in, [0, 1] out
-                yield resize_aa(f.upright(), size, size, 1 / 255)[None]
+                x = resize_aa(f.upright(), size, size, 1 / 255)[None]
+            yield x
 
     out: dict[str, list[np.ndarray]] = {k: [] for k in runners}
     for x in ahead_of(inputs(), ahead) if ahead else inputs():
