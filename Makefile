@@ -24,7 +24,7 @@ ARGS = --model $(MODEL) --out $(OUT) --threads $(THREADS) \
 	$(if $(IMAGES),--images $(IMAGES)) \
 	$(if $(call yes,$(FORCE)),--force)
 
-.PHONY: video-embed video-detect video-attack video-bench setup photos demo train-fixture test test-quick test-full test-platforms convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
+.PHONY: video-embed video-detect video-attack video-bench route-graph setup photos demo train-fixture test test-quick test-full test-platforms convert embedder load inspect export tflite verify quantize bench bench-scale kernel-bench op-cost arm-check package evaluate evaluate-scale robustness train-tiny calibration-manifest lint clean web-setup web web-check
 
 # dev: the tests' tools; scale: Ray Data for ENGINE=ray (the tests run both engines). The sentinel
 # records the extras it installed: asking for other extras installs again.
@@ -100,6 +100,12 @@ video-embed: setup
 video-bench: setup
 	$(CLI) video-bench --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(SIZES),--sizes $(SIZES)) \
 		$(if $(FRAMES),--frames $(FRAMES)) $(UNVERIFIED)
+
+# The embed route at full resolution (the residual grown to the frame, JND, blend) as route-<W>x<H>.tflite, one per size
+# (ROUTE_SIZES, default landscape and portrait 720p and 1080p), each verified against the Python route by the rule and
+# timed against numpy into $(OUT)/<model>/route-<W>x<H>.json; make package ships the ones that passed.
+route-graph: setup
+	$(CLI) route-graph --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(ROUTE_SIZES),--sizes $(ROUTE_SIZES))
 
 video-detect: setup
 	$(CLI) video detect $(VIDEO_COMMON) --input $(or $(DETECT),$(OUT)/video/$(notdir $(or $(VIDEO),bikes.mp4)).wm.mp4) --variants $(EXTRACTORS) \

@@ -355,3 +355,50 @@ def test_video_bench_times_both_routes_side_by_side(demo):
     assert acc["project"] == acc["official"] >= 0.9 and x["detect"]["aggregated_bits_agree"], acc
     with pytest.raises(UsageError, match="video-bench size '720i'"):
         run_video_bench(RunOptions(spec=resolve("tiny"), out=out), ["720i"], 32)
+
+
+def test_route_graph_is_the_python_route_and_a_wrong_graph_fails(demo, tmp_path):
+    """``route-<W>x<H>.tflite``: the trained pair's route at a frame size passes the rule against the Python route; the
+    same graph with the blend's scaling 2% off, and a JND graph fed a route without JND, fail it on the same inputs;
+    video frames through the graph are numpy's pixels to one level; video embed takes it only when recorded faster."""
+    import torch
+
+    from videoseal_litert.convert.embedder import EmbedderPart
+    from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.convert.route_graph import RouteGraph, _check_inputs, build_route_graph, verify, video_graph
+    from videoseal_litert.convert.tflite import convert_fp32
+    from videoseal_litert.models.registry import resolve
+    from videoseal_litert.runtime.litert_runner import LiteRTRunner
+    from videoseal_litert.video.key_frames import KeyFrames
+
+    out, _ = demo
+    opts = RunOptions(spec=resolve("tiny"), out=out, threads=1)
+    r = build_route_graph(opts, 384, 256, runs=3)
+    assert r["verification"]["passed"] and r["file"] == "route-384x256.tflite" and r["inputs"]["residual"] == [1, 256, 256, 3]
+    assert json.loads((out / "tiny" / "route-384x256.json").read_text()) == r
+    part = EmbedderPart(opts)
+    route, checks = part.family.route(opts.spec.card.embedder), _check_inputs(part, 384, 256)
+    sample = {"frame": torch.zeros(1, 256, 384, 3), "residual": torch.zeros(1, 256, 256, 3)}
+    for name, bad in (("scaled", {**route, "scaling_w": 1.02 * route["scaling_w"]}), ("jnd", {**route, "attenuation": "jnd_1_1"})):
+        convert_fp32(RouteGraph(256, 384, bad).eval(), sample, tmp_path / f"{name}.tflite")
+        groups = verify(LiteRTRunner(tmp_path / f"{name}.tflite", 1), route, checks, r["verification"]["floor_db"])
+        assert not any(g.passed for g in groups), name
+    # Frames through the graph in the video route: numpy's pixels to one level, the key frames as numpy makes them.
+    graph = LiteRTRunner(out / "tiny" / "route-384x256.tflite", 1)
+    frame = (checks[0][1] * 255).round().astype(np.uint8)
+    run = lambda inputs: {"residual": checks[0][2][None]}  # noqa: E731
+    a = KeyFrames(run, route, 256, np.zeros(48), 4)
+    b = KeyFrames(run, route, 256, np.zeros(48), 4, graphs={(256, 384): graph})
+    for i in range(5):
+        d = np.abs(a.mark(i, frame).astype(int) - b.mark(i, frame))
+        assert d.max() <= 1 and (d > 0).mean() < 0.01
+    assert a.keys == b.keys == 2
+    # video embed's choice: only a graph recorded as verified and faster for video, unchanged since.
+    rec = out / "tiny" / "route-384x256.json"
+    rec.write_text(json.dumps({**r, "faster_for_video": False}))
+    assert video_graph(out / "tiny", 384, 256, 1) is None
+    rec.write_text(json.dumps({**r, "faster_for_video": True}))
+    assert video_graph(out / "tiny", 384, 256, 1)[1] == "route-384x256.tflite"
+    rec.write_text(json.dumps({**r, "faster_for_video": True, "sha256": "0" * 64}))
+    assert video_graph(out / "tiny", 384, 256, 1) is None
+    rec.write_text(json.dumps(r))

@@ -62,11 +62,22 @@ class KeyFrames:
     ``clock(stage)`` times the steps (``make video-bench``)."""
 
     def __init__(
-        self, run: Run, route: dict[str, Any], size: int, bits: np.ndarray, step: int = DEFAULT_STEP, clock: Clock | None = None
+        self,
+        run: Run,
+        route: dict[str, Any],
+        size: int,
+        bits: np.ndarray,
+        step: int = DEFAULT_STEP,
+        clock: Clock | None = None,
+        graphs: Mapping[tuple[int, int], Run] | None = None,
     ) -> None:
         if step < 1:
             raise UsageError(f"step {step}: at least 1")
         self.run, self.route, self.size, self.bits, self.step = run, route, size, bits, step
+        # route-<W>x<H>.tflite runners by frame size (H, W) (convert/route_graph.py): a frame's whole route in one graph
+        self.graphs = dict(graphs or {})
+        self.res256: np.ndarray | None = None  # with a graph: the key frame's residual as the embedder gave it
+        self.res256_for: tuple[int, ...] | None = None  # the frame size it was made for
         self.clock: Clock = clock or (lambda stage: contextlib.nullcontext())
         self.res: np.ndarray | None = None
         self.add255: np.ndarray | None = None  # scaling_w * 255 * residual: what an 8-bit frame gains (no JND)
@@ -90,7 +101,20 @@ class KeyFrames:
         """An 8-bit frame watermarked, rounded to 8 bits: ``watermark``'s pixels to within one level (the same sums in
         another order). Without JND the residual's share is made once per key frame and added to the 8-bit pixels
         directly, and a key frame is resized from its 8 bits (no full-size float copy of a frame)."""
-        if self.route.get("attenuation"):
+        graph = self.graphs.get(rgb.shape[:2])
+        if graph is not None:
+            if index % self.step == 0 or self.res256 is None or self.res256_for != rgb.shape[:2]:
+                self.res256_for = rgb.shape[:2]
+                with self.clock("resize"):
+                    small = resize_aa(rgb, self.size, self.size, 1 / 255)
+                with self.clock("model"):
+                    message = np.asarray(self.bits, np.float32).reshape(1, -1)
+                    self.res256 = np.asarray(self.run({"image": small[None], "message": message})["residual"], np.float32)
+                self.keys += 1
+            with self.clock("route graph"):
+                x = rgb.astype(np.float32) / 255.0
+                y = to_uint8(graph({"frame": x[None], "residual": self.res256})["watermarked"][0])
+        elif self.route.get("attenuation"):
             y = to_uint8(self.watermark(index, rgb.astype(np.float32) / 255.0))
         else:
             self._key(index, rgb, 1 / 255)
@@ -128,10 +152,12 @@ def embed_video(
     max_frames: int | None = None,
     tick: Callable[[], None] | None = None,
     codec: str = "libx264",
+    graphs: Mapping[tuple[int, int], Run] | None = None,
 ) -> Embedded:
     """Watermark ``src`` into ``dst`` (H.264 at ``crf``) with ``bits`` through ``run`` (an embedder runner with
-    a ``residual`` output), the residual of every ``step``-th frame reused until the next."""
-    k = KeyFrames(run, route, size, bits, step)
+    a ``residual`` output), the residual of every ``step``-th frame reused until the next; frames of a size in
+    ``graphs`` (H, W) take that route graph."""
+    k = KeyFrames(run, route, size, bits, step, graphs=graphs)
 
     def mark(f: Frame) -> np.ndarray:
         # Watermarked upright, as a player shows the frame and as detection reads it; stored back as it came.

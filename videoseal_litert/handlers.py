@@ -249,6 +249,21 @@ def cmd_video_bench(a: argparse.Namespace) -> None:
     _logged(a.out / "video" / "logs" / "video-bench.log", lambda _: run_video_bench(opts, sizes, a.frames, a.crf, a.variant, not a.no_rss))
 
 
+def cmd_route_graph(a: argparse.Namespace) -> None:
+    from videoseal_litert.convert.route_graph import build_route_graph, parse_size
+    from videoseal_litert.core.errors import VerificationError
+
+    opts = run_options(a)
+    sizes = [parse_size(s.strip(), 256) for s in a.sizes.split(",") if s.strip()]
+
+    def body(_: Path | None) -> None:
+        failed = [r["file"] for r in (build_route_graph(opts, w, h, a.runs) for w, h in sizes) if not r["verification"]["passed"]]
+        if failed:
+            raise VerificationError(f"route-graph: {', '.join(failed)} differ from the Python route beyond the rule")
+
+    _logged(opts.model_dir.path / "logs" / "route-graph.log", body)
+
+
 def _eval_request(a: argparse.Namespace) -> Any:
     """Evaluate's own options beside the run object (evaluate-scale and robustness share them; the video pass is
     evaluate's alone)."""

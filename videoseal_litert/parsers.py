@@ -136,6 +136,12 @@ def _video_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS runs (fresh processes, the clip once and twice)")
 
 
+def _route_graph(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="registry name or card path (default tiny, the shipped pair)")
+    p.add_argument("--sizes", default="1280x720,1920x1080,720x1280,1080x1920", help="output sizes WxH, comma-separated")
+    p.add_argument("--runs", type=int, default=10, help="timed rounds, LiteRT and numpy (medians)")
+
+
 def _package(p: argparse.ArgumentParser) -> None:
     _allow_unverified(p)
     p.add_argument("--embedder-variants", default=None, help="embedder files to ship (default: every written one that ships; 'none')")
@@ -367,6 +373,12 @@ COMMANDS: dict[str, Spec] = {
         [COMMON],
         _video_bench,
         "video_bench",
+    ),
+    "route-graph": (
+        "the embed route at full resolution as a LiteRT graph per output size, verified and timed (make route-graph)",
+        [COMMON],
+        _route_graph,
+        "route_graph",
     ),
     "evaluate-scale": ("evaluate on both engines: images/s measured here, a cluster projected", [COMMON], _evaluate, "evaluate_scale"),
     "robustness": ("evaluate's preset: the common edits, PyTorch, FP32, INT8 and INT8-dynamic", [COMMON], _evaluate, "evaluate"),
