@@ -7,6 +7,10 @@ class PipelineError(Exception):
     """Base class: the command line prints the message and exits non-zero, without a traceback."""
 
 
+class PackagingError(PipelineError):
+    """A file cannot go into a bundle (unverified, failed, changed since verification, too big)."""
+
+
 class UnknownModelError(PipelineError):
     pass
 

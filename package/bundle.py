@@ -38,16 +38,18 @@ from videoseal_litert.convert.tflite import FLATBUFFER_LIMIT, as_numpy_buffers
 from videoseal_litert.convert.verify import failed_path, report_path, verification_of
 from videoseal_litert.core.artifacts import machine_description, read_json, sha256_file, tool_versions, write_json, write_text
 from videoseal_litert.core.console import say, working
-from videoseal_litert.core.errors import NativeRunError, PipelineError, UnverifiedFileError
+from videoseal_litert.core.errors import NativeRunError, PackagingError, PipelineError, UnverifiedFileError
 from videoseal_litert.core.images import Tally, to_uint8
 from videoseal_litert.core.message import MESSAGE_FORMAT, message_hex
 from videoseal_litert.core.metrics import DETECTION_PVALUE
 from videoseal_litert.models.embedders import message_for
 from videoseal_litert.models.gate import Verdict, judge_embedder, judge_extractor
 from videoseal_litert.models.variants import VARIANTS, rule_for, variant
+from videoseal_litert.package.route_graphs import ship_route_graphs
 from videoseal_litert.runtime.litert_runner import METADATA_NAME
 from videoseal_litert.runtime.native_build import build_x86, stb_dir
 from videoseal_litert.runtime.route import embed as route_embed
+from videoseal_litert.runtime.route import resize_aa as route_resize
 from videoseal_litert.runtime.run_extractor import bits_hex
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "runtime"
 GOLDEN_MESSAGE_SEED = 11
-
-
-class PackagingError(PipelineError):
-    """A file cannot go into a bundle (unverified, failed, changed since verification, too big)."""
 
 
 def check_verified(part: Part, name: str, reverify: bool, allow_unverified: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -483,6 +481,8 @@ def _fill(
             **{k: edesc[k] for k in ("embedder", "contract", "route", "random_init", "num_params")},
             "variants": shipped["embedder"],
         }
+    if "embedder" in shipped:
+        model["embedder"]["route_graphs"] = _ship_route_graphs(chosen["embedder"][0], stage, images[0][1][0])
     # The Kotlin examples: detection, the pixels and message helpers, and embedding where there is an embedder.
     (stage / "android").mkdir()
     for kt in ANDROID_FILES + (("EmbedWatermark.kt",) if "embedder" in shipped else ()):
@@ -503,6 +503,19 @@ def _fill(
     manifest["golden_checked_on"] = _selftests(stage, scripts, arm_cpus)
     write_json(stage / "manifest.json", manifest)
     return shipped, images, manifest
+
+
+def _ship_route_graphs(part: Part, stage: Path, cover: np.ndarray) -> list[dict[str, Any]]:
+    """The route graphs ``make route-graph`` verified for this model (package/route_graphs.py), each with its golden
+    vector: PyTorch's residual of the golden frame, for a fixed message."""
+    run = part.torch_runner(part.load(), ("residual",))
+    bits = np.random.default_rng(0).integers(0, 2, (1, part.nbits)).astype(np.float32)
+
+    def residual_of(frame: np.ndarray) -> np.ndarray:
+        small = route_resize(frame, part.size, part.size)
+        return run({"image": small[None], "message": bits})["residual"][0]
+
+    return ship_route_graphs(part.opts.model_dir.path, stage, cover, residual_of)
 
 
 def _manifest(stage: Path, desc: dict[str, Any], unverified: list[str]) -> dict[str, Any]:
@@ -587,6 +600,22 @@ def _ship_lines(model: dict[str, Any]) -> str:
     return "\n".join(lines) + f"\n\nGPU: {GPU_RULE}. Every file listed passed verification against PyTorch (`reports/`)."
 
 
+def _route_graph_text(emb: dict[str, Any]) -> str:
+    """The README's paragraph on the route graphs the bundle ships (none: how to make them)."""
+    graphs = emb.get("route_graphs") or []
+    if not graphs:
+        return "\nNo route graph is shipped: `make route-graph` (then `make package`) adds the route at 720p and 1080p as LiteRT graphs.\n"
+    names = ", ".join(f"`{g['file']}`" for g in graphs)
+    return f"""
+The route at a fixed size is also a LiteRT graph: {names}. Inputs `frame` (1, H, W, 3) float32 RGB in [0, 1] and
+`residual` (1, 256, 256, C), the embedder's `residual` output for that frame resized to 256 x 256; output `watermarked`
+(1, H, W, 3): the residual grown to the frame, the JND heatmap, the blend and the clamp in one call
+(`RouteGraph` in `android/EmbedWatermark.kt`). Each was verified against `route.py` by the rule; its golden vector
+(`golden/route/`: the frame as PNG, the residual as raw float32, the output rounded to 8 bits as PNG) is checked by
+`run_embedder.py --selftest` (every value within one level).
+"""
+
+
 def _readme(model: dict[str, Any]) -> str:
     warn = "**RANDOM WEIGHTS: this bundle exercises the pipeline; it is not a watermark extractor.**\n\n" if model["random_init"] else ""
     if model.get("unverified_files"):
@@ -607,7 +636,7 @@ For an image of another size, the official route (`route.py`, `android/EmbedWate
 
     python run_embedder.py embedder-int8.tflite photo.jpg --bits e07ff66e5007 --out marked.png   # hex (or {n} characters of 0/1)
     python run_embedder.py --selftest                                       # embedder golden vectors by the rule
-"""
+{_route_graph_text(emb)}"""
     return f"""# {model["model_id"]} watermark bundle
 
 {warn}{model["description"]}.

@@ -127,11 +127,13 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     import numpy as np
 
     from videoseal_litert.convert.options import RunOptions
+    from videoseal_litert.convert.route_graph import build_route_graph
     from videoseal_litert.models.registry import resolve
     from videoseal_litert.package.bundle import build_bundle
 
     out, _ = demo
     opts = RunOptions(spec=resolve("tiny"), out=out)
+    build_route_graph(RunOptions(spec=resolve("tiny"), out=out, threads=1), 320, 256, runs=1)  # a small frame size
     build_bundle(opts, ("int8", "fp32"), tmp_path / "dist")
     b = tmp_path / "dist" / "tiny"
     manifest = json.loads((b / "manifest.json").read_text())
@@ -143,6 +145,10 @@ def test_bundle_ships_both_halves(demo, tmp_path):
         "litert_runner.py",
         "android/EmbedWatermark.kt",
         "golden/embedder/golden.json",
+        "route-320x256.tflite",
+        "golden/route/frame-320x256.png",
+        "golden/route/residual-320x256.f32",
+        "golden/route/watermarked-320x256.png",
     ):
         assert f in manifest["files"], f
     model = json.loads((b / "model.json").read_text())
@@ -159,9 +165,12 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     # The runner's self-test, without torch in the process.
     code = "import runpy, sys; sys.argv = ['run_embedder.py', '--selftest']\ntry:\n    runpy.run_path('run_embedder.py', run_name='__main__')\nexcept SystemExit as e:\n    assert 'torch' not in sys.modules; raise"
     r = subprocess.run([sys.executable, "-c", code], cwd=b, capture_output=True, text=True)
-    assert r.returncode == 0 and "all embedder golden vectors pass the rule" in r.stdout and r.stdout.count("ok  ") == 6, (
+    assert r.returncode == 0 and "all embedder golden vectors pass the rule" in r.stdout and r.stdout.count("ok  ") == 7, (
         r.stdout + r.stderr
     )
+    assert "ok   route-320x256.tflite: the route at 320x256 against its golden output" in r.stdout
+    assert model["embedder"]["route_graphs"][0]["inputs"] == {"frame": [1, 256, 320, 3], "residual": [1, 256, 256, 3]}
+    assert "`route-320x256.tflite`" in (b / "README.md").read_text()
     # The golden arrays also as raw little-endian float32 of the stated shape (for readers without numpy).
     v = golden[-1]
     raw = np.fromfile(b / v["watermarked_f32"], "<f4").reshape(v["shape"])
@@ -199,7 +208,13 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     assert (
         r.returncode == 2 and "--bits 'e07f' is not a 48-bit message: give 12 hex digits" in r.stderr and not (tmp_path / "x.png").exists()
     )
-    # A changed golden output fails the self-test.
+    # A changed golden output fails the self-test: the embedder's, and the route graph's (a corner 3 levels brighter).
+    wm = b / "golden" / "route" / "watermarked-320x256.png"
+    px = np.asarray(Image.open(wm)).copy()
+    px[:8, :8] = np.clip(px[:8, :8].astype(int) + 3, 0, 255)
+    Image.fromarray(px).save(wm)
+    r = subprocess.run([sys.executable, "run_embedder.py", "--selftest"], cwd=b, capture_output=True, text=True)
+    assert r.returncode == 1 and "FAIL route-320x256.tflite" in r.stdout and "levels from the golden output" in r.stdout, r.stdout
     np.save(b / golden[0]["watermarked"], np.load(b / golden[0]["watermarked"]) + 0.1)
     r = subprocess.run([sys.executable, "run_embedder.py", "--selftest"], cwd=b, capture_output=True, text=True)
     assert r.returncode == 1 and "FAIL int8" in r.stdout

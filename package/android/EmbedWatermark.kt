@@ -54,6 +54,15 @@ class WatermarkEmbedder(model: File, private val scalingW: Float, private val sc
         return WatermarkImage(img.h, img.w, out)
     }
 
+    /** The same embed with the route at the image's size as a LiteRT graph (route-<W>x<H>.tflite, when the bundle
+     *  ships one for this size: model.json "embedder.route_graphs"): the resize in stays here, the residual grown to the
+     *  image, its JND and the blend run in the graph, with no pixel loop of the app's own. */
+    fun embed(img: WatermarkImage, bits: IntArray, route: RouteGraph): WatermarkImage {
+        require(img.h == route.height && img.w == route.width) { "route graph for ${route.width}x${route.height}, image ${img.w}x${img.h}" }
+        val residual = run(resizeAA(img, 3, size, size), bits).second
+        return route.apply(img, residual)
+    }
+
     /** The official jnd_1_1 heatmap (luminance and contrast masking) of the full-size image. */
     fun jndHeatmap(img: WatermarkImage): FloatArray {
         val h = img.h; val w = img.w
@@ -80,5 +89,27 @@ class WatermarkEmbedder(model: File, private val scalingW: Float, private val sc
             val cm = 0.117f * (16 * g.pow(2.4f) / (g * g + 26 * 26))
             max(la + cm - 0.3f * min(la, cm), 0f) / 255
         }
+    }
+}
+
+
+/** One route-<W>x<H>.tflite: inputs "frame" [1, H, W, 3] float32 RGB in [0, 1] and "residual" [1, 256, 256, C] (the
+ *  embedder's output), output "watermarked" [1, H, W, 3]: the official route for images of that size. */
+class RouteGraph(model: File) {
+    private val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(2))
+    val height = interpreter.getInputTensorFromSignature("frame", "serving_default").shape()[1]
+    val width = interpreter.getInputTensorFromSignature("frame", "serving_default").shape()[2]
+    private val residualShape = interpreter.getInputTensorFromSignature("residual", "serving_default").shape()
+
+    fun apply(img: WatermarkImage, residual: WatermarkImage): WatermarkImage {
+        val frame = ByteBuffer.allocateDirect(4 * height * width * 3).order(ByteOrder.nativeOrder())
+        img.px.forEach { frame.putFloat(it) }
+        val res = ByteBuffer.allocateDirect(4 * residualShape.fold(1) { a, b -> a * b }).order(ByteOrder.nativeOrder())
+        residual.px.forEach { res.putFloat(it) }
+        val out = ByteBuffer.allocateDirect(4 * height * width * 3).order(ByteOrder.nativeOrder())
+        frame.rewind(); res.rewind()
+        interpreter.runSignature(mapOf("frame" to frame, "residual" to res), mapOf("watermarked" to out))
+        out.rewind()
+        return WatermarkImage(height, width, FloatArray(height * width * 3) { out.float })
     }
 }
