@@ -127,9 +127,9 @@ def test_bundle_ships_both_halves(demo, tmp_path):
     import numpy as np
 
     from videoseal_litert.convert.options import RunOptions
-    from videoseal_litert.convert.route_graph import build_route_graph
     from videoseal_litert.models.registry import resolve
     from videoseal_litert.package.bundle import build_bundle
+    from videoseal_litert.video.route_graph import build_route_graph
 
     out, _ = demo
     opts = RunOptions(spec=resolve("tiny"), out=out)
@@ -349,7 +349,7 @@ def test_video_bench_times_both_routes_side_by_side(demo):
     test): both routes run end to end and stage by stage, watermark alike, and the report names machine and threads."""
     from videoseal_litert.convert.options import RunOptions
     from videoseal_litert.models.registry import resolve
-    from videoseal_litert.video.bench import run_video_bench
+    from videoseal_litert.video.video_bench import run_video_bench
 
     out, _ = demo
     r = run_video_bench(RunOptions(spec=resolve("tiny"), out=out, threads=1), ["256x144"], 32, rss=False)
@@ -380,11 +380,11 @@ def test_route_graph_is_the_python_route_and_a_wrong_graph_fails(demo, tmp_path)
 
     from videoseal_litert.convert.embedder import EmbedderPart
     from videoseal_litert.convert.options import RunOptions
-    from videoseal_litert.convert.route_graph import RouteGraph, _check_inputs, build_route_graph, verify, video_graph
     from videoseal_litert.convert.tflite import convert_fp32
     from videoseal_litert.models.registry import resolve
     from videoseal_litert.runtime.litert_runner import LiteRTRunner
     from videoseal_litert.video.key_frames import KeyFrames
+    from videoseal_litert.video.route_graph import RouteGraph, _check_inputs, build_route_graph, verify, video_graph
 
     out, _ = demo
     opts = RunOptions(spec=resolve("tiny"), out=out, threads=1)

@@ -218,7 +218,7 @@ def run_video_embed(
 def _route_graphs(opts: RunOptions, info: ClipInfo) -> tuple[dict[tuple[int, int], Runner], list[str]]:
     """The route graphs (``make route-graph``) for this clip's frame size, either way up, that verified and were measured
     faster for video than numpy on this machine; none otherwise (the numpy route)."""
-    from videoseal_litert.convert.route_graph import video_graph
+    from videoseal_litert.video.route_graph import video_graph
 
     graphs, files = {}, []
     for w, h in {(info.width, info.height), (info.height, info.width)}:

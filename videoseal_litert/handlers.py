@@ -242,16 +242,19 @@ def cmd_video(a: argparse.Namespace) -> None:
 
 
 def cmd_video_bench(a: argparse.Namespace) -> None:
-    from videoseal_litert.video.bench import run_video_bench
+    from videoseal_litert.video.video_bench import rss_child, run_video_bench
 
     opts = run_options(a)
+    if a.rss_child:  # one detection in this fresh process, its peak RSS the last line (video_bench.peak_rss reads it)
+        print(f"{rss_child(opts, a.rss_child, a.rss_clip, a.variant):.1f}")
+        return
     sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     _logged(a.out / "video" / "logs" / "video-bench.log", lambda _: run_video_bench(opts, sizes, a.frames, a.crf, a.variant, not a.no_rss))
 
 
 def cmd_route_graph(a: argparse.Namespace) -> None:
-    from videoseal_litert.convert.route_graph import build_route_graph, parse_size
     from videoseal_litert.core.errors import VerificationError
+    from videoseal_litert.video.route_graph import build_route_graph, parse_size
 
     opts = run_options(a)
     sizes = [parse_size(s.strip(), 256) for s in a.sizes.split(",") if s.strip()]

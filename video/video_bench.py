@@ -305,38 +305,29 @@ def _context(opts: RunOptions, variant: str, clips: Path) -> dict[str, Any]:
 
 
 def peak_rss(opts: RunOptions, route: str, clip: Path, variant: str) -> float:
-    """Peak RSS (MB) of one detection of ``clip`` in a fresh process: ``route`` project or official."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "videoseal_litert.video.bench",
-        route,
-        str(opts.spec.card_path),
-        str(opts.out),
-        str(clip),
-        variant,
-        str(opts.threads),
-    ]
+    """Peak RSS (MB) of one detection of ``clip`` in a fresh process (``video-bench --rss-child``): the project's
+    route or the official one."""
+    cmd = [sys.executable, "-m", "videoseal_litert", "video-bench", "--model", str(opts.spec.card_path), "--out", str(opts.out)]
+    cmd += ["--threads", str(opts.threads), "--variant", variant, "--rss-child", route, "--rss-clip", str(clip)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"video-bench: the {route} route's RSS run failed: {(r.stderr or r.stdout).strip()[-400:]}")
     return float(r.stdout.strip().splitlines()[-1])
 
 
-def _rss_child(argv: list[str]) -> int:
-    from videoseal_litert.models.registry import resolve
+def rss_child(opts: RunOptions, route: str, clip: Path, variant: str) -> float:
+    """One detection of ``clip`` by ``route`` in this (fresh) process: its peak RSS in MB."""
     from videoseal_litert.runtime.rss import peak_rss_mb
     from videoseal_litert.video.commands import file_runner
 
-    route, card, out, clip, variant, threads = argv
-    opts = RunOptions(spec=resolve(card), out=Path(out), threads=int(threads))
     if route == "project":
         _, run, _ = file_runner(opts, "extractor", variant)
-        detect_video({"project": run}, Path(clip), ExtractorPart(opts).size)
+        detect_video({"project": run}, clip, ExtractorPart(opts).size)
+    elif route == "official":
+        official_detect(_official(opts, "extractor", opts.threads)[0], clip)
     else:
-        official_detect(_official(opts, "extractor", int(threads))[0], Path(clip))
-    print(f"{peak_rss_mb():.1f}")
-    return 0
+        raise UsageError(f"--rss-child {route!r}: project or official")
+    return peak_rss_mb()
 
 
 def run_video_bench(
@@ -440,7 +431,3 @@ def render(r: dict[str, Any]) -> str:
         for route, v in r["peak_rss_mb_detect_720p"].items():
             lines.append(f"- {route}: " + ", ".join(f"{k}: {mb:.0f}" for k, mb in v.items()))
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.exit(_rss_child(sys.argv[1:]))
