@@ -96,7 +96,7 @@ video-embed: setup
 
 # The project's video route beside the official PyTorch route (the same math, batched as the official code runs it):
 # frames per second and ms per stage for embed and detect at 480p, 720p and 1080p, written to $(OUT)/video/video-bench.{json,md}.
-# A benchmark, not a test (about 4 minutes on 2 cores). SIZES=720p,1920x1080 FRAMES=128 choose the clips.
+# A benchmark, not a test (about 2 min 15 s on 2 cores, clips made once). SIZES=720p,1920x1080 FRAMES=128 choose the clips.
 video-bench: setup
 	$(CLI) video-bench --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(SIZES),--sizes $(SIZES)) \
 		$(if $(FRAMES),--frames $(FRAMES)) $(UNVERIFIED)
