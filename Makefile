@@ -99,7 +99,7 @@ video-embed: setup
 # A benchmark, not a test (about 2 min 15 s on 2 cores, clips made once). SIZES=720p,1920x1080 FRAMES=128 choose the clips.
 video-bench: setup
 	$(CLI) video-bench --model $(MODEL) --out $(OUT) --threads $(THREADS) $(if $(SIZES),--sizes $(SIZES)) \
-		$(if $(FRAMES),--frames $(FRAMES)) $(UNVERIFIED)
+		$(if $(FRAMES),--frames $(FRAMES)) $(if $(call yes,$(RANDOM_INIT)),--random-init) $(UNVERIFIED)
 
 # The embed route at full resolution (the residual grown to the frame, JND, blend) as route-<W>x<H>.tflite, one per size
 # (ROUTE_SIZES, default landscape and portrait 720p and 1080p), each verified against the Python route by the rule and

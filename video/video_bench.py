@@ -38,7 +38,7 @@ from videoseal_litert.convert.extractor import ExtractorPart
 from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 from videoseal_litert.core.console import say
-from videoseal_litert.core.errors import UsageError
+from videoseal_litert.core.errors import PipelineError, UsageError
 from videoseal_litert.video.clips import clip_path
 from videoseal_litert.video.io import DEFAULT_PRESET, _av, _video_stream, read_frames
 from videoseal_litert.video.key_frames import KeyFrames, aggregate, detect_video, embed_video
@@ -293,6 +293,7 @@ def _context(opts: RunOptions, variant: str, clips: Path) -> dict[str, Any]:
         "extractor": extractor,
         "embedder_file": Path(efile["file"]).name,
         "extractor_file": Path(xfile["file"]).name,
+        "file_status": {"embedder": efile["status"], "extractor": xfile["status"]},
         "official_embedder": o_embed,
         "official_extractor": o_detect,
         "bits": rng.integers(0, 2, part.nbits),
@@ -309,9 +310,10 @@ def peak_rss(opts: RunOptions, route: str, clip: Path, variant: str) -> float:
     route or the official one."""
     cmd = [sys.executable, "-m", "videoseal_litert", "video-bench", "--model", str(opts.spec.card_path), "--out", str(opts.out)]
     cmd += ["--threads", str(opts.threads), "--variant", variant, "--rss-child", route, "--rss-clip", str(clip)]
+    cmd += [flag for flag, on in (("--random-init", opts.random_init), ("--allow-unverified", opts.allow_unverified)) if on]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"video-bench: the {route} route's RSS run failed: {(r.stderr or r.stdout).strip()[-400:]}")
+        raise PipelineError(f"video-bench: the {route} route's RSS run failed: {(r.stderr or r.stdout).strip()[-400:]}")
     return float(r.stdout.strip().splitlines()[-1])
 
 
@@ -349,6 +351,7 @@ def run_video_bench(
         "model": opts.spec.name,
         "random_init": opts.random_weights,
         "files": {"embedder": ctx["embedder_file"], "extractor": ctx["extractor_file"]},
+        "file_status": ctx["file_status"],
         "machine": machine_description(),
         "threads": {
             "litert": opts.threads,
@@ -389,7 +392,7 @@ def render(r: dict[str, Any]) -> str:
         f"Machine: {r['machine']}. Threads: LiteRT {r['threads']['litert']}, torch {r['threads']['torch']}, encoder "
         f"{r['threads']['encoder']}, decoder {r['threads']['decoder']}. H.264 CRF {r['video']['crf']}, preset {r['video']['preset']}; "
         f"key frame every {r['video']['step']}, official chunk {r['video']['chunk']} key frames. Files: {r['files']['embedder']}, "
-        f"{r['files']['extractor']}. Clips: {r['source']}.",
+        f"{r['files']['extractor']} ({', '.join(f'{k}: {v}' for k, v in r['file_status'].items())}). Clips: {r['source']}.",
         "",
         "Frames per second, end to end (decode, watermark or detect, encode), each route alone on the machine:",
         "",

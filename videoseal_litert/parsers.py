@@ -134,6 +134,7 @@ def _video_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=int, default=23, help="H.264 CRF both routes encode at (default 23)")
     p.add_argument("--variant", default="int8", help="the project's files: int8 (default), fp32, ...")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS runs (fresh processes, the clip once and twice)")
+    p.add_argument("--random-init", action="store_true", help="seeded random weights; the report says RANDOM WEIGHTS")
     p.add_argument("--rss-child", choices=("project", "official"), default=None, help=argparse.SUPPRESS)  # the RSS run itself
     p.add_argument("--rss-clip", type=Path, default=None, help=argparse.SUPPRESS)
 
