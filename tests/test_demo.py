@@ -373,8 +373,9 @@ def test_video_bench_times_both_routes_side_by_side(demo):
 
 
 def test_route_graph_is_the_python_route_and_a_wrong_graph_fails(demo, tmp_path):
-    """``route-<W>x<H>.tflite``: the trained pair's route at a frame size passes the rule against the Python route; the
-    same graph with the blend's scaling 2% off, and a JND graph fed a route without JND, fail it on the same inputs;
+    """``route-<W>x<H>.tflite``: the trained pair's route at a frame size passes the rule against the Python route, and so
+    does a JND graph against the JND route; a graph with the blend's scaling 2% off, or with JND where the route has
+    none, fails it on the same inputs;
     video frames through the graph are numpy's pixels to one level; video embed takes it only when recorded faster."""
     import torch
 
@@ -394,10 +395,15 @@ def test_route_graph_is_the_python_route_and_a_wrong_graph_fails(demo, tmp_path)
     part = EmbedderPart(opts)
     route, checks = part.family.route(opts.spec.card.embedder), _check_inputs(part, 384, 256)
     sample = {"frame": torch.zeros(1, 256, 384, 3), "residual": torch.zeros(1, 256, 256, 3)}
-    for name, bad in (("scaled", {**route, "scaling_w": 1.02 * route["scaling_w"]}), ("jnd", {**route, "attenuation": "jnd_1_1"})):
-        convert_fp32(RouteGraph(256, 384, bad).eval(), sample, tmp_path / f"{name}.tflite")
-        groups = verify(LiteRTRunner(tmp_path / f"{name}.tflite", 1), route, checks, r["verification"]["floor_db"])
-        assert not any(g.passed for g in groups), name
+    # The JND families' route (the VideoSeal embedders): a JND graph is that route too; the same graph judged against a
+    # route without JND fails, and so does a graph whose blend scales the residual 2% too much.
+    jnd = {**route, "attenuation": "jnd_1_1"}
+    convert_fp32(RouteGraph(256, 384, jnd).eval(), sample, tmp_path / "jnd.tflite")
+    jnd_graph, floor = LiteRTRunner(tmp_path / "jnd.tflite", 1), r["verification"]["floor_db"]
+    assert all(g.passed for g in verify(jnd_graph, jnd, checks, floor))
+    assert not any(g.passed for g in verify(jnd_graph, route, checks, floor))
+    convert_fp32(RouteGraph(256, 384, {**route, "scaling_w": 1.02 * route["scaling_w"]}).eval(), sample, tmp_path / "scaled.tflite")
+    assert not any(g.passed for g in verify(LiteRTRunner(tmp_path / "scaled.tflite", 1), route, checks, floor))
     # Frames through the graph in the video route: numpy's pixels to one level, the key frames as numpy makes them.
     graph = LiteRTRunner(out / "tiny" / "route-384x256.tflite", 1)
     frame = (checks[0][1] * 255).round().astype(np.uint8)

@@ -29,6 +29,7 @@ from videoseal_litert.models.variants import rule_for, variant
 from videoseal_litert.runtime.route import jnd_heatmap, resize_aa
 from videoseal_litert.runtime.runners import open_file
 from videoseal_litert.video.key_frames import AGGREGATIONS, KeyFrames, aggregate, video_parity
+from videoseal_litert.video.official_route import OfficialVideo, chunks, detect_chunk, embed_chunk, to_tensor
 
 FAMILIES = ["videoseal_1.0", "pixelseal", "chunkyseal", "videoseal_0.0"]
 STEPS = {"videoseal_1.0": 4, "pixelseal": 8, "chunkyseal": 8, "videoseal_0.0": 4}  # the vectors' README table
@@ -84,6 +85,16 @@ def test_pytorch_video_route_gives_the_official_embed(family, reference, tmp_pat
     # What a wrong route would give, for scale: key frames every frame (no residual reuse) is far off after the cut.
     wrong = KeyFrames(run, part.family.route(part.opts.spec.card.embedder), part.size, z["message"], 1)
     assert np.abs(wrong.watermark(10, z["frames_uint8"][10].astype(np.float32) / 255) - z["watermarked"][10]).max() > 1e-3
+    # make video-bench's baseline (video/official_route.py): the clip in one batch as Videoseal.embed runs it, at the
+    # same tolerance; with a step of 1 it is far off after the cut.
+    loaded = part.load()
+    o = OfficialVideo(loaded.module.eval(), part.size, video.step, video.chunk, loaded.config.scaling_i, loaded.config.scaling_w,
+                      loaded.module.attenuation)  # fmt: skip
+    msg = torch.as_tensor(z["message"]).reshape(1, -1)
+    diff = np.abs(embed_chunk(o, to_tensor(list(z["frames_uint8"])), msg).permute(0, 2, 3, 1).numpy() - z["watermarked"])
+    assert diff.max() <= 1e-5 and diff.mean() <= 5e-7, (diff.max(), diff.mean())
+    o.step = 1
+    assert np.abs(embed_chunk(o, to_tensor(list(z["frames_uint8"])), msg).permute(0, 2, 3, 1).numpy() - z["watermarked"]).max() > 1e-3
 
 
 @pytest.mark.slow
@@ -118,6 +129,10 @@ def test_detection_gives_the_official_logits_and_aggregations(family, reference,
         got.append(np.concatenate([np.reshape(o["mask_logit"], -1), np.reshape(o["bit_logits"], -1)]))
     got = np.stack(got)
     assert np.abs(got - z["logits"]).max() <= 1e-5  # ``detect``'s per-frame logits (antialiased resize)
+    # make video-bench's baseline: the official detect in chunks (of 8 here: 8, 8, 3 frames), the same logits.
+    o = OfficialVideo(part.load().module.eval(), part.size, spec.card.video.step, 8)
+    batched = np.concatenate([detect_chunk(o, to_tensor(b)).numpy() for b in chunks(iter(z["frames_uint8"]), o.chunk)])
+    assert np.abs(batched - z["logits"]).max() <= 1e-5
     for how in AGGREGATIONS:
         # The aggregation code on the official extract_message logits: the official aggregates, the official bits.
         ours = aggregate(z["logits_extract"][:, 1:], how)
@@ -147,39 +162,3 @@ def test_each_extractor_file_passes_the_rule_on_the_official_video(family, refer
         got.append(np.concatenate([np.reshape(o["mask_logit"], -1), np.reshape(o["bit_logits"], -1)]))
     v = video_parity(z["logits"], np.stack(got), "avg", rule_for(spec, "extractor", variant("fp32", "extractor")), True)
     assert v.passed, v.failures
-
-
-# ---- the bench's baseline (video/official_route.py): the official route in torch, batched as the official code -----
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_the_benchs_torch_route_is_the_official_embed(family, reference, tmp_path):
-    """``make video-bench`` times the project against ``video/official_route.py``: on the official clip (a chunk of 19
-    frames, the cut inside a step group), in one batch as ``Videoseal.embed`` runs it, it gives the official output at
-    the cross-machine tolerance the project's own route is held to above."""
-    from videoseal_litert.video.official_route import OfficialVideo, embed_chunk, to_tensor
-
-    z = _vidref(reference).load_video(reference / "video" / f"{family}-video.npz")
-    part = _embedder(reference, family, tmp_path)
-    loaded = part.load()
-    cfg, video = loaded.config, part.opts.spec.card.video
-    o = OfficialVideo(loaded.module.eval(), part.size, video.step, video.chunk, cfg.scaling_i, cfg.scaling_w, loaded.module.attenuation)
-    msg = torch.as_tensor(z["message"]).reshape(1, -1)
-    got = embed_chunk(o, to_tensor(list(z["frames_uint8"])), msg).permute(0, 2, 3, 1).numpy()
-    diff = np.abs(got - z["watermarked"])
-    assert diff.max() <= 1e-5 and diff.mean() <= 5e-7, (diff.max(), diff.mean())
-    # A step of 1 (a residual per frame) is not the official route: far off after the cut.
-    o.step = 1
-    assert np.abs(embed_chunk(o, to_tensor(list(z["frames_uint8"])), msg).permute(0, 2, 3, 1).numpy() - z["watermarked"]).max() > 1e-3
-
-
-@pytest.mark.parametrize("family", ["videoseal_1.0", "chunkyseal"])
-def test_the_benchs_torch_route_is_the_official_detect(family, reference, tmp_path):
-    from videoseal_litert.video.official_route import OfficialVideo, chunks, detect_chunk, to_tensor
-
-    z = _vidref(reference).load_detect(reference / "video" / f"{family}-detect.npz")
-    spec = resolve(str(reference / f"{family}-mini.yaml"))
-    part = ExtractorPart(RunOptions(spec=spec, out=tmp_path, untrained=True, threads=1))
-    o = OfficialVideo(part.load().module.eval(), part.size, spec.card.video.step, 8)  # chunks of 8 frames: 8, 8, 3
-    got = np.concatenate([detect_chunk(o, to_tensor(b)).numpy() for b in chunks(iter(z["frames_uint8"]), o.chunk)])
-    assert got.shape == z["logits"].shape and np.abs(got - z["logits"]).max() <= 1e-5

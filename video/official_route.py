@@ -19,6 +19,7 @@ runs on a CPU. Written from that description, not copied from the official code.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -97,13 +98,5 @@ def chunks(frames: Iterator[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
         yield batch
 
 
-class _NoClock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _no_clock(stage: str) -> _NoClock:
-    return _NoClock()
+def _no_clock(stage: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()

@@ -144,17 +144,17 @@ def official_embed(o: OfficialVideo, src: Path, dst: Path, bits: np.ndarray, crf
     import torch
 
     msg = torch.as_tensor(np.asarray(bits, np.int64)).reshape(1, -1)
-    info_w = None
+    writer = None
     n = 0
     for batch in chunks((f.upright() for f in read_frames(src, frames)), o.chunk * o.step):
         out = to_frames(embed_chunk(o, to_tensor(batch), msg))
-        if info_w is None:
-            info_w = _Writer(dst, out.shape[2], out.shape[1], crf)
+        if writer is None:
+            writer = _Writer(dst, out.shape[2], out.shape[1], crf)
         for y in out:
-            info_w(y)
+            writer(y)
         n += len(out)
-    if info_w is not None:
-        info_w.close()
+    if writer is not None:
+        writer.close()
     return n
 
 
