@@ -62,6 +62,7 @@ def _sparse_columns(n_in: int, n_out: int, channels: int) -> Any:
     return sparse.csr_matrix(np.kron(_dense(n_in, n_out).T, np.eye(channels, dtype=np.float32)))
 
 
+@functools.lru_cache(maxsize=1)
 def _has_scipy() -> bool:
     try:
         import scipy.sparse  # noqa: F401
@@ -125,11 +126,11 @@ Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 Clock = Callable[[str], contextlib.AbstractContextManager]  # clock("resize") times one step (video-bench)
 
 
-def _unclocked(stage: str) -> contextlib.AbstractContextManager:
+def unclocked(stage: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def residual(run: Run, size: int, image: np.ndarray, bits: np.ndarray, clock: Clock = _unclocked, gain: float = 1.0) -> np.ndarray:
+def residual(run: Run, size: int, image: np.ndarray, bits: np.ndarray, clock: Clock = unclocked, gain: float = 1.0) -> np.ndarray:
     """The file's ``residual`` output for an (H, W, 3) image, made at ``size`` x ``size`` and resized back
     to (H, W, C): what the official route adds to the image (the video route reuses it over frames). ``gain``
     scales the image first (``1 / 255`` takes 8-bit pixels)."""
@@ -143,7 +144,7 @@ def residual(run: Run, size: int, image: np.ndarray, bits: np.ndarray, clock: Cl
         return resize_aa(res, h, w)
 
 
-def blend(route: dict[str, Any], image: np.ndarray, res: np.ndarray, clock: Clock = _unclocked) -> np.ndarray:
+def blend(route: dict[str, Any], image: np.ndarray, res: np.ndarray, clock: Clock = unclocked) -> np.ndarray:
     """The official blend of a residual into an (H, W, 3) image: the JND heatmap of the image itself when the
     model has one, then ``clamp(scaling_i * image + scaling_w * residual, 0, 1)``."""
     if route.get("attenuation"):

@@ -17,7 +17,6 @@ is positive.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from videoseal_litert.core.message import message_hex
 from videoseal_litert.core.metrics import DETECTION_PVALUE, binomial_pvalue
 from videoseal_litert.models.cards import FALLBACK_VIDEO
 from videoseal_litert.models.gate import Rule, Verdict, judge_decisions, judge_extractor
-from videoseal_litert.runtime.route import Clock, blend, residual, resize_aa
+from videoseal_litert.runtime.route import Clock, blend, residual, resize_aa, unclocked
 from videoseal_litert.video.io import AHEAD, DEFAULT_CRF, Frame, Written, ahead_of, read_frames, transcode
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -78,7 +77,7 @@ class KeyFrames:
         self.graphs = dict(graphs or {})
         self.res256: np.ndarray | None = None  # with a graph: the key frame's residual as the embedder gave it
         self.res256_for: tuple[int, ...] | None = None  # the frame size it was made for
-        self.clock: Clock = clock or (lambda stage: contextlib.nullcontext())
+        self.clock: Clock = clock or unclocked
         self.res: np.ndarray | None = None
         self.add255: np.ndarray | None = None  # scaling_w * 255 * residual: what an 8-bit frame gains (no JND)
         self.keys = 0
@@ -183,7 +182,7 @@ def detect_video(
     """Per-frame (F, 1 + nbits) logits (mask, then bits) of each runner on ``src``'s frames, each frame decoded and
     resized once, on a thread of its own up to ``ahead`` frames ahead of the models (0: all in this thread, in turn).
     ``on_row(runner, logits)`` sees each frame's row as it comes (a ``StreamingAggregate``'s ``add``)."""
-    clock = clock or (lambda stage: contextlib.nullcontext())
+    clock = clock or unclocked
 
     def inputs() -> Iterator[np.ndarray]:
         for f in read_frames(src, max_frames):

@@ -19,7 +19,6 @@ runs on a CPU. Written from that description, not copied from the official code.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from videoseal_litert.runtime.route import unclocked
 
 INTERPOLATION = {"mode": "bilinear", "align_corners": False, "antialias": True}
 
@@ -59,7 +60,7 @@ def to_frames(video: torch.Tensor) -> np.ndarray:
 def embed_chunk(o: OfficialVideo, frames: torch.Tensor, msg: torch.Tensor, clock: Callable[[str], Any] | None = None) -> torch.Tensor:
     """One chunk's frames (T, 3, H, W) watermarked with ``msg`` (1, nbits) of 0/1: (T, 3, H, W) in [0, 1].
     ``clock(stage)`` (a context manager) times each step when given."""
-    clock = clock or _no_clock
+    clock = clock or unclocked
     t, (h, w) = len(frames), frames.shape[-2:]
     with clock("resize"):
         small = F.interpolate(frames, size=(o.size, o.size), **INTERPOLATION)
@@ -79,7 +80,7 @@ def embed_chunk(o: OfficialVideo, frames: torch.Tensor, msg: torch.Tensor, clock
 @torch.no_grad()
 def detect_chunk(o: OfficialVideo, frames: torch.Tensor, clock: Callable[[str], Any] | None = None) -> torch.Tensor:
     """(T, 3, H, W) frames -> (T, 1 + nbits) logits (mask, then bits), one batch."""
-    clock = clock or _no_clock
+    clock = clock or unclocked
     with clock("resize"):
         small = F.interpolate(frames, size=(o.size, o.size), **INTERPOLATION)
     with clock("model"):
@@ -96,7 +97,3 @@ def chunks(frames: Iterator[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
             batch = []
     if batch:
         yield batch
-
-
-def _no_clock(stage: str) -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext()
