@@ -109,3 +109,15 @@ def test_ahead_keeps_order_raises_the_producers_error_and_stops_when_left():
         if x == 3:
             break
     assert done.wait(5) and len(produced) < 10  # the producer stopped a few items ahead, not at the end
+
+
+def test_one_decoder_thread_gives_the_same_frames():
+    """video-bench's CPU floor decodes on one thread as well as with FFmpeg's frame threads: the same pixels either way."""
+    from videoseal_litert.video.clips import clip_path
+    from videoseal_litert.video.io import read_frames
+
+    clip = clip_path("bigbuckbunny.mp4")
+    threaded = [f.rgb for f in read_frames(clip, 12)]
+    single = [f.rgb for f in read_frames(clip, 12, frame_threads=False)]
+    assert len(threaded) == len(single) == 12 and all(np.array_equal(a, b) for a, b in zip(threaded, single))
+    assert len({a.tobytes() for a in threaded}) > 1  # frames that move, not one frame repeated

@@ -66,9 +66,10 @@ def _av() -> Any:
     return av
 
 
-def open_input(path: str | Path) -> Any:
+def open_input(path: str | Path, frame_threads: bool = True) -> Any:
     """The container, opened for reading, with its first video stream checked: named errors for a missing
-    file, a file that is not a video, a still image, and a file without a video track."""
+    file, a file that is not a video, a still image, and a file without a video track. ``frame_threads=False``
+    decodes on one thread (the least CPU a frame; the same frames)."""
     av = _av()
     path = Path(path)
     if not path.is_file():
@@ -90,7 +91,8 @@ def open_input(path: str | Path) -> Any:
         kinds = ", ".join(s.type for s in c.streams) or "no streams"
         c.close()
         raise NoVideoTrackError(f"{path}: no video track ({kinds})")
-    c.streams.video[0].thread_type = "AUTO"  # FFmpeg's frame and slice threads (the same frames, decoded in parallel)
+    if frame_threads:
+        c.streams.video[0].thread_type = "AUTO"  # FFmpeg's frame and slice threads (the same frames, decoded in parallel)
     return c
 
 
@@ -193,11 +195,12 @@ def video_bytes(path: str | Path, frames: int | None = None) -> int:
         c.close()
 
 
-def read_frames(path: str | Path, max_frames: int | None = None, ahead: int = 0) -> Iterator[Frame]:
+def read_frames(path: str | Path, max_frames: int | None = None, ahead: int = 0, frame_threads: bool = True) -> Iterator[Frame]:
     """The clip's frames one at a time (memory flat in its length); at most ``max_frames``. With ``ahead``, decoded
-    on a thread of their own up to that many frames ahead of the caller (FFmpeg decodes without Python's lock)."""
+    on a thread of their own up to that many frames ahead of the caller (FFmpeg decodes without Python's lock);
+    ``frame_threads`` as ``open_input``."""
     path = Path(path)
-    c = open_input(path)
+    c = open_input(path, frame_threads)
     try:
         frames = _frames_of(c, path, None, max_frames)
         yield from (ahead_of(frames, ahead) if ahead else frames)

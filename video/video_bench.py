@@ -21,6 +21,8 @@ and the peak RSS of both is reported (flat in the clip's length when they match)
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,7 @@ from videoseal_litert.convert.options import RunOptions
 from videoseal_litert.core.artifacts import machine_description, write_json, write_text
 from videoseal_litert.core.console import say
 from videoseal_litert.core.errors import PipelineError, UsageError
+from videoseal_litert.runtime.route import resize_aa
 from videoseal_litert.video.clips import clip_path
 from videoseal_litert.video.io import DEFAULT_PRESET, _av, _video_stream, read_frames
 from videoseal_litert.video.key_frames import KeyFrames, aggregate, detect_video, embed_video
@@ -212,6 +215,45 @@ def official_embed_stages(o: OfficialVideo, clip: Path, bits: np.ndarray, crf: i
     return clock.ms_per_frame(len(frames)), out
 
 
+def detect_floor(extractor_path: Path, size: int, clip: Path, official_fps: float, target: float) -> dict[str, Any]:
+    """The fastest detection this machine allows the project's route, from CPU time: every frame must be decoded and
+    run through the extractor file, so with C cores no pipeline beats ``C * 1000 / (decode + model)`` frames a second,
+    both measured as CPU milliseconds a frame (``time.process_time``, all threads: the decoder with its frame threads,
+    as the route runs it, and on one thread, the lesser taken; the file on one LiteRT thread, its least CPU a frame)
+    and the resize counted free. When that bound is under ``target`` times the official route's fps, no pipelining
+    meets the target on this machine."""
+    from videoseal_litert.runtime.litert_runner import open_file
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    decode = math.inf
+    for threaded in (True, False):
+        c = time.process_time()
+        frames = [f.upright() for f in read_frames(clip, STAGE_FRAMES, frame_threads=threaded)]
+        decode = min(decode, time.process_time() - c)
+    c = time.process_time()
+    inputs = [resize_aa(f, size, size, 1 / 255)[None] for f in frames]
+    resize = time.process_time() - c
+    run = open_file(extractor_path, 1)
+    run({"image": inputs[0]})  # the delegate prepares itself on its first call: not a frame's cost
+    c = time.process_time()
+    for x in inputs:
+        run({"image": x})
+    model = time.process_time() - c
+    ms = {k: round(1000 * v / len(frames), 2) for k, v in (("decode", decode), ("resize", resize), ("model, 1 LiteRT thread", model))}
+    floor = ms["decode"] + ms["model, 1 LiteRT thread"]
+    bound = cores * 1000 / floor
+    return {
+        "cores": cores,
+        "cpu_ms_per_frame": ms,
+        "fps_bound_resize_free": round(bound, 1),
+        "speedup_bound": round(bound / official_fps, 2),
+        "target": target,
+        "target_reachable": bool(bound >= target * official_fps),
+        # CPU a frame the target leaves for everything but decode and model (the resize, copies, Python, the queues)
+        "cpu_ms_left_at_target": round(cores * 1000 / (target * official_fps) - floor, 2),
+    }
+
+
 def project_detect_stages(run: Any, size: int, clip: Path) -> dict:
     clock = Clock()
     _stage_frames(clip, STAGE_FRAMES, clock)
@@ -273,6 +315,7 @@ def bench_size(ctx: dict[str, Any], width: int, height: int, frames: int, crf: i
             "speedup": round((len(logits["project"]) / t_pd) / (len(official_logits) / t_od), 2),
             "bit_accuracy": {"project": p["bit_accuracy"], "official": o["bit_accuracy"]},
             "aggregated_bits_agree": bool(np.array_equal(p["bits"], o["bits"])),
+            "cpu_floor": detect_floor(ctx["extractor_path"], size, marked, len(official_logits) / t_od, TARGETS["detect"]),
         },
     }
 
@@ -293,6 +336,7 @@ def _context(opts: RunOptions, variant: str, clips: Path) -> dict[str, Any]:
         "extractor": extractor,
         "embedder_file": Path(efile["file"]).name,
         "extractor_file": Path(xfile["file"]).name,
+        "extractor_path": Path(xfile["file"]),
         "file_status": {"embedder": efile["status"], "extractor": xfile["status"]},
         "official_embedder": o_embed,
         "official_extractor": o_detect,
@@ -383,6 +427,22 @@ def _say_row(x: dict[str, Any]) -> None:
     for what in ("embed", "detect"):
         d = x[what]
         say(f"  {x['size']} {what}: project {d['project']['fps']} fps, official {d['official']['fps']} fps ({d['speedup']}x)")
+    f = x["detect"]["cpu_floor"]
+    say(
+        f"  {x['size']} detect on {f['cores']} cores can reach at most {f['fps_bound_resize_free']} fps ({f['speedup_bound']}x): {floor_words(f)}"
+    )
+
+
+def floor_words(f: dict[str, Any]) -> str:
+    ms = f["cpu_ms_per_frame"]
+    return (
+        f"decode {ms['decode']} + extractor {ms['model, 1 LiteRT thread']} CPU ms a frame, the resize ({ms['resize']}) counted free; "
+        + (
+            f"{f['target']}x leaves {f['cpu_ms_left_at_target']} CPU ms a frame for the resize and everything else"
+            if f["target_reachable"]
+            else f"{f['target']}x is out of reach on this machine"
+        )
+    )
 
 
 def render(r: dict[str, Any]) -> str:
@@ -413,6 +473,16 @@ def render(r: dict[str, Any]) -> str:
             + ", ".join(f"{k} >= {v}x: {'met' if met[k] else 'NOT met'}" for k, v in r["targets"].items())
             + ".",
         ]
+    lines += [
+        "",
+        "The fastest detection this machine allows (CPU time: every frame decoded and run through the extractor, on every core):",
+        "",
+    ]
+    for x in r["sizes"]:
+        f = x["detect"]["cpu_floor"]
+        lines.append(
+            f"- {x['size']}: at most {f['fps_bound_resize_free']} fps on {f['cores']} cores, {f['speedup_bound']}x the official route: {floor_words(f)}."
+        )
     lines += ["", "Milliseconds per frame by stage (a sequential pass over the first frames, each stage timed alone):", ""]
     stages = ["decode", "convert", "resize", "model", "jnd", "blend", "psnr", "encode"]
     lines += ["| size | route | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
