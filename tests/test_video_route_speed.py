@@ -119,5 +119,5 @@ def test_one_decoder_thread_gives_the_same_frames():
     clip = clip_path("bigbuckbunny.mp4")
     threaded = [f.rgb for f in read_frames(clip, 12)]
     single = [f.rgb for f in read_frames(clip, 12, frame_threads=False)]
-    assert len(threaded) == len(single) == 12 and all(np.array_equal(a, b) for a, b in zip(threaded, single))
+    assert len(threaded) == len(single) == 12 and all(np.array_equal(a, b) for a, b in zip(threaded, single, strict=True))
     assert len({a.tobytes() for a in threaded}) > 1  # frames that move, not one frame repeated
