@@ -373,6 +373,7 @@ def test_video_bench_times_both_routes_side_by_side(demo):
     ms, official = f["cpu_ms_per_frame"], x["detect"]["official"]["fps"]
     floor = ms["decode"] + ms["model, 1 LiteRT thread"]
     assert min(ms.values()) > 0 and f["fps_bound_resize_free"] == pytest.approx(f["cores"] * 1000 / floor, rel=0.01)
+    assert f["fps_bound_with_resize"] == pytest.approx(f["cores"] * 1000 / (floor + ms["resize"]), rel=0.01)
     assert x["detect"]["project"]["fps"] <= 1.15 * f["fps_bound_resize_free"]
     assert f["target_reachable"] == (f["cpu_ms_left_at_target"] >= 0) == (f["fps_bound_resize_free"] >= 3 * official)
     assert "fastest detection this machine allows" in (out / "video" / "video-bench.md").read_text()
