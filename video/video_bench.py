@@ -241,15 +241,15 @@ def detect_floor(extractor_path: Path, size: int, clip: Path, official_fps: floa
     model = time.process_time() - c
     ms = {k: round(1000 * v / len(frames), 2) for k, v in (("decode", decode), ("resize", resize), ("model, 1 LiteRT thread", model))}
     floor = ms["decode"] + ms["model, 1 LiteRT thread"]
-    bound = cores * 1000 / floor
+    bound, with_resize = cores * 1000 / floor, cores * 1000 / (floor + ms["resize"])
     return {
         "cores": cores,
         "cpu_ms_per_frame": ms,
         "fps_bound_resize_free": round(bound, 1),
         "speedup_bound": round(bound / official_fps, 2),
         # the same bound with the route's own resize counted (still no copies, no Python, no idle core)
-        "fps_bound_with_resize": round(cores * 1000 / (floor + ms["resize"]), 1),
-        "speedup_bound_with_resize": round(cores * 1000 / (floor + ms["resize"]) / official_fps, 2),
+        "fps_bound_with_resize": round(with_resize, 1),
+        "speedup_bound_with_resize": round(with_resize / official_fps, 2),
         "target": target,
         "target_reachable": bool(bound >= target * official_fps),
         # CPU a frame the target leaves for everything but decode and model (the resize, copies, Python, the queues)
